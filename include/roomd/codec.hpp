@@ -1,0 +1,35 @@
+// Codec: the two wire modes. Parsing turns one frame into a Request (or a RequestError);
+// encoding turns an Event body into JSON bytes or a human line for text mode.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "roomd/event.hpp"
+#include "roomd/request.hpp"
+
+namespace roomd {
+
+using ParseResult = std::variant<Request, RequestError>;
+
+bool valid_utf8(std::string_view bytes);
+
+// A connection is in text mode for good when its first non-empty line does not begin
+// with '{' (leading blanks ignored).
+Mode detect_mode(std::string_view first_line);
+
+ParseResult parse_json_request(std::string_view frame);
+ParseResult parse_text_line(std::string_view line);
+
+std::string encode_json(const ordered_json& body);   // one line with its '\n'
+std::string render_text(const ordered_json& body);   // zero or more lines, each with '\n'
+
+// {"op":"error","id"?,"code","message"}
+ordered_json error_body(ErrorCode code, std::string_view message,
+                        const std::optional<nlohmann::json>& id = std::nullopt);
+
+// The text-mode help shown by /help.
+std::string_view text_help();
+
+}  // namespace roomd

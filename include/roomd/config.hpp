@@ -1,0 +1,83 @@
+// The configuration: every key of the TOML file with its default, and the parser that turns
+// a file into a Config or into a list of errors, each naming the key and its line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace roomd {
+
+enum class SlowConsumerPolicy { disconnect, drop };
+
+struct RoomConfig {
+  std::string name;
+  std::string topic;
+  std::uint32_t max_members = 1000;
+  bool persist = true;
+  std::string key;  // argon2id hash; empty: no key needed
+  bool read_only = false;
+  std::vector<std::string> speakers;
+
+  bool operator==(const RoomConfig&) const = default;
+};
+
+struct ServerConfig {
+  std::vector<std::string> listen{"127.0.0.1:7000"};
+  std::string motd = "Welcome to roomd";
+  std::uint32_t max_clients = 10000;
+  std::uint32_t max_clients_per_ip = 256;
+  std::uint32_t workers = 4;
+  bool dynamic_rooms = true;
+};
+
+struct LimitsConfig {
+  std::uint32_t max_frame_bytes = 65536;
+  std::uint64_t max_outbound_bytes = 4194304;
+  SlowConsumerPolicy slow_consumer = SlowConsumerPolicy::disconnect;
+  double rate = 50;  // messages per second per connection
+  std::uint32_t burst = 100;
+  std::uint32_t idle_timeout_s = 300;
+};
+
+struct HistoryConfig {
+  std::string path;  // empty: memory only
+  std::uint32_t replay = 50;
+  std::uint32_t max_messages_per_room = 100000;
+};
+
+struct LogConfig {
+  std::string level = "info";
+};
+
+struct Config {
+  ServerConfig server;
+  LimitsConfig limits;
+  HistoryConfig history;
+  LogConfig log;
+  std::vector<RoomConfig> rooms;
+};
+
+// The embedded default roomd runs on with no -c: 127.0.0.1:7000, one room `lobby`.
+Config default_config();
+
+struct ConfigError {
+  std::string key;  // dotted path, e.g. "limits.rate" or "rooms[2].name"; empty for syntax
+  std::uint32_t line = 0;
+  std::string message;
+
+  std::string to_string(std::string_view file) const;
+};
+
+struct ConfigResult {
+  Config config;
+  std::vector<ConfigError> errors;
+  bool ok() const { return errors.empty(); }
+};
+
+// Parses TOML text. `source` names the file in messages.
+ConfigResult parse_config(std::string_view toml_text, std::string_view source);
+ConfigResult load_config_file(const std::string& path);
+
+}  // namespace roomd

@@ -1,0 +1,146 @@
+// Router: nicks, rooms, membership, sequence numbers and who hears what. Plain C++ over plain
+// data: it never touches a socket. What it says goes to each session's Outbox, an interface
+// the connection implements (and tests implement with a vector).
+//
+// Re-entrancy rule: an Outbox must not call back into the Router from inside send*/end();
+// a connection that must close because of a send (a slow consumer) defers it to a safe point.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "roomd/config.hpp"
+#include "roomd/event.hpp"
+#include "roomd/rate_limiter.hpp"
+#include "roomd/request.hpp"
+
+namespace roomd {
+
+using SessionId = std::uint64_t;
+
+class Outbox {
+ public:
+  virtual ~Outbox() = default;
+  // A reply to this session's own request, or a notice to it: always queued.
+  virtual void send(const EventPtr& event) = 0;
+  // Traffic from others (room messages, presence, whispers): subject to the slow-consumer
+  // policy, which may skip it (counted per `room`) or end the connection.
+  virtual void send_broadcast(const EventPtr& event, std::string_view room) = 0;
+  // Flush what is queued, then close. The router has already forgotten the session.
+  virtual void end() = 0;
+};
+
+struct Clock {
+  std::function<std::uint64_t()> wall_ms;  // ts of messages
+  std::function<std::uint64_t()> mono_ms;  // rate limiting
+};
+
+struct RouterSettings {
+  std::string version;
+  std::string motd;
+  bool dynamic_rooms = true;
+  double rate = 50;
+  std::uint32_t burst = 100;
+  std::uint32_t replay = 50;
+  std::uint32_t max_history = 100000;
+
+  static RouterSettings from(const Config& config, std::string version);
+};
+
+struct RouterStats {
+  std::uint64_t messages_in = 0;    // says accepted
+  std::uint64_t deliveries = 0;     // message copies handed to outboxes
+  std::uint64_t rate_limited = 0;
+  std::uint64_t requests = 0;
+};
+
+struct RoomInfo {
+  std::string name;
+  std::string topic;
+  std::size_t members;
+  bool keyed;
+  bool configured;
+  std::uint64_t last_seq;
+};
+
+class Router {
+ public:
+  Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock);
+  ~Router();
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  // A new client: gets a guest nick and the welcome. The outbox must outlive the session.
+  SessionId connect(Outbox& outbox);
+  // The client is gone (EOF, reset, timeout, kick, bye): every room it was in hears
+  // `presence leave` now. Unknown or already-gone ids are ignored.
+  void disconnect(SessionId id);
+  void handle(SessionId id, const Request& request);
+  // A request that could not be parsed: its error goes back like any reply.
+  void reject(SessionId id, const RequestError& error);
+
+  // Reload: settings and the configured rooms change in place; nobody is disconnected.
+  void reconfigure(RouterSettings settings, const std::vector<RoomConfig>& rooms);
+
+  // Console and server operations.
+  std::vector<RoomInfo> rooms() const;
+  std::optional<std::vector<std::string>> who(std::string_view room) const;
+  bool kick(std::string_view nick, std::string_view reason);
+  // Says `text` in `room` from the reserved nick `server`; returns the error text if any.
+  std::optional<std::string> server_say(std::string_view room, std::string_view text);
+  // Sends one event to every session (shutdown notices).
+  void send_all(const EventPtr& event);
+  std::optional<std::string> nick_of(SessionId id) const;
+  std::size_t session_count() const { return sessions_.size(); }
+  const RouterStats& stats() const { return stats_; }
+
+ private:
+  struct Room;
+  struct Session;
+
+  Session* find_session(SessionId id);
+  Room* find_room(std::string_view name) const;
+  Room* resolve_room(Session& s, const Request& r, bool need_existing);
+  Room* create_room(const std::string& name, const RoomConfig* config);
+  void apply_room_config(Room& room, const RoomConfig& config);
+  void remove_member(Session& s, Room& room);
+  void drop_room_if_empty(Room& room);
+  bool is_member(const Session& s, const Room& room) const;
+  bool may_speak(const Session& s, const Room& room) const;
+
+  void on_nick(Session& s, const Request& r);
+  void on_rooms(Session& s, const Request& r);
+  void on_join(Session& s, const Request& r);
+  void on_leave(Session& s, const Request& r);
+  void on_say(Session& s, const Request& r);
+  void on_whisper(Session& s, const Request& r);
+  void on_who(Session& s, const Request& r);
+  void on_topic(Session& s, const Request& r);
+  void on_history(Session& s, const Request& r);
+  void on_bye(Session& s, const Request& r);
+
+  std::uint64_t publish(Room& room, const std::string& from, const Request& r);
+  void to_others(Room& room, const Session* except, const EventPtr& event);
+  void reply(Session& s, ordered_json body);
+  void fail(Session& s, const Request& r, ErrorCode code, std::string message);
+  std::string next_guest_nick();
+
+  RouterSettings settings_;
+  Clock clock_;
+  std::unordered_map<SessionId, std::unique_ptr<Session>> sessions_;
+  std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> session
+  std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;
+  SessionId next_id_ = 1;
+  std::uint64_t guest_counter_ = 0;
+  RouterStats stats_;
+};
+
+}  // namespace roomd

@@ -1,0 +1,97 @@
+// Server: the loop's owner. It holds the config, the router, the listeners, every connection,
+// the signal handlers, the console and the timers, and it is the only place that creates or
+// destroys a connection.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "roomd/config.hpp"
+#include "roomd/connection.hpp"
+#include "roomd/listener.hpp"
+#include "roomd/router.hpp"
+#include "roomd/uv.hpp"
+
+namespace roomd {
+
+class Console;
+
+struct ServerStats {
+  std::uint64_t connections_total = 0;
+  std::uint64_t rejected = 0;
+  std::uint64_t slow_consumers = 0;
+  std::uint64_t dropped = 0;
+  std::uint64_t bytes_out = 0;
+};
+
+struct ServerOptions {
+  Config config;
+  std::optional<std::string> config_path;     // absent: the embedded default
+  std::vector<std::string> listen_override;   // --listen
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds the listeners and runs the loop until shutdown. Returns the exit status.
+  int run();
+
+  // For connections.
+  Router& router() { return *router_; }
+  const Config& config() const { return config_; }
+  std::uint64_t now_ms() const { return uv_now(loop_.get()); }
+  uv_loop_t* loop() { return loop_.get(); }
+  void schedule_flush(Connection& connection);
+  void release(Connection& connection);  // from the connection's close callback
+  uv_buf_t read_buffer();                // one buffer for every read: idle clients hold none
+  ServerStats& stats() { return stats_; }
+
+  // For the console and signals.
+  void reload();
+  void shutdown();
+  std::string stats_line() const;
+
+ private:
+  void open_listeners();
+  void on_connection(Listener& listener);
+  void on_turn();
+  void on_tick();
+  void maybe_finish_shutdown();
+
+  struct LoopDeleter {
+    void operator()(uv_loop_t* loop) const;
+  };
+
+  ServerOptions options_;
+  Config config_;
+  std::unique_ptr<uv_loop_t, LoopDeleter> loop_;
+  std::unique_ptr<Router> router_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
+  std::unordered_map<std::string, std::uint32_t> clients_per_ip_;
+  std::size_t admitted_ = 0;
+  std::uint64_t next_connection_id_ = 1;
+  std::vector<std::uint64_t> flush_queue_;
+  std::vector<char> read_buffer_;
+
+  std::unique_ptr<uv::Prepare> flusher_;
+  std::unique_ptr<uv::Timer> ticker_;
+  std::unique_ptr<uv::Timer> shutdown_deadline_;
+  std::vector<std::unique_ptr<uv::Signal>> signals_;
+  std::unique_ptr<Console> console_;
+  bool shutting_down_ = false;
+  std::uint64_t started_ms_ = 0;
+  ServerStats stats_;
+};
+
+}  // namespace roomd

@@ -1,0 +1,102 @@
+// Small RAII owners for libuv handles. A handle's memory belongs to libuv from uv_close until
+// its close callback, so the wrapper hands it over on destruction and the close callback
+// frees it: no code outside this file calls uv_close on these handles.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace roomd::uv {
+
+inline std::string error_text(int code) { return std::string(uv_strerror(code)); }
+
+inline void check(int rc, const char* what) {
+  if (rc < 0) throw std::runtime_error(std::string(what) + ": " + error_text(rc));
+}
+
+// Owns one initialised handle of type T (uv_timer_t, uv_tcp_t, …).
+template <class T>
+class Handle {
+ public:
+  template <class Init>
+  explicit Handle(Init&& init) : raw_(new T{}) {
+    int rc = init(raw_);
+    if (rc < 0) {
+      delete raw_;  // never initialised: libuv holds no reference yet
+      raw_ = nullptr;
+      check(rc, "uv handle init");
+    }
+  }
+  ~Handle() { reset(); }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+
+  T* get() const { return raw_; }
+  uv_handle_t* base() const { return reinterpret_cast<uv_handle_t*>(raw_); }
+  explicit operator bool() const { return raw_ != nullptr; }
+
+  void reset() {
+    if (!raw_) return;
+    raw_->data = nullptr;
+    uv_close(base(), [](uv_handle_t* h) { delete reinterpret_cast<T*>(h); });
+    raw_ = nullptr;
+  }
+
+ private:
+  T* raw_;
+};
+
+class Timer {
+ public:
+  Timer(uv_loop_t* loop, std::function<void()> on_fire)
+      : handle_([loop](uv_timer_t* t) { return uv_timer_init(loop, t); }), on_fire_(std::move(on_fire)) {
+    handle_.get()->data = this;
+  }
+  void start(std::uint64_t timeout_ms, std::uint64_t repeat_ms) {
+    uv_timer_start(handle_.get(), [](uv_timer_t* t) { static_cast<Timer*>(t->data)->on_fire_(); },
+                   timeout_ms, repeat_ms);
+  }
+  void stop() { uv_timer_stop(handle_.get()); }
+  void unref() { uv_unref(handle_.base()); }
+
+ private:
+  Handle<uv_timer_t> handle_;
+  std::function<void()> on_fire_;
+};
+
+class Signal {
+ public:
+  Signal(uv_loop_t* loop, int signum, std::function<void()> on_signal)
+      : handle_([loop](uv_signal_t* s) { return uv_signal_init(loop, s); }), on_signal_(std::move(on_signal)) {
+    handle_.get()->data = this;
+    check(uv_signal_start(handle_.get(),
+                          [](uv_signal_t* s, int) { static_cast<Signal*>(s->data)->on_signal_(); },
+                          signum),
+          "uv_signal_start");
+  }
+
+ private:
+  Handle<uv_signal_t> handle_;
+  std::function<void()> on_signal_;
+};
+
+// Runs a callback once per loop iteration, just before the loop blocks for I/O: the point
+// where everything a turn produced is written out (Redis' beforeSleep).
+class Prepare {
+ public:
+  Prepare(uv_loop_t* loop, std::function<void()> on_turn)
+      : handle_([loop](uv_prepare_t* p) { return uv_prepare_init(loop, p); }), on_turn_(std::move(on_turn)) {
+    handle_.get()->data = this;
+    uv_prepare_start(handle_.get(), [](uv_prepare_t* p) { static_cast<Prepare*>(p->data)->on_turn_(); });
+  }
+
+ private:
+  Handle<uv_prepare_t> handle_;
+  std::function<void()> on_turn_;
+};
+
+}  // namespace roomd::uv

@@ -1,0 +1,553 @@
+// Router: rooms, nicks and fan-out. See router.hpp for the rules it keeps.
+#include "roomd/router.hpp"
+
+#include <algorithm>
+
+#include "roomd/codec.hpp"
+#include "roomd/names.hpp"
+
+namespace roomd {
+
+struct Router::Room {
+  std::string name;
+  std::string topic;
+  bool configured = false;
+  std::uint32_t max_members = 1000;
+  bool read_only = false;
+  std::unordered_set<std::string> speakers;  // folded nicks
+  std::string key;
+  std::uint64_t next_seq = 1;
+  // Members in join order; a member's index here is kept in its Session so leaving is O(1).
+  std::vector<Session*> members;
+  // The newest messages, oldest first, seq consecutive.
+  std::deque<EventPtr> history;
+};
+
+struct Router::Session {
+  struct Membership {
+    Room* room;
+    std::size_t slot;  // index in room->members
+  };
+  SessionId id;
+  std::string nick;
+  Outbox* out;
+  TokenBucket bucket;
+  std::vector<Membership> rooms;  // join order: the last one is the "current" room
+};
+
+RouterSettings RouterSettings::from(const Config& c, std::string version) {
+  RouterSettings s;
+  s.version = std::move(version);
+  s.motd = c.server.motd;
+  s.dynamic_rooms = c.server.dynamic_rooms;
+  s.rate = c.limits.rate;
+  s.burst = c.limits.burst;
+  s.replay = c.history.replay;
+  s.max_history = c.history.max_messages_per_room;
+  return s;
+}
+
+Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock)
+    : settings_(std::move(settings)), clock_(std::move(clock)) {
+  for (const auto& rc : rooms) create_room(rc.name, &rc);
+}
+
+Router::~Router() = default;
+
+// ---- sessions -------------------------------------------------------------------------
+
+std::string Router::next_guest_nick() {
+  for (;;) {
+    std::string nick = "guest-" + std::to_string(++guest_counter_);
+    if (!by_nick_.contains(nick)) return nick;
+  }
+}
+
+SessionId Router::connect(Outbox& outbox) {
+  auto session = std::make_unique<Session>(Session{
+      next_id_++, next_guest_nick(), &outbox,
+      TokenBucket(settings_.rate, settings_.burst, clock_.mono_ms()), {}});
+  Session& s = *session;
+  by_nick_[fold_case(s.nick)] = &s;
+  sessions_.emplace(s.id, std::move(session));
+  ordered_json w;
+  w["op"] = "welcome";
+  w["server"] = "roomd";
+  w["version"] = settings_.version;
+  w["proto"] = 1;
+  w["nick"] = s.nick;
+  w["motd"] = settings_.motd;
+  w["hint"] = "send JSON lines, or type /help for text mode";
+  s.out->send(make_event(std::move(w)));
+  return s.id;
+}
+
+void Router::disconnect(SessionId id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  Session& s = *it->second;
+  while (!s.rooms.empty()) {
+    Room& room = *s.rooms.back().room;
+    remove_member(s, room);
+    ordered_json p{{"op", "presence"}, {"room", room.name}, {"event", "leave"}, {"nick", s.nick}};
+    to_others(room, &s, make_event(std::move(p)));
+    drop_room_if_empty(room);
+  }
+  by_nick_.erase(fold_case(s.nick));
+  sessions_.erase(it);
+}
+
+Router::Session* Router::find_session(SessionId id) {
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second.get();
+}
+
+std::optional<std::string> Router::nick_of(SessionId id) const {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return std::nullopt;
+  return it->second->nick;
+}
+
+// ---- rooms ----------------------------------------------------------------------------
+
+Router::Room* Router::find_room(std::string_view name) const {
+  auto it = rooms_.find(std::string(name));
+  return it == rooms_.end() ? nullptr : it->second.get();
+}
+
+Router::Room* Router::create_room(const std::string& name, const RoomConfig* config) {
+  auto room = std::make_unique<Room>();
+  room->name = name;
+  if (config) apply_room_config(*room, *config);
+  Room* raw = room.get();
+  rooms_[name] = std::move(room);
+  return raw;
+}
+
+void Router::apply_room_config(Room& room, const RoomConfig& c) {
+  room.configured = true;
+  room.topic = c.topic;
+  room.max_members = c.max_members;
+  room.read_only = c.read_only;
+  room.key = c.key;
+  room.speakers.clear();
+  for (const auto& n : c.speakers) room.speakers.insert(fold_case(n));
+}
+
+bool Router::is_member(const Session& s, const Room& room) const {
+  for (const auto& m : s.rooms)
+    if (m.room == &room) return true;
+  return false;
+}
+
+bool Router::may_speak(const Session& s, const Room& room) const {
+  return !room.read_only || room.speakers.contains(fold_case(s.nick));
+}
+
+void Router::remove_member(Session& s, Room& room) {
+  auto mine = std::find_if(s.rooms.begin(), s.rooms.end(),
+                           [&](const Session::Membership& m) { return m.room == &room; });
+  if (mine == s.rooms.end()) return;
+  std::size_t slot = mine->slot;
+  s.rooms.erase(mine);
+  // Swap-remove from the room, then fix the moved member's recorded slot.
+  Session* moved = room.members.back();
+  room.members[slot] = moved;
+  room.members.pop_back();
+  if (moved != &s)
+    for (auto& m : moved->rooms)
+      if (m.room == &room) m.slot = slot;
+}
+
+void Router::drop_room_if_empty(Room& room) {
+  // Dynamic rooms live only while someone is in them; configured rooms stay.
+  if (!room.configured && room.members.empty()) rooms_.erase(room.name);
+}
+
+Router::Room* Router::resolve_room(Session& s, const Request& r, bool need_existing) {
+  if (r.room.empty()) {
+    if (!s.rooms.empty()) return s.rooms.back().room;
+    fail(s, r, ErrorCode::not_member, "join a room first (/join ROOM)");
+    return nullptr;
+  }
+  if (!valid_room_name(r.room)) {
+    fail(s, r, ErrorCode::bad_room_name, "'" + r.room + "' is not a valid room name");
+    return nullptr;
+  }
+  Room* room = find_room(r.room);
+  if (!room && need_existing) fail(s, r, ErrorCode::no_such_room, "no room '" + r.room + "'");
+  return room;
+}
+
+// ---- replies --------------------------------------------------------------------------
+
+namespace {
+ordered_json reply_body(const Request& r, const char* op) {
+  ordered_json b;
+  b["op"] = op;
+  if (r.id) b["id"] = *r.id;
+  return b;
+}
+
+ordered_json nick_list(std::vector<std::string> nicks) {
+  std::sort(nicks.begin(), nicks.end());
+  return ordered_json(std::move(nicks));
+}
+}  // namespace
+
+void Router::reply(Session& s, ordered_json body) { s.out->send(make_event(std::move(body))); }
+
+void Router::fail(Session& s, const Request& r, ErrorCode code, std::string message) {
+  reply(s, error_body(code, message, r.id));
+}
+
+void Router::reject(SessionId id, const RequestError& e) {
+  if (Session* s = find_session(id)) reply(*s, error_body(e.code, e.message, e.id));
+}
+
+void Router::to_others(Room& room, const Session* except, const EventPtr& event) {
+  for (Session* m : room.members)
+    if (m != except) m->out->send_broadcast(event, room.name);
+}
+
+// ---- requests -------------------------------------------------------------------------
+
+void Router::handle(SessionId id, const Request& r) {
+  Session* s = find_session(id);
+  if (!s) return;
+  ++stats_.requests;
+  switch (r.op) {
+    case Op::nick: return on_nick(*s, r);
+    case Op::rooms: return on_rooms(*s, r);
+    case Op::join: return on_join(*s, r);
+    case Op::leave: return on_leave(*s, r);
+    case Op::say: return on_say(*s, r);
+    case Op::whisper: return on_whisper(*s, r);
+    case Op::who: return on_who(*s, r);
+    case Op::topic: return on_topic(*s, r);
+    case Op::history: return on_history(*s, r);
+    case Op::bye: return on_bye(*s, r);
+    case Op::ping: return reply(*s, reply_body(r, "pong"));
+    case Op::echo: {
+      auto b = reply_body(r, "echo");
+      b["text"] = r.text.value_or("");
+      return reply(*s, std::move(b));
+    }
+    case Op::help: return reply(*s, reply_body(r, "help"));
+  }
+}
+
+void Router::on_nick(Session& s, const Request& r) {
+  if (!valid_nick(r.nick))
+    return fail(s, r, ErrorCode::bad_nick,
+                "nicks start with a letter, then up to 31 letters, digits, '_' or '-'");
+  std::string folded = fold_case(r.nick);
+  if (folded == "server") return fail(s, r, ErrorCode::nick_taken, "'server' is reserved");
+  auto it = by_nick_.find(folded);
+  if (it != by_nick_.end() && it->second != &s)
+    return fail(s, r, ErrorCode::nick_taken, "'" + r.nick + "' is taken");
+  std::string old = s.nick;
+  by_nick_.erase(fold_case(old));
+  by_nick_[folded] = &s;
+  s.nick = r.nick;
+  auto ok = reply_body(r, "ok");
+  ok["nick"] = s.nick;
+  reply(s, std::move(ok));
+  if (old == s.nick) return;
+  for (const auto& m : s.rooms) {
+    ordered_json p{{"op", "presence"}, {"room", m.room->name}, {"event", "nick"},
+                   {"nick", s.nick},   {"old", old}};
+    to_others(*m.room, &s, make_event(std::move(p)));
+  }
+}
+
+void Router::on_rooms(Session& s, const Request& r) {
+  auto b = reply_body(r, "rooms");
+  b["rooms"] = ordered_json::array();
+  for (const auto& info : rooms())
+    b["rooms"].push_back(ordered_json{{"name", info.name},
+                                      {"topic", info.topic},
+                                      {"members", info.members},
+                                      {"keyed", info.keyed}});
+  reply(s, std::move(b));
+}
+
+void Router::on_join(Session& s, const Request& r) {
+  Room* room = resolve_room(s, r, false);
+  if (!room) {
+    if (r.room.empty() || !valid_room_name(r.room)) return;  // resolve_room answered
+    if (!settings_.dynamic_rooms)
+      return fail(s, r, ErrorCode::no_such_room, "no room '" + r.room + "' (dynamic rooms are off)");
+    room = create_room(r.room, nullptr);
+  }
+  bool again = is_member(s, *room);
+  if (!again) {
+    if (!room->key.empty())
+      // Verifying an argon2id key belongs on the worker pool, which this build lacks.
+      return fail(s, r, r.key ? ErrorCode::internal : ErrorCode::bad_key,
+                  r.key ? "keyed rooms need the worker pool, not built yet" : "this room needs a key");
+    if (room->members.size() >= room->max_members)
+      return fail(s, r, ErrorCode::room_full, "room '" + room->name + "' is full");
+    s.rooms.push_back({room, room->members.size()});
+    room->members.push_back(&s);
+  } else {
+    // Joining again makes the room current (text mode) without telling anyone.
+    auto mine = std::find_if(s.rooms.begin(), s.rooms.end(),
+                             [&](const Session::Membership& m) { return m.room == room; });
+    std::rotate(mine, mine + 1, s.rooms.end());
+  }
+  auto b = reply_body(r, "joined");
+  b["room"] = room->name;
+  b["topic"] = room->topic;
+  std::vector<std::string> nicks;
+  nicks.reserve(room->members.size());
+  for (const Session* m : room->members) nicks.push_back(m->nick);
+  b["members"] = nick_list(std::move(nicks));
+  b["history"] = ordered_json::array();
+  std::size_t n = std::min<std::size_t>(settings_.replay, room->history.size());
+  for (auto it = room->history.end() - static_cast<std::ptrdiff_t>(n); it != room->history.end(); ++it)
+    b["history"].push_back((*it)->body());
+  reply(s, std::move(b));
+  if (!again) {
+    ordered_json p{{"op", "presence"}, {"room", room->name}, {"event", "join"}, {"nick", s.nick}};
+    to_others(*room, &s, make_event(std::move(p)));
+  }
+}
+
+void Router::on_leave(Session& s, const Request& r) {
+  Room* room = resolve_room(s, r, true);
+  if (!room) return;
+  if (!is_member(s, *room)) return fail(s, r, ErrorCode::not_member, "you are not in '" + room->name + "'");
+  remove_member(s, *room);
+  auto b = reply_body(r, "left");
+  b["room"] = room->name;
+  reply(s, std::move(b));
+  ordered_json p{{"op", "presence"}, {"room", room->name}, {"event", "leave"}, {"nick", s.nick}};
+  to_others(*room, &s, make_event(std::move(p)));
+  drop_room_if_empty(*room);
+}
+
+std::uint64_t Router::publish(Room& room, const std::string& from, const Request& r) {
+  std::uint64_t seq = room.next_seq++;
+  ordered_json m;
+  m["op"] = "message";
+  m["room"] = room.name;
+  m["seq"] = seq;
+  m["ts"] = clock_.wall_ms();
+  m["from"] = from;
+  if (r.text) m["text"] = *r.text;
+  if (!r.data.is_null()) m["data"] = r.data;
+  EventPtr event = make_event(std::move(m));
+  room.history.push_back(event);
+  while (room.history.size() > settings_.max_history) room.history.pop_front();
+  ++stats_.messages_in;
+  stats_.deliveries += room.members.size();
+  for (Session* member : room.members) member->out->send_broadcast(event, room.name);
+  return seq;
+}
+
+void Router::on_say(Session& s, const Request& r) {
+  Room* room = resolve_room(s, r, true);
+  if (!room) return;
+  if (!is_member(s, *room)) return fail(s, r, ErrorCode::not_member, "join '" + room->name + "' first");
+  if (!may_speak(s, *room)) return fail(s, r, ErrorCode::read_only, "'" + room->name + "' is read-only");
+  if (!s.bucket.try_take(clock_.mono_ms())) {
+    ++stats_.rate_limited;
+    return fail(s, r, ErrorCode::rate_limited, "slow down: too many messages");
+  }
+  std::uint64_t seq = publish(*room, s.nick, r);
+  if (r.id) {
+    auto ok = reply_body(r, "ok");
+    ok["seq"] = seq;
+    reply(s, std::move(ok));
+  }
+}
+
+void Router::on_whisper(Session& s, const Request& r) {
+  auto it = by_nick_.find(fold_case(r.to));
+  if (!valid_nick(r.to) || it == by_nick_.end())
+    return fail(s, r, ErrorCode::no_such_nick, "nobody is called '" + r.to + "'");
+  if (!s.bucket.try_take(clock_.mono_ms())) {
+    ++stats_.rate_limited;
+    return fail(s, r, ErrorCode::rate_limited, "slow down: too many messages");
+  }
+  Session& target = *it->second;
+  ordered_json w{{"op", "whisper"}, {"from", s.nick}, {"to", target.nick},
+                 {"text", r.text.value_or("")}, {"ts", clock_.wall_ms()}};
+  target.out->send_broadcast(make_event(std::move(w)), "");
+  reply(s, reply_body(r, "ok"));
+}
+
+void Router::on_who(Session& s, const Request& r) {
+  Room* room = resolve_room(s, r, true);
+  if (!room) return;
+  if (!room->key.empty() && !is_member(s, *room))
+    return fail(s, r, ErrorCode::not_member, "'" + room->name + "' is keyed: join it first");
+  auto b = reply_body(r, "who");
+  b["room"] = room->name;
+  b["members"] = nick_list(*who(room->name));
+  reply(s, std::move(b));
+}
+
+void Router::on_topic(Session& s, const Request& r) {
+  Room* room = resolve_room(s, r, true);
+  if (!room) return;
+  if (!is_member(s, *room)) return fail(s, r, ErrorCode::not_member, "join '" + room->name + "' first");
+  if (!may_speak(s, *room)) return fail(s, r, ErrorCode::read_only, "'" + room->name + "' is read-only");
+  room->topic = r.topic;
+  reply(s, reply_body(r, "ok"));
+  ordered_json p{{"op", "presence"}, {"room", room->name}, {"event", "topic"},
+                 {"nick", s.nick},   {"topic", room->topic}};
+  to_others(*room, &s, make_event(std::move(p)));
+}
+
+namespace {
+// In-memory search: every word must occur in the text, ignoring ASCII case.
+bool matches_all_words(const ordered_json& message, const std::vector<std::string>& words) {
+  auto it = message.find("text");
+  if (it == message.end() || !it->is_string()) return false;
+  std::string text = fold_case(it->get_ref<const std::string&>());
+  for (const auto& w : words)
+    if (text.find(w) == std::string::npos) return false;
+  return true;
+}
+}  // namespace
+
+void Router::on_history(Session& s, const Request& r) {
+  Room* room = resolve_room(s, r, true);
+  if (!room) return;
+  if (!room->key.empty() && !is_member(s, *room))
+    return fail(s, r, ErrorCode::not_member, "'" + room->name + "' is keyed: join it first");
+  std::size_t limit = r.limit.value_or(50);
+  std::vector<std::string> words;
+  if (r.search) {
+    std::string_view rest = *r.search;
+    while (!rest.empty()) {
+      auto start = rest.find_first_not_of(' ');
+      if (start == std::string_view::npos) break;
+      rest.remove_prefix(start);
+      auto end = rest.find(' ');
+      words.push_back(fold_case(rest.substr(0, end)));
+      rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end);
+    }
+  }
+  // Walk back from the newest message below `before`, keeping up to `limit` matches.
+  const auto& h = room->history;
+  std::size_t end = h.size();
+  if (r.before && !h.empty()) {
+    std::uint64_t first_seq = h.front()->body()["seq"].get<std::uint64_t>();
+    end = *r.before <= first_seq ? 0 : std::min<std::uint64_t>(h.size(), *r.before - first_seq);
+  }
+  std::vector<const Event*> picked;
+  std::size_t i = end;
+  bool more = false;
+  while (i > 0) {
+    const Event* e = h[i - 1].get();
+    if (words.empty() || matches_all_words(e->body(), words)) {
+      if (picked.size() == limit) { more = true; break; }
+      picked.push_back(e);
+    }
+    --i;
+  }
+  auto b = reply_body(r, "history");
+  b["room"] = room->name;
+  b["messages"] = ordered_json::array();
+  for (auto it = picked.rbegin(); it != picked.rend(); ++it) b["messages"].push_back((*it)->body());
+  b["more"] = more;
+  reply(s, std::move(b));
+}
+
+void Router::on_bye(Session& s, const Request& r) {
+  reply(s, reply_body(r, "bye"));
+  Outbox* out = s.out;
+  disconnect(s.id);  // s is gone after this
+  out->end();
+}
+
+// ---- operations -----------------------------------------------------------------------
+
+void Router::reconfigure(RouterSettings settings, const std::vector<RoomConfig>& configured) {
+  settings_ = std::move(settings);
+  for (auto& [id, s] : sessions_) s->bucket.reconfigure(settings_.rate, settings_.burst);
+  // Configured rooms that the new file no longer lists are gone, even with dynamic rooms on.
+  std::unordered_set<std::string> wanted;
+  for (const auto& rc : configured) wanted.insert(rc.name);
+  std::vector<Room*> removed;
+  for (auto& [name, room] : rooms_)
+    if (room->configured && !wanted.contains(name)) removed.push_back(room.get());
+  for (Room* room : removed) {
+    auto notice = make_event(ordered_json{{"op", "system"}, {"event", "reload"}, {"room", room->name},
+                                          {"reason", "room removed by the server's configuration"}});
+    while (!room->members.empty()) {
+      Session& member = *room->members.back();
+      remove_member(member, *room);
+      member.out->send(notice);
+    }
+    rooms_.erase(room->name);
+  }
+  for (const auto& rc : configured) {
+    Room* room = find_room(rc.name);
+    if (!room) {
+      create_room(rc.name, &rc);
+      continue;
+    }
+    std::string old_topic = room->topic;
+    apply_room_config(*room, rc);
+    if (room->topic != old_topic) {
+      ordered_json p{{"op", "presence"}, {"room", room->name}, {"event", "topic"},
+                     {"nick", "server"}, {"topic", room->topic}};
+      to_others(*room, nullptr, make_event(std::move(p)));
+    }
+  }
+  for (auto& [name, room] : rooms_)
+    while (room->history.size() > settings_.max_history) room->history.pop_front();
+}
+
+std::vector<RoomInfo> Router::rooms() const {
+  std::vector<RoomInfo> out;
+  out.reserve(rooms_.size());
+  for (const auto& [name, room] : rooms_)
+    out.push_back({room->name, room->topic, room->members.size(), !room->key.empty(),
+                   room->configured, room->next_seq - 1});
+  std::sort(out.begin(), out.end(), [](const RoomInfo& a, const RoomInfo& b) { return a.name < b.name; });
+  return out;
+}
+
+std::optional<std::vector<std::string>> Router::who(std::string_view name) const {
+  Room* room = find_room(name);
+  if (!room) return std::nullopt;
+  std::vector<std::string> nicks;
+  nicks.reserve(room->members.size());
+  for (const Session* m : room->members) nicks.push_back(m->nick);
+  std::sort(nicks.begin(), nicks.end());
+  return nicks;
+}
+
+bool Router::kick(std::string_view nick, std::string_view reason) {
+  auto it = by_nick_.find(fold_case(nick));
+  if (it == by_nick_.end()) return false;
+  Session& s = *it->second;
+  ordered_json k{{"op", "system"}, {"event", "kicked"}, {"reason", reason.empty() ? "kicked by the operator" : reason}};
+  s.out->send(make_event(std::move(k)));
+  Outbox* out = s.out;
+  disconnect(s.id);
+  out->end();
+  return true;
+}
+
+std::optional<std::string> Router::server_say(std::string_view name, std::string_view text) {
+  Room* room = find_room(name);
+  if (!room) return "no room '" + std::string(name) + "'";
+  Request r;
+  r.op = Op::say;
+  r.room = room->name;
+  r.text = std::string(text);
+  publish(*room, "server", r);
+  return std::nullopt;
+}
+
+void Router::send_all(const EventPtr& event) {
+  for (auto& [id, s] : sessions_) s->out->send(event);
+}
+
+}  // namespace roomd

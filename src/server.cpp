@@ -1,0 +1,222 @@
+// Server: owns the loop and everything on it; accepts, limits, reloads and shuts down.
+#include "roomd/server.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+
+#include "roomd/codec.hpp"
+#include "roomd/console.hpp"
+#include "roomd/log.hpp"
+#include "roomd_build_config.hpp"
+
+namespace roomd {
+
+namespace {
+constexpr std::size_t kReadBufferBytes = 64 * 1024;
+constexpr std::uint64_t kShutdownDeadlineMs = 5000;
+
+std::uint64_t wall_clock_ms() {
+  using namespace std::chrono;
+  return static_cast<std::uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+}
+
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * 4096;
+}
+}  // namespace
+
+void Server::LoopDeleter::operator()(uv_loop_t* loop) const {
+  uv_loop_close(loop);
+  delete loop;
+}
+
+Server::Server(ServerOptions options)
+    : options_(std::move(options)), config_(options_.config), loop_(new uv_loop_t{}) {
+  uv::check(uv_loop_init(loop_.get()), "uv_loop_init");
+  if (!options_.listen_override.empty()) config_.server.listen = options_.listen_override;
+  read_buffer_.resize(kReadBufferBytes);
+  Clock clock{wall_clock_ms, [this] { return now_ms(); }};
+  router_ = std::make_unique<Router>(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms, clock);
+}
+
+Server::~Server() {
+  // run() tears everything down; this covers a constructor-time or bind-time failure.
+  listeners_.clear();
+  for (auto& [id, c] : connections_) c->close_now();
+  flusher_.reset();
+  ticker_.reset();
+  shutdown_deadline_.reset();
+  signals_.clear();
+  console_.reset();
+  uv_run(loop_.get(), UV_RUN_DEFAULT);
+}
+
+void Server::open_listeners() {
+  for (const auto& text : config_.server.listen) {
+    auto address = parse_listen_address(text);
+    if (!address) throw std::runtime_error("bad listen address '" + text + "'");
+    auto listener = std::make_unique<Listener>(loop(), *address, [this](Listener& l) { on_connection(l); });
+    log::info("listening on " + listener->bound_name());
+    listeners_.push_back(std::move(listener));
+  }
+}
+
+int Server::run() {
+  try {
+    open_listeners();
+  } catch (const std::exception& e) {
+    log::error(e.what());
+    return 1;
+  }
+  started_ms_ = now_ms();
+  flusher_ = std::make_unique<uv::Prepare>(loop(), [this] { on_turn(); });
+  ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
+  ticker_->start(1000, 1000);
+  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGHUP, [this] { reload(); }));
+  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGTERM, [this] { shutdown(); }));
+  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGINT, [this] { shutdown(); }));
+  console_ = std::make_unique<Console>(*this);
+  log::notice("roomd " ROOMD_VERSION " started: " + std::to_string(router_->rooms().size()) + " rooms, " +
+              (options_.config_path ? "config " + *options_.config_path : std::string("embedded default config")));
+
+  uv_run(loop(), UV_RUN_DEFAULT);  // until shutdown() has finished and stopped it
+
+  // Teardown outside every callback: nothing here runs inside its own handle's callback.
+  console_.reset();
+  signals_.clear();
+  ticker_.reset();
+  shutdown_deadline_.reset();
+  flusher_.reset();
+  listeners_.clear();
+  uv_run(loop(), UV_RUN_DEFAULT);  // runs the close callbacks
+  log::notice("roomd stopped");
+  return 0;
+}
+
+uv_buf_t Server::read_buffer() { return uv_buf_init(read_buffer_.data(), static_cast<unsigned>(read_buffer_.size())); }
+
+void Server::on_connection(Listener& listener) {
+  std::uint64_t id = next_connection_id_++;
+  auto owned = std::make_unique<Connection>(
+      *this, id, listener.is_unix() ? Connection::Transport::unix_socket : Connection::Transport::tcp);
+  Connection& conn = *owned;
+  connections_.emplace(id, std::move(owned));
+  if (int rc = uv_accept(listener.stream(), conn.stream()); rc < 0) {
+    log::warning("accept failed: " + uv::error_text(rc));
+    return conn.close_now();
+  }
+  ++stats_.connections_total;
+  std::string peer = listener.bound_name(), ip;
+  if (!listener.is_unix()) {
+    auto* tcp = reinterpret_cast<uv_tcp_t*>(conn.stream());
+    sockaddr_storage sa{};
+    int len = sizeof sa;
+    if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&sa), &len) == 0) peer = format_sockaddr(sa, &ip);
+    uv_tcp_nodelay(tcp, 1);
+    uv_tcp_keepalive(tcp, 1, 60);
+  }
+  const auto& s = config_.server;
+  if (shutting_down_) return conn.reject(ErrorCode::shutting_down, "the server is shutting down");
+  if (admitted_ >= s.max_clients || (!ip.empty() && clients_per_ip_[ip] >= s.max_clients_per_ip)) {
+    ++stats_.rejected;
+    log::warning("client " + peer + " refused: server_full (" + std::to_string(admitted_) + " clients)");
+    return conn.reject(ErrorCode::server_full, admitted_ >= s.max_clients ? "the server is full"
+                                                                          : "too many connections from your address");
+  }
+  ++admitted_;
+  if (!ip.empty()) ++clients_per_ip_[ip];
+  SessionId session = router_->connect(conn);
+  conn.start(peer, ip, session);
+  log::info("client " + peer + " connected as " + router_->nick_of(session).value_or("?"));
+}
+
+void Server::release(Connection& conn) {
+  if (conn.admitted()) {
+    --admitted_;
+    if (!conn.ip().empty()) {
+      auto it = clients_per_ip_.find(conn.ip());
+      if (it != clients_per_ip_.end() && --it->second == 0) clients_per_ip_.erase(it);
+    }
+    log::info("client " + conn.peer() + " disconnected");
+  }
+  connections_.erase(conn.id());
+}
+
+void Server::schedule_flush(Connection& conn) { flush_queue_.push_back(conn.id()); }
+
+void Server::on_turn() {
+  // Everything this loop turn queued goes out now, one batched write per connection.
+  // Flushing can queue more (drop notices), hence the loop; each round strictly drains.
+  for (int round = 0; round < 8 && !flush_queue_.empty(); ++round) {
+    std::vector<std::uint64_t> batch;
+    batch.swap(flush_queue_);
+    for (std::uint64_t id : batch)
+      if (auto it = connections_.find(id); it != connections_.end()) it->second->flush();
+  }
+  if (shutting_down_ && connections_.empty()) uv_stop(loop());
+}
+
+void Server::on_tick() {
+  std::uint64_t now = now_ms();
+  for (auto& [id, conn] : connections_) conn->tick(now);
+}
+
+void Server::reload() {
+  if (!options_.config_path) {
+    log::notice("reload: running on the embedded default config; nothing to reload");
+    return;
+  }
+  const std::string& path = *options_.config_path;
+  ConfigResult result = load_config_file(path);
+  if (!result.ok()) {
+    for (const auto& e : result.errors) log::error("reload: " + e.to_string(path));
+    log::error("reload failed: keeping the old configuration");
+    return;
+  }
+  Config next = std::move(result.config);
+  if (!options_.listen_override.empty()) next.server.listen = options_.listen_override;
+  if (next.server.listen != config_.server.listen)
+    log::warning("reload: listener changes take effect at the next restart");
+  next.server.listen = config_.server.listen;
+  if (next.server.workers != config_.server.workers)
+    log::warning("reload: server.workers takes effect at the next restart");
+  config_ = std::move(next);
+  log::set_level(*log::parse_level(config_.log.level));
+  router_->reconfigure(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms);
+  log::notice("reloaded " + path + ": " + std::to_string(config_.rooms.size()) + " configured rooms");
+}
+
+void Server::shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  log::notice("shutting down: " + std::to_string(connections_.size()) + " connections to close");
+  listeners_.clear();  // stop accepting; Unix socket paths are removed
+  router_->send_all(make_event(ordered_json{{"op", "system"}, {"event", "shutdown"}}));
+  for (auto& [id, conn] : connections_) conn->end();
+  shutdown_deadline_ = std::make_unique<uv::Timer>(loop(), [this] {
+    log::warning("shutdown: closing connections that did not drain in time");
+    for (auto& [id, conn] : connections_) conn->close_now();
+  });
+  shutdown_deadline_->start(kShutdownDeadlineMs, 0);
+}
+
+std::string Server::stats_line() const {
+  const auto& r = router_->stats();
+  std::size_t members = 0;
+  auto rooms = router_->rooms();
+  for (const auto& room : rooms) members += room.members;
+  return "clients=" + std::to_string(admitted_) + " rooms=" + std::to_string(rooms.size()) +
+         " members=" + std::to_string(members) + " messages_in=" + std::to_string(r.messages_in) +
+         " deliveries=" + std::to_string(r.deliveries) + " bytes_out=" + std::to_string(stats_.bytes_out) +
+         " slow_consumers=" + std::to_string(stats_.slow_consumers) + " dropped=" + std::to_string(stats_.dropped) +
+         " rate_limited=" + std::to_string(r.rate_limited) + " rejected=" + std::to_string(stats_.rejected) +
+         " connections_total=" + std::to_string(stats_.connections_total) +
+         " uptime_s=" + std::to_string((now_ms() - started_ms_) / 1000) + " rss_bytes=" + std::to_string(resident_bytes());
+}
+
+}  // namespace roomd
