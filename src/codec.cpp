@@ -225,6 +225,7 @@ ParseResult parse_text_line(std::string_view line) {
   if (line == "Bye") { req.op = Op::bye; return req; }
   if (line.empty() || line[0] != '/') {
     req.op = Op::say;
+    req.current_room = true;
     req.text = std::string(line);
     return req;
   }
@@ -242,11 +243,13 @@ ParseResult parse_text_line(std::string_view line) {
   } else if (cmd == "leave" || cmd == "part") {
     req.op = Op::leave;
     req.room = next_word(rest);
+    req.current_room = req.room.empty();
   } else if (cmd == "rooms" || cmd == "list") {
     req.op = Op::rooms;
   } else if (cmd == "who") {
     req.op = Op::who;
     req.room = next_word(rest);
+    req.current_room = req.room.empty();
   } else if (cmd == "msg") {
     req.op = Op::whisper;
     req.to = next_word(rest);
@@ -262,6 +265,7 @@ ParseResult parse_text_line(std::string_view line) {
     std::string_view a = next_word(rest), b = next_word(rest);
     if (all_digits(a) && b.empty()) std::swap(a, b);  // "/history 20" means the current room
     req.room = a;
+    req.current_room = req.room.empty();
     if (!b.empty()) {
       if (!all_digits(b) || b.size() > 6) return usage("/history [ROOM] [N]");
       unsigned n = 0;

@@ -165,7 +165,7 @@ void Router::drop_room_if_empty(Room& room) {
 }
 
 Router::Room* Router::resolve_room(Session& s, const Request& r, bool need_existing) {
-  if (r.room.empty()) {
+  if (r.current_room) {
     if (!s.rooms.empty()) return s.rooms.back().room;
     fail(s, r, ErrorCode::not_member, "join a room first (/join ROOM)");
     return nullptr;
@@ -275,7 +275,7 @@ void Router::on_rooms(Session& s, const Request& r) {
 void Router::on_join(Session& s, const Request& r) {
   Room* room = resolve_room(s, r, false);
   if (!room) {
-    if (r.room.empty() || !valid_room_name(r.room)) return;  // resolve_room answered
+    if (r.current_room || !valid_room_name(r.room)) return;  // resolve_room answered
     if (!settings_.dynamic_rooms)
       return fail(s, r, ErrorCode::no_such_room, "no room '" + r.room + "' (dynamic rooms are off)");
     room = create_room(r.room, nullptr);

@@ -24,10 +24,10 @@ std::string_view to_string(ErrorCode code);
 struct Request {
   Op op = Op::ping;
   std::optional<nlohmann::json> id;  // any JSON scalar, echoed in the reply
-  // Fields by op; which are set depends on op. An empty `room` from text mode means
-  // "the room I joined last".
+  // Fields by op; which are set depends on op.
   std::string nick;
   std::string room;
+  bool current_room = false;  // text mode left out the room: use the one joined last
   std::optional<std::string> key;
   std::optional<std::string> text;
   nlohmann::json data;  // null: absent
