@@ -210,16 +210,17 @@ std::size_t Connection::gather(uv_buf_t* bufs, std::size_t max_bufs, std::size_t
 void Connection::consume(std::size_t bytes) {
   server_.stats().bytes_out += bytes;
   queued_bytes_ -= bytes;
-  while (bytes > 0) {
+  while (bytes > 0) {  // pop what was written; the front may be left part-written
     std::size_t left_in_front = out_.front()->size() - front_offset_;
     if (bytes < left_in_front) {
       front_offset_ += bytes;
-      return;
+      break;
     }
     bytes -= left_in_front;
     front_offset_ = 0;
     out_.pop_front();
   }
+  after_consume();
 }
 
 void Connection::after_consume() {
@@ -257,7 +258,6 @@ void Connection::flush() {
         return close_now();
       }
     }
-    after_consume();
   }
   if (out_.empty() && state_ == State::draining) begin_shutdown();
 }

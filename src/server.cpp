@@ -76,7 +76,7 @@ int Server::run() {
   started_ms_ = now_ms();
   flusher_ = std::make_unique<uv::Prepare>(loop(), [this] { on_turn(); });
   ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
-  ticker_->start(1000, 1000);
+  ticker_->start(tick_interval_ms(), tick_interval_ms());
   signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGHUP, [this] { reload(); }));
   signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGTERM, [this] { shutdown(); }));
   signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGINT, [this] { shutdown(); }));
@@ -161,6 +161,11 @@ void Server::on_turn() {
   if (shutting_down_ && connections_.empty()) uv_stop(loop());
 }
 
+std::uint64_t Server::tick_interval_ms() const {
+  // Fine enough that the ping at half the idle timeout always comes before the close.
+  return std::clamp<std::uint64_t>(std::uint64_t{config_.limits.idle_timeout_s} * 1000 / 8, 100, 1000);
+}
+
 void Server::on_tick() {
   std::uint64_t now = now_ms();
   for (auto& [id, conn] : connections_) conn->tick(now);
@@ -188,6 +193,7 @@ void Server::reload() {
   config_ = std::move(next);
   log::set_level(*log::parse_level(config_.log.level));
   router_->reconfigure(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms);
+  ticker_->start(tick_interval_ms(), tick_interval_ms());
   log::notice("reloaded " + path + ": " + std::to_string(config_.rooms.size()) + " configured rooms");
 }
 

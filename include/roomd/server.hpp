@@ -66,6 +66,7 @@ class Server {
   void on_connection(Listener& listener);
   void on_turn();
   void on_tick();
+  std::uint64_t tick_interval_ms() const;
   void maybe_finish_shutdown();
 
   struct LoopDeleter {

@@ -131,6 +131,8 @@ class Daemon:
             self.proc.wait()
             raise AssertionError("roomd did not exit after SIGTERM:\n" + self.log.text())
         self.log.thread.join(WAIT)
+        self.out.thread.join(WAIT)
+        self.close_pipes()
         self.check_sanitizers()
         if rc != 0:
             raise AssertionError(f"roomd exited {rc}:\n" + self.log.text())
@@ -142,11 +144,17 @@ class Daemon:
             if marker in text:
                 raise AssertionError("sanitizer report:\n" + text)
 
+    def close_pipes(self):
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         self.stopped = True
+        self.close_pipes()
 
 
 class Closed(Exception):

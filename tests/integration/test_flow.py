@@ -1,0 +1,99 @@
+"""Slow consumers by both policies, and idle ping/timeout (SPEC §2, §5)."""
+import harness
+from harness import DaemonTest
+
+N = 6000
+TEXT = "x" * 2000  # 6000 x 2 KB = 12 MB: more than the kernel's socket buffers can hide
+
+
+def config(policy):
+    return f"""
+[limits]
+max_outbound_bytes = 65536
+slow_consumer = "{policy}"
+rate = 1000000
+burst = 1000000
+[[rooms]]
+name = "lobby"
+"""
+
+
+class SlowConsumer(DaemonTest):
+    def flood(self, d):
+        """pub says N messages; `normal` keeps up, `slow` never reads.
+
+        pub sends in batches that fit the limit and waits until it and `normal` have read each
+        batch, so only the client that does not read falls behind."""
+        pub = self.connect(d, nick="pub", join=["lobby"])
+        normal = self.connect(d, nick="normal", join=["lobby"])
+        slow = self.connect(d, nick="slow", join=["lobby"], rcvbuf=4096)
+        pub.wait_for("presence", event="join", nick="slow")
+        normal.wait_for("presence", event="join", nick="slow")
+        got = {"pub": [], "normal": []}
+        self.noticed = []
+        batch = 10
+        for start in range(0, N, batch):
+            for i in range(start, start + batch):
+                pub.send({"op": "say", "room": "lobby", "text": TEXT, "data": i})
+            for name, client in (("pub", pub), ("normal", normal)):
+                while len(got[name]) < start + batch:
+                    m = client.recv()
+                    if m["op"] == "message":
+                        got[name].append(m)
+                    else:
+                        self.noticed.append(m)
+        for name in got:
+            # A normal reader gets every message, in order, while the slow one is handled.
+            self.assertEqual([m["data"] for m in got[name]], list(range(N)))
+            self.assertEqual([m["seq"] for m in got[name]], list(range(1, N + 1)))
+        return pub, normal, slow
+
+    def test_disconnect_policy(self):
+        d = self.start(config("disconnect"))
+        pub, normal, slow = self.flood(d)
+        d.log.wait_for(r"slow consumer")
+        lines = slow.wait_closed()  # whatever it had, then the error, then EOF
+        self.assertIn('"code":"slow_consumer"', lines[-1])
+        self.assertLess(len(lines), N)
+        leave = {"op": "presence", "room": "lobby", "event": "leave", "nick": "slow"}
+        if leave not in self.noticed:
+            normal.wait_for("presence", event="leave", nick="slow")
+        normal.assert_quiet()
+
+    def test_drop_policy(self):
+        d = self.start(config("drop"))
+        pub, normal, slow = self.flood(d)
+        # The slow client now reads: some messages, skipped ones counted, and it stays on.
+        seqs, dropped = [], 0
+        while len(seqs) + dropped < N:
+            m = slow.recv()
+            if m["op"] == "message":
+                seqs.append(m["seq"])
+            elif m["op"] == "system":
+                self.assertEqual(m["event"], "dropped")
+                self.assertEqual(m["room"], "lobby")
+                dropped += m["count"]
+        self.assertGreater(dropped, 0)
+        self.assertEqual(seqs, sorted(seqs))
+        self.assertEqual(len(set(seqs)), len(seqs))
+        slow.assert_quiet()
+        slow.call({"op": "say", "room": "lobby", "text": "still here", "id": 1}, "message", seq=N + 1)
+
+
+class Idle(DaemonTest):
+    def test_ping_then_timeout(self):
+        d = self.start("[limits]\nidle_timeout_s = 2\n")
+        silent = self.connect(d)
+        lively = self.connect(d)
+        self.assertEqual(silent.recv(timeout=harness.WAIT), {"op": "ping"})
+        self.assertEqual(lively.recv(timeout=harness.WAIT), {"op": "ping"})
+        lively.send({"op": "ping", "id": "alive"})  # any line counts as alive
+        lively.expect("pong", id="alive")
+        self.assertEqual(silent.wait_closed(), [])
+        lively.send({"op": "ping", "id": 2})
+        lively.wait_for("pong", id=2)  # still open
+        d.log.wait_for(r"idle for")
+
+
+if __name__ == "__main__":
+    harness.run()
