@@ -12,6 +12,7 @@ namespace roomd {
 namespace {
 constexpr std::size_t kMaxIov = 64;              // buffers per write call
 constexpr std::uint64_t kDrainDeadlineMs = 5000;  // a closing client gets this long to read
+constexpr std::uint64_t kLingerMs = 2000;         // and this long after our FIN to send its own
 }  // namespace
 
 Connection::Connection(Server& server, std::uint64_t id, Transport transport)
@@ -279,7 +280,7 @@ void Connection::on_write(uv_write_t* req, int status) {
 void Connection::begin_shutdown() {
   if (peer_eof_) return close_now();  // nobody left to linger for
   state_ = State::shut;
-  deadline_ms_ = server_.now_ms() + kDrainDeadlineMs;
+  deadline_ms_ = server_.now_ms() + kLingerMs;
   // Keep reading (and discarding) until the peer's EOF: closing with unread input would make
   // the kernel send a reset, which can destroy the last lines we just sent.
   resume_reading();
