@@ -22,13 +22,11 @@ class Netcat:
         return self.screen.wait_for(expect, start=mark) if expect else None
 
     def close(self):
+        # nc stays up until the person presses Ctrl-C, whatever the server does.
         if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=harness.WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.proc.terminate()
+            self.proc.wait(timeout=harness.WAIT)
+        self.proc.stdin.close()
         self.proc.stdout.close()
 
 

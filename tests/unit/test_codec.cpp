@@ -1,1 +1,170 @@
 #include <doctest/doctest.h>
+
+#include <string>
+
+#include "roomd/codec.hpp"
+#include "roomd/names.hpp"
+
+using namespace roomd;
+
+namespace {
+Request ok(const ParseResult& r) {
+  REQUIRE(std::holds_alternative<Request>(r));
+  return std::get<Request>(r);
+}
+ErrorCode code(const ParseResult& r) {
+  REQUIRE(std::holds_alternative<RequestError>(r));
+  return std::get<RequestError>(r).code;
+}
+}  // namespace
+
+TEST_CASE("utf8 validation") {
+  CHECK(valid_utf8("plain"));
+  CHECK(valid_utf8("h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80"));
+  CHECK_FALSE(valid_utf8("\xff"));
+  CHECK_FALSE(valid_utf8("\xc3\x28"));          // bad continuation
+  CHECK_FALSE(valid_utf8("\xc0\xaf"));          // overlong
+  CHECK_FALSE(valid_utf8("\xed\xa0\x80"));      // surrogate
+  CHECK_FALSE(valid_utf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+  CHECK_FALSE(valid_utf8("\xe2\x9c"));          // truncated
+}
+
+TEST_CASE("mode detection") {
+  CHECK(detect_mode("{\"op\":\"ping\"}") == Mode::json);
+  CHECK(detect_mode("  {") == Mode::json);
+  CHECK(detect_mode("/join x") == Mode::text);
+  CHECK(detect_mode("hello") == Mode::text);
+}
+
+TEST_CASE("json requests: every op parses") {
+  CHECK(ok(parse_json_request(R"({"op":"nick","nick":"a"})")).nick == "a");
+  CHECK(ok(parse_json_request(R"({"op":"rooms"})")).op == Op::rooms);
+  auto j = ok(parse_json_request(R"({"op":"join","room":"r","key":"k","id":1})"));
+  CHECK(j.room == "r");
+  CHECK(*j.key == "k");
+  CHECK(*j.id == 1);
+  CHECK(ok(parse_json_request(R"({"op":"leave","room":"r"})")).op == Op::leave);
+  auto s = ok(parse_json_request(R"({"op":"say","room":"r","data":[1,{"a":null}]})"));
+  CHECK_FALSE(s.text);
+  CHECK(s.data.dump() == R"([1,{"a":null}])");
+  CHECK_FALSE(s.current_room);
+  CHECK(*ok(parse_json_request(R"({"op":"whisper","to":"b","text":"t"})")).text == "t");
+  CHECK(ok(parse_json_request(R"({"op":"who","room":"r"})")).op == Op::who);
+  CHECK(ok(parse_json_request(R"({"op":"topic","room":"r","topic":"t"})")).topic == "t");
+  auto h = ok(parse_json_request(R"({"op":"history","room":"r","before":10,"limit":900,"search":"w"})"));
+  CHECK(*h.before == 10);
+  CHECK(*h.limit == 500);  // capped
+  CHECK(*h.search == "w");
+  CHECK(ok(parse_json_request(R"({"op":"ping","id":"x"})")).id->get<std::string>() == "x");
+  CHECK(*ok(parse_json_request(R"({"op":"echo","text":"e"})")).text == "e");
+  CHECK(ok(parse_json_request(R"({"op":"bye"})")).op == Op::bye);
+}
+
+TEST_CASE("json requests: every parse error code") {
+  CHECK(code(parse_json_request("{nope")) == ErrorCode::bad_json);
+  CHECK(code(parse_json_request("Bye")) == ErrorCode::bad_json);
+  CHECK(code(parse_json_request("\"str\"")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request("[]")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request("{}")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request(R"({"op":1})")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request(R"({"op":"ping","id":{}})")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request(R"({"op":"warp"})")) == ErrorCode::unknown_op);
+  CHECK(code(parse_json_request("{\"op\":\"echo\",\"text\":\"\xff\"}")) == ErrorCode::bad_utf8);
+  CHECK(code(parse_json_request(R"({"op":"say","room":"r"})")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request(R"({"op":"say","room":"r","data":null})")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request(R"({"op":"say","room":1,"text":"x"})")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request(R"({"op":"nick"})")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request(R"({"op":"history","room":"r","limit":0})")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request(R"({"op":"history","room":"r","before":-1})")) == ErrorCode::bad_request);
+  CHECK(code(parse_json_request(R"({"op":"history","room":"r","limit":1.5})")) == ErrorCode::bad_request);
+  // The id survives into the error when it could be read.
+  auto e = std::get<RequestError>(parse_json_request(R"({"op":"warp","id":7})"));
+  CHECK(*e.id == 7);
+}
+
+TEST_CASE("text mode commands") {
+  auto say = ok(parse_text_line("hello there"));
+  CHECK(say.op == Op::say);
+  CHECK(say.current_room);
+  CHECK(*say.text == "hello there");
+  CHECK(ok(parse_text_line("Bye")).op == Op::bye);
+  CHECK(ok(parse_text_line("/quit")).op == Op::bye);
+  CHECK(ok(parse_text_line("/nick bob")).nick == "bob");
+  auto join = ok(parse_text_line("/join  vault  s3cret"));
+  CHECK(join.room == "vault");
+  CHECK(*join.key == "s3cret");
+  CHECK(ok(parse_text_line("/leave")).current_room);
+  CHECK(ok(parse_text_line("/leave x")).room == "x");
+  CHECK(ok(parse_text_line("/rooms")).op == Op::rooms);
+  CHECK(ok(parse_text_line("/who")).current_room);
+  auto msg = ok(parse_text_line("/msg bob hi  there"));
+  CHECK(msg.to == "bob");
+  CHECK(*msg.text == "hi  there");
+  auto topic = ok(parse_text_line("/topic lobby New topic"));
+  CHECK(topic.room == "lobby");
+  CHECK(topic.topic == "New topic");
+  auto h = ok(parse_text_line("/history 20"));
+  CHECK(h.current_room);
+  CHECK(*h.limit == 20);
+  auto h2 = ok(parse_text_line("/history lobby 5"));
+  CHECK(h2.room == "lobby");
+  CHECK(*h2.limit == 5);
+  auto search = ok(parse_text_line("/search lobby apple pie"));
+  CHECK(*search.search == "apple pie");
+  CHECK(ok(parse_text_line("/help")).op == Op::help);
+  CHECK(code(parse_text_line("/fly")) == ErrorCode::unknown_op);
+  CHECK(code(parse_text_line("/join")) == ErrorCode::bad_request);
+  CHECK(code(parse_text_line("/msg bob")) == ErrorCode::bad_request);
+  CHECK(code(parse_text_line("/history lobby x")) == ErrorCode::bad_request);
+  CHECK(code(parse_text_line("/search lobby")) == ErrorCode::bad_request);
+  CHECK(code(parse_text_line("caf\xc3")) == ErrorCode::bad_utf8);
+}
+
+TEST_CASE("rendering") {
+  ordered_json m{{"op", "message"}, {"room", "lobby"}, {"seq", 1}, {"ts", 5}, {"from", "alice"}, {"text", "hi"}};
+  CHECK(encode_json(m) == "{\"op\":\"message\",\"room\":\"lobby\",\"seq\":1,\"ts\":5,\"from\":\"alice\",\"text\":\"hi\"}\n");
+  CHECK(render_text(m) == "[lobby] alice: hi\n");
+  CHECK(render_text(error_body(ErrorCode::no_such_room, "no room 'x'")) == "! no_such_room: no room 'x'\n");
+  CHECK(render_text({{"op", "presence"}, {"room", "r"}, {"event", "join"}, {"nick", "b"}}) == "* b joined r\n");
+  CHECK(render_text({{"op", "presence"}, {"room", "r"}, {"event", "leave"}, {"nick", "b"}}) == "* b left r\n");
+  CHECK(render_text({{"op", "ping"}}).empty());  // a person cannot answer it
+  CHECK(encode_json(error_body(ErrorCode::bad_json, "x", nlohmann::json("id1"))) ==
+        "{\"op\":\"error\",\"id\":\"id1\",\"code\":\"bad_json\",\"message\":\"x\"}\n");
+}
+
+TEST_CASE("an event is serialized once per mode and shared") {
+  auto e = make_event(ordered_json{{"op", "pong"}});
+  const Bytes& a = e->bytes(Mode::json);
+  const Bytes& b = e->bytes(Mode::json);
+  CHECK(a.get() == b.get());
+  CHECK(*e->bytes(Mode::text) == "* pong\n");
+}
+
+TEST_CASE("names") {
+  CHECK(valid_nick("a"));
+  CHECK(valid_nick("Alice_-9"));
+  CHECK(valid_nick(std::string(32, 'a')));
+  CHECK_FALSE(valid_nick(std::string(33, 'a')));
+  CHECK_FALSE(valid_nick(""));
+  CHECK_FALSE(valid_nick("9a"));
+  CHECK_FALSE(valid_nick("_a"));
+  CHECK_FALSE(valid_nick("a b"));
+  CHECK(valid_room_name("9"));
+  CHECK(valid_room_name("a.b-c_d"));
+  CHECK(valid_room_name(std::string(64, 'r')));
+  CHECK_FALSE(valid_room_name(std::string(65, 'r')));
+  CHECK_FALSE(valid_room_name(".a"));
+  CHECK_FALSE(valid_room_name("a/b"));
+  CHECK(fold_case("AbC") == "abc");
+  auto a = parse_listen_address("[::1]:7000");
+  REQUIRE(a);
+  CHECK(a->kind == ListenAddress::Kind::ipv6);
+  CHECK(a->port == 7000);
+  CHECK(parse_listen_address("unix:/run/x.sock")->host == "/run/x.sock");
+  CHECK(parse_listen_address("127.0.0.1:0")->port == 0);
+  CHECK_FALSE(parse_listen_address("localhost:7000"));
+  CHECK_FALSE(parse_listen_address("127.0.0.1"));
+  CHECK_FALSE(parse_listen_address("127.0.0.1:x"));
+  CHECK_FALSE(parse_listen_address("[::1]7000"));
+  CHECK_FALSE(parse_listen_address("unix:"));
+}

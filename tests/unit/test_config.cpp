@@ -1,1 +1,111 @@
 #include <doctest/doctest.h>
+
+#include <string>
+
+#include "roomd/config.hpp"
+
+using roomd::parse_config;
+
+namespace {
+// The single error a config text produces, as "key@line: message".
+std::string only_error(const std::string& text) {
+  auto r = parse_config(text, "t.toml");
+  REQUIRE(r.errors.size() == 1);
+  const auto& e = r.errors[0];
+  return e.key + "@" + std::to_string(e.line) + ": " + e.message;
+}
+}  // namespace
+
+TEST_CASE("config: defaults and the embedded default") {
+  auto r = parse_config("", "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r.config.server.listen == std::vector<std::string>{"127.0.0.1:7000"});
+  CHECK(r.config.limits.max_frame_bytes == 65536);
+  CHECK(r.config.limits.slow_consumer == roomd::SlowConsumerPolicy::disconnect);
+  CHECK(r.config.history.replay == 50);
+  CHECK(r.config.rooms.empty());
+  auto d = roomd::default_config();
+  REQUIRE(d.rooms.size() == 1);
+  CHECK(d.rooms[0].name == "lobby");
+  CHECK(d.server.dynamic_rooms);
+}
+
+TEST_CASE("config: a full file") {
+  auto r = parse_config(R"(
+[server]
+listen = ["127.0.0.1:7000", "[::1]:7000", "unix:/run/roomd/roomd.sock"]
+motd = "hi"
+max_clients = 5
+max_clients_per_ip = 2
+workers = 2
+dynamic_rooms = false
+[limits]
+max_frame_bytes = 1024
+max_outbound_bytes = 2048
+slow_consumer = "drop"
+rate = 2.5
+burst = 3
+idle_timeout_s = 60
+[history]
+path = "/tmp/x.db"
+replay = 10
+max_messages_per_room = 20
+[log]
+level = "debug"
+[[rooms]]
+name = "a"
+topic = "t"
+max_members = 3
+persist = false
+key = "$argon2id$v=19$m=1,t=1,p=1$x$y"
+read_only = true
+speakers = ["alice"]
+)", "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r.config.server.listen.size() == 3);
+  CHECK(r.config.server.max_clients == 5);
+  CHECK_FALSE(r.config.server.dynamic_rooms);
+  CHECK(r.config.limits.slow_consumer == roomd::SlowConsumerPolicy::drop);
+  CHECK(r.config.limits.rate == doctest::Approx(2.5));
+  CHECK(r.config.history.path == "/tmp/x.db");
+  REQUIRE(r.config.rooms.size() == 1);
+  CHECK(r.config.rooms[0].read_only);
+  CHECK(r.config.rooms[0].speakers == std::vector<std::string>{"alice"});
+}
+
+TEST_CASE("config: each bad case names the key and its line") {
+  CHECK(only_error("[server]\nbogus = 1\n") == "server.bogus@2: unknown key");
+  CHECK(only_error("\n\nnope = 1\n") == "nope@3: unknown key");
+  CHECK(only_error("[server]\nmax_clients = \"x\"\n") == "server.max_clients@2: must be an integer");
+  CHECK(only_error("[server]\nmax_clients = 0\n") == "server.max_clients@2: must be between 1 and 1000000");
+  CHECK(only_error("[server]\ndynamic_rooms = 1\n") == "server.dynamic_rooms@2: must be true or false");
+  CHECK(only_error("[server]\nlisten = [\"nowhere\"]\n").starts_with("server.listen@2: bad address 'nowhere'"));
+  CHECK(only_error("[server]\nlisten = \"127.0.0.1:1\"\n") == "server.listen@2: must be an array of strings");
+  CHECK(only_error("[server]\nlisten = [\"127.0.0.1:99999\"]\n").starts_with("server.listen@2: bad address"));
+  CHECK(only_error("[limits]\nslow_consumer = \"maybe\"\n") == "limits.slow_consumer@2: must be \"disconnect\" or \"drop\"");
+  CHECK(only_error("[limits]\nrate = \"fast\"\n") == "limits.rate@2: must be a number");
+  CHECK(only_error("[limits]\nmax_frame_bytes = 1\n").starts_with("limits.max_frame_bytes@2: must be between"));
+  CHECK(only_error("[history]\nreplay = 501\n").starts_with("history.replay@2: must be between"));
+  CHECK(only_error("[log]\nlevel = \"loud\"\n").starts_with("log.level@2: must be one of"));
+  CHECK(only_error("server = 3\n") == "server@1: must be a table");
+  CHECK(only_error("[[rooms]]\ntopic = \"x\"\n") == "rooms[0].name@1: is required");
+  CHECK(only_error("[[rooms]]\nname = \"a b\"\n") == "rooms[0].name@2: 'a b' is not a valid room name");
+  CHECK(only_error("[[rooms]]\nname = \"a\"\n[[rooms]]\nname = \"a\"\n") == "rooms[1].name@4: room 'a' is defined twice");
+  CHECK(only_error("[[rooms]]\nname = \"a\"\nkey = \"plain\"\n").starts_with("rooms[0].key@3: must be an argon2id hash"));
+  CHECK(only_error("[[rooms]]\nname = \"a\"\nspeakers = [\"9x\"]\n") == "rooms[0].speakers@3: '9x' is not a valid nick");
+  CHECK(only_error("[[rooms]]\nname = \"a\"\ncolour = \"red\"\n") == "rooms[0].colour@3: unknown key");
+  CHECK(only_error("rooms = 5\n") == "rooms@1: must be an array of tables ([[rooms]])");
+}
+
+TEST_CASE("config: TOML syntax errors carry the line") {
+  auto r = parse_config("[server]\nmotd = \"unterminated\n", "t.toml");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].line == 2);
+  CHECK(r.errors[0].key.empty());
+  CHECK(r.errors[0].to_string("t.toml").starts_with("t.toml:2: "));
+}
+
+TEST_CASE("config: several errors are all reported") {
+  auto r = parse_config("[server]\nbogus = 1\nworkers = 0\n", "t.toml");
+  CHECK(r.errors.size() == 2);
+}

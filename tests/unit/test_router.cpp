@@ -1,1 +1,335 @@
+// The router alone: no sockets, no loop. Outboxes record what each session is sent.
 #include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "roomd/router.hpp"
+
+using namespace roomd;
+
+namespace {
+
+RoomConfig rc(std::string name, std::string topic = "") {
+  RoomConfig c;
+  c.name = std::move(name);
+  c.topic = std::move(topic);
+  return c;
+}
+
+struct Recorder : Outbox {
+  std::vector<ordered_json> got;
+  std::vector<std::string> bytes;  // json bytes, to check sharing
+  bool ended = false;
+  void send(const EventPtr& e) override { got.push_back(e->body()); }
+  void send_broadcast(const EventPtr& e, std::string_view) override {
+    got.push_back(e->body());
+    bytes_ptrs.push_back(e->bytes(Mode::json).get());
+  }
+  void end() override { ended = true; }
+  std::vector<const std::string*> bytes_ptrs;
+
+  ordered_json last() { REQUIRE(!got.empty()); return got.back(); }
+  ordered_json pop() {
+    REQUIRE(!got.empty());
+    auto f = got.front();
+    got.erase(got.begin());
+    return f;
+  }
+};
+
+struct Fixture {
+  std::uint64_t now = 1000;
+  std::vector<RoomConfig> rooms;
+  RouterSettings settings;
+  std::unique_ptr<Router> router;
+  std::vector<std::unique_ptr<Recorder>> boxes;
+
+  explicit Fixture(std::vector<RoomConfig> r = {rc("lobby", "General")}) : rooms(std::move(r)) {
+    settings.version = "test";
+    settings.motd = "hi";
+    settings.rate = 1;
+    settings.burst = 3;
+    settings.replay = 2;
+    settings.max_history = 5;
+    make();
+  }
+  void make() {
+    router = std::make_unique<Router>(settings, rooms, Clock{[] { return std::uint64_t{42}; }, [this] { return now; }});
+  }
+  std::pair<SessionId, Recorder*> client(const std::string& nick = "") {
+    boxes.push_back(std::make_unique<Recorder>());
+    Recorder* box = boxes.back().get();
+    SessionId id = router->connect(*box);
+    CHECK(box->pop()["op"] == "welcome");
+    if (!nick.empty()) {
+      do_(id, {{"op", "nick"}, {"nick", nick}});
+      CHECK(box->pop()["op"] == "ok");
+    }
+    return {id, box};
+  }
+  void do_(SessionId id, Request r) { router->handle(id, r); }
+  void do_(SessionId id, std::initializer_list<std::pair<const char*, std::string>> fields) {
+    Request r;
+    for (auto& [k, v] : fields) {
+      std::string key = k;
+      if (key == "op") {
+        static const std::pair<const char*, Op> ops[] = {{"nick", Op::nick}, {"join", Op::join}, {"leave", Op::leave},
+                                                          {"say", Op::say},   {"who", Op::who},   {"topic", Op::topic},
+                                                          {"rooms", Op::rooms}, {"bye", Op::bye}, {"history", Op::history}};
+        for (auto& [n, op] : ops)
+          if (v == n) r.op = op;
+      } else if (key == "nick") r.nick = v;
+      else if (key == "room") r.room = v;
+      else if (key == "text") r.text = v;
+      else if (key == "topic") r.topic = v;
+      else if (key == "id") r.id = nlohmann::json(v);
+    }
+    router->handle(id, r);
+  }
+};
+
+std::string code_of(const ordered_json& j) { return j["op"] == "error" ? j["code"].get<std::string>() : "(" + j["op"].get<std::string>() + ")"; }
+
+}  // namespace
+
+TEST_CASE("router: guest nicks, nick rules, uniqueness ignoring case") {
+  Fixture f;
+  auto [a, abox] = f.client();
+  auto [b, bbox] = f.client();
+  CHECK(*f.router->nick_of(a) != *f.router->nick_of(b));
+  f.do_(a, {{"op", "nick"}, {"nick", "Alice"}});
+  CHECK(abox->pop()["nick"] == "Alice");
+  f.do_(b, {{"op", "nick"}, {"nick", "alice"}});
+  CHECK(code_of(bbox->pop()) == "nick_taken");
+  f.do_(b, {{"op", "nick"}, {"nick", "Server"}});
+  CHECK(code_of(bbox->pop()) == "nick_taken");
+  f.do_(b, {{"op", "nick"}, {"nick", "9lives"}});
+  CHECK(code_of(bbox->pop()) == "bad_nick");
+  f.do_(b, {{"op", "nick"}, {"nick", ""}});
+  CHECK(code_of(bbox->pop()) == "bad_nick");
+  f.router->disconnect(a);
+  f.do_(b, {{"op", "nick"}, {"nick", "alice"}});  // free once its owner left
+  CHECK(bbox->pop()["op"] == "ok");
+}
+
+TEST_CASE("router: join, say, seq, presence, leave") {
+  Fixture f;
+  auto [a, abox] = f.client("alice");
+  auto [b, bbox] = f.client("bob");
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});
+  CHECK(abox->pop()["members"] == ordered_json::array({"alice"}));
+  f.do_(b, {{"op", "join"}, {"room", "lobby"}});
+  CHECK(bbox->pop()["members"] == ordered_json::array({"alice", "bob"}));
+  auto p = abox->pop();
+  CHECK(p["op"] == "presence");
+  CHECK(p["event"] == "join");
+  CHECK(p["nick"] == "bob");
+  CHECK(bbox->got.empty());  // presence goes to the others only
+
+  f.do_(a, {{"op", "say"}, {"room", "lobby"}, {"text", "one"}, {"id", "x"}});
+  auto m = abox->pop();
+  CHECK(m["seq"] == 1);
+  CHECK(m["ts"] == 42);
+  CHECK_FALSE(m.contains("id"));
+  auto ok = abox->pop();
+  CHECK(ok["op"] == "ok");
+  CHECK(ok["seq"] == 1);
+  CHECK(bbox->pop() == m);
+  // One serialization shared by every recipient.
+  CHECK(abox->bytes_ptrs.back() == bbox->bytes_ptrs.back());
+
+  f.do_(b, {{"op", "say"}, {"room", "lobby"}, {"text", "two"}});
+  CHECK(abox->pop()["seq"] == 2);
+  CHECK(bbox->pop()["seq"] == 2);
+
+  f.do_(b, {{"op", "leave"}, {"room", "lobby"}});
+  CHECK(bbox->pop()["op"] == "left");
+  CHECK(abox->pop()["event"] == "leave");
+  f.do_(b, {{"op", "leave"}, {"room", "lobby"}});
+  CHECK(code_of(bbox->pop()) == "not_member");
+  f.do_(b, {{"op", "say"}, {"room", "lobby"}, {"text", "x"}});
+  CHECK(code_of(bbox->pop()) == "not_member");
+}
+
+TEST_CASE("router: joining twice answers again without presence") {
+  Fixture f;
+  auto [a, abox] = f.client("alice");
+  auto [b, bbox] = f.client("bob");
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});
+  f.do_(b, {{"op", "join"}, {"room", "lobby"}});
+  abox->got.clear();
+  bbox->got.clear();
+  f.do_(b, {{"op", "join"}, {"room", "lobby"}});
+  CHECK(bbox->pop()["op"] == "joined");
+  CHECK(abox->got.empty());
+}
+
+TEST_CASE("router: disconnect tells every room at once") {
+  Fixture f;
+  auto [a, abox] = f.client("alice");
+  auto [b, bbox] = f.client("bob");
+  for (auto room : {"lobby", "two"}) {
+    f.do_(a, {{"op", "join"}, {"room", room}});
+    f.do_(b, {{"op", "join"}, {"room", room}});
+  }
+  abox->got.clear();
+  f.router->disconnect(b);
+  REQUIRE(abox->got.size() == 2);
+  CHECK(abox->got[0]["event"] == "leave");
+  CHECK(abox->got[1]["event"] == "leave");
+  f.router->disconnect(b);  // idempotent
+  CHECK(abox->got.size() == 2);
+}
+
+TEST_CASE("router: dynamic rooms come and go; off means no_such_room") {
+  Fixture f;
+  auto [a, abox] = f.client("alice");
+  f.do_(a, {{"op", "join"}, {"room", "tmp"}});
+  f.do_(a, {{"op", "say"}, {"room", "tmp"}, {"text", "x"}});
+  f.do_(a, {{"op", "leave"}, {"room", "tmp"}});
+  CHECK(f.router->rooms().size() == 1);  // only lobby
+  abox->got.clear();
+  f.do_(a, {{"op", "join"}, {"room", "tmp"}});
+  f.do_(a, {{"op", "say"}, {"room", "tmp"}, {"text", "x"}});
+  CHECK(abox->last()["seq"] == 1);  // a new room starts again
+
+  f.settings.dynamic_rooms = false;
+  f.make();
+  auto [b, bbox] = f.client("bob");
+  f.do_(b, {{"op", "join"}, {"room", "other"}});
+  CHECK(code_of(bbox->pop()) == "no_such_room");
+  f.do_(b, {{"op", "join"}, {"room", "bad name"}});
+  CHECK(code_of(bbox->pop()) == "bad_room_name");
+}
+
+TEST_CASE("router: room_full and read_only") {
+  RoomConfig small = rc("small");
+  small.max_members = 1;
+  RoomConfig news = rc("news");
+  news.read_only = true;
+  news.speakers = {"Editor"};
+  Fixture f({small, news});
+  auto [a, abox] = f.client("alice");
+  auto [b, bbox] = f.client("editor");
+  f.do_(a, {{"op", "join"}, {"room", "small"}});
+  f.do_(b, {{"op", "join"}, {"room", "small"}});
+  CHECK(code_of(bbox->pop()) == "room_full");
+  f.do_(a, {{"op", "join"}, {"room", "news"}});
+  f.do_(b, {{"op", "join"}, {"room", "news"}});
+  abox->got.clear();
+  bbox->got.clear();
+  f.do_(a, {{"op", "say"}, {"room", "news"}, {"text", "x"}});
+  CHECK(code_of(abox->pop()) == "read_only");
+  f.do_(a, {{"op", "topic"}, {"room", "news"}, {"topic", "x"}});
+  CHECK(code_of(abox->pop()) == "read_only");
+  f.do_(b, {{"op", "say"}, {"room", "news"}, {"text", "headline"}});
+  CHECK(abox->pop()["text"] == "headline");
+}
+
+TEST_CASE("router: rate limit refuses, does not drop silently") {
+  Fixture f;  // rate 1/s, burst 3
+  auto [a, abox] = f.client("alice");
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});
+  abox->got.clear();
+  for (int i = 0; i < 3; ++i) f.do_(a, {{"op", "say"}, {"room", "lobby"}, {"text", "x"}});
+  CHECK(abox->got.size() == 3);
+  f.do_(a, {{"op", "say"}, {"room", "lobby"}, {"text", "x"}});
+  CHECK(code_of(abox->last()) == "rate_limited");
+  CHECK(f.router->stats().rate_limited == 1);
+  f.now += 1000;
+  f.do_(a, {{"op", "say"}, {"room", "lobby"}, {"text", "x"}});
+  CHECK(abox->last()["op"] == "message");
+}
+
+TEST_CASE("router: history replay and ring bound") {
+  Fixture f;  // replay 2, max_history 5
+  auto [a, abox] = f.client("alice");
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});
+  for (int i = 1; i <= 7; ++i) {
+    f.now += 1000;  // stay under the rate limit
+    f.do_(a, {{"op", "say"}, {"room", "lobby"}, {"text", std::to_string(i)}});
+  }
+  auto [b, bbox] = f.client("bob");
+  f.do_(b, {{"op", "join"}, {"room", "lobby"}});
+  auto j = bbox->pop();
+  REQUIRE(j["history"].size() == 2);
+  CHECK(j["history"][0]["seq"] == 6);
+  CHECK(j["history"][1]["seq"] == 7);
+  Request h;
+  h.op = Op::history;
+  h.room = "lobby";
+  h.limit = 10;
+  f.do_(b, h);
+  auto r = bbox->pop();
+  CHECK(r["messages"].size() == 5);  // the ring keeps max_history
+  CHECK(r["messages"][0]["seq"] == 3);
+  CHECK(r["more"] == false);
+  h.before = 5;
+  h.limit = 1;
+  f.do_(b, h);
+  r = bbox->pop();
+  CHECK(r["messages"][0]["seq"] == 4);
+  CHECK(r["more"] == true);
+}
+
+TEST_CASE("router: bye and kick end the session after their notice") {
+  Fixture f;
+  auto [a, abox] = f.client("alice");
+  auto [b, bbox] = f.client("bob");
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});
+  f.do_(b, {{"op", "join"}, {"room", "lobby"}});
+  abox->got.clear();
+  f.do_(b, {{"op", "bye"}});
+  CHECK(bbox->last()["op"] == "bye");
+  CHECK(bbox->ended);
+  CHECK(abox->pop()["event"] == "leave");
+  auto [c, cbox] = f.client("carol");
+  CHECK(f.router->kick("CAROL", "spam"));
+  CHECK(cbox->last()["event"] == "kicked");
+  CHECK(cbox->last()["reason"] == "spam");
+  CHECK(cbox->ended);
+  CHECK_FALSE(f.router->kick("carol", ""));
+  CHECK(f.router->session_count() == 1);
+}
+
+TEST_CASE("router: reconfigure removes, adds and changes rooms without disconnecting") {
+  Fixture f({rc("lobby", "General"), rc("old")});
+  auto [a, abox] = f.client("alice");
+  f.do_(a, {{"op", "join"}, {"room", "old"}});
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});
+  abox->got.clear();
+  f.router->reconfigure(f.settings, {rc("lobby", "Changed"), rc("new")});
+  auto notice = abox->pop();
+  CHECK(notice["op"] == "system");
+  CHECK(notice["event"] == "reload");
+  CHECK(notice["room"] == "old");
+  CHECK(abox->pop()["topic"] == "Changed");
+  auto rooms = f.router->rooms();
+  REQUIRE(rooms.size() == 2);
+  CHECK(rooms[0].name == "lobby");
+  CHECK(rooms[1].name == "new");
+  CHECK(f.router->session_count() == 1);
+  CHECK(f.router->who("lobby")->size() == 1);
+}
+
+TEST_CASE("router: text mode's current room") {
+  Fixture f;
+  auto [a, abox] = f.client("alice");
+  Request say;
+  say.op = Op::say;
+  say.current_room = true;
+  say.text = "hi";
+  f.do_(a, say);
+  CHECK(code_of(abox->pop()) == "not_member");
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});
+  f.do_(a, {{"op", "join"}, {"room", "two"}});
+  abox->got.clear();
+  f.do_(a, say);
+  CHECK(abox->pop()["room"] == "two");
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});  // joining again makes it current
+  abox->got.clear();
+  f.do_(a, say);
+  CHECK(abox->pop()["room"] == "lobby");
+}
