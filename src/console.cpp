@@ -12,7 +12,7 @@ Console::Console(Server& server) : server_(server) {
   uv_loop_t* loop = server.loop();
   switch (uv_guess_handle(0)) {
     case UV_TTY:
-      tty_ = std::make_unique<uv::Handle<uv_tty_t>>([loop](uv_tty_t* t) { return uv_tty_init(loop, t, 0, 0); });
+      tty_ = std::make_unique<uv::Handle<uv_tty_t>>([loop](uv_tty_t* t) { return uv_tty_init(loop, t, 0, 1); });
       break;
     case UV_NAMED_PIPE:
       pipe_ = std::make_unique<uv::Handle<uv_pipe_t>>([loop](uv_pipe_t* p) {

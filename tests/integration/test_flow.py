@@ -1,4 +1,6 @@
-"""Slow consumers by both policies, and idle ping/timeout (SPEC §2, §5)."""
+"""Slow consumers by both policies, read pausing, idle ping/timeout (SPEC §2, §5)."""
+import select
+import threading
 import harness
 from harness import DaemonTest
 
@@ -93,6 +95,52 @@ class Idle(DaemonTest):
         lively.send({"op": "ping", "id": 2})
         lively.wait_for("pong", id=2)  # still open
         d.log.wait_for(r"idle for")
+
+
+
+class ReadPause(DaemonTest):
+    def test_client_that_does_not_read_is_not_read(self):
+        """Replies are never dropped: a client that does not read them stops being read
+        (its sends back up), and gets every reply, in order, once it reads."""
+        d = self.start("[limits]\nmax_outbound_bytes = 65536\n")
+        c = self.connect(d, rcvbuf=4096)
+        other = self.connect(d)
+        text = "e" * 4000
+        frame = ('{"op":"echo","text":"%s","id":%%d}\n' % text)
+        c.sock.setblocking(False)
+        total = 20000  # 80 MB: far more than socket buffers and the queue limit can hold
+        sent, pending = 0, b""
+        while sent < total or pending:
+            if not pending:
+                pending = (frame % sent).encode()
+                sent += 1
+            # Paused, the server never reads again, so the socket stays unwritable.
+            _, writable, _ = select.select([], [c.sock], [], 2.0)
+            if not writable:
+                break
+            pending = pending[c.sock.send(pending):]
+        self.assertLess(sent, total, "the server kept reading a client that never read")
+        other.call({"op": "ping", "id": 1}, "pong", id=1)  # the loop is not blocked
+        # Now it reads (in a thread) while it finishes sending: every reply arrives, in order.
+        c.sock.setblocking(True)
+        c.sock.settimeout(harness.WAIT)
+        ids = []
+
+        def read_all():
+            while True:
+                m = c.recv()
+                if m["op"] == "pong":
+                    return
+                ids.append(m["id"])
+
+        reader = threading.Thread(target=read_all, daemon=True)
+        reader.start()
+        c.send(pending)
+        c.send({"op": "ping", "id": "end"})
+        reader.join(harness.WAIT * 2)
+        self.assertFalse(reader.is_alive())
+        self.assertEqual(ids, list(range(len(ids))))
+        self.assertEqual(len(ids), sent)
 
 
 if __name__ == "__main__":
