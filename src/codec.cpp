@@ -392,6 +392,48 @@ std::string render_text(const ordered_json& b) {
   return out;
 }
 
+ordered_json request_json(const Request& r) {
+  static constexpr const char* names[] = {"nick",  "rooms",   "join", "leave", "say",  "whisper", "who",
+                                          "topic", "history", "ping", "echo",  "bye",  "help"};
+  ordered_json j;
+  j["op"] = names[static_cast<int>(r.op)];
+  if (r.id) j["id"] = *r.id;
+  switch (r.op) {
+    case Op::nick: j["nick"] = r.nick; break;
+    case Op::join:
+      j["room"] = r.room;
+      if (r.key) j["key"] = *r.key;
+      break;
+    case Op::leave:
+    case Op::who: j["room"] = r.room; break;
+    case Op::say:
+      j["room"] = r.room;
+      if (r.text) j["text"] = *r.text;
+      if (!r.data.is_null()) j["data"] = r.data;
+      break;
+    case Op::whisper:
+      j["to"] = r.to;
+      j["text"] = r.text.value_or("");
+      break;
+    case Op::topic:
+      j["room"] = r.room;
+      j["topic"] = r.topic;
+      break;
+    case Op::history:
+      j["room"] = r.room;
+      if (r.before) j["before"] = *r.before;
+      if (r.limit) j["limit"] = *r.limit;
+      if (r.search) j["search"] = *r.search;
+      break;
+    case Op::echo: j["text"] = r.text.value_or(""); break;
+    case Op::rooms:
+    case Op::ping:
+    case Op::bye:
+    case Op::help: break;
+  }
+  return j;
+}
+
 std::string_view text_help() {
   return "* commands:\n"
          "  /nick NICK            change your nick\n"

@@ -29,6 +29,9 @@ std::string render_text(const ordered_json& body);   // zero or more lines, each
 ordered_json error_body(ErrorCode code, std::string_view message,
                         const std::optional<nlohmann::json>& id = std::nullopt);
 
+// A Request as the JSON frame a client sends (roomcat turns slash commands into these).
+ordered_json request_json(const Request& request);
+
 // The text-mode help shown by /help.
 std::string_view text_help();
 

@@ -1,0 +1,356 @@
+// roomcat: the bundled client. One libuv loop reads stdin and the socket together, so a
+// server that goes away is noticed at once, even in the middle of a line the user types.
+//
+// Modes: --json passes protocol lines both ways; otherwise each stdin line is a slash
+// command or a `say` in the current room, sent as JSON with an id, and server frames are
+// shown as human lines. At stdin's EOF roomcat waits until every id it sent is answered,
+// says bye, and exits 0 when the server closes.
+#include <CLI/CLI.hpp>
+#include <uv.h>
+
+#include <csignal>
+#include <cstdio>
+#include <deque>
+#include <iostream>
+#include <memory>
+#include <set>
+#include <string>
+#include <unistd.h>
+
+#include "roomd/codec.hpp"
+#include "roomd/framer.hpp"
+#include "roomd/names.hpp"
+#include "roomd_build_config.hpp"
+
+namespace {
+
+using roomd::ordered_json;
+
+constexpr int kExitLost = 1;
+constexpr int kExitUsage = 2;
+constexpr std::size_t kStdoutHighWater = 1 << 20;  // pause the socket above this much unprinted
+
+class Client {
+ public:
+  Client(uv_loop_t* loop, bool json, std::string nick, std::vector<std::string> rooms)
+      : loop_(loop), json_(json), nick_(std::move(nick)), rooms_(std::move(rooms)) {}
+
+  int run(const std::string& target);
+
+ private:
+  static Client* from(uv_handle_t* h) { return static_cast<Client*>(h->data); }
+  uv_stream_t* sock() { return is_unix_ ? reinterpret_cast<uv_stream_t*>(&pipe_) : reinterpret_cast<uv_stream_t*>(&tcp_); }
+
+  void connected();
+  void start_socket_reads();
+  static void on_connected(uv_connect_t* req, int status);
+  void on_server_line(std::string_view line);
+  void on_stdin_line(std::string_view line);
+  void on_stdin_eof();
+  void send_json(const ordered_json& frame);
+  void send_raw(std::string line);
+  void maybe_finish();
+  void print(std::string text);
+  void lost(const std::string& why);
+  void close_all();
+
+  uv_loop_t* loop_;
+  bool json_;
+  std::string nick_;
+  std::vector<std::string> rooms_;
+  std::string current_room_;
+  bool is_unix_ = false;
+  uv_tcp_t tcp_{};
+  uv_pipe_t pipe_{};
+  uv_connect_t connect_req_{};
+  uv_getaddrinfo_t resolve_req_{};
+  uv_pipe_t stdin_pipe_{};
+  uv_tty_t stdin_tty_{};
+  uv_stream_t* stdin_ = nullptr;
+  roomd::Framer server_framer_{64 << 20};
+  roomd::Framer stdin_framer_{64 << 20};
+  std::uint64_t next_id_ = 1;
+  std::set<std::uint64_t> unanswered_;
+  bool stdin_done_ = false;
+  bool bye_sent_ = false;
+  std::string closed_reason_;
+  int exit_code_ = 0;
+  bool finished_ = false;
+  std::size_t stdout_pending_ = 0;
+  uv_pipe_t stdout_pipe_{};
+  bool stdout_async_ = false;
+  bool sock_paused_ = false;
+  std::vector<char> sock_buf_ = std::vector<char>(64 * 1024);
+  std::vector<char> stdin_buf_ = std::vector<char>(64 * 1024);
+};
+
+struct WriteReq {
+  uv_write_t req;
+  std::string data;
+  Client* client;
+};
+
+int Client::run(const std::string& target) {
+  auto addr = roomd::parse_listen_address(target);
+  std::string host, port;
+  if (target.starts_with("unix:")) {
+    is_unix_ = true;
+  } else if (!addr) {
+    // A host name: HOST:PORT, resolved by the loop.
+    auto colon = target.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      std::fprintf(stderr, "roomcat: bad target '%s' (want HOST:PORT, [V6]:PORT or unix:PATH)\n", target.c_str());
+      return kExitUsage;
+    }
+    host = target.substr(0, colon);
+    port = target.substr(colon + 1);
+  } else {
+    host = addr->host;
+    port = std::to_string(addr->port);
+  }
+  connect_req_.data = this;
+  if (is_unix_) {
+    uv_pipe_init(loop_, &pipe_, 0);
+    pipe_.data = this;
+    uv_pipe_connect(&connect_req_, &pipe_, target.substr(5).c_str(), on_connected);
+  } else {
+    uv_tcp_init(loop_, &tcp_);
+    tcp_.data = this;
+    resolve_req_.data = this;
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = uv_getaddrinfo(
+        loop_, &resolve_req_,
+        [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+          auto* self = static_cast<Client*>(req->data);
+          if (status < 0) {
+            std::fprintf(stderr, "roomcat: cannot resolve host: %s\n", uv_strerror(status));
+            self->exit_code_ = kExitLost;
+            self->close_all();
+          } else {
+            uv_tcp_connect(&self->connect_req_, &self->tcp_, res->ai_addr, on_connected);
+          }
+          uv_freeaddrinfo(res);
+        },
+        host.c_str(), port.c_str(), &hints);
+    if (rc < 0) {
+      std::fprintf(stderr, "roomcat: cannot resolve host: %s\n", uv_strerror(rc));
+      return kExitLost;
+    }
+  }
+  if (uv_guess_handle(1) == UV_NAMED_PIPE || uv_guess_handle(1) == UV_TTY) {
+    // Asynchronous stdout, so a slow terminal or reader applies backpressure to the socket.
+    if (uv_pipe_init(loop_, &stdout_pipe_, 0) == 0 && uv_pipe_open(&stdout_pipe_, 1) == 0) stdout_async_ = true;
+  }
+  uv_run(loop_, UV_RUN_DEFAULT);
+  return exit_code_;
+}
+
+void Client::on_connected(uv_connect_t* req, int status) {
+  auto* self = static_cast<Client*>(req->data);
+  if (status < 0) {
+    std::fprintf(stderr, "roomcat: cannot connect: %s\n", uv_strerror(status));
+    self->exit_code_ = kExitLost;
+    return self->close_all();
+  }
+  self->connected();
+}
+
+void Client::start_socket_reads() {
+  uv_read_start(
+      sock(),
+      [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
+        auto* self = from(h);
+        *b = uv_buf_init(self->sock_buf_.data(), static_cast<unsigned>(self->sock_buf_.size()));
+      },
+      [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
+        auto* self = from(reinterpret_cast<uv_handle_t*>(s));
+        if (n > 0) {
+          self->server_framer_.feed({b->base, static_cast<std::size_t>(n)},
+                                    [self](std::string_view line) { self->on_server_line(line); }, [] {});
+        } else if (n < 0) {
+          if (self->bye_sent_) {
+            self->exit_code_ = 0;
+            return self->close_all();
+          }
+          self->lost(self->closed_reason_.empty() ? "connection closed by server" : self->closed_reason_);
+        }
+      });
+}
+
+void Client::connected() {
+  start_socket_reads();
+  // stdin: a TTY or a pipe is read by the loop; anything else (a file) the same way via a pipe
+  // handle when possible.
+  switch (uv_guess_handle(0)) {
+    case UV_TTY:
+      uv_tty_init(loop_, &stdin_tty_, 0, 1);
+      stdin_ = reinterpret_cast<uv_stream_t*>(&stdin_tty_);
+      break;
+    default:
+      uv_pipe_init(loop_, &stdin_pipe_, 0);
+      if (uv_pipe_open(&stdin_pipe_, 0) < 0) {
+        std::fprintf(stderr, "roomcat: stdin must be a terminal or a pipe\n");
+        exit_code_ = kExitUsage;
+        return close_all();
+      }
+      stdin_ = reinterpret_cast<uv_stream_t*>(&stdin_pipe_);
+  }
+  stdin_->data = this;
+  uv_read_start(
+      stdin_,
+      [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
+        auto* self = from(h);
+        *b = uv_buf_init(self->stdin_buf_.data(), static_cast<unsigned>(self->stdin_buf_.size()));
+      },
+      [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
+        auto* self = from(reinterpret_cast<uv_handle_t*>(s));
+        if (n > 0) {
+          self->stdin_framer_.feed({b->base, static_cast<std::size_t>(n)},
+                                   [self](std::string_view line) { self->on_stdin_line(line); }, [] {});
+        } else if (n < 0) {
+          uv_read_stop(s);
+          self->on_stdin_eof();
+        }
+      });
+  if (!json_) {
+    if (!nick_.empty()) on_stdin_line("/nick " + nick_);
+    for (const auto& room : rooms_) on_stdin_line("/join " + room);
+  }
+}
+
+void Client::send_raw(std::string line) {
+  if (finished_) return;
+  auto* w = new WriteReq{{}, std::move(line), this};
+  uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+  w->req.data = w;
+  if (uv_write(&w->req, sock(), &buf, 1, [](uv_write_t* req, int) { delete static_cast<WriteReq*>(req->data); }) < 0)
+    delete w;
+}
+
+void Client::send_json(const ordered_json& frame) { send_raw(roomd::encode_json(frame)); }
+
+void Client::on_stdin_line(std::string_view line) {
+  if (json_) return send_raw(std::string(line) + "\n");
+  auto parsed = roomd::parse_text_line(line);
+  if (auto* e = std::get_if<roomd::RequestError>(&parsed)) {
+    return print("! " + std::string(roomd::to_string(e->code)) + ": " + e->message + "\n");
+  }
+  auto req = std::get<roomd::Request>(parsed);
+  if (req.op == roomd::Op::help) return print(std::string(roomd::text_help()));
+  if (req.op == roomd::Op::bye) return on_stdin_eof();
+  if (req.current_room) {
+    if (current_room_.empty()) return print("! not_member: join a room first (/join ROOM)\n");
+    req.room = current_room_;
+  }
+  if (req.op == roomd::Op::join) current_room_ = req.room;
+  std::uint64_t id = next_id_++;
+  req.id = id;
+  unanswered_.insert(id);
+  send_json(roomd::request_json(req));
+}
+
+void Client::on_server_line(std::string_view line) {
+  if (json_) return print(std::string(line) + "\n");
+  auto frame = ordered_json::parse(line, nullptr, false);
+  if (frame.is_discarded() || !frame.is_object()) return print(std::string(line) + "\n");
+  const std::string op = frame.value("op", "");
+  if (auto it = frame.find("id"); it != frame.end() && it->is_number_unsigned()) {
+    unanswered_.erase(it->get<std::uint64_t>());
+    if (op == "ok" && frame.contains("seq")) return maybe_finish();  // our own message is shown already
+  }
+  if (op == "system" && frame.contains("event")) closed_reason_ = frame["event"].get<std::string>();
+  if (op == "error" && frame.value("code", "") == "slow_consumer") closed_reason_ = "slow_consumer";
+  if (op == "ping") return send_json({{"op", "ping"}});  // any line keeps us alive
+  if (op == "pong" && !frame.contains("id")) return;
+  if (op != "welcome") print(roomd::render_text(frame));
+  maybe_finish();
+}
+
+void Client::on_stdin_eof() {
+  stdin_done_ = true;
+  if (json_) {
+    bye_sent_ = true;
+    return send_json({{"op", "bye"}});
+  }
+  maybe_finish();
+}
+
+void Client::maybe_finish() {
+  if (!stdin_done_ || bye_sent_ || !unanswered_.empty()) return;
+  bye_sent_ = true;
+  send_json({{"op", "bye"}});
+}
+
+void Client::print(std::string text) {
+  if (text.empty()) return;
+  if (!stdout_async_) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    return;
+  }
+  stdout_pending_ += text.size();
+  auto* w = new WriteReq{{}, std::move(text), this};
+  uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+  w->req.data = w;
+  uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&stdout_pipe_), &buf, 1, [](uv_write_t* req, int) {
+    auto* w = static_cast<WriteReq*>(req->data);
+    Client* self = w->client;
+    self->stdout_pending_ -= w->data.size();
+    if (self->sock_paused_ && self->stdout_pending_ < kStdoutHighWater / 2 && !self->finished_) {
+      self->sock_paused_ = false;
+      self->start_socket_reads();
+    }
+    delete w;
+  });
+  if (stdout_pending_ > kStdoutHighWater && !sock_paused_) {
+    sock_paused_ = true;
+    uv_read_stop(sock());
+  }
+}
+
+void Client::lost(const std::string& why) {
+  std::fprintf(stderr, "roomcat: %s\n", why == "shutdown" ? "server shut down" : why.c_str());
+  exit_code_ = kExitLost;
+  close_all();
+}
+
+void Client::close_all() {
+  if (finished_) return;
+  finished_ = true;
+  uv_walk(loop_, [](uv_handle_t* h, void*) {
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
+  }, nullptr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"roomcat: talk to a roomd server"};
+  std::string target = "127.0.0.1:7000", nick;
+  std::vector<std::string> rooms;
+  bool json = false, version = false;
+  app.add_option("target", target, "HOST:PORT, [V6]:PORT or unix:PATH (default 127.0.0.1:7000)");
+  app.add_option("--nick", nick, "nick to take");
+  app.add_option("--join", rooms, "room to join (repeatable; the last is the current room)");
+  app.add_flag("--json", json, "raw protocol lines both ways");
+  app.add_flag("--version", version, "print the version");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (version) {
+    std::printf("roomcat %s\n", ROOMD_VERSION);
+    return 0;
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  uv_loop_t* loop = uv_default_loop();
+  Client client(loop, json, nick, rooms);
+  int rc = client.run(target);
+  uv_loop_close(loop);
+  return rc;
+}
