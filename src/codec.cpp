@@ -3,6 +3,8 @@
 
 #include <charconv>
 
+#include "roomd/names.hpp"
+
 namespace roomd {
 
 using nlohmann::json;
@@ -192,19 +194,6 @@ ParseResult parse_json_request(std::string_view frame) {
 }
 
 namespace {
-
-// Splits off the first space-separated word; `rest` keeps what follows, leading spaces cut.
-std::string_view next_word(std::string_view& rest) {
-  auto start = rest.find_first_not_of(' ');
-  if (start == std::string_view::npos) { rest = {}; return {}; }
-  rest.remove_prefix(start);
-  auto end = rest.find(' ');
-  std::string_view word = rest.substr(0, end);
-  rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end);
-  auto after = rest.find_first_not_of(' ');
-  rest = after == std::string_view::npos ? std::string_view{} : rest.substr(after);
-  return word;
-}
 
 bool all_digits(std::string_view s) {
   if (s.empty()) return false;

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "roomd/log.hpp"
+#include "roomd/names.hpp"
 #include "roomd/server.hpp"
 
 namespace roomd {
@@ -62,21 +63,9 @@ void Console::print(std::string_view text) {
   std::fflush(stdout);
 }
 
-namespace {
-std::string_view word(std::string_view& rest) {
-  auto start = rest.find_first_not_of(' ');
-  if (start == std::string_view::npos) return rest = {}, std::string_view{};
-  rest.remove_prefix(start);
-  auto end = rest.find(' ');
-  std::string_view w = rest.substr(0, end);
-  rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end + 1);
-  return w;
-}
-}  // namespace
-
 void Console::on_line(std::string_view line) {
   std::string_view rest = line;
-  std::string_view cmd = word(rest);
+  std::string_view cmd = next_word(rest);
   Router& router = server_.router();
   if (cmd == "stats") {
     print(server_.stats_line() + "\n");
@@ -87,20 +76,20 @@ void Console::on_line(std::string_view line) {
              (r.configured ? " configured" : " dynamic") + (r.keyed ? " keyed" : "") + " topic=" + r.topic + "\n";
     print(out.empty() ? "no rooms\n" : out);
   } else if (cmd == "who") {
-    std::string_view room = word(rest);
+    std::string_view room = next_word(rest);
     auto members = router.who(room);
     if (!members) return print("! no room '" + std::string(room) + "'\n");
     std::string out = std::string(room) + ":";
     for (const auto& n : *members) out += " " + n;
     print(out + "\n");
   } else if (cmd == "kick") {
-    std::string nick(word(rest));
+    std::string nick(next_word(rest));
     if (nick.empty()) return print("! usage: kick NICK [REASON]\n");
     if (!router.kick(nick, rest)) return print("! no such nick '" + nick + "'\n");
     log::notice("console: kicked " + nick);
     print("kicked " + nick + "\n");
   } else if (cmd == "say") {
-    std::string room(word(rest));
+    std::string room(next_word(rest));
     if (room.empty() || rest.empty()) return print("! usage: say ROOM TEXT\n");
     if (auto error = router.server_say(room, rest)) return print("! " + *error + "\n");
     print("ok\n");

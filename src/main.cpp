@@ -1,5 +1,5 @@
 // roomd's command line: parse options, load and check the config, run the server.
-#include <CLI/CLI.hpp>
+#include "roomd/cli.hpp"
 
 #include <csignal>
 #include <cstdio>
@@ -13,7 +13,6 @@
 
 namespace {
 constexpr int kExitConfig = 78;  // EX_CONFIG: systemd's RestartPreventExitStatus
-constexpr int kExitUsage = 2;
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -29,14 +28,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "error, warning, notice, info or debug (overrides the config)");
   app.add_option("--listen", listen, "listen address (repeatable; overrides server.listen): "
                                      "IP:PORT, [IPv6]:PORT or unix:PATH");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return kExitUsage;
-  }
+  if (auto status = roomd::parse_command_line(app, argc, argv)) return *status;
 
   if (version) {
     std::printf("roomd %s\n", ROOMD_VERSION);

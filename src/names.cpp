@@ -34,6 +34,21 @@ std::string fold_case(std::string_view s) {
   return out;
 }
 
+std::string_view next_word(std::string_view& rest) {
+  auto start = rest.find_first_not_of(' ');
+  if (start == std::string_view::npos) {
+    rest = {};
+    return {};
+  }
+  rest.remove_prefix(start);
+  auto end = rest.find(' ');
+  std::string_view word = rest.substr(0, end);
+  rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end);
+  auto after = rest.find_first_not_of(' ');
+  rest = after == std::string_view::npos ? std::string_view{} : rest.substr(after);
+  return word;
+}
+
 std::string ListenAddress::to_string() const {
   switch (kind) {
     case Kind::ipv4: return host + ":" + std::to_string(port);

@@ -422,14 +422,7 @@ void Router::on_history(Session& s, const Request& r) {
   std::vector<std::string> words;
   if (r.search) {
     std::string_view rest = *r.search;
-    while (!rest.empty()) {
-      auto start = rest.find_first_not_of(' ');
-      if (start == std::string_view::npos) break;
-      rest.remove_prefix(start);
-      auto end = rest.find(' ');
-      words.push_back(fold_case(rest.substr(0, end)));
-      rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end);
-    }
+    for (auto w = next_word(rest); !w.empty(); w = next_word(rest)) words.push_back(fold_case(w));
   }
   // Walk back from the newest message below `before`, keeping up to `limit` matches.
   const auto& h = room->history;

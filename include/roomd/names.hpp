@@ -16,6 +16,10 @@ bool valid_room_name(std::string_view room);
 // Nicks are unique ignoring case: this is the key they are indexed by.
 std::string fold_case(std::string_view s);
 
+// Splits the first space-separated word off `rest`, leaving `rest` at the next word (text
+// mode, the console and search words all split this way).
+std::string_view next_word(std::string_view& rest);
+
 struct ListenAddress {
   enum class Kind { ipv4, ipv6, unix_path } kind;
   std::string host;  // numeric address for ipv4/ipv6, the path for unix

@@ -5,7 +5,6 @@
 // command or a `say` in the current room, sent as JSON with an id, and server frames are
 // shown as human lines. At stdin's EOF roomcat waits until every id it sent is answered,
 // says bye, and exits 0 when the server closes.
-#include <CLI/CLI.hpp>
 #include <uv.h>
 
 #include <csignal>
@@ -17,6 +16,7 @@
 #include <string>
 #include <unistd.h>
 
+#include "roomd/cli.hpp"
 #include "roomd/codec.hpp"
 #include "roomd/framer.hpp"
 #include "roomd/names.hpp"
@@ -27,7 +27,6 @@ namespace {
 using roomd::ordered_json;
 
 constexpr int kExitLost = 1;
-constexpr int kExitUsage = 2;
 constexpr std::size_t kStdoutHighWater = 1 << 20;  // pause the socket above this much unprinted
 
 class Client {
@@ -100,7 +99,7 @@ int Client::run(const std::string& target) {
     auto colon = target.rfind(':');
     if (colon == std::string::npos || colon == 0) {
       std::fprintf(stderr, "roomcat: bad target '%s' (want HOST:PORT, [V6]:PORT or unix:PATH)\n", target.c_str());
-      return kExitUsage;
+      return roomd::kExitUsage;
     }
     host = target.substr(0, colon);
     port = target.substr(colon + 1);
@@ -191,7 +190,7 @@ void Client::connected() {
       uv_pipe_init(loop_, &stdin_pipe_, 0);
       if (uv_pipe_open(&stdin_pipe_, 0) < 0) {
         std::fprintf(stderr, "roomcat: stdin must be a terminal or a pipe\n");
-        exit_code_ = kExitUsage;
+        exit_code_ = roomd::kExitUsage;
         return close_all();
       }
       stdin_ = reinterpret_cast<uv_stream_t*>(&stdin_pipe_);
@@ -335,14 +334,7 @@ int main(int argc, char** argv) {
   app.add_option("--join", rooms, "room to join (repeatable; the last is the current room)");
   app.add_flag("--json", json, "raw protocol lines both ways");
   app.add_flag("--version", version, "print the version");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return kExitUsage;
-  }
+  if (auto status = roomd::parse_command_line(app, argc, argv)) return *status;
   if (version) {
     std::printf("roomcat %s\n", ROOMD_VERSION);
     return 0;
