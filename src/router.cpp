@@ -44,6 +44,7 @@ RouterSettings RouterSettings::from(const Config& c, std::string version) {
   s.burst = c.limits.burst;
   s.replay = c.history.replay;
   s.max_history = c.history.max_messages_per_room;
+  s.max_frame_bytes = c.limits.max_frame_bytes;
   return s;
 }
 
@@ -78,6 +79,8 @@ SessionId Router::connect(Outbox& outbox) {
   w["nick"] = s.nick;
   w["motd"] = settings_.motd;
   w["hint"] = "send JSON lines, or type /help for text mode";
+  // Not in the spec's list: lets a client pace itself instead of being refused.
+  w["limits"] = {{"rate", settings_.rate}, {"burst", settings_.burst}, {"max_frame_bytes", settings_.max_frame_bytes}};
   s.out->send(make_event(std::move(w)));
   return s.id;
 }

@@ -51,6 +51,7 @@ struct RouterSettings {
   std::uint32_t burst = 100;
   std::uint32_t replay = 50;
   std::uint32_t max_history = 100000;
+  std::uint32_t max_frame_bytes = 65536;
 
   static RouterSettings from(const Config& config, std::string version);
 };

@@ -20,7 +20,9 @@
 #include "roomd/codec.hpp"
 #include "roomd/framer.hpp"
 #include "roomd/names.hpp"
+#include "roomd/rate_limiter.hpp"
 #include "roomd_build_config.hpp"
+#include "terminal.hpp"
 
 namespace {
 
@@ -50,6 +52,9 @@ class Client {
   void send_raw(std::string line);
   void maybe_finish();
   void print(std::string text);
+  void queue_request(roomd::Request request);
+  void send_queued();
+  std::string prompt() const { return current_room_.empty() ? "> " : "[" + current_room_ + "]> "; }
   void lost(const std::string& why);
   void close_all();
 
@@ -79,6 +84,14 @@ class Client {
   uv_pipe_t stdout_pipe_{};
   bool stdout_async_ = false;
   bool sock_paused_ = false;
+  std::unique_ptr<roomcat::Terminal> terminal_;
+  // Says and whispers are paced by the server's advertised rate limit, so a fast pipe is
+  // slowed down instead of refused; every request waits its turn to keep the order.
+  std::deque<roomd::Request> queued_;
+  std::unique_ptr<roomd::TokenBucket> bucket_;
+  double rate_ = 0;
+  bool welcomed_ = false;
+  uv_timer_t pace_timer_{};
   std::vector<char> sock_buf_ = std::vector<char>(64 * 1024);
   std::vector<char> stdin_buf_ = std::vector<char>(64 * 1024);
 };
@@ -137,7 +150,10 @@ int Client::run(const std::string& target) {
       return kExitLost;
     }
   }
-  if (uv_guess_handle(1) == UV_NAMED_PIPE || uv_guess_handle(1) == UV_TTY) {
+  uv_timer_init(loop_, &pace_timer_);
+  pace_timer_.data = this;
+  bool interactive = uv_guess_handle(0) == UV_TTY && !json_;
+  if (!interactive && (uv_guess_handle(1) == UV_NAMED_PIPE || uv_guess_handle(1) == UV_TTY)) {
     // Asynchronous stdout, so a slow terminal or reader applies backpressure to the socket.
     if (uv_pipe_init(loop_, &stdout_pipe_, 0) == 0 && uv_pipe_open(&stdout_pipe_, 1) == 0) stdout_async_ = true;
   }
@@ -181,7 +197,12 @@ void Client::connected() {
   start_socket_reads();
   // stdin: a TTY or a pipe is read by the loop; anything else (a file) the same way via a pipe
   // handle when possible.
-  switch (uv_guess_handle(0)) {
+  if (uv_guess_handle(0) == UV_TTY && !json_) {
+    terminal_ = std::make_unique<roomcat::Terminal>(loop_, prompt(), [this](std::optional<std::string> line) {
+      if (line) on_stdin_line(*line);
+      else on_stdin_eof();
+    });
+  } else switch (uv_guess_handle(0)) {
     case UV_TTY:
       uv_tty_init(loop_, &stdin_tty_, 0, 1);
       stdin_ = reinterpret_cast<uv_stream_t*>(&stdin_tty_);
@@ -195,6 +216,7 @@ void Client::connected() {
       }
       stdin_ = reinterpret_cast<uv_stream_t*>(&stdin_pipe_);
   }
+  if (stdin_) {
   stdin_->data = this;
   uv_read_start(
       stdin_,
@@ -212,6 +234,7 @@ void Client::connected() {
           self->on_stdin_eof();
         }
       });
+  }
   if (!json_) {
     if (!nick_.empty()) on_stdin_line("/nick " + nick_);
     for (const auto& room : rooms_) on_stdin_line("/join " + room);
@@ -243,10 +266,33 @@ void Client::on_stdin_line(std::string_view line) {
     req.room = current_room_;
   }
   if (req.op == roomd::Op::join) current_room_ = req.room;
+  if (req.op == roomd::Op::leave && req.room == current_room_) current_room_.clear();
+  if (terminal_) terminal_->set_prompt(prompt());
+  queue_request(std::move(req));
+}
+
+void Client::queue_request(roomd::Request req) {
   std::uint64_t id = next_id_++;
   req.id = id;
   unanswered_.insert(id);
-  send_json(roomd::request_json(req));
+  queued_.push_back(std::move(req));
+  send_queued();
+}
+
+void Client::send_queued() {
+  if (!welcomed_) return;  // the welcome carries the limits to pace by
+  while (!queued_.empty()) {
+    const roomd::Request& next = queued_.front();
+    bool limited = next.op == roomd::Op::say || next.op == roomd::Op::whisper;
+    if (limited && bucket_ && !bucket_->try_take(uv_now(loop_))) {
+      if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&pace_timer_)))
+        uv_timer_start(&pace_timer_, [](uv_timer_t* t) { static_cast<Client*>(t->data)->send_queued(); },
+                       static_cast<std::uint64_t>(1000.0 / rate_) + 1, 0);
+      return;
+    }
+    send_json(roomd::request_json(next));
+    queued_.pop_front();
+  }
 }
 
 void Client::on_server_line(std::string_view line) {
@@ -262,12 +308,23 @@ void Client::on_server_line(std::string_view line) {
   if (op == "error" && frame.value("code", "") == "slow_consumer") closed_reason_ = "slow_consumer";
   if (op == "ping") return send_json({{"op", "ping"}});  // any line keeps us alive
   if (op == "pong" && !frame.contains("id")) return;
-  if (op != "welcome") print(roomd::render_text(frame));
+  if (op == "welcome") {
+    // Pace ourselves a little under the advertised limit: a refused line would be lost.
+    if (auto limits = frame.find("limits"); limits != frame.end() && limits->contains("rate")) {
+      rate_ = (*limits)["rate"].get<double>() * 0.95;
+      double burst = std::max(1.0, (*limits)["burst"].get<double>() - 1);
+      bucket_ = std::make_unique<roomd::TokenBucket>(rate_, burst, uv_now(loop_));
+    }
+    welcomed_ = true;
+    return send_queued();
+  }
+  print(roomd::render_text(frame));
   maybe_finish();
 }
 
 void Client::on_stdin_eof() {
   stdin_done_ = true;
+  if (terminal_) terminal_->stop();
   if (json_) {
     bye_sent_ = true;
     return send_json({{"op", "bye"}});
@@ -276,13 +333,14 @@ void Client::on_stdin_eof() {
 }
 
 void Client::maybe_finish() {
-  if (!stdin_done_ || bye_sent_ || !unanswered_.empty()) return;
+  if (!stdin_done_ || bye_sent_ || !unanswered_.empty() || !queued_.empty()) return;
   bye_sent_ = true;
   send_json({{"op", "bye"}});
 }
 
 void Client::print(std::string text) {
   if (text.empty()) return;
+  if (terminal_) return terminal_->print(text);
   if (!stdout_async_) {
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
@@ -317,6 +375,7 @@ void Client::lost(const std::string& why) {
 void Client::close_all() {
   if (finished_) return;
   finished_ = true;
+  if (terminal_) terminal_->stop();
   uv_walk(loop_, [](uv_handle_t* h, void*) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }, nullptr);

@@ -1,7 +1,9 @@
 """roomcat against the real roomd: pipe mode, --json, unix target, refused, server gone."""
 import os
+import shutil
 import signal
 import subprocess
+import time
 
 import harness
 from harness import DaemonTest, LineLog
@@ -15,7 +17,6 @@ def roomcat(*args, stdin=b""):
 
 class Roomcat(DaemonTest):
     def test_pipe_mode_delivers_every_line_and_exits_0(self):
-        # Under the rate limit: roomcat does not yet pace itself (see docs/roomcat.md).
         d = self.start("[limits]\nrate = 10000\nburst = 10000\n[[rooms]]\nname = \"lobby\"\n")
         watcher = self.connect(d, join=["lobby"])
         lines = [f"line {i}" for i in range(200)]
@@ -31,6 +32,16 @@ class Roomcat(DaemonTest):
                 got.append(m["text"])
         self.assertEqual(got, lines)
         watcher.expect("presence", event="leave", nick="piper")
+
+    def test_pipe_faster_than_the_rate_limit_loses_nothing(self):
+        # roomcat paces itself by the limits the welcome advertises instead of being refused.
+        d = self.start("[limits]\nrate = 200\nburst = 10\n[[rooms]]\nname = \"lobby\"\n")
+        lines = [f"paced {i}" for i in range(300)]
+        r = roomcat(f"127.0.0.1:{d.port}", "--join", "lobby", stdin=("\n".join(lines) + "\n").encode())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout.decode()
+        self.assertNotIn("rate_limited", out)
+        self.assertEqual([l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("[lobby]")], lines)
 
     def test_json_round_trip(self):
         d = self.start()
@@ -84,6 +95,55 @@ class Roomcat(DaemonTest):
         self.assertIn("server shut down", p.stderr.read().decode())
         for f in (p.stdin, p.stdout, p.stderr):
             f.close()
+
+
+class Interactive(DaemonTest):
+    """A person at a terminal: roomcat in tmux, driven by send-keys, read by capture-pane."""
+
+    def setUp(self):
+        super().setUp()
+        if not shutil.which("tmux"):
+            self.fail("tmux is required; ./quickstart.sh installs it")
+        self.tmux_socket = f"roomcat-test-{os.getpid()}"
+
+    def tearDown(self):
+        subprocess.run(["tmux", "-L", self.tmux_socket, "kill-server"], capture_output=True)
+        super().tearDown()
+
+    def tmux(self, *args):
+        return subprocess.run(["tmux", "-L", self.tmux_socket, *args], capture_output=True, check=True,
+                              timeout=harness.WAIT).stdout.decode()
+
+    def screen(self):
+        return [l.rstrip() for l in self.tmux("capture-pane", "-p", "-t", "rc").splitlines() if l.strip()]
+
+    def wait_screen(self, predicate, what):
+        deadline = time.monotonic() + harness.WAIT
+        while time.monotonic() < deadline:
+            lines = self.screen()
+            if predicate(lines):
+                return lines
+            time.sleep(0.05)  # polling the pane: tmux has no change notification
+        raise AssertionError(f"screen never showed {what}:\n" + "\n".join(self.screen()))
+
+    def test_message_arrives_above_the_half_typed_line(self):
+        d = self.start()
+        self.tmux("new-session", "-d", "-s", "rc", "-x", "120", "-y", "30",
+                  f"{ROOMCAT} 127.0.0.1:{d.port} --nick ann --join lobby; echo EXIT=$?; sleep 60")
+        self.wait_screen(lambda l: any("you joined lobby" in x for x in l), "the join")
+        self.tmux("send-keys", "-t", "rc", "half typ")
+        self.wait_screen(lambda l: l[-1] == "[lobby]> half typ", "the typed text")
+        bob = self.connect(d, nick="bob", join=["lobby"])
+        bob.send({"op": "say", "room": "lobby", "text": "interrupting!"})
+        lines = self.wait_screen(lambda l: "[lobby] bob: interrupting!" in l, "bob's message")
+        # The message is above the prompt, and the prompt still holds what was typed.
+        self.assertEqual(lines[-1], "[lobby]> half typ")
+        self.assertLess(lines.index("[lobby] bob: interrupting!"), len(lines) - 1)
+        self.tmux("send-keys", "-t", "rc", "ed", "Enter")
+        self.assertEqual(bob.wait_for("message", **{"from": "ann"})["text"], "half typed")
+        self.tmux("send-keys", "-t", "rc", "C-d")
+        self.wait_screen(lambda l: "EXIT=0" in l, "roomcat exiting 0 after Ctrl-D")
+        bob.wait_for("presence", event="leave", nick="ann")
 
 
 if __name__ == "__main__":
