@@ -77,6 +77,7 @@ class Client {
   std::set<std::uint64_t> unanswered_;
   bool stdin_done_ = false;
   bool bye_sent_ = false;
+  bool bye_acked_ = false;
   std::string closed_reason_;
   int exit_code_ = 0;
   bool finished_ = false;
@@ -184,7 +185,7 @@ void Client::start_socket_reads() {
           self->server_framer_.feed({b->base, static_cast<std::size_t>(n)},
                                     [self](std::string_view line) { self->on_server_line(line); }, [] {});
         } else if (n < 0) {
-          if (self->bye_sent_) {
+          if (self->bye_acked_) {  // the server answered our bye: a normal end
             self->exit_code_ = 0;
             return self->close_all();
           }
@@ -296,16 +297,19 @@ void Client::send_queued() {
 }
 
 void Client::on_server_line(std::string_view line) {
-  if (json_) return print(std::string(line) + "\n");
   auto frame = ordered_json::parse(line, nullptr, false);
   if (frame.is_discarded() || !frame.is_object()) return print(std::string(line) + "\n");
   const std::string op = frame.value("op", "");
+  // What ends the connection decides the exit status: our bye answered is a normal end.
+  if (op == "bye") bye_acked_ = true;
+  if (op == "system" && (frame.value("event", "") == "shutdown" || frame.value("event", "") == "kicked"))
+    closed_reason_ = frame.value("event", "");
+  if (op == "error" && frame.value("code", "") == "slow_consumer") closed_reason_ = "slow_consumer";
+  if (json_) return print(std::string(line) + "\n");
   if (auto it = frame.find("id"); it != frame.end() && it->is_number_unsigned()) {
     unanswered_.erase(it->get<std::uint64_t>());
     if (op == "ok" && frame.contains("seq")) return maybe_finish();  // our own message is shown already
   }
-  if (op == "system" && frame.contains("event")) closed_reason_ = frame["event"].get<std::string>();
-  if (op == "error" && frame.value("code", "") == "slow_consumer") closed_reason_ = "slow_consumer";
   if (op == "ping") return send_json({{"op", "ping"}});  // any line keeps us alive
   if (op == "pong" && !frame.contains("id")) return;
   if (op == "welcome") {

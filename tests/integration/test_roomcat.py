@@ -1,4 +1,5 @@
 """roomcat against the real roomd: pipe mode, --json, unix target, refused, server gone."""
+import json
 import os
 import shutil
 import signal
@@ -42,6 +43,34 @@ class Roomcat(DaemonTest):
         out = r.stdout.decode()
         self.assertNotIn("rate_limited", out)
         self.assertEqual([l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("[lobby]")], lines)
+
+    def test_stdout_backpressure_stops_reading_the_socket(self):
+        """A reader that does not keep up with roomcat's stdout makes roomcat stop reading the
+        socket (so it does not grow without bound): the server then sees a slow consumer.
+        Everything roomcat did print is whole and in order."""
+        d = self.start("[limits]\nmax_outbound_bytes = 262144\nrate = 1000000\nburst = 1000000\n"
+                       "[[rooms]]\nname = \"lobby\"\n")
+        p = subprocess.Popen([ROOMCAT, "--json", f"127.0.0.1:{d.port}"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p.stdin.write(b'{"op":"join","room":"lobby"}\n')
+        p.stdin.flush()
+        pub = self.connect(d, join=["lobby"])
+        pub.wait_for("presence", event="join")
+        text = "z" * 2000
+        for start in range(0, 20000, 50):  # bounded: 40 MB at most
+            for i in range(start, start + 50):
+                pub.send({"op": "say", "room": "lobby", "text": text})
+            for _ in range(50):
+                pub.wait_for("message")
+            if any("slow consumer" in l for l in d.log.lines):
+                break
+        d.log.wait_for(r"slow consumer")
+        out, err = p.communicate(timeout=harness.WAIT)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("slow_consumer", err.decode())
+        seqs = [json.loads(l)["seq"] for l in out.decode().splitlines() if '"op":"message"' in l]
+        self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+        self.assertLess(len(seqs), 20000)
 
     def test_json_round_trip(self):
         d = self.start()
