@@ -67,6 +67,11 @@ void Server::open_listeners() {
 }
 
 int Server::run() {
+  // Signals first: a SIGTERM that arrives as soon as the listeners are announced must find
+  // its handler, not the default action.
+  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGHUP, [this] { reload(); }));
+  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGTERM, [this] { shutdown(); }));
+  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGINT, [this] { shutdown(); }));
   try {
     open_listeners();
   } catch (const std::exception& e) {
@@ -77,9 +82,6 @@ int Server::run() {
   flusher_ = std::make_unique<uv::Prepare>(loop(), [this] { on_turn(); });
   ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
   ticker_->start(tick_interval_ms(), tick_interval_ms());
-  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGHUP, [this] { reload(); }));
-  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGTERM, [this] { shutdown(); }));
-  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGINT, [this] { shutdown(); }));
   console_ = std::make_unique<Console>(*this);
   log::notice("roomd " ROOMD_VERSION " started: " + std::to_string(router_->rooms().size()) + " rooms, " +
               (options_.config_path ? "config " + *options_.config_path : std::string("embedded default config")));
