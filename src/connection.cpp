@@ -33,15 +33,13 @@ void Connection::start(std::string peer, std::string ip, SessionId session) {
   ip_ = std::move(ip);
   session_ = session;
   admitted_ = true;  // counted against max_clients until released
-  reading_ = true;
-  uv_read_start(stream(), on_alloc, on_read);
+  update_reading();
 }
 
 void Connection::reject(ErrorCode code, std::string_view message) {
   send(make_event(error_body(code, message)));
-  reading_ = true;  // read so the peer's EOF (or a reset) is seen while we flush
-  uv_read_start(stream(), on_alloc, on_read);
   end();
+  update_reading();  // read so the peer's EOF (or a reset) is seen while we flush
 }
 
 // ---- reading --------------------------------------------------------------------------
@@ -66,18 +64,28 @@ void Connection::on_bytes(std::string_view bytes) {
   framer_.set_max_frame_bytes(server_.config().limits.max_frame_bytes);
   framer_.feed(
       bytes, [this](std::string_view frame) { on_frame(frame); },
-      [this] {
-        if (state_ != State::open) return;
-        server_.router().reject(session_, {ErrorCode::frame_too_large,
-                                           "frame longer than " +
-                                               std::to_string(server_.config().limits.max_frame_bytes) +
-                                               " bytes; the rest of that line is skipped",
-                                           {}});
-      });
+      [this] { on_frame({}); });  // an empty frame stands for one that was too long
 }
 
 void Connection::on_frame(std::string_view frame) {
   if (state_ != State::open) return;  // a bye earlier in this read ended the session
+  if (held_ || !backlog_.empty()) {
+    // Answer in order: wait behind the request that is in the worker pool.
+    backlog_.emplace_back(frame);
+    return update_reading();
+  }
+  dispatch(frame);
+}
+
+
+void Connection::dispatch(std::string_view frame) {
+  if (frame.empty()) {  // the framer never yields empty lines: this one was too long
+    return server_.router().reject(session_, {ErrorCode::frame_too_large,
+                                              "frame longer than " +
+                                                  std::to_string(server_.config().limits.max_frame_bytes) +
+                                                  " bytes; the rest of that line is skipped",
+                                              {}});
+  }
   if (!mode_known_) {
     mode_ = detect_mode(frame);
     mode_known_ = true;
@@ -102,16 +110,34 @@ void Connection::on_eof() {
   }
 }
 
-void Connection::pause_reading() {
-  if (read_paused_ || !reading_) return;
-  read_paused_ = true;
-  uv_read_stop(stream());
+void Connection::update_reading() {
+  if (state_ == State::closing) return;
+  bool want = true;  // closing states read to see the peer's EOF, discarding input
+  if (state_ == State::open)
+    want = !held_ && backlog_.empty() && queued_bytes_ <= server_.config().limits.max_outbound_bytes / 2;
+  if (want == reading_) return;
+  reading_ = want;
+  if (want) uv_read_start(stream(), on_alloc, on_read);
+  else uv_read_stop(stream());
 }
 
-void Connection::resume_reading() {
-  if (!read_paused_ || state_ == State::closing) return;
-  read_paused_ = false;
-  uv_read_start(stream(), on_alloc, on_read);
+void Connection::hold() {
+  held_ = true;
+  update_reading();
+}
+
+void Connection::release() {
+  held_ = false;
+  schedule_flush();  // the backlog is served from flush(), outside the router's call
+}
+
+void Connection::drain_backlog() {
+  while (!backlog_.empty() && !held_ && state_ == State::open) {
+    std::string frame = std::move(backlog_.front());
+    backlog_.pop_front();
+    dispatch(frame);
+  }
+  update_reading();
 }
 
 // ---- output ---------------------------------------------------------------------------
@@ -140,7 +166,7 @@ void Connection::enqueue(const Bytes& bytes) {
   out_.push_back(bytes);
   schedule_flush();
   // Flow control: a client that does not read its replies stops being read.
-  if (queued_bytes_ > server_.config().limits.max_outbound_bytes / 2) pause_reading();
+  if (reading_ && queued_bytes_ > server_.config().limits.max_outbound_bytes / 2) update_reading();
 }
 
 void Connection::schedule_flush() {
@@ -228,7 +254,7 @@ void Connection::after_consume() {
   std::size_t half = server_.config().limits.max_outbound_bytes / 2;
   if (queued_bytes_ <= half) {
     if (!drops_.empty() && state_ == State::open) emit_drop_notices();
-    if (state_ == State::open) resume_reading();
+    if (!reading_) update_reading();
   }
 }
 
@@ -236,6 +262,7 @@ void Connection::flush() {
   flush_scheduled_ = false;
   if (state_ == State::closing) return;
   if (state_ != State::open) forget_session();  // the safe point for a deferred leave
+  if (!held_ && !backlog_.empty()) drain_backlog();
   if (writing_) return;                         // on_write continues
   if (!out_.empty()) {
     uv_buf_t bufs[kMaxIov];
@@ -283,11 +310,7 @@ void Connection::begin_shutdown() {
   deadline_ms_ = server_.now_ms() + kLingerMs;
   // Keep reading (and discarding) until the peer's EOF: closing with unread input would make
   // the kernel send a reset, which can destroy the last lines we just sent.
-  resume_reading();
-  if (!reading_) {
-    reading_ = true;
-    uv_read_start(stream(), on_alloc, on_read);
-  }
+  update_reading();
   if (uv_shutdown(&shutdown_req_, stream(), on_shutdown) < 0) close_now();
 }
 

@@ -5,7 +5,14 @@
 #include <cstdio>
 #include <iostream>
 
+#include <sodium.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include "roomd/config.hpp"
+#include "roomd/keys.hpp"
 #include "roomd/log.hpp"
 #include "roomd/names.hpp"
 #include "roomd/server.hpp"
@@ -13,6 +20,38 @@
 
 namespace {
 constexpr int kExitConfig = 78;  // EX_CONFIG: systemd's RestartPreventExitStatus
+
+// --hash-key: one line from stdin (its newline is not part of the key), not echoed when
+// stdin is a terminal; prints exactly one line, the hash.
+int hash_key_from_stdin() {
+  bool tty = isatty(STDIN_FILENO);
+  termios saved{};
+  if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
+    termios quiet = saved;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    std::fprintf(stderr, "room key: ");
+  }
+  std::string key;
+  bool got = static_cast<bool>(std::getline(std::cin, key));
+  if (tty) {
+    tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    std::fprintf(stderr, "\n");
+  }
+  if (!key.empty() && key.back() == '\r') key.pop_back();
+  if (!got || key.empty()) {
+    std::fprintf(stderr, "roomd: --hash-key needs a non-empty key on stdin\n");
+    return 1;
+  }
+  auto hash = roomd::hash_key(key);
+  sodium_memzero(key.data(), key.size());
+  if (!hash) {
+    std::fprintf(stderr, "roomd: hashing failed (out of memory?)\n");
+    return 1;
+  }
+  std::printf("%s\n", hash->c_str());
+  return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -34,10 +73,11 @@ int main(int argc, char** argv) {
     std::printf("roomd %s\n", ROOMD_VERSION);
     return 0;
   }
-  if (hash_key) {
-    std::fprintf(stderr, "roomd: --hash-key needs the worker-pool build (libsodium), not available yet\n");
+  if (!roomd::keys_init()) {
+    std::fprintf(stderr, "roomd: libsodium cannot be initialised\n");
     return 1;
   }
+  if (hash_key) return hash_key_from_stdin();
 
   roomd::ConfigResult loaded;
   if (config_path.empty()) loaded.config = roomd::default_config();
@@ -60,6 +100,9 @@ int main(int argc, char** argv) {
   roomd::log::set_level(*roomd::log::parse_level(log_level.empty() ? loaded.config.log.level : log_level));
   // libuv writes without MSG_NOSIGNAL: a peer that vanished must cost an EPIPE, not the daemon.
   std::signal(SIGPIPE, SIG_IGN);
+
+  // The worker pool is libuv's thread pool, sized when first used: set it before anything runs.
+  setenv("UV_THREADPOOL_SIZE", std::to_string(loaded.config.server.workers).c_str(), 1);
 
   roomd::ServerOptions options;
   options.config = std::move(loaded.config);

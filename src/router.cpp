@@ -16,6 +16,7 @@ struct Router::Room {
   bool read_only = false;
   std::unordered_set<std::string> speakers;  // folded nicks
   std::string key;
+  bool persist = false;
   std::uint64_t next_seq = 1;
   // Members in join order; a member's index here is kept in its Session so leaving is O(1).
   std::vector<Session*> members;
@@ -49,8 +50,31 @@ RouterSettings RouterSettings::from(const Config& c, std::string version) {
 }
 
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock)
-    : settings_(std::move(settings)), clock_(std::move(clock)) {
+    : Router(std::move(settings), rooms, RouterServices{std::move(clock), nullptr, nullptr, {}}) {}
+
+Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, RouterServices services)
+    : settings_(std::move(settings)), clock_(services.clock), services_(std::move(services)) {
   for (const auto& rc : rooms) create_room(rc.name, &rc);
+}
+
+bool Router::persisted(const Room& room) const {
+  // Dynamic rooms live in memory only.
+  return services_.persistence && room.configured && room.persist;
+}
+
+void Router::release_after(SessionId id) {
+  if (Session* s = find_session(id)) s->out->release();
+}
+
+void Router::restore(const std::string& name, const RoomState& state) {
+  Room* room = find_room(name);
+  if (!room) return;
+  room->next_seq = state.last_seq + 1;
+  room->history.clear();
+  for (const auto& body : state.recent) {
+    auto parsed = ordered_json::parse(body, nullptr, false);
+    if (!parsed.is_discarded()) room->history.push_back(make_event(std::move(parsed)));
+  }
 }
 
 Router::~Router() = default;
@@ -133,6 +157,7 @@ void Router::apply_room_config(Room& room, const RoomConfig& c) {
   room.max_members = c.max_members;
   room.read_only = c.read_only;
   room.key = c.key;
+  room.persist = c.persist;
   room.speakers.clear();
   for (const auto& n : c.speakers) room.speakers.insert(fold_case(n));
 }
@@ -283,12 +308,38 @@ void Router::on_join(Session& s, const Request& r) {
       return fail(s, r, ErrorCode::no_such_room, "no room '" + r.room + "' (dynamic rooms are off)");
     room = create_room(r.room, nullptr);
   }
+  if (!is_member(s, *room) && !room->key.empty()) {
+    if (!r.key) return fail(s, r, ErrorCode::bad_key, "room '" + room->name + "' needs a key");
+    if (!services_.tasks || !services_.verify_key)
+      return fail(s, r, ErrorCode::internal, "keyed rooms are not available in this build");
+    // A guess costs a token like a message, and one argon2id check at a time per client.
+    if (!s.bucket.try_take(clock_.mono_ms())) {
+      ++stats_.rate_limited;
+      return fail(s, r, ErrorCode::rate_limited, "slow down: too many attempts");
+    }
+    s.out->hold();
+    SessionId id = s.id;
+    std::string hash = room->key, key = *r.key;
+    auto verify = services_.verify_key;
+    services_.tasks->submit<bool>([verify, hash, key] { return verify(hash, key); },
+                                  [this, id, r, hash](bool ok) {
+                                    Session* session = find_session(id);
+                                    if (!session) return;  // gone while its key was checked
+                                    Room* now = find_room(r.room);
+                                    if (!now) fail(*session, r, ErrorCode::no_such_room, "no room '" + r.room + "'");
+                                    else if (!ok || now->key != hash) fail(*session, r, ErrorCode::bad_key, "wrong key");
+                                    else finish_join(*session, r, *now);
+                                    release_after(id);
+                                  });
+    return;
+  }
+  finish_join(s, r, *room);
+}
+
+void Router::finish_join(Session& s, const Request& r, Room& room_ref) {
+  Room* room = &room_ref;
   bool again = is_member(s, *room);
   if (!again) {
-    if (!room->key.empty())
-      // Verifying an argon2id key belongs on the worker pool, which this build lacks.
-      return fail(s, r, r.key ? ErrorCode::internal : ErrorCode::bad_key,
-                  r.key ? "keyed rooms need the worker pool, not built yet" : "this room needs a key");
     if (room->members.size() >= room->max_members)
       return fail(s, r, ErrorCode::room_full, "room '" + room->name + "' is full");
     s.rooms.push_back({room, room->members.size()});
@@ -330,7 +381,8 @@ void Router::on_leave(Session& s, const Request& r) {
   drop_room_if_empty(*room);
 }
 
-std::uint64_t Router::publish(Room& room, const std::string& from, const Request& r) {
+std::uint64_t Router::publish(Room& room, const std::string& from, const Request& r,
+                              std::function<void(bool)> committed) {
   std::uint64_t seq = room.next_seq++;
   ordered_json m;
   m["op"] = "message";
@@ -342,10 +394,19 @@ std::uint64_t Router::publish(Room& room, const std::string& from, const Request
   if (!r.data.is_null()) m["data"] = r.data;
   EventPtr event = make_event(std::move(m));
   room.history.push_back(event);
-  while (room.history.size() > settings_.max_history) room.history.pop_front();
+  // A persisted room keeps only its replay in memory; history queries go to the store.
+  const bool durable = persisted(room);
+  const std::size_t keep = durable ? std::max<std::uint32_t>(settings_.replay, 1) : settings_.max_history;
+  while (room.history.size() > keep) room.history.pop_front();
   ++stats_.messages_in;
   stats_.deliveries += room.members.size();
   for (Session* member : room.members) member->out->send_broadcast(event, room.name);
+  // After the fan-out: a store that commits at once must still not ack before the message.
+  if (durable) {
+    std::string text = r.text.value_or("");
+    services_.persistence->append(StoredMessage{room.name, seq, *event->bytes(Mode::json), std::move(text)},
+                                  std::move(committed));
+  }
   return seq;
 }
 
@@ -357,6 +418,26 @@ void Router::on_say(Session& s, const Request& r) {
   if (!s.bucket.try_take(clock_.mono_ms())) {
     ++stats_.rate_limited;
     return fail(s, r, ErrorCode::rate_limited, "slow down: too many messages");
+  }
+  if (r.id && persisted(*room)) {
+    // The ok promises durability: it waits for the batch's commit, and so do this client's
+    // later requests.
+    s.out->hold();
+    SessionId id = s.id;
+    auto ok = reply_body(r, "ok");
+    ok["seq"] = room->next_seq;  // the seq publish() is about to give
+    std::optional<nlohmann::json> request_id = r.id;
+    publish(*room, s.nick, r, [this, id, ok = std::move(ok), request_id](bool committed) mutable {
+      Session* session = find_session(id);
+      if (!session) return;
+      if (committed) {
+        reply(*session, std::move(ok));
+      } else {
+        reply(*session, error_body(ErrorCode::internal, "the message was sent but could not be stored", request_id));
+      }
+      session->out->release();
+    });
+    return;
   }
   std::uint64_t seq = publish(*room, s.nick, r);
   if (r.id) {
@@ -422,6 +503,31 @@ void Router::on_history(Session& s, const Request& r) {
   if (!room->key.empty() && !is_member(s, *room))
     return fail(s, r, ErrorCode::not_member, "'" + room->name + "' is keyed: join it first");
   std::size_t limit = r.limit.value_or(50);
+  if (persisted(*room)) {
+    s.out->hold();
+    SessionId id = s.id;
+    HistoryQuery q{room->name, r.before, static_cast<std::uint32_t>(limit), r.search};
+    services_.persistence->query(std::move(q), [this, id, r, name = room->name](HistoryPage page) {
+      Session* session = find_session(id);
+      if (!session) return;
+      if (!page.error.empty()) {
+        fail(*session, r, page.bad_query ? ErrorCode::bad_request : ErrorCode::internal,
+             page.bad_query ? "bad search: " + page.error : "history is unavailable");
+      } else {
+        auto b = reply_body(r, "history");
+        b["room"] = name;
+        b["messages"] = ordered_json::array();
+        for (const auto& body : page.bodies) {
+          auto m = ordered_json::parse(body, nullptr, false);
+          if (!m.is_discarded()) b["messages"].push_back(std::move(m));
+        }
+        b["more"] = page.more;
+        reply(*session, std::move(b));
+      }
+      session->out->release();
+    });
+    return;
+  }
   std::vector<std::string> words;
   if (r.search) {
     std::string_view rest = *r.search;

@@ -8,6 +8,7 @@
 
 #include "roomd/codec.hpp"
 #include "roomd/console.hpp"
+#include "roomd/keys.hpp"
 #include "roomd/log.hpp"
 #include "roomd_build_config.hpp"
 
@@ -40,8 +41,19 @@ Server::Server(ServerOptions options)
   uv::check(uv_loop_init(loop_.get()), "uv_loop_init");
   if (!options_.listen_override.empty()) config_.server.listen = options_.listen_override;
   read_buffer_.resize(kReadBufferBytes);
-  Clock clock{wall_clock_ms, [this] { return now_ms(); }};
-  router_ = std::make_unique<Router>(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms, clock);
+  pool_ = std::make_unique<WorkerPool>(loop_.get());
+  RouterServices services{Clock{wall_clock_ms, [this] { return now_ms(); }}, pool_.get(), nullptr, verify_key};
+  if (!config_.history.path.empty()) {
+    store_ = std::make_unique<HistoryStore>(config_.history.path);
+    history_ = std::make_unique<HistoryWriter>(*pool_, *store_, config_.history.max_messages_per_room);
+    services.persistence = history_.get();
+    log::info("history in " + config_.history.path);
+  }
+  router_ = std::make_unique<Router>(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms, services);
+  // Persisted rooms go on where they stopped: seq after the stored maximum, replay ring filled.
+  if (store_)
+    for (const auto& room : config_.rooms)
+      if (room.persist) router_->restore(room.name, store_->load(room.name, config_.history.replay));
 }
 
 Server::~Server() {
@@ -152,6 +164,7 @@ void Server::release(Connection& conn) {
 void Server::schedule_flush(Connection& conn) { flush_queue_.push_back(conn.id()); }
 
 void Server::on_turn() {
+  if (history_) history_->flush();  // this turn's messages: one transaction
   // Everything this loop turn queued goes out now, one batched write per connection.
   // Flushing can queue more (drop notices), hence the loop; each round strictly drains.
   for (int round = 0; round < 8 && !flush_queue_.empty(); ++round) {
@@ -160,7 +173,7 @@ void Server::on_turn() {
     for (std::uint64_t id : batch)
       if (auto it = connections_.find(id); it != connections_.end()) it->second->flush();
   }
-  if (shutting_down_ && connections_.empty()) uv_stop(loop());
+  if (shutting_down_ && connections_.empty() && (!history_ || history_->idle())) uv_stop(loop());
 }
 
 std::uint64_t Server::tick_interval_ms() const {
@@ -192,6 +205,10 @@ void Server::reload() {
   next.server.listen = config_.server.listen;
   if (next.server.workers != config_.server.workers)
     log::warning("reload: server.workers takes effect at the next restart");
+  if (next.history.path != config_.history.path)
+    log::warning("reload: history.path takes effect at the next restart");
+  next.history.path = config_.history.path;
+  if (history_) history_->set_max_messages(next.history.max_messages_per_room);
   config_ = std::move(next);
   log::set_level(*log::parse_level(config_.log.level));
   router_->reconfigure(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms);
@@ -224,6 +241,7 @@ std::string Server::stats_line() const {
          " slow_consumers=" + std::to_string(stats_.slow_consumers) + " dropped=" + std::to_string(stats_.dropped) +
          " rate_limited=" + std::to_string(r.rate_limited) + " rejected=" + std::to_string(stats_.rejected) +
          " connections_total=" + std::to_string(stats_.connections_total) +
+         " worker_tasks=" + std::to_string(pool_->in_flight()) +
          " uptime_s=" + std::to_string((now_ms() - started_ms_) / 1000) + " rss_bytes=" + std::to_string(resident_bytes());
 }
 

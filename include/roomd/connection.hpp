@@ -54,6 +54,8 @@ class Connection final : public Outbox {
   void send(const EventPtr& event) override;
   void send_broadcast(const EventPtr& event, std::string_view room) override;
   void end() override;
+  void hold() override;
+  void release() override;
 
   // Called by the server once per loop turn (and on write completion).
   void flush();
@@ -80,6 +82,7 @@ class Connection final : public Outbox {
 
   void on_bytes(std::string_view bytes);
   void on_frame(std::string_view frame);
+  void dispatch(std::string_view frame);  // parse and hand to the router
   void on_eof();
   void enqueue(const Bytes& bytes);
   void schedule_flush();
@@ -89,8 +92,8 @@ class Connection final : public Outbox {
   void note_drop(std::string_view room);
   void emit_drop_notices();
   void slow_consumer();
-  void pause_reading();
-  void resume_reading();
+  void update_reading();  // reads while open, not held, and not backed up; always when closing
+  void drain_backlog();
   void forget_session();
   void begin_shutdown();
 
@@ -120,8 +123,9 @@ class Connection final : public Outbox {
   bool writing_ = false;
   bool flush_scheduled_ = false;
   bool reading_ = false;
-  bool read_paused_ = false;  // by flow control
   bool peer_eof_ = false;
+  bool held_ = false;                 // a request is in the worker pool
+  std::deque<std::string> backlog_;   // frames that arrived meanwhile, in order
 
   std::vector<std::pair<std::string, std::uint64_t>> drops_;  // room -> skipped messages
   std::uint64_t last_activity_ms_ = 0;

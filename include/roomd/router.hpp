@@ -19,12 +19,19 @@
 
 #include "roomd/config.hpp"
 #include "roomd/event.hpp"
+#include "roomd/history_store.hpp"
 #include "roomd/rate_limiter.hpp"
 #include "roomd/request.hpp"
+#include "roomd/worker_pool.hpp"
 
 namespace roomd {
 
 using SessionId = std::uint64_t;
+
+struct Clock {
+  std::function<std::uint64_t()> wall_ms;  // ts of messages
+  std::function<std::uint64_t()> mono_ms;  // rate limiting
+};
 
 class Outbox {
  public:
@@ -36,11 +43,30 @@ class Outbox {
   virtual void send_broadcast(const EventPtr& event, std::string_view room) = 0;
   // Flush what is queued, then close. The router has already forgotten the session.
   virtual void end() = 0;
+  // A request of this session went to the worker pool: answer nothing more of it until
+  // release(), so replies keep the order of requests. release() must not re-enter the
+  // router; the connection resumes at its next safe point.
+  virtual void hold() = 0;
+  virtual void release() = 0;
 };
 
-struct Clock {
-  std::function<std::uint64_t()> wall_ms;  // ts of messages
-  std::function<std::uint64_t()> mono_ms;  // rate limiting
+// Durable history of persisted rooms (the server's SQLite store on the worker pool).
+class Persistence {
+ public:
+  virtual ~Persistence() = default;
+  // Queues a message for the next batch; `committed(ok)` runs on the loop once its batch is
+  // on disk (or failed). It may be empty.
+  virtual void append(StoredMessage message, std::function<void(bool ok)> committed) = 0;
+  virtual void query(HistoryQuery query, std::function<void(HistoryPage)> done) = 0;
+};
+
+// What the router uses beyond plain data. Everything is optional except the clock.
+struct RouterServices {
+  Clock clock;
+  TaskRunner* tasks = nullptr;          // needed for keyed rooms
+  Persistence* persistence = nullptr;   // absent: history is memory only
+  // Checks a key against an argon2id hash; runs on a pool thread.
+  std::function<bool(const std::string& hash, const std::string& key)> verify_key;
 };
 
 struct RouterSettings {
@@ -75,6 +101,7 @@ struct RoomInfo {
 class Router {
  public:
   Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock);
+  Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, RouterServices services);
   ~Router();
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
@@ -100,6 +127,9 @@ class Router {
   // Sends one event to every session (shutdown notices).
   void send_all(const EventPtr& event);
   std::optional<std::string> nick_of(SessionId id) const;
+  // At start, for a persisted room: seq goes on after `state.last_seq` and the replay ring
+  // holds its recent messages.
+  void restore(const std::string& room, const RoomState& state);
   std::size_t session_count() const { return sessions_.size(); }
   const RouterStats& stats() const { return stats_; }
 
@@ -128,7 +158,11 @@ class Router {
   void on_history(Session& s, const Request& r);
   void on_bye(Session& s, const Request& r);
 
-  std::uint64_t publish(Room& room, const std::string& from, const Request& r);
+  std::uint64_t publish(Room& room, const std::string& from, const Request& r,
+                        std::function<void(bool)> committed = {});
+  void finish_join(Session& s, const Request& r, Room& room);
+  bool persisted(const Room& room) const;
+  void release_after(SessionId id);
   void to_others(Room& room, const Session* except, const EventPtr& event);
   void reply(Session& s, ordered_json body);
   void fail(Session& s, const Request& r, ErrorCode code, std::string message);
@@ -136,6 +170,7 @@ class Router {
 
   RouterSettings settings_;
   Clock clock_;
+  RouterServices services_;
   std::unordered_map<SessionId, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> session
   std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;

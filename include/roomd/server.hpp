@@ -14,9 +14,12 @@
 
 #include "roomd/config.hpp"
 #include "roomd/connection.hpp"
+#include "roomd/history_store.hpp"
+#include "roomd/history_writer.hpp"
 #include "roomd/listener.hpp"
 #include "roomd/router.hpp"
 #include "roomd/uv.hpp"
+#include "roomd/worker_pool.hpp"
 
 namespace roomd {
 
@@ -43,7 +46,8 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Binds the listeners and runs the loop until shutdown. Returns the exit status.
+  // Opens the history store (throws with a reason when it cannot), binds the listeners and
+  // runs the loop until shutdown. Returns the exit status.
   int run();
 
   // For connections.
@@ -55,6 +59,7 @@ class Server {
   void release(Connection& connection);  // from the connection's close callback
   uv_buf_t read_buffer();                // one buffer for every read: idle clients hold none
   ServerStats& stats() { return stats_; }
+  std::size_t worker_tasks() const { return pool_->in_flight(); }
 
   // For the console and signals.
   void reload();
@@ -76,6 +81,9 @@ class Server {
   ServerOptions options_;
   Config config_;
   std::unique_ptr<uv_loop_t, LoopDeleter> loop_;
+  std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<HistoryStore> store_;       // with history.path
+  std::unique_ptr<HistoryWriter> history_;
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;

@@ -28,6 +28,9 @@ struct Recorder : Outbox {
     bytes_ptrs.push_back(e->bytes(Mode::json).get());
   }
   void end() override { ended = true; }
+  int held = 0;
+  void hold() override { ++held; }
+  void release() override { --held; }
   std::vector<const std::string*> bytes_ptrs;
 
   ordered_json last() { REQUIRE(!got.empty()); return got.back(); }

@@ -1,0 +1,71 @@
+// HistoryStore: the SQLite file behind persisted rooms (WAL, FTS5 for search).
+//
+// Threading: every method opens or uses its own connection and is meant to run on a worker
+// thread. The loop side guarantees one writer at a time (append/trim), in seq order; reads
+// may run alongside it (WAL readers do not block the writer).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+struct sqlite3;
+
+namespace roomd {
+
+struct StoredMessage {
+  std::string room;
+  std::uint64_t seq = 0;
+  std::string body;  // the message event as JSON
+  std::string text;  // what search indexes
+};
+
+struct HistoryQuery {
+  std::string room;
+  std::optional<std::uint64_t> before;
+  std::uint32_t limit = 50;
+  std::optional<std::string> search;  // user words; turned into a safe FTS5 query
+};
+
+struct HistoryPage {
+  std::vector<std::string> bodies;  // oldest first
+  bool more = false;
+  std::string error;                // non-empty: the query failed (bad search, I/O)
+  bool bad_query = false;
+};
+
+struct RoomState {
+  std::uint64_t last_seq = 0;
+  std::vector<std::string> recent;  // oldest first
+};
+
+class HistoryStore {
+ public:
+  // Opens (creating the file, its directory and the schema); throws std::runtime_error with
+  // a readable reason when it cannot.
+  explicit HistoryStore(std::string path);
+  ~HistoryStore();
+  HistoryStore(const HistoryStore&) = delete;
+  HistoryStore& operator=(const HistoryStore&) = delete;
+
+  const std::string& path() const { return path_; }
+
+  // Writer side (one at a time). Returns an error text, empty on success.
+  std::string append(const std::vector<StoredMessage>& batch);
+  std::string trim(const std::string& room, std::uint64_t keep_after_seq);
+
+  // Reader side.
+  RoomState load(const std::string& room, std::uint32_t recent) const;
+  HistoryPage query(const HistoryQuery& q) const;
+
+ private:
+  std::string path_;
+  ::sqlite3* writer_ = nullptr;
+};
+
+// "apple pi*" -> "\"apple\" \"pi\"*": every word quoted (so NEAR, AND, quotes and
+// parentheses are plain text), a trailing '*' kept as a prefix search. Empty: no words.
+std::string fts_query(const std::string& words);
+
+}  // namespace roomd
