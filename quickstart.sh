@@ -7,7 +7,8 @@ set -eu
 cd "$(dirname "$0")"
 
 PACKAGES="g++ pkg-config meson ninja-build cmake libuv1-dev nlohmann-json3-dev
-libtomlplusplus-dev doctest-dev libcli11-dev libedit-dev python3 netcat-openbsd tmux"
+libtomlplusplus-dev doctest-dev libcli11-dev libedit-dev libsodium-dev libsqlite3-dev
+python3 netcat-openbsd tmux"
 
 install_missing() {
   missing=""

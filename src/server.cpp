@@ -164,7 +164,6 @@ void Server::release(Connection& conn) {
 void Server::schedule_flush(Connection& conn) { flush_queue_.push_back(conn.id()); }
 
 void Server::on_turn() {
-  if (history_) history_->flush();  // this turn's messages: one transaction
   // Everything this loop turn queued goes out now, one batched write per connection.
   // Flushing can queue more (drop notices), hence the loop; each round strictly drains.
   for (int round = 0; round < 8 && !flush_queue_.empty(); ++round) {
@@ -173,6 +172,8 @@ void Server::on_turn() {
     for (std::uint64_t id : batch)
       if (auto it = connections_.find(id); it != connections_.end()) it->second->flush();
   }
+  // After the connections: serving a held client's backlog may have said more.
+  if (history_) history_->flush();  // this turn's messages: one transaction
   if (shutting_down_ && connections_.empty() && (!history_ || history_->idle())) uv_stop(loop());
 }
 

@@ -155,6 +155,7 @@ class Daemon:
             self.proc.wait()
         self.stopped = True
         self.close_pipes()
+        self.tmp.cleanup()
 
 
 class Closed(Exception):

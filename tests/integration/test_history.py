@@ -1,0 +1,193 @@
+"""Keyed rooms and durable, searchable history on the worker pool (SPEC §6)."""
+import os
+import select
+import signal
+import subprocess
+
+import harness
+from harness import DaemonTest, Client
+
+KEY = "correct horse"
+
+
+def hash_key(key):
+    r = subprocess.run([harness.ROOMD, "--hash-key"], input=(key + "\n").encode(), capture_output=True,
+                       timeout=harness.WAIT)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("$argon2id$"), lines  # exactly one line
+    return lines[0]
+
+
+HASH = None
+
+
+def config(tmp, extra=""):
+    global HASH
+    HASH = HASH or hash_key(KEY)
+    return f"""
+[server]
+workers = 4
+[limits]
+rate = 100000
+burst = 100000
+[history]
+path = "{tmp}/state/history.db"
+replay = 5
+max_messages_per_room = 1000
+{extra}
+[[rooms]]
+name = "lobby"
+persist = true
+[[rooms]]
+name = "vault"
+key = "{HASH}"
+[[rooms]]
+name = "scratch"
+persist = false
+"""
+
+
+class Keys(DaemonTest):
+    def setUp(self):
+        super().setUp()
+        self.d = self.start(config("{tmp}").replace("{tmp}", "/tmp/roomd-keys-%d" % os.getpid()))
+
+    def tearDown(self):
+        super().tearDown()
+        subprocess.run(["rm", "-rf", "/tmp/roomd-keys-%d" % os.getpid()])
+
+    def test_keyed_join_right_wrong_missing(self):
+        a = self.connect(self.d)
+        a.error({"op": "join", "room": "vault"}, "bad_key")
+        a.error({"op": "join", "room": "vault", "key": "wrong"}, "bad_key")
+        rooms = {r["name"]: r for r in a.call({"op": "rooms"}, "rooms")["rooms"]}
+        self.assertTrue(rooms["vault"]["keyed"])
+        j = a.call({"op": "join", "room": "vault", "key": KEY, "id": 5}, "joined", id=5)
+        self.assertEqual(j["room"], "vault")
+        a.call({"op": "who", "room": "vault"}, "who")  # members may look
+
+    def test_requests_after_a_key_check_wait_their_turn(self):
+        a = self.connect(self.d)
+        a.send({"op": "join", "room": "vault", "key": KEY, "id": 1})
+        a.send({"op": "ping", "id": 2})
+        a.send({"op": "say", "room": "vault", "text": "in", "id": 3})
+        self.assertEqual(a.recv()["op"], "joined")
+        self.assertEqual(a.recv(), {"op": "pong", "id": 2})
+        self.assertEqual(a.recv()["op"], "message")
+
+    def test_other_clients_are_served_while_keys_are_checked(self):
+        joiners = [self.connect(self.d) for _ in range(20)]
+        for c in joiners:
+            c.send({"op": "join", "room": "vault", "key": KEY})
+        other = self.connect(self.d)
+        other.call({"op": "ping", "id": "fast"}, "pong", id="fast")
+        # Ordering, not timing: when the pong is back, some key checks are still running.
+        waiting = [c for c in joiners if not select.select([c.sock], [], [], 0)[0] and b"\n" not in c.buf]
+        self.assertGreater(len(waiting), 0, "all 20 argon2id checks finished before one ping")
+        for c in joiners:
+            c.wait_for("joined", room="vault")
+
+    def test_connection_closed_while_its_key_is_checked(self):
+        for _ in range(5):
+            c = Client(("127.0.0.1", self.d.port))
+            c.send({"op": "join", "room": "vault", "key": KEY})
+            c.close()
+        # The server is well and the completions found nobody to answer.
+        a = self.connect(self.d)
+        a.call({"op": "join", "room": "vault", "key": KEY}, "joined", members=[a.welcome["nick"]])
+
+    def test_wrong_keys_are_rate_limited(self):
+        d = self.start(config("/tmp/roomd-keys2-%d" % os.getpid()).replace("rate = 100000", "rate = 0.01")
+                       .replace("burst = 100000", "burst = 3"))
+        a = self.connect(d)
+        for _ in range(3):
+            a.error({"op": "join", "room": "vault", "key": "guess"}, "bad_key")
+        a.error({"op": "join", "room": "vault", "key": "guess"}, "rate_limited")
+        subprocess.run(["rm", "-rf", "/tmp/roomd-keys2-%d" % os.getpid()])
+
+
+class History(DaemonTest):
+    def setUp(self):
+        super().setUp()
+        self.dir = "/tmp/roomd-history-%d-%s" % (os.getpid(), self._testMethodName)
+        subprocess.run(["rm", "-rf", self.dir])
+        self.conf = config(self.dir)
+
+    def tearDown(self):
+        super().tearDown()
+        subprocess.run(["rm", "-rf", self.dir])
+
+    def say_many(self, client, n, room="lobby", start=0, word="msg"):
+        for i in range(start, start + n):
+            client.send({"op": "say", "room": room, "text": f"{word} {i}" + (" apple" if i % 10 == 0 else ""),
+                         "id": i})
+        acks = []
+        while len(acks) < n:
+            m = client.recv()
+            if m["op"] == "ok":
+                acks.append(m["seq"])
+        return acks
+
+    def test_replay_paging_search(self):
+        d = self.start(self.conf)
+        a = self.connect(d, join=["lobby"])
+        self.assertEqual(self.say_many(a, 120), list(range(1, 121)))
+        b = self.connect(d)
+        j = b.call({"op": "join", "room": "lobby"}, "joined")
+        self.assertEqual([m["seq"] for m in j["history"]], [116, 117, 118, 119, 120])
+        h = b.call({"op": "history", "room": "lobby", "before": 100, "limit": 30}, "history")
+        self.assertEqual([m["seq"] for m in h["messages"]], list(range(70, 100)))
+        self.assertTrue(h["more"])
+        h = b.call({"op": "history", "room": "lobby", "before": 10, "limit": 30}, "history")
+        self.assertEqual([m["seq"] for m in h["messages"]], list(range(1, 10)))
+        self.assertFalse(h["more"])
+        h = b.call({"op": "history", "room": "lobby", "search": "apple", "limit": 100}, "history")
+        self.assertEqual([m["seq"] for m in h["messages"]], [s for s in range(1, 121) if (s - 1) % 10 == 0])
+        h = b.call({"op": "history", "room": "lobby", "search": "ms*", "limit": 3}, "history")
+        self.assertEqual(len(h["messages"]), 3)
+        self.assertTrue(h["more"])
+        for hostile in ['"', "(", "NEAR(a b", "*", "a OR", "x\" OR \"y", "col:1"]:
+            r = b.call({"op": "history", "room": "lobby", "search": hostile, "id": hostile})
+            self.assertIn(r["op"], ("history", "error"), r)
+            if r["op"] == "error":
+                self.assertEqual(r["code"], "bad_request")
+        b.call({"op": "ping", "id": "alive"}, "pong", id="alive")
+
+    def test_restart_keeps_seq_and_history(self):
+        d = self.start(self.conf)
+        a = self.connect(d, join=["lobby", "scratch"])
+        self.say_many(a, 7)
+        a.call({"op": "say", "room": "scratch", "text": "not kept", "id": "s"}, "message")
+        d.stop()
+        d2 = self.start(self.conf)
+        b = self.connect(d2)
+        j = b.call({"op": "join", "room": "lobby"}, "joined")
+        self.assertEqual([m["text"] for m in j["history"]], [f"msg {i}" for i in range(2, 7)])
+        b.send({"op": "say", "room": "lobby", "text": "after", "id": "x"})
+        self.assertEqual(b.wait_for("ok", id="x")["seq"], 8)  # never reused
+        j = b.call({"op": "join", "room": "scratch"}, "joined")
+        self.assertEqual(j["history"], [])  # not persisted
+
+    def test_kill_9_loses_no_acknowledged_message(self):
+        d = self.start(self.conf)
+        a = self.connect(d, join=["lobby"])
+        acked = self.say_many(a, 200)
+        self.assertEqual(acked, list(range(1, 201)))
+        d.proc.send_signal(signal.SIGKILL)
+        d.kill()
+        d2 = self.start(self.conf)
+        b = self.connect(d2)
+        h = b.call({"op": "history", "room": "lobby", "limit": 500}, "history")
+        self.assertEqual([m["seq"] for m in h["messages"]], list(range(1, 201)))
+
+    def test_bad_history_path_is_a_clear_error(self):
+        conf = self.conf.replace(f'path = "{self.dir}/state/history.db"', 'path = "/proc/nope/history.db"')
+        p = subprocess.run([harness.ROOMD, "--listen", "127.0.0.1:0", "-c", "/dev/stdin"], input=conf.encode(),
+                           capture_output=True, timeout=harness.WAIT)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("/proc/nope", p.stderr.decode())
+
+
+if __name__ == "__main__":
+    harness.run()

@@ -1,0 +1,189 @@
+// The worker pool on a real loop, the router's pooled paths with a deferred runner, and the
+// SQLite history store.
+#include <doctest/doctest.h>
+#include <uv.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "roomd/history_store.hpp"
+#include "roomd/router.hpp"
+#include "roomd/worker_pool.hpp"
+
+using namespace roomd;
+
+TEST_CASE("worker pool: work on a pool thread, completion on the loop thread") {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    WorkerPool pool(&loop);
+    const auto loop_thread = std::this_thread::get_id();
+    int done = 0;
+    for (int i = 0; i < 8; ++i)
+      pool.submit<std::thread::id>([] { return std::this_thread::get_id(); },
+                                   [&](std::thread::id worker) {
+                                     CHECK(worker != loop_thread);
+                                     CHECK(std::this_thread::get_id() == loop_thread);
+                                     ++done;
+                                   });
+    CHECK(pool.in_flight() == 8);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(done == 8);
+    CHECK(pool.in_flight() == 0);
+  }
+  uv_loop_close(&loop);
+}
+
+namespace {
+
+// Holds tasks until the test runs them: the window in which a client may vanish.
+struct DeferredRunner : TaskRunner {
+  std::vector<std::pair<std::function<void()>, std::function<void()>>> tasks;
+  void run(std::function<void()> work, std::function<void()> done) override {
+    tasks.emplace_back(std::move(work), std::move(done));
+  }
+  void run_all() {
+    auto pending = std::move(tasks);
+    tasks.clear();
+    for (auto& [work, done] : pending) {
+      work();
+      done();
+    }
+  }
+};
+
+struct Box : Outbox {
+  std::vector<ordered_json> got;
+  int held = 0;
+  bool alive = true;
+  void send(const EventPtr& e) override { REQUIRE(alive); got.push_back(e->body()); }
+  void send_broadcast(const EventPtr& e, std::string_view) override { REQUIRE(alive); got.push_back(e->body()); }
+  void end() override {}
+  void hold() override { ++held; }
+  void release() override { REQUIRE(alive); --held; }
+};
+
+RoomConfig keyed_room() {
+  RoomConfig r;
+  r.name = "vault";
+  r.key = "$argon2id$fake";
+  return r;
+}
+
+Request join_vault(const std::string& key) {
+  Request r;
+  r.op = Op::join;
+  r.room = "vault";
+  r.key = key;
+  r.id = 1;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("router: a keyed join holds the client until the pool answers") {
+  DeferredRunner runner;
+  RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, nullptr,
+                          [](const std::string&, const std::string& key) { return key == "right"; }};
+  Router router(RouterSettings{}, {keyed_room()}, services);
+  Box box;
+  SessionId id = router.connect(box);
+  box.got.clear();
+  router.handle(id, join_vault("wrong"));
+  CHECK(box.held == 1);
+  CHECK(box.got.empty());  // nothing until the check is done
+  runner.run_all();
+  CHECK(box.held == 0);
+  CHECK(box.got.back()["code"] == "bad_key");
+  router.handle(id, join_vault("right"));
+  runner.run_all();
+  CHECK(box.got.back()["op"] == "joined");
+}
+
+TEST_CASE("router: the pool's completion after the connection closed touches nothing") {
+  DeferredRunner runner;
+  RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, nullptr,
+                          [](const std::string&, const std::string&) { return true; }};
+  Router router(RouterSettings{}, {keyed_room()}, services);
+  auto box = std::make_unique<Box>();
+  SessionId id = router.connect(*box);
+  router.handle(id, join_vault("right"));
+  REQUIRE(runner.tasks.size() == 1);
+  router.disconnect(id);
+  box->alive = false;  // any use of the outbox now fails the test
+  runner.run_all();
+  CHECK(router.who("vault")->empty());
+  CHECK(router.session_count() == 0);
+}
+
+namespace {
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/roomd-unit-XXXXXX";
+    path = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+};
+
+StoredMessage msg(std::uint64_t seq, std::string text, std::string room = "lobby") {
+  std::string body = R"({"op":"message","room":")" + room + R"(","seq":)" + std::to_string(seq) + "}";
+  return StoredMessage{room, seq, body, std::move(text)};
+}
+}  // namespace
+
+TEST_CASE("history store: round trip, paging, search, trim") {
+  TempDir dir;
+  HistoryStore store((dir.path / "deep" / "h.db").string());  // creates the directory
+  std::vector<StoredMessage> batch;
+  for (std::uint64_t i = 1; i <= 30; ++i) batch.push_back(msg(i, i % 5 == 0 ? "apple pie " + std::to_string(i) : "plain"));
+  batch.push_back(msg(1, "apple elsewhere", "other"));
+  CHECK(store.append(batch) == "");
+  CHECK(store.append({msg(30, "duplicate seq")}) != "");  // (room, seq) is unique: refused whole
+
+  auto state = store.load("lobby", 3);
+  CHECK(state.last_seq == 30);
+  REQUIRE(state.recent.size() == 3);
+  CHECK(state.recent[0].find("\"seq\":28") != std::string::npos);
+
+  HistoryPage page = store.query({"lobby", std::nullopt, 10, std::nullopt});
+  REQUIRE(page.bodies.size() == 10);
+  CHECK(page.more);
+  CHECK(page.bodies.front().find("\"seq\":21") != std::string::npos);
+  page = store.query({"lobby", 5, 10, std::nullopt});
+  CHECK(page.bodies.size() == 4);
+  CHECK_FALSE(page.more);
+
+  page = store.query({"lobby", std::nullopt, 50, std::string("apple")});
+  CHECK(page.bodies.size() == 6);  // 5,10,...,30 in lobby only
+  page = store.query({"lobby", std::nullopt, 50, std::string("app*")});
+  CHECK(page.bodies.size() == 6);
+  page = store.query({"lobby", std::nullopt, 2, std::string("APPLE pie")});
+  CHECK(page.bodies.size() == 2);
+  CHECK(page.more);
+
+  CHECK(store.trim("lobby", 20) == "");
+  CHECK(store.load("lobby", 100).recent.size() == 10);
+  CHECK(store.query({"lobby", std::nullopt, 50, std::string("apple")}).bodies.size() == 2);
+  CHECK(store.load("other", 5).last_seq == 1);
+}
+
+TEST_CASE("history store: hostile search text is quoted, never a syntax error") {
+  CHECK(fts_query("apple") == "\"apple\"");
+  CHECK(fts_query("app*") == "\"app\"*");
+  CHECK(fts_query("say \"hi\"") == "\"say\" \"\"\"hi\"\"\"");
+  CHECK(fts_query("a NEAR b") == "\"a\" \"NEAR\" \"b\"");
+  CHECK(fts_query("   ") == "");
+  TempDir dir;
+  HistoryStore store((dir.path / "h.db").string());
+  CHECK(store.append({msg(1, "it's (a) \"test\" NEAR* here")}) == "");
+  for (const char* hostile : {"\"", "(", "a)", "NEAR(", "*", "**", "AND OR NOT", "col:x", "^x", "x\" OR \"y", "'"}) {
+    HistoryPage p = store.query({"lobby", std::nullopt, 5, std::string(hostile)});
+    CHECK_MESSAGE(p.error.empty(), hostile);
+  }
+  CHECK(store.query({"lobby", std::nullopt, 5, std::string("(a)")}).bodies.size() == 1);
+}
+
+TEST_CASE("history store: a path that cannot be opened is a clear error") {
+  CHECK_THROWS_WITH_AS(HistoryStore("/proc/roomd/cannot/h.db"), doctest::Contains("/proc/roomd"), std::runtime_error);
+}
