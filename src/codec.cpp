@@ -82,7 +82,8 @@ std::optional<Op> op_from_name(std::string_view name) {
       {"nick", Op::nick},     {"rooms", Op::rooms},     {"join", Op::join},
       {"leave", Op::leave},   {"say", Op::say},         {"whisper", Op::whisper},
       {"who", Op::who},       {"topic", Op::topic},     {"history", Op::history},
-      {"ping", Op::ping},     {"echo", Op::echo},       {"bye", Op::bye}};
+      {"ping", Op::ping},     {"echo", Op::echo},       {"bye", Op::bye},
+      {"stats", Op::stats}};
   for (const auto& [n, op] : table)
     if (n == name) return op;
   return std::nullopt;
@@ -187,7 +188,8 @@ ParseResult parse_json_request(std::string_view frame) {
     case Op::rooms:
     case Op::ping:
     case Op::bye:
-    case Op::help: break;
+    case Op::help:
+    case Op::stats: break;
   }
   if (f.error) return *f.error;
   return req;
@@ -383,7 +385,7 @@ std::string render_text(const ordered_json& b) {
 
 ordered_json request_json(const Request& r) {
   static constexpr const char* names[] = {"nick",  "rooms",   "join", "leave", "say",  "whisper", "who",
-                                          "topic", "history", "ping", "echo",  "bye",  "help"};
+                                          "topic", "history", "ping", "echo",  "bye",  "help", "stats"};
   ordered_json j;
   j["op"] = names[static_cast<int>(r.op)];
   if (r.id) j["id"] = *r.id;
@@ -418,7 +420,8 @@ ordered_json request_json(const Request& r) {
     case Op::rooms:
     case Op::ping:
     case Op::bye:
-    case Op::help: break;
+    case Op::help:
+    case Op::stats: break;
   }
   return j;
 }

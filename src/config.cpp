@@ -100,6 +100,8 @@ class TableReader {
     }
   }
 
+  void mark_read(std::string_view key) { read_.insert(std::string(key)); }
+
   std::uint32_t line(std::string_view key) const {
     auto* node = table_.get(key);
     return node ? line_of(*node) : line_of(table_);
@@ -137,13 +139,46 @@ const toml::table* sub_table(const toml::table& root, std::string_view key,
   return nullptr;
 }
 
+// `listen` items are "ADDRESS" or { address = "unix:PATH", admin = true }.
+void read_listen(const toml::table& t, TableReader& r, ServerConfig& s, std::vector<ConfigError>& errors) {
+  auto* node = t.get("listen");
+  r.mark_read("listen");
+  if (!node) return;
+  auto* arr = node->as_array();
+  if (!arr) return r.fail("listen", TableReader::line_of(*node), "must be an array of addresses");
+  s.listen.clear();
+  for (const auto& item : *arr) {
+    std::string address;
+    bool admin = false;
+    if (auto v = item.value_exact<std::string>()) {
+      address = *v;
+    } else if (auto* table = item.as_table()) {
+      TableReader entry(*table, "server.listen[]", errors);
+      entry.string("address", address);
+      entry.boolean("admin", admin);
+      entry.reject_unknown();
+      if (address.empty()) { entry.fail("address", TableReader::line_of(item), "is required"); continue; }
+    } else {
+      r.fail("listen", TableReader::line_of(item), "items must be strings or { address = ..., admin = true }");
+      continue;
+    }
+    auto parsed = parse_listen_address(address);
+    if (!parsed) {
+      r.fail("listen", TableReader::line_of(item), "bad address '" + address + "' (want IP:PORT, [IPv6]:PORT or unix:PATH)");
+      continue;
+    }
+    if (admin && parsed->kind != ListenAddress::Kind::unix_path) {
+      r.fail("listen", TableReader::line_of(item), "admin listeners must be Unix sockets (file permissions guard them)");
+      continue;
+    }
+    s.listen.push_back(address);
+    if (admin) s.admin.push_back(address);
+  }
+}
+
 void read_server(const toml::table& t, ServerConfig& s, std::vector<ConfigError>& errors) {
   TableReader r(t, "server", errors);
-  r.string_array("listen", s.listen);
-  for (const auto& addr : s.listen)
-    if (!parse_listen_address(addr))
-      r.fail("listen", r.line("listen"),
-             "bad address '" + addr + "' (want IP:PORT, [IPv6]:PORT or unix:PATH)");
+  read_listen(t, r, s, errors);
   r.string("motd", s.motd);
   r.integer("max_clients", s.max_clients, 1, 1000000);
   r.integer("max_clients_per_ip", s.max_clients_per_ip, 1, 1000000);
@@ -244,7 +279,7 @@ ConfigResult parse_config(std::string_view text, std::string_view source) {
     if (key != "server" && key != "limits" && key != "history" && key != "log" && key != "rooms")
       errors.push_back({std::string(key), node.source().begin.line, "unknown key"});
   }
-  if (result.config.server.listen.empty())
+  if (result.config.server.listen.empty() && errors.empty())
     errors.push_back({"server.listen", 0, "needs at least one address"});
   return result;
 }

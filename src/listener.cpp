@@ -50,12 +50,42 @@ void fail(const ListenAddress& a, const std::string& why) {
 
 }  // namespace
 
-Listener::Listener(uv_loop_t* loop, const ListenAddress& address, OnConnection on_connection)
-    : address_(address), on_connection_(std::move(on_connection)) {
-  auto on_conn = [](uv_stream_t* server, int status) {
-    auto* self = static_cast<Listener*>(server->data);
-    if (self && status == 0) self->on_connection_(*self);
-  };
+namespace {
+void on_conn(uv_stream_t* server, int status) {
+  auto* self = static_cast<Listener*>(server->data);
+  if (self && status == 0) self->accept_one();
+}
+}  // namespace
+
+void Listener::accept_one() { on_connection_(*this); }
+
+Listener::Listener(uv_loop_t* loop, int fd, bool is_unix, bool admin, OnConnection on_connection)
+    : address_{is_unix ? ListenAddress::Kind::unix_path : ListenAddress::Kind::ipv4, "", 0},
+      admin_(admin),
+      on_connection_(std::move(on_connection)) {
+  int rc;
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  if (is_unix) {
+    pipe_ = std::make_unique<uv::Handle<uv_pipe_t>>([loop](uv_pipe_t* p) { return uv_pipe_init(loop, p, 0); });
+    pipe_->get()->data = this;
+    rc = uv_pipe_open(pipe_->get(), fd);
+    const auto* un = reinterpret_cast<const sockaddr_un*>(&bound);
+    bound_name_ = std::string("unix:") + (un->sun_path[0] ? un->sun_path : "(abstract)");
+  } else {
+    tcp_ = std::make_unique<uv::Handle<uv_tcp_t>>([loop](uv_tcp_t* t) { return uv_tcp_init(loop, t); });
+    tcp_->get()->data = this;
+    rc = uv_tcp_open(tcp_->get(), fd);
+    bound_name_ = format_sockaddr(bound);
+  }
+  if (rc < 0 || (rc = uv_listen(stream(), 511, on_conn)) < 0)
+    throw std::runtime_error("cannot use activated socket " + bound_name_ + ": " + uv::error_text(rc));
+  bound_name_ += " (socket activation)";
+}
+
+Listener::Listener(uv_loop_t* loop, const ListenAddress& address, bool admin, OnConnection on_connection)
+    : address_(address), admin_(admin), on_connection_(std::move(on_connection)) {
   int rc;
   if (address.kind == ListenAddress::Kind::unix_path) {
     struct stat st{};
@@ -67,10 +97,9 @@ Listener::Listener(uv_loop_t* loop, const ListenAddress& address, OnConnection o
     pipe_ = std::make_unique<uv::Handle<uv_pipe_t>>([loop](uv_pipe_t* p) { return uv_pipe_init(loop, p, 0); });
     pipe_->get()->data = this;
     if ((rc = uv_pipe_bind(pipe_->get(), address.host.c_str())) < 0) fail(address, uv::error_text(rc));
-    if ((rc = uv_listen(stream(), 511, on_conn)) < 0) {
-      ::unlink(address.host.c_str());
-      fail(address, uv::error_text(rc));
-    }
+    if (admin) ::chmod(address.host.c_str(), 0600);  // the admin socket: its owner only
+    owns_path_ = true;
+    if ((rc = uv_listen(stream(), 511, on_conn)) < 0) fail(address, uv::error_text(rc));
     bound_name_ = address.to_string();
     return;
   }
@@ -96,7 +125,7 @@ Listener::Listener(uv_loop_t* loop, const ListenAddress& address, OnConnection o
 }
 
 Listener::~Listener() {
-  if (pipe_) ::unlink(address_.host.c_str());
+  if (owns_path_) ::unlink(address_.host.c_str());
 }
 
 uv_stream_t* Listener::stream() const {

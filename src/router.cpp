@@ -33,6 +33,7 @@ struct Router::Session {
   std::string nick;
   Outbox* out;
   TokenBucket bucket;
+  bool admin;
   std::vector<Membership> rooms;  // join order: the last one is the "current" room
 };
 
@@ -50,7 +51,7 @@ RouterSettings RouterSettings::from(const Config& c, std::string version) {
 }
 
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock)
-    : Router(std::move(settings), rooms, RouterServices{std::move(clock), nullptr, nullptr, {}}) {}
+    : Router(std::move(settings), rooms, RouterServices{std::move(clock), nullptr, nullptr, {}, {}}) {}
 
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, RouterServices services)
     : settings_(std::move(settings)), clock_(services.clock), services_(std::move(services)) {
@@ -88,10 +89,10 @@ std::string Router::next_guest_nick() {
   }
 }
 
-SessionId Router::connect(Outbox& outbox) {
+SessionId Router::connect(Outbox& outbox, bool admin) {
   auto session = std::make_unique<Session>(Session{
       next_id_++, next_guest_nick(), &outbox,
-      TokenBucket(settings_.rate, settings_.burst, clock_.mono_ms()), {}});
+      TokenBucket(settings_.rate, settings_.burst, clock_.mono_ms()), admin, {}});
   Session& s = *session;
   by_nick_[fold_case(s.nick)] = &s;
   sessions_.emplace(s.id, std::move(session));
@@ -262,6 +263,13 @@ void Router::handle(SessionId id, const Request& r) {
       return reply(*s, std::move(b));
     }
     case Op::help: return reply(*s, reply_body(r, "help"));
+    case Op::stats: {
+      if (!s->admin || !services_.stats)
+        return fail(*s, r, ErrorCode::unknown_op, "stats is only available on an admin listener");
+      auto b = reply_body(r, "stats");
+      b.update(services_.stats());
+      return reply(*s, std::move(b));
+    }
   }
 }
 

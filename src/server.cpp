@@ -10,6 +10,7 @@
 #include "roomd/console.hpp"
 #include "roomd/keys.hpp"
 #include "roomd/log.hpp"
+#include "roomd/notify.hpp"
 #include "roomd_build_config.hpp"
 
 namespace roomd {
@@ -42,7 +43,8 @@ Server::Server(ServerOptions options)
   if (!options_.listen_override.empty()) config_.server.listen = options_.listen_override;
   read_buffer_.resize(kReadBufferBytes);
   pool_ = std::make_unique<WorkerPool>(loop_.get());
-  RouterServices services{Clock{wall_clock_ms, [this] { return now_ms(); }}, pool_.get(), nullptr, verify_key};
+  RouterServices services{Clock{wall_clock_ms, [this] { return now_ms(); }}, pool_.get(), nullptr, verify_key,
+                          [this] { return stats_json(); }};
   if (!config_.history.path.empty()) {
     store_ = std::make_unique<HistoryStore>(config_.history.path);
     history_ = std::make_unique<HistoryWriter>(*pool_, *store_, config_.history.max_messages_per_room);
@@ -69,11 +71,24 @@ Server::~Server() {
 }
 
 void Server::open_listeners() {
+  auto on_conn = [this](Listener& l) { on_connection(l); };
+  // Decision: sockets from systemd win; the config's listeners are then not opened at all,
+  // so a socket unit and a config can never fight over one address.
+  auto activated = notify::activated_sockets();
+  if (!activated.empty()) log::notice("socket activation: using " + std::to_string(activated.size()) +
+                                      " sockets from systemd; server.listen is not used");
+  for (const auto& sock : activated) {
+    auto listener = std::make_unique<Listener>(loop(), sock.fd, sock.is_unix, sock.name == "admin", on_conn);
+    log::info("listening on " + listener->bound_name() + (listener->admin() ? " (admin)" : ""));
+    listeners_.push_back(std::move(listener));
+  }
+  if (!activated.empty()) return;
   for (const auto& text : config_.server.listen) {
     auto address = parse_listen_address(text);
     if (!address) throw std::runtime_error("bad listen address '" + text + "'");
-    auto listener = std::make_unique<Listener>(loop(), *address, [this](Listener& l) { on_connection(l); });
-    log::info("listening on " + listener->bound_name());
+    bool admin = std::find(config_.server.admin.begin(), config_.server.admin.end(), text) != config_.server.admin.end();
+    auto listener = std::make_unique<Listener>(loop(), *address, admin, on_conn);
+    log::info("listening on " + listener->bound_name() + (admin ? " (admin)" : ""));
     listeners_.push_back(std::move(listener));
   }
 }
@@ -95,12 +110,27 @@ int Server::run() {
   ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
   ticker_->start(tick_interval_ms(), tick_interval_ms());
   console_ = std::make_unique<Console>(*this);
+  lag_samples_us_.assign(600, 0);
+  lag_probe_ = std::make_unique<uv::Timer>(loop(), [this] { on_lag_probe(); });
+  lag_probe_expected_ns_ = uv_hrtime() + 100'000'000;
+  lag_probe_->start(100, 100);
+  if (auto usec = notify::watchdog_usec()) {
+    // Pinged from the loop itself: a stuck loop stops the pings and systemd restarts us.
+    std::uint64_t every_ms = std::max<std::uint64_t>(*usec / 2000, 1);
+    watchdog_ = std::make_unique<uv::Timer>(loop(), [] { notify::watchdog(); });
+    watchdog_->start(0, every_ms);
+    log::info("watchdog: pinging systemd every " + std::to_string(every_ms) + " ms");
+  }
+  notify::ready();
+  update_status();
   log::notice("roomd " ROOMD_VERSION " started: " + std::to_string(router_->rooms().size()) + " rooms, " +
               (options_.config_path ? "config " + *options_.config_path : std::string("embedded default config")));
 
   uv_run(loop(), UV_RUN_DEFAULT);  // until shutdown() has finished and stopped it
 
   // Teardown outside every callback: nothing here runs inside its own handle's callback.
+  watchdog_.reset();
+  lag_probe_.reset();
   console_.reset();
   signals_.clear();
   ticker_.reset();
@@ -144,7 +174,7 @@ void Server::on_connection(Listener& listener) {
   }
   ++admitted_;
   if (!ip.empty()) ++clients_per_ip_[ip];
-  SessionId session = router_->connect(conn);
+  SessionId session = router_->connect(conn, listener.admin());
   conn.start(peer, ip, session);
   log::info("client " + peer + " connected as " + router_->nick_of(session).value_or("?"));
 }
@@ -185,9 +215,36 @@ std::uint64_t Server::tick_interval_ms() const {
 void Server::on_tick() {
   std::uint64_t now = now_ms();
   for (auto& [id, conn] : connections_) conn->tick(now);
+  if (now - last_status_ms_ >= 2000) update_status();
+}
+
+void Server::on_lag_probe() {
+  // How late this timer fired: the time the loop spent on other work past its deadline.
+  std::uint64_t now = uv_hrtime();
+  std::uint64_t late_us = now > lag_probe_expected_ns_ ? (now - lag_probe_expected_ns_) / 1000 : 0;
+  lag_samples_us_[lag_next_++ % lag_samples_us_.size()] = static_cast<std::uint32_t>(std::min<std::uint64_t>(late_us, UINT32_MAX));
+  lag_probe_expected_ns_ = now + 100'000'000;
+}
+
+void Server::update_status() {
+  std::uint64_t now = now_ms();
+  std::uint64_t count = router_->stats().messages_in;
+  if (now > rate_window_ms_)
+    messages_per_s_ = static_cast<double>(count - rate_window_count_) * 1000.0 / static_cast<double>(now - rate_window_ms_);
+  rate_window_ms_ = now;
+  rate_window_count_ = count;
+  last_status_ms_ = now;
+  char rate[32];
+  std::snprintf(rate, sizeof rate, "%.1f", messages_per_s_);
+  notify::status("clients=" + std::to_string(admitted_) + " rooms=" + std::to_string(router_->rooms().size()) +
+                 " msgs/s=" + rate);
 }
 
 void Server::reload() {
+  notify::reloading();
+  struct ReadyAgain {  // whatever happens below, systemd hears READY=1 again
+    ~ReadyAgain() { notify::ready(); }
+  } ready_again;
   if (!options_.config_path) {
     log::notice("reload: running on the embedded default config; nothing to reload");
     return;
@@ -220,6 +277,7 @@ void Server::reload() {
 void Server::shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
+  notify::stopping();
   log::notice("shutting down: " + std::to_string(connections_.size()) + " connections to close");
   listeners_.clear();  // stop accepting; Unix socket paths are removed
   router_->send_all(make_event(ordered_json{{"op", "system"}, {"event", "shutdown"}}));
@@ -231,19 +289,43 @@ void Server::shutdown() {
   shutdown_deadline_->start(kShutdownDeadlineMs, 0);
 }
 
-std::string Server::stats_line() const {
+ordered_json Server::stats_json() const {
   const auto& r = router_->stats();
   std::size_t members = 0;
   auto rooms = router_->rooms();
   for (const auto& room : rooms) members += room.members;
-  return "clients=" + std::to_string(admitted_) + " rooms=" + std::to_string(rooms.size()) +
-         " members=" + std::to_string(members) + " messages_in=" + std::to_string(r.messages_in) +
-         " deliveries=" + std::to_string(r.deliveries) + " bytes_out=" + std::to_string(stats_.bytes_out) +
-         " slow_consumers=" + std::to_string(stats_.slow_consumers) + " dropped=" + std::to_string(stats_.dropped) +
-         " rate_limited=" + std::to_string(r.rate_limited) + " rejected=" + std::to_string(stats_.rejected) +
-         " connections_total=" + std::to_string(stats_.connections_total) +
-         " worker_tasks=" + std::to_string(pool_->in_flight()) +
-         " uptime_s=" + std::to_string((now_ms() - started_ms_) / 1000) + " rss_bytes=" + std::to_string(resident_bytes());
+  std::vector<std::uint32_t> lag(lag_samples_us_.begin(),
+                                 lag_samples_us_.begin() + static_cast<std::ptrdiff_t>(std::min(lag_next_, lag_samples_us_.size())));
+  std::sort(lag.begin(), lag.end());
+  auto pct = [&](double p) -> std::uint32_t { return lag.empty() ? 0 : lag[static_cast<std::size_t>(p * static_cast<double>(lag.size() - 1))]; };
+  ordered_json j;
+  j["clients"] = admitted_;
+  j["connections_total"] = stats_.connections_total;
+  j["rooms"] = rooms.size();
+  j["members"] = members;
+  j["messages_in"] = r.messages_in;
+  j["deliveries"] = r.deliveries;
+  j["messages_per_s"] = messages_per_s_;
+  j["bytes_out"] = stats_.bytes_out;
+  j["slow_consumers"] = stats_.slow_consumers;
+  j["dropped"] = stats_.dropped;
+  j["rate_limited"] = r.rate_limited;
+  j["rejected"] = stats_.rejected;
+  j["worker_tasks"] = pool_->in_flight();
+  j["loop_lag_p50_us"] = pct(0.50);
+  j["loop_lag_p99_us"] = pct(0.99);
+  j["uptime_s"] = (now_ms() - started_ms_) / 1000;
+  j["rss_bytes"] = resident_bytes();
+  return j;
 }
 
+std::string Server::stats_line() const {
+  const ordered_json stats = stats_json();
+  std::string line;
+  for (auto it = stats.cbegin(); it != stats.cend(); ++it) {
+    if (!line.empty()) line += ' ';
+    line += it.key() + "=" + it.value().dump();
+  }
+  return line;
+}
 }  // namespace roomd

@@ -25,6 +25,9 @@ struct RoomConfig {
 
 struct ServerConfig {
   std::vector<std::string> listen{"127.0.0.1:7000"};
+  // Listen addresses marked `admin = true` (Unix sockets only): their clients may use the
+  // `stats` op. Each is also in `listen`.
+  std::vector<std::string> admin;
   std::string motd = "Welcome to roomd";
   std::uint32_t max_clients = 10000;
   std::uint32_t max_clients_per_ip = 256;

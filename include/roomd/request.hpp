@@ -11,7 +11,7 @@
 
 namespace roomd {
 
-enum class Op { nick, rooms, join, leave, say, whisper, who, topic, history, ping, echo, bye, help };
+enum class Op { nick, rooms, join, leave, say, whisper, who, topic, history, ping, echo, bye, help, stats };
 
 enum class ErrorCode {
   bad_json, bad_request, unknown_op, frame_too_large, bad_utf8, bad_nick, nick_taken,

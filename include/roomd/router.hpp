@@ -67,6 +67,8 @@ struct RouterServices {
   Persistence* persistence = nullptr;   // absent: history is memory only
   // Checks a key against an argon2id hash; runs on a pool thread.
   std::function<bool(const std::string& hash, const std::string& key)> verify_key;
+  // The figures of the `stats` op (admin listeners only).
+  std::function<ordered_json()> stats;
 };
 
 struct RouterSettings {
@@ -107,7 +109,7 @@ class Router {
   Router& operator=(const Router&) = delete;
 
   // A new client: gets a guest nick and the welcome. The outbox must outlive the session.
-  SessionId connect(Outbox& outbox);
+  SessionId connect(Outbox& outbox, bool admin = false);
   // The client is gone (EOF, reset, timeout, kick, bye): every room it was in hears
   // `presence leave` now. Unknown or already-gone ids are ignored.
   void disconnect(SessionId id);

@@ -64,7 +64,8 @@ class Server {
   // For the console and signals.
   void reload();
   void shutdown();
-  std::string stats_line() const;
+  std::string stats_line() const;  // the console's `stats`: key=value pairs
+  ordered_json stats_json() const;  // the same figures for the admin `stats` op
 
  private:
   void open_listeners();
@@ -72,7 +73,8 @@ class Server {
   void on_turn();
   void on_tick();
   std::uint64_t tick_interval_ms() const;
-  void maybe_finish_shutdown();
+  void on_lag_probe();
+  void update_status();
 
   struct LoopDeleter {
     void operator()(uv_loop_t* loop) const;
@@ -96,6 +98,15 @@ class Server {
   std::unique_ptr<uv::Prepare> flusher_;
   std::unique_ptr<uv::Timer> ticker_;
   std::unique_ptr<uv::Timer> shutdown_deadline_;
+  std::unique_ptr<uv::Timer> watchdog_;
+  std::unique_ptr<uv::Timer> lag_probe_;
+  std::uint64_t lag_probe_expected_ns_ = 0;
+  std::vector<std::uint32_t> lag_samples_us_;  // a ring of the last probes' delays
+  std::size_t lag_next_ = 0;
+  std::uint64_t rate_window_ms_ = 0;           // messages/s over the last status window
+  std::uint64_t rate_window_count_ = 0;
+  double messages_per_s_ = 0;
+  std::uint64_t last_status_ms_ = 0;
   std::vector<std::unique_ptr<uv::Signal>> signals_;
   std::unique_ptr<Console> console_;
   bool shutting_down_ = false;

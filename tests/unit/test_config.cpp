@@ -80,7 +80,7 @@ TEST_CASE("config: each bad case names the key and its line") {
   CHECK(only_error("[server]\nmax_clients = 0\n") == "server.max_clients@2: must be between 1 and 1000000");
   CHECK(only_error("[server]\ndynamic_rooms = 1\n") == "server.dynamic_rooms@2: must be true or false");
   CHECK(only_error("[server]\nlisten = [\"nowhere\"]\n").starts_with("server.listen@2: bad address 'nowhere'"));
-  CHECK(only_error("[server]\nlisten = \"127.0.0.1:1\"\n") == "server.listen@2: must be an array of strings");
+  CHECK(only_error("[server]\nlisten = \"127.0.0.1:1\"\n") == "server.listen@2: must be an array of addresses");
   CHECK(only_error("[server]\nlisten = [\"127.0.0.1:99999\"]\n").starts_with("server.listen@2: bad address"));
   CHECK(only_error("[limits]\nslow_consumer = \"maybe\"\n") == "limits.slow_consumer@2: must be \"disconnect\" or \"drop\"");
   CHECK(only_error("[limits]\nrate = \"fast\"\n") == "limits.rate@2: must be a number");
@@ -94,6 +94,10 @@ TEST_CASE("config: each bad case names the key and its line") {
   CHECK(only_error("[[rooms]]\nname = \"a\"\nkey = \"plain\"\n").starts_with("rooms[0].key@3: must be an argon2id hash"));
   CHECK(only_error("[[rooms]]\nname = \"a\"\nspeakers = [\"9x\"]\n") == "rooms[0].speakers@3: '9x' is not a valid nick");
   CHECK(only_error("[[rooms]]\nname = \"a\"\ncolour = \"red\"\n") == "rooms[0].colour@3: unknown key");
+  CHECK(only_error("[server]\nlisten = [{ address = \"127.0.0.1:1\", admin = true }]\n")
+            .starts_with("server.listen@2: admin listeners must be Unix sockets"));
+  CHECK(only_error("[server]\nlisten = [{ address = \"unix:/a\", colour = 1 }]\n") == "server.listen[].colour@2: unknown key");
+  CHECK(only_error("[server]\nlisten = [5]\n").starts_with("server.listen@2: items must be strings"));
   CHECK(only_error("rooms = 5\n") == "rooms@1: must be an array of tables ([[rooms]])");
 }
 
@@ -108,4 +112,11 @@ TEST_CASE("config: TOML syntax errors carry the line") {
 TEST_CASE("config: several errors are all reported") {
   auto r = parse_config("[server]\nbogus = 1\nworkers = 0\n", "t.toml");
   CHECK(r.errors.size() == 2);
+}
+
+TEST_CASE("config: admin listeners are marked Unix sockets") {
+  auto r = parse_config("[server]\nlisten = [\"127.0.0.1:7000\", { address = \"unix:/run/roomd/admin.sock\", admin = true }]\n", "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r.config.server.listen == std::vector<std::string>{"127.0.0.1:7000", "unix:/run/roomd/admin.sock"});
+  CHECK(r.config.server.admin == std::vector<std::string>{"unix:/run/roomd/admin.sock"});
 }

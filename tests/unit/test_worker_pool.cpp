@@ -84,7 +84,7 @@ Request join_vault(const std::string& key) {
 TEST_CASE("router: a keyed join holds the client until the pool answers") {
   DeferredRunner runner;
   RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, nullptr,
-                          [](const std::string&, const std::string& key) { return key == "right"; }};
+                          [](const std::string&, const std::string& key) { return key == "right"; }, {}};
   Router router(RouterSettings{}, {keyed_room()}, services);
   Box box;
   SessionId id = router.connect(box);
@@ -103,7 +103,7 @@ TEST_CASE("router: a keyed join holds the client until the pool answers") {
 TEST_CASE("router: the pool's completion after the connection closed touches nothing") {
   DeferredRunner runner;
   RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, nullptr,
-                          [](const std::string&, const std::string&) { return true; }};
+                          [](const std::string&, const std::string&) { return true; }, {}};
   Router router(RouterSettings{}, {keyed_room()}, services);
   auto box = std::make_unique<Box>();
   SessionId id = router.connect(*box);
