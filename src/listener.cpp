@@ -97,7 +97,8 @@ Listener::Listener(uv_loop_t* loop, const ListenAddress& address, bool admin, On
     pipe_ = std::make_unique<uv::Handle<uv_pipe_t>>([loop](uv_pipe_t* p) { return uv_pipe_init(loop, p, 0); });
     pipe_->get()->data = this;
     if ((rc = uv_pipe_bind(pipe_->get(), address.host.c_str())) < 0) fail(address, uv::error_text(rc));
-    if (admin) ::chmod(address.host.c_str(), 0600);  // the admin socket: its owner only
+    // Clients need write permission to connect: anyone may chat, only the owner may administer.
+    ::chmod(address.host.c_str(), admin ? 0600 : 0666);
     owns_path_ = true;
     if ((rc = uv_listen(stream(), 511, on_conn)) < 0) fail(address, uv::error_text(rc));
     bound_name_ = address.to_string();

@@ -15,7 +15,7 @@ import threading
 import time
 import unittest
 
-ROOMD = os.environ.get("ROOMD_BIN", os.path.join(os.path.dirname(__file__), "../../build/roomd"))
+ROOMD = os.path.abspath(os.environ.get("ROOMD_BIN", os.path.join(os.path.dirname(__file__), "../../build/roomd")))
 WAIT = float(os.environ.get("ROOMD_TEST_WAIT", "15"))
 
 
@@ -64,31 +64,35 @@ class LineLog:
 class Daemon:
     """One roomd process. `config` is TOML text (None: the embedded default)."""
 
-    def __init__(self, config=None, listen=("127.0.0.1:0",), args=(), stdin=subprocess.DEVNULL):
+    def __init__(self, config=None, listen=("127.0.0.1:0",), args=(), stdin=subprocess.DEVNULL, env=None,
+                 expect_listeners=None):
         self.tmp = tempfile.TemporaryDirectory(prefix="roomd-test-")
         self.config_path = None
         cmd = [ROOMD]
         if config is not None:
             self.config_path = os.path.join(self.tmp.name, "roomd.toml")
-            self.write_config(config)
+            self.write_config(config.replace("{tmp}", self.tmp.name))
             cmd += ["-c", self.config_path]
         for addr in listen:
             cmd += ["--listen", addr.replace("{tmp}", self.tmp.name)]
         cmd += list(args)
-        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        full_env = dict(os.environ, **(env or {}))
+        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
         self.log = LineLog(self.proc.stderr)
         self.out = LineLog(self.proc.stdout)
         self.addresses = []
+        wanted = len(listen) if expect_listeners is None else expect_listeners
         deadline = time.monotonic() + WAIT
-        while len(self.addresses) < len(listen):
+        while len(self.addresses) < wanted:
             with self.log.cond:
-                self.addresses = [l.split("listening on ", 1)[1] for l in self.log.lines if "listening on " in l]
-                if len(self.addresses) >= len(listen) or self.proc.poll() is not None:
+                self.addresses = [l.split("listening on ", 1)[1].split(" ")[0]
+                                  for l in self.log.lines if "listening on " in l]
+                if len(self.addresses) >= wanted or self.proc.poll() is not None:
                     break
                 self.log.cond.wait(max(0.01, deadline - time.monotonic()))
             if time.monotonic() > deadline:
                 break
-        if len(self.addresses) < len(listen):
+        if len(self.addresses) < wanted:
             raise AssertionError("roomd did not start:\n" + self.log.text())
         self.stopped = False
 
