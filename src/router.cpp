@@ -338,7 +338,8 @@ void Router::on_join(Session& s, const Request& r) {
                                     else if (!ok || now->key != hash) fail(*session, r, ErrorCode::bad_key, "wrong key");
                                     else finish_join(*session, r, *now);
                                     release_after(id);
-                                  });
+                                  },
+                                  /*heavy=*/true);
     return;
   }
   finish_join(s, r, *room);

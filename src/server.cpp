@@ -5,6 +5,7 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <thread>
 
 #include "roomd/codec.hpp"
 #include "roomd/console.hpp"
@@ -42,7 +43,9 @@ Server::Server(ServerOptions options)
   uv::check(uv_loop_init(loop_.get()), "uv_loop_init");
   if (!options_.listen_override.empty()) config_.server.listen = options_.listen_override;
   read_buffer_.resize(kReadBufferBytes);
-  pool_ = std::make_unique<WorkerPool>(loop_.get());
+  // Heavy tasks (argon2id) leave a core to the loop: at most cores - 1 of them at once.
+  std::size_t cores = std::max<unsigned>(1, std::thread::hardware_concurrency());
+  pool_ = std::make_unique<WorkerPool>(loop_.get(), std::clamp<std::size_t>(cores - 1, 1, config_.server.workers));
   RouterServices services{Clock{wall_clock_ms, [this] { return now_ms(); }}, pool_.get(), nullptr, verify_key,
                           [this] { return stats_json(); }};
   if (!config_.history.path.empty()) {

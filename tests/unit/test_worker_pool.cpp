@@ -16,7 +16,7 @@ TEST_CASE("worker pool: work on a pool thread, completion on the loop thread") {
   uv_loop_t loop;
   uv_loop_init(&loop);
   {
-    WorkerPool pool(&loop);
+    WorkerPool pool(&loop, 2);
     const auto loop_thread = std::this_thread::get_id();
     int done = 0;
     for (int i = 0; i < 8; ++i)
