@@ -393,15 +393,28 @@ void Router::on_leave(Session& s, const Request& r) {
 std::uint64_t Router::publish(Room& room, const std::string& from, const Request& r,
                               std::function<void(bool)> committed) {
   std::uint64_t seq = room.next_seq++;
-  ordered_json m;
-  m["op"] = "message";
-  m["room"] = room.name;
-  m["seq"] = seq;
-  m["ts"] = clock_.wall_ms();
-  m["from"] = from;
-  if (r.text) m["text"] = *r.text;
-  if (!r.data.is_null()) m["data"] = r.data;
-  EventPtr event = make_event(std::move(m));
+  // The hot path: the message's JSON line is written directly, once, not built as a DOM and
+  // dumped; its fields keep the protocol's order.
+  std::string line;
+  line.reserve(96 + room.name.size() + from.size() + (r.text ? r.text->size() : 0));
+  line += R"({"op":"message","room":)";
+  append_json_string(line, room.name);
+  line += R"(,"seq":)";
+  line += std::to_string(seq);
+  line += R"(,"ts":)";
+  line += std::to_string(clock_.wall_ms());
+  line += R"(,"from":)";
+  append_json_string(line, from);
+  if (r.text) {
+    line += R"(,"text":)";
+    append_json_string(line, *r.text);
+  }
+  if (!r.data.is_null()) {
+    line += R"(,"data":)";
+    line += r.data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  line += "}\n";
+  EventPtr event = Event::from_json_line(std::move(line));
   room.history.push_back(event);
   // A persisted room keeps only its replay in memory; history queries go to the store.
   const bool durable = persisted(room);

@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace roomd {
 
@@ -20,14 +21,20 @@ enum class Mode : unsigned char { json, text };
 class Event {
  public:
   explicit Event(ordered_json body) : body_(std::move(body)) {}
+  // An event whose JSON line (with its '\n') was written directly, as room messages are on
+  // the hot path; its body is parsed from the line only if someone asks (text mode, replay).
+  static std::shared_ptr<const Event> from_json_line(std::string line);
 
-  const ordered_json& body() const { return body_; }
+  const ordered_json& body() const;
   // The wire bytes for a mode; made on first use. Text mode may render an event as
   // nothing (an empty string), which callers skip.
   const Bytes& bytes(Mode mode) const;
 
  private:
-  ordered_json body_;
+  Event() = default;
+
+  mutable ordered_json body_;  // discarded-free null until parsed, for from_json_line events
+  mutable bool body_ready_ = true;
   mutable Bytes json_;
   mutable Bytes text_;
 };
@@ -35,5 +42,8 @@ class Event {
 using EventPtr = std::shared_ptr<const Event>;
 
 inline EventPtr make_event(ordered_json body) { return std::make_shared<const Event>(std::move(body)); }
+
+// Appends `s` as a JSON string literal, escaped exactly as nlohmann::json::dump() does.
+void append_json_string(std::string& out, std::string_view s);
 
 }  // namespace roomd

@@ -168,3 +168,16 @@ TEST_CASE("names") {
   CHECK_FALSE(parse_listen_address("[::1]7000"));
   CHECK_FALSE(parse_listen_address("unix:"));
 }
+
+TEST_CASE("a message line written by hand reads like one nlohmann wrote") {
+  for (std::string s : {std::string("plain"), std::string("quote \" backslash \\ slash /"),
+                        std::string("ctl \x01\x1f\b\f\n\r\t del \x7f"), std::string("h\xc3\xa9 \xe2\x9c\x93")}) {
+    std::string mine;
+    append_json_string(mine, s);
+    CHECK(mine == ordered_json(s).dump());
+  }
+  auto e = Event::from_json_line("{\"op\":\"message\",\"seq\":3}\n");
+  CHECK(e->body()["seq"] == 3);
+  CHECK(*e->bytes(Mode::json) == "{\"op\":\"message\",\"seq\":3}\n");
+  CHECK(*e->bytes(Mode::text) == "[] : \n");
+}

@@ -1,0 +1,55 @@
+"""roomd-bench must not rot: a tiny run of every scenario against the real roomd. Asserts
+only that deliveries arrive and none is lost -- speed is the benchmark's business, not a test's."""
+import os
+import re
+import subprocess
+
+import harness
+from harness import DaemonTest
+
+BENCH = os.path.join(os.path.dirname(harness.ROOMD), "roomd-bench")
+CONFIG = os.path.join(os.path.dirname(__file__), "../../bench/bench.toml")
+
+
+class BenchSmoke(DaemonTest):
+    def setUp(self):
+        super().setUp()
+        with open(CONFIG) as f:
+            self.d = self.start(f.read())
+
+    def bench(self, *args):
+        r = subprocess.run([BENCH, "--port", str(self.d.port), "--timeout", "60", *args], capture_output=True,
+                           text=True, timeout=120)
+        last = r.stdout.strip().splitlines()[-1]
+        kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', last))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("error", kv, last)
+        self.assertIn("figure", r.stdout)  # the human table comes first
+        return kv
+
+    def test_fanout(self):
+        kv = self.bench("fanout", "--members", "5", "--messages", "50")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("250", "0"))
+
+    def test_rooms(self):
+        kv = self.bench("rooms", "--rooms", "3", "--members", "3", "--publishers", "2", "--messages", "20")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("120", "0"))
+
+    def test_latency(self):
+        kv = self.bench("latency", "--members", "3", "--rate", "100", "--duration", "0.5")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("150", "0"))
+        self.assertGreater(int(kv["p99_us"]), 0)
+
+    def test_idle(self):
+        kv = self.bench("idle", "--connections", "20", "--rooms", "4", "--server-pid", str(self.d.proc.pid))
+        self.assertEqual(kv["ready"], "20")
+        self.assertIn("bytes_per_conn", kv)
+
+    def test_storm(self):
+        kv = self.bench("storm", "--members", "3", "--rate", "100", "--duration", "0.5", "--storm-clients", "2")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("150", "0"))
+        self.assertGreater(int(kv["storm_requests"]), 0)
+
+
+if __name__ == "__main__":
+    harness.run()
