@@ -1,8 +1,8 @@
 #!/bin/sh
 # roomd quick start, for a fresh Debian 12 machine as root (or any machine with the packages).
 #   ./quickstart.sh run    install what is missing, build, run roomd on its embedded default
-#   ./quickstart.sh test   install what is missing, build (plain and ASan+UBSan, -Werror),
-#                          run every test in both builds
+#   ./quickstart.sh test   install what is missing, build (plain, ASan+UBSan, TSan; -Werror),
+#                          run every test in each build
 set -eu
 cd "$(dirname "$0")"
 
@@ -37,10 +37,14 @@ case "${1:-run}" in
   test)
     build build
     build build-san -Db_sanitize=address,undefined -Db_lundef=false
+    build build-tsan -Db_sanitize=thread
     meson test -C build --print-errorlogs --num-processes 2
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
       meson test -C build-san --print-errorlogs --num-processes 2 --timeout-multiplier 3
-    echo "quickstart: all tests passed (plain and ASan+UBSan)"
+    # The worker pool and its completions under ThreadSanitizer: a data race fails the run.
+    TSAN_OPTIONS=halt_on_error=1 \
+      meson test -C build-tsan --print-errorlogs --num-processes 2 --timeout-multiplier 3
+    echo "quickstart: all tests passed (plain, ASan+UBSan, TSan)"
     ;;
   *)
     echo "usage: $0 run|test" >&2

@@ -144,7 +144,7 @@ class Daemon:
 
     def check_sanitizers(self):
         text = self.log.text()
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "ThreadSanitizer"):
             if marker in text:
                 raise AssertionError("sanitizer report:\n" + text)
 
