@@ -93,6 +93,7 @@ class Client {
   double rate_ = 0;
   bool welcomed_ = false;
   uv_timer_t pace_timer_{};
+  uv_signal_t sigint_{};
   std::vector<char> sock_buf_ = std::vector<char>(64 * 1024);
   std::vector<char> stdin_buf_ = std::vector<char>(64 * 1024);
 };
@@ -199,6 +200,14 @@ void Client::connected() {
   // stdin: a TTY or a pipe is read by the loop; anything else (a file) the same way via a pipe
   // handle when possible.
   if (uv_guess_handle(0) == UV_TTY && !json_) {
+    // Ctrl-C at the prompt leaves like Ctrl-D: acknowledged lines, bye, a restored terminal.
+    uv_signal_init(loop_, &sigint_);
+    sigint_.data = this;
+    uv_signal_start(&sigint_, [](uv_signal_t* s, int) {
+      auto* self = static_cast<Client*>(s->data);
+      uv_signal_stop(s);
+      self->on_stdin_eof();
+    }, SIGINT);
     terminal_ = std::make_unique<roomcat::Terminal>(loop_, prompt(), [this](std::optional<std::string> line) {
       if (line) on_stdin_line(*line);
       else on_stdin_eof();

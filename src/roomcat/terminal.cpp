@@ -16,6 +16,9 @@ Terminal::Terminal(uv_loop_t* loop, std::string prompt, OnLine on_line)
     : prompt_(std::move(prompt)), on_line_(std::move(on_line)) {
   current = this;
   current_on_line = &on_line_;
+  // Signals are the loop's business (roomcat turns Ctrl-C into a clean goodbye); libedit's
+  // own handlers would re-raise them at the whole process group.
+  rl_catch_signals = 0;
   handler_ = [](char* line) {
     if (!current_on_line) return;
     if (!line) return (*current_on_line)(std::nullopt);

@@ -174,6 +174,16 @@ class Interactive(DaemonTest):
         self.wait_screen(lambda l: "EXIT=0" in l, "roomcat exiting 0 after Ctrl-D")
         bob.wait_for("presence", event="leave", nick="ann")
 
+    def test_ctrl_c_leaves_cleanly(self):
+        d = self.start()
+        watcher = self.connect(d, join=["lobby"])
+        self.tmux("new-session", "-d", "-s", "rc", "-x", "120", "-y", "30",
+                  f"{ROOMCAT} 127.0.0.1:{d.port} --nick cee --join lobby; echo EXIT=$?; sleep 60")
+        self.wait_screen(lambda l: any("you joined lobby" in x for x in l), "the join")
+        self.tmux("send-keys", "-t", "rc", "never sent", "C-c")
+        self.wait_screen(lambda l: "EXIT=0" in l, "roomcat exiting 0 after Ctrl-C")
+        watcher.wait_for("presence", event="leave", nick="cee")
+
 
 if __name__ == "__main__":
     harness.run()
