@@ -109,10 +109,11 @@ int main(int argc, char** argv) {
   // libuv writes without MSG_NOSIGNAL: a peer that vanished must cost an EPIPE, not the daemon.
   std::signal(SIGPIPE, SIG_IGN);
 
-  // argon2id needs 64 MiB per check. Left to glibc, each check maps and unmaps that much, and
-  // mapping takes the process-wide mmap lock, stalling the loop thread's own allocations (a
-  // storm of keyed joins raised message p99 several-fold). One arena with a high mmap and
-  // trim threshold keeps those buffers in the heap for reuse instead.
+  // libsodium's argon2id maps (MAP_POPULATE) and unmaps 64 MiB per key check on a pool thread,
+  // holding the process-wide mmap lock meanwhile. Any loop-thread malloc big enough for glibc
+  // to serve with mmap (128 KiB by default) would wait on that lock: a storm of keyed joins
+  // raised message p99 several-fold. Serving large blocks from one heap, and not trimming it
+  // eagerly, keeps the loop's allocations off the lock.
   mallopt(M_ARENA_MAX, 1);
   mallopt(M_MMAP_THRESHOLD, 128 * 1024 * 1024);
   mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
