@@ -392,7 +392,6 @@ struct Bench {
         if (r < o.publishers) add(Role::publisher, r);
         for (int i = 0; i < o.members; ++i) add(Role::receiver, r);
       }
-      o.messages = o.messages;  // per publisher
     } else if (o.scenario == "idle") {
       // Spread over rooms: a join answers with the member list, so one 10,000-member room
       // would measure those replies rather than idle memory.

@@ -77,7 +77,6 @@ void Connection::on_frame(std::string_view frame) {
   dispatch(frame);
 }
 
-
 void Connection::dispatch(std::string_view frame) {
   if (frame.empty()) {  // the framer never yields empty lines: this one was too long
     return server_.router().reject(session_, {ErrorCode::frame_too_large,

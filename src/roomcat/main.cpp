@@ -10,11 +10,9 @@
 #include <csignal>
 #include <cstdio>
 #include <deque>
-#include <iostream>
 #include <memory>
 #include <set>
 #include <string>
-#include <unistd.h>
 
 #include "roomd/cli.hpp"
 #include "roomd/codec.hpp"
