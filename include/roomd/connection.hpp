@@ -64,7 +64,6 @@ class Connection final : public Outbox {
   // Close at once, dropping queued output (reset, write error, deadline passed).
   void close_now();
 
-  std::size_t queued_bytes() const { return queued_bytes_; }
 
  private:
   enum class State {

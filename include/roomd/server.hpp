@@ -59,7 +59,6 @@ class Server {
   void release(Connection& connection);  // from the connection's close callback
   uv_buf_t read_buffer();                // one buffer for every read: idle clients hold none
   ServerStats& stats() { return stats_; }
-  std::size_t worker_tasks() const { return pool_->in_flight(); }
 
   // For the console and signals.
   void reload();

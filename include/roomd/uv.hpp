@@ -61,7 +61,6 @@ class Timer {
                    timeout_ms, repeat_ms);
   }
   void stop() { uv_timer_stop(handle_.get()); }
-  void unref() { uv_unref(handle_.base()); }
 
  private:
   Handle<uv_timer_t> handle_;

@@ -16,7 +16,7 @@
 
 namespace roomd {
 
-// What the router needs from a pool: submit and forget. Tests run tasks inline.
+// What the router needs from a pool: submit and forget. Unit tests supply their own runner.
 class TaskRunner {
  public:
   virtual ~TaskRunner() = default;
@@ -56,15 +56,6 @@ class WorkerPool final : public TaskRunner {
   std::size_t heavy_limit_;
   std::size_t heavy_running_ = 0;
   std::deque<std::pair<std::function<void()>, std::function<void()>>> heavy_waiting_;
-};
-
-// Runs work at once on the caller's thread (unit tests, and --check-config style tools).
-class InlineRunner final : public TaskRunner {
- public:
-  void run(std::function<void()> work, std::function<void()> done) override {
-    work();
-    done();
-  }
 };
 
 }  // namespace roomd
