@@ -10,7 +10,7 @@
 namespace roomd {
 
 namespace {
-constexpr std::size_t kMaxIov = 64;              // buffers per write call
+constexpr std::size_t kMaxIov = 1024;            // buffers per write call (IOV_MAX)
 constexpr std::uint64_t kDrainDeadlineMs = 5000;  // a closing client gets this long to read
 constexpr std::uint64_t kLingerMs = 2000;         // and this long after our FIN to send its own
 }  // namespace
