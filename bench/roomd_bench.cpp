@@ -39,6 +39,8 @@ struct Options {
   double timeout = 60;
   long window = 2000;
   int storm_clients = 8;
+  std::string storm_mix = "both";  // joins | searches | both
+  bool storm_distinct_keys = false;  // a brute-force attack rather than a reconnect storm
   std::string storm_key_room = "vault";
   std::string storm_history_room = "lobby";
 };
@@ -145,8 +147,10 @@ struct Bench {
   void storm_request(Conn& c) {
     ++storm_requests;
     if (o.target != Target::roomd) return;
-    if (storm_requests % 2)
-      send(c, "{\"op\":\"join\",\"room\":\"" + o.storm_key_room + "\",\"key\":\"wrong guess\"}\n");
+    bool join = o.storm_mix == "joins" || (o.storm_mix == "both" && storm_requests % 2);
+    if (join)
+      send(c, "{\"op\":\"join\",\"room\":\"" + o.storm_key_room + "\",\"key\":\"wrong guess" +
+                  (o.storm_distinct_keys ? " " + std::to_string(storm_requests) : std::string()) + "\"}\n");
     else
       send(c, "{\"op\":\"history\",\"room\":\"" + o.storm_history_room + "\",\"search\":\"payload\",\"limit\":50}\n");
   }
@@ -482,6 +486,10 @@ int main(int argc, char** argv) {
   app.add_option("--server-pid", o.server_pid, "read the server's RSS from /proc (idle)");
   app.add_option("--window", o.window, "messages a publisher may be ahead of its receivers");
   app.add_option("--storm-clients", o.storm_clients, "clients flooding keyed joins and searches (storm)");
+  app.add_option("--storm-mix", o.storm_mix, "what the storm clients send: joins, searches or both")
+      ->check(CLI::IsMember({"joins", "searches", "both"}));
+  app.add_flag("--storm-distinct-keys", o.storm_distinct_keys,
+               "every storm join guesses a new key (a brute-force attack: each is an argon2id check)");
   app.add_option("--timeout", o.timeout, "give up after this many seconds");
   try {
     app.parse(argc, argv);

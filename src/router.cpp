@@ -54,7 +54,10 @@ Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Cl
     : Router(std::move(settings), rooms, RouterServices{std::move(clock), nullptr, nullptr, {}, {}}) {}
 
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, RouterServices services)
-    : settings_(std::move(settings)), clock_(services.clock), services_(std::move(services)) {
+    : settings_(std::move(settings)),
+      clock_(services.clock),
+      services_(std::move(services)),
+      keys_(services_.tasks, services_.verify_key) {
   for (const auto& rc : rooms) create_room(rc.name, &rc);
 }
 
@@ -318,28 +321,29 @@ void Router::on_join(Session& s, const Request& r) {
   }
   if (!is_member(s, *room) && !room->key.empty()) {
     if (!r.key) return fail(s, r, ErrorCode::bad_key, "room '" + room->name + "' needs a key");
-    if (!services_.tasks || !services_.verify_key)
+    if (!keys_.available())
       return fail(s, r, ErrorCode::internal, "keyed rooms are not available in this build");
     // A guess costs a token like a message, and one argon2id check at a time per client.
     if (!s.bucket.try_take(clock_.mono_ms())) {
       ++stats_.rate_limited;
       return fail(s, r, ErrorCode::rate_limited, "slow down: too many attempts");
     }
+    if (auto known = keys_.cached(room->key, *r.key)) {
+      if (!*known) return fail(s, r, ErrorCode::bad_key, "wrong key");
+      return finish_join(s, r, *room);
+    }
     s.out->hold();
     SessionId id = s.id;
-    std::string hash = room->key, key = *r.key;
-    auto verify = services_.verify_key;
-    services_.tasks->submit<bool>([verify, hash, key] { return verify(hash, key); },
-                                  [this, id, r, hash](bool ok) {
-                                    Session* session = find_session(id);
-                                    if (!session) return;  // gone while its key was checked
-                                    Room* now = find_room(r.room);
-                                    if (!now) fail(*session, r, ErrorCode::no_such_room, "no room '" + r.room + "'");
-                                    else if (!ok || now->key != hash) fail(*session, r, ErrorCode::bad_key, "wrong key");
-                                    else finish_join(*session, r, *now);
-                                    release_after(id);
-                                  },
-                                  /*heavy=*/true);
+    std::string hash = room->key;
+    keys_.check(hash, *r.key, [this, id, r, hash](bool ok) {
+      Session* session = find_session(id);
+      if (!session) return;  // gone while its key was checked
+      Room* now = find_room(r.room);
+      if (!now) fail(*session, r, ErrorCode::no_such_room, "no room '" + r.room + "'");
+      else if (!ok || now->key != hash) fail(*session, r, ErrorCode::bad_key, "wrong key");
+      else finish_join(*session, r, *now);
+      release_after(id);
+    });
     return;
   }
   finish_join(s, r, *room);

@@ -315,6 +315,8 @@ ordered_json Server::stats_json() const {
   j["rate_limited"] = r.rate_limited;
   j["rejected"] = stats_.rejected;
   j["worker_tasks"] = pool_->in_flight();
+  j["key_checks"] = router_->key_checker().checks_run();
+  j["key_answers_reused"] = router_->key_checker().answers_reused();
   j["loop_lag_p50_us"] = pct(0.50);
   j["loop_lag_p99_us"] = pct(0.99);
   j["uptime_s"] = (now_ms() - started_ms_) / 1000;

@@ -20,6 +20,7 @@
 #include "roomd/config.hpp"
 #include "roomd/event.hpp"
 #include "roomd/history_store.hpp"
+#include "roomd/key_checker.hpp"
 #include "roomd/rate_limiter.hpp"
 #include "roomd/request.hpp"
 #include "roomd/worker_pool.hpp"
@@ -134,6 +135,7 @@ class Router {
   void restore(const std::string& room, const RoomState& state);
   std::size_t session_count() const { return sessions_.size(); }
   const RouterStats& stats() const { return stats_; }
+  const KeyChecker& key_checker() const { return keys_; }
 
  private:
   struct Room;
@@ -173,6 +175,7 @@ class Router {
   RouterSettings settings_;
   Clock clock_;
   RouterServices services_;
+  KeyChecker keys_;  // after services_, which it uses
   std::unordered_map<SessionId, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> session
   std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;

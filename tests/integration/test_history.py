@@ -77,23 +77,47 @@ class Keys(DaemonTest):
         self.assertEqual(a.recv()["op"], "message")
 
     def test_other_clients_are_served_while_keys_are_checked(self):
+        # Twenty different guesses: twenty argon2id checks (identical ones would share one).
         joiners = [self.connect(self.d) for _ in range(20)]
-        for c in joiners:
-            c.send({"op": "join", "room": "vault", "key": KEY})
+        for i, c in enumerate(joiners):
+            c.send({"op": "join", "room": "vault", "key": f"guess {i}"})
         other = self.connect(self.d)
         other.call({"op": "ping", "id": "fast"}, "pong", id="fast")
         # Ordering, not timing: when the pong is back, some key checks are still running.
         waiting = [c for c in joiners if not select.select([c.sock], [], [], 0)[0] and b"\n" not in c.buf]
         self.assertGreater(len(waiting), 0, "all 20 argon2id checks finished before one ping")
         for c in joiners:
+            c.wait_for("error", code="bad_key")
+
+    def test_a_reconnect_storm_costs_one_check_per_distinct_key(self):
+        d = self.start(config("{tmp}").replace(
+            "[server]\n", '[server]\nlisten = ["127.0.0.1:0", { address = "unix:{tmp}/admin.sock", admin = true }]\n'),
+            listen=(), expect_listeners=2)
+        admin = self.raw([a for a in d.addresses if a.startswith("unix:")][0][5:])
+        before = admin.call({"op": "stats"}, "stats")
+        clients = [self.connect(d) for _ in range(10)]
+        for c in clients[:6]:
+            c.send({"op": "join", "room": "vault", "key": KEY})
+        for c in clients[6:]:
+            c.send({"op": "join", "room": "vault", "key": "stale key"})
+        for c in clients[:6]:
             c.wait_for("joined", room="vault")
+        for c in clients[6:]:
+            c.wait_for("error", code="bad_key")
+        # Later joins with a key already checked are answered from memory.
+        late = self.connect(d)
+        late.error({"op": "join", "room": "vault", "key": "stale key"}, "bad_key")
+        late.call({"op": "join", "room": "vault", "key": KEY}, "joined")
+        after = admin.call({"op": "stats"}, "stats")
+        self.assertEqual(after["key_checks"] - before["key_checks"], 2)
+        self.assertEqual(after["key_answers_reused"] - before["key_answers_reused"], 10)
 
     def test_connection_closed_while_its_key_is_checked(self):
-        for _ in range(5):
+        for i in range(5):  # different guesses: each is a check of its own in the pool
             c = Client(("127.0.0.1", self.d.port))
-            c.send({"op": "join", "room": "vault", "key": KEY})
+            c.send({"op": "join", "room": "vault", "key": f"gone {i}"})
             c.close()
-        # The server is well and the completions found nobody to answer.
+        # The server is well; the answers went to closed sockets.
         a = self.connect(self.d)
         a.call({"op": "join", "room": "vault", "key": KEY}, "joined", members=[a.welcome["nick"]])
 

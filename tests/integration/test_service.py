@@ -156,7 +156,7 @@ class Stats(DaemonTest):
         admin = self.raw(admin_path)
         before = admin.call({"op": "stats", "id": 1}, "stats", id=1)
         for key in ("clients", "rooms", "members", "messages_in", "deliveries", "messages_per_s", "bytes_out",
-                    "slow_consumers", "dropped", "rate_limited", "worker_tasks", "loop_lag_p50_us",
+                    "slow_consumers", "dropped", "rate_limited", "worker_tasks", "key_checks", "key_answers_reused", "loop_lag_p50_us",
                     "loop_lag_p99_us", "uptime_s", "rss_bytes"):
             self.assertIn(key, before)
         a = self.connect(d, join=["lobby"])

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "roomd/history_store.hpp"
+#include "roomd/key_checker.hpp"
 #include "roomd/router.hpp"
 #include "roomd/worker_pool.hpp"
 
@@ -114,6 +115,80 @@ TEST_CASE("router: the pool's completion after the connection closed touches not
   runner.run_all();
   CHECK(router.who("vault")->empty());
   CHECK(router.session_count() == 0);
+}
+
+TEST_CASE("key checker: one argon2id check per distinct (hash, key), shared and remembered") {
+  DeferredRunner runner;
+  int verified = 0;
+  KeyChecker keys(&runner, [&](const std::string& hash, const std::string& key) {
+    ++verified;
+    return hash == "H" && key == "right";
+  }, /*capacity=*/2);
+  std::vector<bool> answers;
+  auto note = [&](bool ok) { answers.push_back(ok); };
+
+  // Five identical checks at once: one pool task, five answers.
+  for (int i = 0; i < 5; ++i) keys.check("H", "right", note);
+  CHECK(runner.tasks.size() == 1);
+  CHECK(answers.empty());
+  runner.run_all();
+  CHECK(verified == 1);
+  CHECK(answers == std::vector<bool>(5, true));
+
+  // Remembered: no more pool work, answered at once.
+  CHECK(keys.cached("H", "right") == std::optional<bool>(true));
+  keys.check("H", "right", note);
+  CHECK(runner.tasks.empty());
+  CHECK(answers.size() == 6);
+
+  // A wrong key, and the right key under another hash, are checks of their own.
+  CHECK_FALSE(keys.cached("H", "wrong").has_value());
+  keys.check("H", "wrong", note);
+  keys.check("H2", "right", note);
+  CHECK(runner.tasks.size() == 2);
+  runner.run_all();
+  CHECK(verified == 3);
+  CHECK(answers.back() == false);
+  CHECK(keys.cached("H", "wrong") == std::optional<bool>(false));
+  CHECK(keys.checks_run() == 3);
+
+  // The digest is length-prefixed: ("H", "right") is not ("Hr", "ight").
+  CHECK_FALSE(keys.cached("Hr", "ight").has_value());
+
+  // Capacity 2: the oldest answer, ("H", "right"), was forgotten.
+  CHECK_FALSE(keys.cached("H", "right").has_value());
+}
+
+TEST_CASE("router: a remembered wrong key is refused without the pool, a right one joins") {
+  DeferredRunner runner;
+  int verified = 0;
+  RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, nullptr,
+                          [&](const std::string&, const std::string& key) {
+                            ++verified;
+                            return key == "right";
+                          },
+                          {}};
+  Router router(RouterSettings{}, {keyed_room()}, services);
+  Box a, b, c;
+  SessionId ia = router.connect(a), ib = router.connect(b), ic = router.connect(c);
+  router.handle(ia, join_vault("wrong"));
+  router.handle(ib, join_vault("wrong"));  // joins the check already in the pool
+  CHECK(runner.tasks.size() == 1);
+  runner.run_all();
+  CHECK(a.got.back()["code"] == "bad_key");
+  CHECK(b.got.back()["code"] == "bad_key");
+  CHECK(a.held == 0);
+  CHECK(b.held == 0);
+  router.handle(ic, join_vault("wrong"));  // remembered: answered at once, never held
+  CHECK(runner.tasks.empty());
+  CHECK(c.got.back()["code"] == "bad_key");
+  router.handle(ic, join_vault("right"));
+  runner.run_all();
+  CHECK(c.got.back()["op"] == "joined");
+  router.handle(ia, join_vault("right"));  // remembered right key
+  CHECK(runner.tasks.empty());
+  CHECK(a.got.back()["op"] == "joined");
+  CHECK(verified == 2);
 }
 
 namespace {
