@@ -1,20 +1,26 @@
 // roomd-bench: load generator for roomd (and, for comparison, Redis pub/sub).
 //
-// One libuv loop drives every connection. Receivers count deliveries and read the send
-// time from the payload ("t=<ns>;…") without parsing the JSON, so the generator stays cheap.
+// Each of --threads workers runs one libuv loop over its share of the connections: worker 0
+// holds the publishers and storm clients (and the timers), receivers are dealt round-robin.
+// Workers share only atomics (deliveries, readiness, the finish flag) and wake each other
+// with uv_async. Receivers count deliveries and read the send time from the payload
+// ("t=<ns>;…") without parsing the JSON, so the generator stays cheap.
 // Scenarios: fanout, rooms, latency, idle, storm. Every run is bounded by --timeout.
 #include <CLI/CLI.hpp>
 #include <uv.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <sys/resource.h>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -39,23 +45,23 @@ struct Options {
   double timeout = 60;
   long window = 2000;
   int storm_clients = 8;
+  int threads = 1;
   std::string storm_mix = "both";  // joins | searches | both
   bool storm_distinct_keys = false;  // a brute-force attack rather than a reconnect storm
   std::string storm_key_room = "vault";
   std::string storm_history_room = "lobby";
 };
 
-struct Bench;
+struct Worker;
 
 struct Conn {
   uv_tcp_t tcp{};
   uv_connect_t connect_req{};
-  Bench* bench = nullptr;
+  Worker* worker = nullptr;
   Role role = Role::receiver;
   int room = 0;
   bool ready = false;
   std::string in;          // unparsed input
-  std::uint64_t received = 0;
   long sent = 0;           // publisher: messages sent
 };
 
@@ -80,29 +86,75 @@ long rss_kb(long pid) {
   return -1;
 }
 
-struct Bench {
+// What the workers share. Everything a worker thread touches here is atomic or locked.
+struct Shared {
   Options o;
-  uv_loop_t* loop = uv_default_loop();
+  std::vector<std::unique_ptr<Worker>> workers;
+  int total_conns = 0;
+  std::atomic<int> ready{0};
+  std::atomic<bool> started{false};
+  std::atomic<bool> finished{false};
+  std::atomic<bool> publisher_waiting{false};  // worker 0 stopped at the window
+  std::atomic<std::uint64_t> deliveries{0};
+  std::atomic<std::uint64_t> start_ns{0}, end_ns{0};
+  std::uint64_t expected = 0;                  // set before any delivery can arrive
+  std::mutex error_mutex;
+  std::string error_text;
+
+  Worker& first() { return *workers.front(); }
+  void wake_all();
+  void finish() {
+    bool was = false;
+    if (!finished.compare_exchange_strong(was, true)) return;
+    end_ns = now_ns();
+    wake_all();
+  }
+  void fail(const std::string& why) {
+    {
+      std::lock_guard lock(error_mutex);
+      if (error_text.empty()) error_text = why;
+    }
+    finish();
+  }
+  void add_deliveries(std::uint64_t n);
+};
+
+// One thread's loop and connections.
+struct Worker {
+  Shared& sh;
+  const Options& o;
+  const int index;
+  uv_loop_t loop{};
+  uv_async_t wake{};
   std::vector<std::unique_ptr<Conn>> conns;
   std::vector<Conn*> publishers;
-  int receivers = 0;
-  int ready = 0;
-  int connected_or_failed = 0;
   int next_to_connect = 0;
   int in_flight_connects = 0;
-  bool started = false;
-  bool finished = false;
-  std::uint64_t start_ns = 0, end_ns = 0;
-  std::uint64_t deliveries = 0;
-  std::uint64_t expected = 0;
-  long published = 0;
+  std::uint64_t deliveries = 0;        // this worker's, added to sh.deliveries per read
+  std::uint64_t pending_deliveries = 0;
+  long published = 0;                  // worker 0
+  bool began = false;                  // worker 0: all_ready() ran
   std::vector<std::uint32_t> latencies_us;
   std::uint64_t storm_requests = 0;
   std::string filler;
   uv_timer_t timeout_timer{}, rate_timer{}, settle_timer{};
-  long rss_before_kb = -1, rss_after_kb = -1;
-  int errors = 0;
-  std::string error_text;
+  long rss_after_kb = -1;
+  char read_buffer[1 << 16];           // one per loop: this loop's reads all land here
+  std::thread thread;
+
+  Worker(Shared& shared, int i) : sh(shared), o(shared.o), index(i) {
+    uv_loop_init(&loop);
+    uv_async_init(&loop, &wake, [](uv_async_t* a) { static_cast<Worker*>(a->data)->on_wake(); });
+    wake.data = this;
+    filler.assign(static_cast<std::size_t>(std::max(o.payload, 1)), 'x');
+  }
+
+  void on_wake() {
+    if (sh.finished) return uv_stop(&loop);
+    if (index != 0) return;
+    if (!began && sh.ready == sh.total_conns) return all_ready();
+    if (sh.started) pump();
+  }
 
   std::string room_name(int r) const { return "bench" + std::to_string(r); }
 
@@ -156,7 +208,7 @@ struct Bench {
   }
 
   void on_delivery(std::string_view payload_part) {
-    ++deliveries;
+    ++pending_deliveries;
     if (o.scenario == "latency" || o.scenario == "storm") {
       auto t = payload_part.find("t=");
       if (t != std::string_view::npos) {
@@ -180,13 +232,13 @@ struct Bench {
       } else if (line.starts_with("{\"op\":\"joined\"")) {
         mark_ready(c);
       } else if (line.starts_with("{\"op\":\"error\"")) {
-        fail(std::string(line));
+        sh.fail(std::string(line));
       }
       return;
     }
     if (c.role == Role::storm && (line.starts_with("{\"op\":\"error\"") || line.starts_with("{\"op\":\"history\"")))
-      if (started && !finished) storm_request(c);
-    if (line.starts_with("{\"op\":\"error\"") && c.role != Role::storm) fail(std::string(line));
+      if (sh.started && !sh.finished) storm_request(c);
+    if (line.starts_with("{\"op\":\"error\"") && c.role != Role::storm) sh.fail(std::string(line));
   }
 
   // Parses complete RESP frames from c.in; returns bytes consumed (0: need more).
@@ -196,11 +248,11 @@ struct Bench {
     if (in[0] == ':' || in[0] == '+' || in[0] == '-') {
       auto e = line_end(0);
       if (e == std::string_view::npos) return 0;
-      if (in[0] == '-') fail(std::string(in.substr(0, e)));
+      if (in[0] == '-') sh.fail(std::string(in.substr(0, e)));
       return e + 2;
     }
     if (in[0] != '*') {
-      fail("unexpected RESP");
+      sh.fail("unexpected RESP");
       return in.size();
     }
     auto e = line_end(0);
@@ -251,18 +303,21 @@ struct Bench {
       }
     }
     c.in.erase(0, consumed);
-    if (started && !finished) pump();
+    if (pending_deliveries) {  // one atomic add per read, not per delivery
+      deliveries += pending_deliveries;
+      sh.add_deliveries(std::exchange(pending_deliveries, 0));
+    }
+    if (index == 0 && sh.started && !sh.finished) pump();
   }
 
   // ---- connecting ---------------------------------------------------------------------
 
   void add(Role role, int room) {
     auto c = std::make_unique<Conn>();
-    c->bench = this;
+    c->worker = this;
     c->role = role;
     c->room = room;
     if (role == Role::publisher) publishers.push_back(c.get());
-    if (role == Role::receiver) ++receivers;
     conns.push_back(std::move(c));
   }
 
@@ -271,34 +326,34 @@ struct Bench {
     uv_ip4_addr(o.host.c_str(), o.port, &addr);
     while (next_to_connect < static_cast<int>(conns.size()) && in_flight_connects < 128) {
       Conn& c = *conns[static_cast<std::size_t>(next_to_connect++)];
-      uv_tcp_init(loop, &c.tcp);
+      uv_tcp_init(&loop, &c.tcp);
       c.tcp.data = &c;
       c.connect_req.data = &c;
       ++in_flight_connects;
       uv_tcp_connect(&c.connect_req, &c.tcp, reinterpret_cast<sockaddr*>(&addr), [](uv_connect_t* req, int status) {
         auto* c = static_cast<Conn*>(req->data);
-        Bench& b = *c->bench;
-        --b.in_flight_connects;
-        if (status < 0) return b.fail(std::string("connect: ") + uv_strerror(status));
+        Worker& w = *c->worker;
+        --w.in_flight_connects;
+        if (status < 0) return w.sh.fail(std::string("connect: ") + uv_strerror(status));
         uv_tcp_nodelay(&c->tcp, 1);
         uv_read_start(
             reinterpret_cast<uv_stream_t*>(&c->tcp),
-            [](uv_handle_t*, std::size_t, uv_buf_t* buf) {
-              static char shared[1 << 16];  // one buffer: the bench is single-threaded
-              *buf = uv_buf_init(shared, sizeof shared);
+            [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
+              Worker& w = *static_cast<Conn*>(h->data)->worker;
+              *buf = uv_buf_init(w.read_buffer, sizeof w.read_buffer);
             },
             [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
               auto* c = static_cast<Conn*>(s->data);
-              if (n > 0) c->bench->on_bytes(*c, buf->base, static_cast<std::size_t>(n));
-              else if (n < 0 && !c->bench->finished) c->bench->fail("connection closed by the server");
+              if (n > 0) c->worker->on_bytes(*c, buf->base, static_cast<std::size_t>(n));
+              else if (n < 0 && !c->worker->sh.finished) c->worker->sh.fail("connection closed by the server");
             });
-        if (b.o.target == Target::redis) {
+        if (w.o.target == Target::redis) {
           if (c->role == Role::receiver || c->role == Role::idle)
-            b.send(*c, b.redis_command({"SUBSCRIBE", b.room_name(c->room)}));
+            w.send(*c, w.redis_command({"SUBSCRIBE", w.room_name(c->room)}));
           else
-            b.mark_ready(*c);
+            w.mark_ready(*c);
         }
-        b.connect_more();
+        w.connect_more();
       });
     }
   }
@@ -306,164 +361,188 @@ struct Bench {
   void mark_ready(Conn& c) {
     if (c.ready) return;
     c.ready = true;
-    if (++ready == static_cast<int>(conns.size())) all_ready();
+    if (++sh.ready == sh.total_conns) uv_async_send(&sh.first().wake);
   }
 
-  // ---- running ------------------------------------------------------------------------
+  // ---- running (worker 0) -------------------------------------------------------------
 
   void all_ready() {
+    began = true;
     if (o.scenario == "idle") {
       // Let the server settle, then read its memory.
-      uv_timer_init(loop, &settle_timer);
+      uv_timer_init(&loop, &settle_timer);
       settle_timer.data = this;
       uv_timer_start(&settle_timer, [](uv_timer_t* t) {
-        auto* b = static_cast<Bench*>(t->data);
-        if (b->o.server_pid) b->rss_after_kb = rss_kb(b->o.server_pid);
-        b->finish();
+        auto* w = static_cast<Worker*>(t->data);
+        if (w->o.server_pid) w->rss_after_kb = rss_kb(w->o.server_pid);
+        w->sh.finish();
       }, 1000, 0);
       return;
     }
-    started = true;
-    start_ns = now_ns();
+    sh.start_ns = now_ns();
+    sh.started = true;
     for (auto& c : conns)
       if (c->role == Role::storm) storm_request(*c);
     if (o.scenario == "latency" || o.scenario == "storm") {
-      expected = static_cast<std::uint64_t>(o.rate * o.duration) * static_cast<std::uint64_t>(o.members);
-      uv_timer_init(loop, &rate_timer);
+      uv_timer_init(&loop, &rate_timer);
       rate_timer.data = this;
       // A 1 ms tick sends what the rate owes since the start: steady, whatever the tick jitter.
       uv_timer_start(&rate_timer, [](uv_timer_t* t) {
-        auto* b = static_cast<Bench*>(t->data);
-        double elapsed = static_cast<double>(now_ns() - b->start_ns) / 1e9;
-        long owed = std::min<long>(static_cast<long>(elapsed * b->o.rate), static_cast<long>(b->o.rate * b->o.duration));
-        while (b->published < owed) b->publish(*b->publishers[0]);
-        if (b->published >= static_cast<long>(b->o.rate * b->o.duration)) uv_timer_stop(t);
-        b->check_done();
+        auto* w = static_cast<Worker*>(t->data);
+        double elapsed = static_cast<double>(now_ns() - w->sh.start_ns) / 1e9;
+        long total = static_cast<long>(w->o.rate * w->o.duration);
+        long owed = std::min<long>(static_cast<long>(elapsed * w->o.rate), total);
+        while (w->published < owed) w->publish(*w->publishers[0]);
+        if (w->published >= total) uv_timer_stop(t);
       }, 1, 1);
     } else {
-      expected = static_cast<std::uint64_t>(o.messages) * static_cast<std::uint64_t>(o.members) *
-                 static_cast<std::uint64_t>(o.scenario == "rooms" ? o.rooms : 1);
       pump();
     }
   }
 
   // Publishers send while the receivers are less than `window` messages behind.
   void pump() {
-    if (o.scenario == "fanout" || o.scenario == "rooms") {
-      std::uint64_t per_msg = static_cast<std::uint64_t>(o.members);
-      bool progress = true;
-      while (progress) {
-        progress = false;
-        for (Conn* p : publishers) {
-          if (p->sent >= o.messages) continue;
-          std::uint64_t behind = static_cast<std::uint64_t>(published) - deliveries / per_msg;
-          if (behind >= static_cast<std::uint64_t>(o.window)) return check_done();
-          publish(*p);
-          progress = true;
-        }
+    if (o.scenario != "fanout" && o.scenario != "rooms") return;
+    std::uint64_t per_msg = static_cast<std::uint64_t>(o.members);
+    bool progress = true;
+    while (progress) {
+      progress = false;
+      for (Conn* p : publishers) {
+        if (p->sent >= o.messages) continue;
+        sh.publisher_waiting = true;  // before reading the count, so no wake-up is missed
+        std::uint64_t behind = static_cast<std::uint64_t>(published) - sh.deliveries / per_msg;
+        if (behind >= static_cast<std::uint64_t>(o.window)) return;
+        sh.publisher_waiting = false;
+        publish(*p);
+        progress = true;
       }
     }
-    check_done();
   }
 
-  void check_done() {
-    if (!finished && started && deliveries >= expected && expected > 0) finish();
-  }
+  void run() { uv_run(&loop, UV_RUN_DEFAULT); }
 
-  void fail(const std::string& why) {
-    ++errors;
-    if (error_text.empty()) error_text = why;
-    finish();
-  }
-
-  void finish() {
-    if (finished) return;
-    finished = true;
-    end_ns = now_ns();
-    uv_stop(loop);
-  }
-
-  int run() {
-    filler.assign(static_cast<std::size_t>(std::max(o.payload, 1)), 'x');
-    if (o.server_pid) rss_before_kb = rss_kb(o.server_pid);
-    if (o.scenario == "fanout" || o.scenario == "latency" || o.scenario == "storm") {
-      add(Role::publisher, 0);
-      for (int i = 0; i < o.members; ++i) add(Role::receiver, 0);
-      if (o.scenario == "storm")
-        for (int i = 0; i < o.storm_clients; ++i) add(Role::storm, 0);
-    } else if (o.scenario == "rooms") {
-      for (int r = 0; r < o.rooms; ++r) {
-        if (r < o.publishers) add(Role::publisher, r);
-        for (int i = 0; i < o.members; ++i) add(Role::receiver, r);
-      }
-    } else if (o.scenario == "idle") {
-      // Spread over rooms: a join answers with the member list, so one 10,000-member room
-      // would measure those replies rather than idle memory.
-      for (int i = 0; i < o.connections; ++i) add(Role::idle, i % std::max(o.rooms, 1));
-    } else {
-      std::fprintf(stderr, "roomd-bench: unknown scenario '%s'\n", o.scenario.c_str());
-      return 2;
-    }
-    if (o.scenario == "rooms") o.rooms = std::min(o.rooms, o.publishers);  // rooms that get messages
-    uv_timer_init(loop, &timeout_timer);
-    timeout_timer.data = this;
-    uv_timer_start(&timeout_timer, [](uv_timer_t* t) {
-      auto* b = static_cast<Bench*>(t->data);
-      if (b->error_text.empty()) b->error_text = "timeout";
-      b->finish();
-    }, static_cast<std::uint64_t>(o.timeout * 1000), 0);
-    connect_more();
-    uv_run(loop, UV_RUN_DEFAULT);
-    return report();
-  }
-
-  int report() {
-    double secs = static_cast<double>(end_ns - start_ns) / 1e9;
-    std::uint64_t lost = expected > deliveries ? expected - deliveries : 0;
-    std::string target = o.target == Target::roomd ? "roomd" : "redis";
-    std::string kv = "target=" + target + " scenario=" + o.scenario;
-    auto add = [&](const std::string& k, const std::string& v) { kv += " " + k + "=" + v; };
-    std::printf("roomd-bench  target=%s  scenario=%s\n", target.c_str(), o.scenario.c_str());
-    std::printf("  %-22s %s\n", "figure", "value");
-    auto row = [&](const char* name, const std::string& value) {
-      std::printf("  %-22s %s\n", name, value.c_str());
-      add(name, value);
-    };
-    char buf[64];
-    if (o.scenario == "idle") {
-      row("connections", std::to_string(conns.size()));
-      row("ready", std::to_string(ready));
-      if (rss_before_kb >= 0 && rss_after_kb >= 0) {
-        row("server_rss_before_kb", std::to_string(rss_before_kb));
-        row("server_rss_after_kb", std::to_string(rss_after_kb));
-        std::snprintf(buf, sizeof buf, "%.0f", (static_cast<double>(rss_after_kb - rss_before_kb) * 1024.0) / static_cast<double>(std::max(ready, 1)));
-        row("bytes_per_conn", buf);
-      }
-    } else {
-      row("members", std::to_string(o.members));
-      row("published", std::to_string(published));
-      row("deliveries", std::to_string(deliveries));
-      row("lost", std::to_string(lost));
-      std::snprintf(buf, sizeof buf, "%.3f", secs);
-      row("seconds", buf);
-      std::snprintf(buf, sizeof buf, "%.0f", secs > 0 ? static_cast<double>(deliveries) / secs : 0.0);
-      row("deliveries_per_s", buf);
-      if (!latencies_us.empty()) {
-        std::sort(latencies_us.begin(), latencies_us.end());
-        auto pct = [&](double p) { return latencies_us[static_cast<std::size_t>(p * static_cast<double>(latencies_us.size() - 1))]; };
-        row("p50_us", std::to_string(pct(0.50)));
-        row("p90_us", std::to_string(pct(0.90)));
-        row("p99_us", std::to_string(pct(0.99)));
-        row("max_us", std::to_string(latencies_us.back()));
-      }
-      if (o.scenario == "storm") row("storm_requests", std::to_string(storm_requests));
-    }
-    if (!error_text.empty()) add("error", "\"" + error_text.substr(0, 80) + "\"");
-    std::printf("%s\n", kv.c_str());
-    std::fflush(stdout);
-    return error_text.empty() || (o.scenario == "idle" && ready == static_cast<int>(conns.size())) ? 0 : 1;
+  // Once no thread runs or wakes this loop: close every handle (pending writes complete
+  // as cancelled and free themselves), then the loop.
+  void close() {
+    uv_walk(&loop, [](uv_handle_t* h, void*) { if (!uv_is_closing(h)) uv_close(h, nullptr); }, nullptr);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
   }
 };
+
+void Shared::wake_all() {
+  for (auto& w : workers) uv_async_send(&w->wake);
+}
+
+void Shared::add_deliveries(std::uint64_t n) {
+  std::uint64_t total = deliveries += n;
+  if (expected > 0 && total >= expected) return finish();
+  if (publisher_waiting) uv_async_send(&first().wake);
+}
+
+int report(Shared& sh, long rss_before_kb) {
+  const Options& o = sh.o;
+  Worker& w0 = sh.first();
+  std::vector<std::uint32_t> latencies_us;
+  for (auto& w : sh.workers) latencies_us.insert(latencies_us.end(), w->latencies_us.begin(), w->latencies_us.end());
+  double secs = static_cast<double>(sh.end_ns - sh.start_ns) / 1e9;
+  std::uint64_t deliveries = sh.deliveries;
+  std::uint64_t lost = sh.expected > deliveries ? sh.expected - deliveries : 0;
+  std::string target = o.target == Target::roomd ? "roomd" : "redis";
+  std::string kv = "target=" + target + " scenario=" + o.scenario;
+  auto add = [&](const std::string& k, const std::string& v) { kv += " " + k + "=" + v; };
+  std::printf("roomd-bench  target=%s  scenario=%s  threads=%d\n", target.c_str(), o.scenario.c_str(), o.threads);
+  std::printf("  %-22s %s\n", "figure", "value");
+  auto row = [&](const char* name, const std::string& value) {
+    std::printf("  %-22s %s\n", name, value.c_str());
+    add(name, value);
+  };
+  char buf[64];
+  if (o.scenario == "idle") {
+    row("connections", std::to_string(sh.total_conns));
+    row("ready", std::to_string(sh.ready));
+    if (rss_before_kb >= 0 && w0.rss_after_kb >= 0) {
+      row("server_rss_before_kb", std::to_string(rss_before_kb));
+      row("server_rss_after_kb", std::to_string(w0.rss_after_kb));
+      std::snprintf(buf, sizeof buf, "%.0f", (static_cast<double>(w0.rss_after_kb - rss_before_kb) * 1024.0) / static_cast<double>(std::max(sh.ready.load(), 1)));
+      row("bytes_per_conn", buf);
+    }
+  } else {
+    row("members", std::to_string(o.members));
+    row("published", std::to_string(w0.published));
+    row("deliveries", std::to_string(deliveries));
+    row("lost", std::to_string(lost));
+    std::snprintf(buf, sizeof buf, "%.3f", secs);
+    row("seconds", buf);
+    std::snprintf(buf, sizeof buf, "%.0f", secs > 0 ? static_cast<double>(deliveries) / secs : 0.0);
+    row("deliveries_per_s", buf);
+    if (!latencies_us.empty()) {
+      std::sort(latencies_us.begin(), latencies_us.end());
+      auto pct = [&](double p) { return latencies_us[static_cast<std::size_t>(p * static_cast<double>(latencies_us.size() - 1))]; };
+      row("p50_us", std::to_string(pct(0.50)));
+      row("p90_us", std::to_string(pct(0.90)));
+      row("p99_us", std::to_string(pct(0.99)));
+      row("max_us", std::to_string(latencies_us.back()));
+    }
+    if (o.scenario == "storm") row("storm_requests", std::to_string(w0.storm_requests));
+  }
+  if (!sh.error_text.empty()) add("error", "\"" + sh.error_text.substr(0, 80) + "\"");
+  std::printf("%s\n", kv.c_str());
+  std::fflush(stdout);
+  return sh.error_text.empty() || (o.scenario == "idle" && sh.ready == sh.total_conns) ? 0 : 1;
+}
+
+int run(Shared& sh) {
+  const Options& o = sh.o;
+  for (int i = 0; i < o.threads; ++i) sh.workers.push_back(std::make_unique<Worker>(sh, i));
+  Worker& w0 = sh.first();
+  int next_receiver = 0;
+  auto receiver_worker = [&]() -> Worker& {
+    return *sh.workers[static_cast<std::size_t>(next_receiver++ % o.threads)];
+  };
+  if (o.scenario == "fanout" || o.scenario == "latency" || o.scenario == "storm") {
+    w0.add(Role::publisher, 0);
+    for (int i = 0; i < o.members; ++i) receiver_worker().add(Role::receiver, 0);
+    if (o.scenario == "storm")
+      for (int i = 0; i < o.storm_clients; ++i) w0.add(Role::storm, 0);
+    sh.expected = o.scenario == "fanout"
+                      ? static_cast<std::uint64_t>(o.messages) * static_cast<std::uint64_t>(o.members)
+                      : static_cast<std::uint64_t>(o.rate * o.duration) * static_cast<std::uint64_t>(o.members);
+  } else if (o.scenario == "rooms") {
+    for (int r = 0; r < o.rooms; ++r) {
+      if (r < o.publishers) w0.add(Role::publisher, r);
+      for (int i = 0; i < o.members; ++i) receiver_worker().add(Role::receiver, r);
+    }
+    // Only the rooms with a publisher get messages.
+    sh.expected = static_cast<std::uint64_t>(o.messages) * static_cast<std::uint64_t>(o.members) *
+                  static_cast<std::uint64_t>(std::min(o.rooms, o.publishers));
+  } else if (o.scenario == "idle") {
+    // Spread over rooms: a join answers with the member list, so one 10,000-member room
+    // would measure those replies rather than idle memory.
+    for (int i = 0; i < o.connections; ++i) receiver_worker().add(Role::idle, i % std::max(o.rooms, 1));
+  } else {
+    std::fprintf(stderr, "roomd-bench: unknown scenario '%s'\n", o.scenario.c_str());
+    return 2;
+  }
+  for (auto& w : sh.workers) sh.total_conns += static_cast<int>(w->conns.size());
+  long rss_before_kb = o.server_pid ? rss_kb(o.server_pid) : -1;
+
+  uv_timer_init(&w0.loop, &w0.timeout_timer);
+  w0.timeout_timer.data = &sh;
+  uv_timer_start(&w0.timeout_timer, [](uv_timer_t* t) { static_cast<Shared*>(t->data)->fail("timeout"); },
+                 static_cast<std::uint64_t>(o.timeout * 1000), 0);
+  for (auto& w : sh.workers) w->connect_more();
+  for (std::size_t i = 1; i < sh.workers.size(); ++i) {
+    Worker* w = sh.workers[i].get();
+    w->thread = std::thread([w] { w->run(); });
+  }
+  w0.run();
+  sh.finish();  // stops the others if worker 0 stopped first
+  for (std::size_t i = 1; i < sh.workers.size(); ++i) sh.workers[i]->thread.join();
+  int rc = report(sh, rss_before_kb);
+  for (auto& w : sh.workers) w->close();
+  return rc;
+}
 
 }  // namespace
 
@@ -490,6 +569,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"joins", "searches", "both"}));
   app.add_flag("--storm-distinct-keys", o.storm_distinct_keys,
                "every storm join guesses a new key (a brute-force attack: each is an argon2id check)");
+  app.add_option("--threads", o.threads, "generator threads, each with its own loop (receivers are dealt among them)");
   app.add_option("--timeout", o.timeout, "give up after this many seconds");
   try {
     app.parse(argc, argv);
@@ -507,7 +587,11 @@ int main(int argc, char** argv) {
     nofile.rlim_cur = nofile.rlim_max;
     setrlimit(RLIMIT_NOFILE, &nofile);
   }
-  Bench bench;
-  bench.o = o;
-  return bench.run();
+  if (o.threads < 1 || o.threads > 64) {
+    std::fprintf(stderr, "roomd-bench: --threads is 1 to 64\n");
+    return 2;
+  }
+  Shared shared;
+  shared.o = o;
+  return run(shared);
 }

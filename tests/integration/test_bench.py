@@ -31,6 +31,11 @@ class BenchSmoke(DaemonTest):
         kv = self.bench("fanout", "--members", "5", "--messages", "50")
         self.assertEqual((kv["deliveries"], kv["lost"]), ("250", "0"))
 
+    def test_fanout_on_three_threads(self):
+        # Receivers on three loops; the publisher must be woken by the others' progress.
+        kv = self.bench("fanout", "--members", "7", "--messages", "300", "--window", "10", "--threads", "3")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("2100", "0"))
+
     def test_rooms(self):
         kv = self.bench("rooms", "--rooms", "3", "--members", "3", "--publishers", "2", "--messages", "20")
         self.assertEqual((kv["deliveries"], kv["lost"]), ("120", "0"))
@@ -47,6 +52,12 @@ class BenchSmoke(DaemonTest):
 
     def test_storm(self):
         kv = self.bench("storm", "--members", "3", "--rate", "100", "--duration", "0.5", "--storm-clients", "2")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("150", "0"))
+        self.assertGreater(int(kv["storm_requests"]), 0)
+
+    def test_storm_of_distinct_guesses_on_two_threads(self):
+        kv = self.bench("storm", "--members", "3", "--rate", "100", "--duration", "0.5", "--storm-clients", "2",
+                        "--storm-mix", "joins", "--storm-distinct-keys", "--threads", "2")
         self.assertEqual((kv["deliveries"], kv["lost"]), ("150", "0"))
         self.assertGreater(int(kv["storm_requests"]), 0)
 
