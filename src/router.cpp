@@ -394,7 +394,7 @@ void Router::on_leave(Session& s, const Request& r) {
   drop_room_if_empty(*room);
 }
 
-std::uint64_t Router::publish(Room& room, const std::string& from, const Request& r,
+std::uint64_t Router::publish(Room& room, const Session* sender, const std::string& from, const Request& r,
                               std::function<void(bool)> committed) {
   std::uint64_t seq = room.next_seq++;
   // The hot path: the message's JSON line is written directly, once, not built as a DOM and
@@ -426,7 +426,9 @@ std::uint64_t Router::publish(Room& room, const std::string& from, const Request
   while (room.history.size() > keep) room.history.pop_front();
   ++stats_.messages_in;
   stats_.deliveries += room.members.size();
-  for (Session* member : room.members) member->out->send_broadcast(event, room.name);
+  // The sender's own copy goes last: the others should not wait behind its write.
+  to_others(room, sender, event);
+  if (sender) sender->out->send_broadcast(event, room.name);
   // After the fan-out: a store that commits at once must still not ack before the message.
   if (durable) {
     std::string text = r.text.value_or("");
@@ -453,7 +455,7 @@ void Router::on_say(Session& s, const Request& r) {
     auto ok = reply_body(r, "ok");
     ok["seq"] = room->next_seq;  // the seq publish() is about to give
     std::optional<nlohmann::json> request_id = r.id;
-    publish(*room, s.nick, r, [this, id, ok = std::move(ok), request_id](bool committed) mutable {
+    publish(*room, &s, s.nick, r, [this, id, ok = std::move(ok), request_id](bool committed) mutable {
       Session* session = find_session(id);
       if (!session) return;
       if (committed) {
@@ -465,7 +467,7 @@ void Router::on_say(Session& s, const Request& r) {
     });
     return;
   }
-  std::uint64_t seq = publish(*room, s.nick, r);
+  std::uint64_t seq = publish(*room, &s, s.nick, r);
   if (r.id) {
     auto ok = reply_body(r, "ok");
     ok["seq"] = seq;
@@ -670,7 +672,7 @@ std::optional<std::string> Router::server_say(std::string_view name, std::string
   r.op = Op::say;
   r.room = room->name;
   r.text = std::string(text);
-  publish(*room, "server", r);
+  publish(*room, nullptr, "server", r);
   return std::nullopt;
 }
 

@@ -162,7 +162,7 @@ class Router {
   void on_history(Session& s, const Request& r);
   void on_bye(Session& s, const Request& r);
 
-  std::uint64_t publish(Room& room, const std::string& from, const Request& r,
+  std::uint64_t publish(Room& room, const Session* sender, const std::string& from, const Request& r,
                         std::function<void(bool)> committed = {});
   void finish_join(Session& s, const Request& r, Room& room);
   bool persisted(const Room& room) const;
