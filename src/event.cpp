@@ -8,7 +8,7 @@ namespace roomd {
 std::shared_ptr<const Event> Event::from_json_line(std::string line) {
   std::shared_ptr<Event> e(new Event());
   e->body_ready_ = false;
-  e->json_ = std::make_shared<const std::string>(std::move(line));
+  e->json_ = Bytes::make(std::move(line));
   return e;
 }
 
@@ -51,8 +51,7 @@ void append_json_string(std::string& out, std::string_view s) {
 
 const Bytes& Event::bytes(Mode mode) const {
   Bytes& slot = mode == Mode::json ? json_ : text_;
-  if (!slot) slot = std::make_shared<const std::string>(mode == Mode::json ? encode_json(body())
-                                                                           : render_text(body()));
+  if (!slot) slot = Bytes::make(mode == Mode::json ? encode_json(body()) : render_text(body()));
   return slot;
 }
 
