@@ -132,7 +132,80 @@ class Fields {
 
 }  // namespace
 
+namespace {
+
+// Reads a JSON string with nothing to unescape at `p` (just after its opening quote):
+// the text up to the closing quote, or nothing if there is a backslash or a control
+// character first (the general parser handles those).
+std::optional<std::string_view> plain_string(std::string_view frame, std::size_t& p) {
+  std::size_t start = p;
+  for (; p < frame.size(); ++p) {
+    auto c = static_cast<unsigned char>(frame[p]);
+    if (c == '"') return frame.substr(start, p++ - start);
+    if (c == '\\' || c < 0x20) return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Request> parse_plain_say(std::string_view frame) {
+  // Exactly {"op":"say","room":R,"text":T} with an optional integer "id", keys in any order,
+  // no blanks, no escapes: what programs send all day. Anything else returns nothing.
+  if (frame.size() < 2 || frame.front() != '{' || frame.back() != '}') return std::nullopt;
+  std::optional<std::string_view> op, room, text;
+  std::optional<nlohmann::json> id;
+  std::size_t p = 1;
+  for (;;) {
+    if (p >= frame.size() || frame[p] != '"') return std::nullopt;
+    ++p;
+    auto key = plain_string(frame, p);
+    if (!key || p >= frame.size() || frame[p] != ':') return std::nullopt;
+    ++p;
+    if (*key == "id") {
+      if (id) return std::nullopt;
+      bool negative = p < frame.size() && frame[p] == '-';
+      if (negative) ++p;
+      std::size_t digits = p;
+      while (p < frame.size() && frame[p] >= '0' && frame[p] <= '9') ++p;
+      std::size_t n = p - digits;
+      if (n == 0 || n > 18 || (n > 1 && frame[digits] == '0')) return std::nullopt;
+      std::int64_t value = 0;
+      for (std::size_t i = digits; i < p; ++i) value = value * 10 + (frame[i] - '0');
+      // As the general parser types them: unsigned when not negative.
+      if (negative) id = nlohmann::json(static_cast<std::int64_t>(-value));
+      else id = nlohmann::json(static_cast<std::uint64_t>(value));
+    } else {
+      std::optional<std::string_view>* slot = *key == "op" ? &op : *key == "room" ? &room : *key == "text" ? &text : nullptr;
+      if (!slot || *slot || p >= frame.size() || frame[p] != '"') return std::nullopt;
+      ++p;
+      *slot = plain_string(frame, p);
+      if (!*slot) return std::nullopt;
+    }
+    if (p >= frame.size()) return std::nullopt;
+    if (frame[p] == ',') {
+      ++p;
+      continue;
+    }
+    if (frame[p] == '}' && p + 1 == frame.size()) break;
+    return std::nullopt;
+  }
+  if (op != "say" || !room || !text) return std::nullopt;
+  Request req;
+  req.op = Op::say;
+  req.id = std::move(id);
+  req.room = std::string(*room);
+  req.text = std::string(*text);
+  return req;
+}
+
 ParseResult parse_json_request(std::string_view frame) {
+  if (!valid_utf8(frame)) return RequestError{ErrorCode::bad_utf8, "frame is not valid UTF-8", {}};
+  if (auto say = parse_plain_say(frame)) return std::move(*say);
+  return parse_json_request_dom(frame);
+}
+
+ParseResult parse_json_request_dom(std::string_view frame) {
   if (!valid_utf8(frame)) return RequestError{ErrorCode::bad_utf8, "frame is not valid UTF-8", {}};
   json obj = json::parse(frame, nullptr, /*allow_exceptions=*/false);
   if (obj.is_discarded()) return RequestError{ErrorCode::bad_json, "frame is not valid JSON", {}};

@@ -2,6 +2,7 @@
 // encoding turns an Event body into JSON bytes or a human line for text mode.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -20,6 +21,11 @@ bool valid_utf8(std::string_view bytes);
 Mode detect_mode(std::string_view first_line);
 
 ParseResult parse_json_request(std::string_view frame);
+// The two ways parse_json_request goes, exposed so tests can hold them to the same answers:
+// the fast path for the commonest frame, a plain `say` (nothing when the frame is anything
+// else), and the general parser (nlohmann::json's DOM) for every frame.
+std::optional<Request> parse_plain_say(std::string_view frame);
+ParseResult parse_json_request_dom(std::string_view frame);
 ParseResult parse_text_line(std::string_view line);
 
 std::string encode_json(const ordered_json& body);   // one line with its '\n'

@@ -181,3 +181,99 @@ TEST_CASE("a message line written by hand reads like one nlohmann wrote") {
   CHECK(*e->bytes(Mode::json) == "{\"op\":\"message\",\"seq\":3}\n");
   CHECK(*e->bytes(Mode::text) == "[] : \n");
 }
+
+namespace {
+// The fast path must agree with the general parser whenever it answers at all.
+void check_same_as_dom(std::string_view frame) {
+  auto fast = parse_plain_say(frame);
+  if (!fast) return;
+  auto dom = parse_json_request_dom(frame);
+  const Request* slow = std::get_if<Request>(&dom);
+  REQUIRE_MESSAGE(slow, frame);
+  CHECK_MESSAGE(slow->op == fast->op, frame);
+  CHECK_MESSAGE(slow->room == fast->room, frame);
+  CHECK_MESSAGE(slow->text == fast->text, frame);
+  CHECK_MESSAGE(slow->data.is_null(), frame);
+  CHECK_MESSAGE(slow->id.has_value() == fast->id.has_value(), frame);
+  if (slow->id && fast->id) {
+    CHECK_MESSAGE(*slow->id == *fast->id, frame);
+    CHECK_MESSAGE(slow->id->type() == fast->id->type(), frame);
+    CHECK_MESSAGE(slow->id->dump() == fast->id->dump(), frame);
+  }
+}
+}  // namespace
+
+TEST_CASE("plain say: the fast path takes the common frame and agrees with the DOM parser") {
+  for (std::string_view frame : {
+           R"({"op":"say","room":"lobby","text":"hello"})",
+           R"({"room":"lobby","text":"héllo ✓","op":"say"})",
+           R"({"op":"say","room":"lobby","text":"","id":0})",
+           R"({"id":-42,"op":"say","room":"a.b-c","text":"x"})",
+           R"({"op":"say","room":"lobby","text":"t=123;xxxx","id":999999999999999999})",
+       }) {
+    CHECK_MESSAGE(parse_plain_say(frame).has_value(), frame);
+    check_same_as_dom(frame);
+  }
+  auto r = parse_plain_say(R"({"op":"say","room":"lobby","text":"hi","id":7})");
+  REQUIRE(r);
+  CHECK(r->room == "lobby");
+  CHECK(r->text == "hi");
+  CHECK(r->id == nlohmann::json(7));
+
+  // Everything else goes to the general parser, which gives the same answers as before.
+  for (std::string_view frame : {
+           R"({"op":"say","room":"lobby","text":"a\"b"})",        // an escape
+           R"({"op":"say","room":"lobby","text":"a\u0041"})",
+           R"({"op": "say","room":"lobby","text":"x"})",           // a blank
+           R"( {"op":"say","room":"lobby","text":"x"})",
+           R"({"op":"say","room":"lobby","text":"x"} )",
+           R"({"op":"say","room":"lobby","room":"b","text":"x"})",  // a repeated key
+           R"({"op":"say","room":"lobby","text":"x","data":1})",    // data
+           R"({"op":"say","room":"lobby","text":"x","extra":"y"})",
+           R"({"op":"say","room":"lobby"})",                        // no text
+           R"({"op":"join","room":"lobby","text":"x"})",            // another op
+           R"({"op":"say","room":"lobby","text":"x","id":1.5})",    // ids that are not plain integers
+           R"({"op":"say","room":"lobby","text":"x","id":01})",
+           R"({"op":"say","room":"lobby","text":"x","id":"a"})",
+           R"({"op":"say","room":"lobby","text":"x","id":1234567890123456789})",
+           R"({"op":"say","room":"lobby","text":"x","id":-})",
+           R"({"op":"say","room":"lobby","text":"x",})",            // not JSON
+           R"({"op":"say","room":"lobby","text":"x"}})",
+           R"({"op":"say","room":"lobby","text":"x")",
+           R"({"op":"say","room":["lobby"],"text":"x"})",
+           "{\"op\":\"say\",\"room\":\"lobby\",\"text\":\"a\tb\"}",  // a raw control character
+       }) {
+    CHECK_MESSAGE(!parse_plain_say(frame).has_value(), frame);
+  }
+  CHECK(std::get<RequestError>(parse_json_request(R"({"op":"say","room":"lobby"})")).code == ErrorCode::bad_request);
+  CHECK(std::get<RequestError>(parse_json_request(R"({"op":"say","room":"lobby","text":"x",})")).code ==
+        ErrorCode::bad_json);
+  CHECK(std::get<Request>(parse_json_request(R"({"op":"say","room":"lobby","text":"a\"b"})")).text == "a\"b");
+}
+
+TEST_CASE("plain say: random mutations never make the two paths disagree") {
+  const std::string seeds[] = {R"({"op":"say","room":"lobby","text":"hello","id":12})",
+                               R"({"text":"t=1;xx","room":"r","op":"say"})"};
+  const char alphabet[] = "{}[]\":,\\ 0123456789-.abcdeiopstxy\x01\xc3\xa9";
+  std::uint32_t state = 12345;
+  auto next = [&] { return state = state * 1664525u + 1013904223u; };
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string f = seeds[next() % 2];
+    int edits = 1 + static_cast<int>(next() % 3);
+    for (int e = 0; e < edits; ++e) {
+      std::size_t at = next() % f.size();
+      char c = alphabet[next() % (sizeof alphabet - 1)];
+      switch (next() % 3) {
+        case 0: f[at] = c; break;
+        case 1: f = f.substr(0, at) + c + f.substr(at); break;
+        default: f.erase(at, 1); break;
+      }
+      if (f.empty()) f = "{";
+    }
+    if (!valid_utf8(f)) continue;  // parse_json_request answers bad_utf8 before either path
+    if (parse_plain_say(f)) ++accepted;
+    check_same_as_dom(f);
+  }
+  CHECK(accepted > 100);  // the mutations did exercise the fast path
+}
