@@ -39,6 +39,7 @@ struct Options {
   long messages = 10000;
   int payload = 64;
   double rate = 1000;
+  double publish_rate = 0;  // fanout, rooms: messages/s per publisher; 0 = as fast as the window allows
   double duration = 5;
   int connections = 1000;
   long server_pid = 0;
@@ -396,6 +397,11 @@ struct Worker {
         if (w->published >= total) uv_timer_stop(t);
       }, 1, 1);
     } else {
+      if (o.publish_rate > 0) {  // a capped publisher is also resumed by a 1 ms tick
+        uv_timer_init(&loop, &rate_timer);
+        rate_timer.data = this;
+        uv_timer_start(&rate_timer, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->pump(); }, 1, 1);
+      }
       pump();
     }
   }
@@ -404,11 +410,15 @@ struct Worker {
   void pump() {
     if (o.scenario != "fanout" && o.scenario != "rooms") return;
     std::uint64_t per_msg = static_cast<std::uint64_t>(o.members);
+    long allowed = o.messages;
+    if (o.publish_rate > 0)
+      allowed = std::min<long>(o.messages, 1 + static_cast<long>(static_cast<double>(now_ns() - sh.start_ns) / 1e9 *
+                                                                o.publish_rate));
     bool progress = true;
     while (progress) {
       progress = false;
       for (Conn* p : publishers) {
-        if (p->sent >= o.messages) continue;
+        if (p->sent >= allowed) continue;
         sh.publisher_waiting = true;  // before reading the count, so no wake-up is missed
         std::uint64_t behind = static_cast<std::uint64_t>(published) - sh.deliveries / per_msg;
         if (behind >= static_cast<std::uint64_t>(o.window)) return;
@@ -560,6 +570,7 @@ int main(int argc, char** argv) {
   app.add_option("--messages", o.messages, "messages per publisher (fanout, rooms)");
   app.add_option("--payload", o.payload, "payload bytes per message");
   app.add_option("--rate", o.rate, "messages per second (latency, storm)");
+  app.add_option("--publish-rate", o.publish_rate, "messages per second per publisher (fanout, rooms; default: unlimited)");
   app.add_option("--duration", o.duration, "seconds of publishing (latency, storm)");
   app.add_option("--connections", o.connections, "idle connections (idle)");
   app.add_option("--server-pid", o.server_pid, "read the server's RSS from /proc (idle)");

@@ -36,6 +36,11 @@ class BenchSmoke(DaemonTest):
         kv = self.bench("fanout", "--members", "7", "--messages", "300", "--window", "10", "--threads", "3")
         self.assertEqual((kv["deliveries"], kv["lost"]), ("2100", "0"))
 
+    def test_fanout_at_a_capped_rate(self):
+        kv = self.bench("fanout", "--members", "4", "--messages", "40", "--publish-rate", "400")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("160", "0"))
+        self.assertGreater(float(kv["seconds"]), 0.05)  # 40 messages at 400/s cannot all go at once
+
     def test_rooms(self):
         kv = self.bench("rooms", "--rooms", "3", "--members", "3", "--publishers", "2", "--messages", "20")
         self.assertEqual((kv["deliveries"], kv["lost"]), ("120", "0"))
