@@ -199,14 +199,24 @@ std::optional<Request> parse_plain_say(std::string_view frame) {
   return req;
 }
 
+namespace {
+ParseResult parse_valid_utf8_dom(std::string_view frame);
+}  // namespace
+
 ParseResult parse_json_request(std::string_view frame) {
   if (!valid_utf8(frame)) return RequestError{ErrorCode::bad_utf8, "frame is not valid UTF-8", {}};
   if (auto say = parse_plain_say(frame)) return std::move(*say);
-  return parse_json_request_dom(frame);
+  return parse_valid_utf8_dom(frame);
 }
 
 ParseResult parse_json_request_dom(std::string_view frame) {
   if (!valid_utf8(frame)) return RequestError{ErrorCode::bad_utf8, "frame is not valid UTF-8", {}};
+  return parse_valid_utf8_dom(frame);
+}
+
+namespace {
+
+ParseResult parse_valid_utf8_dom(std::string_view frame) {
   json obj = json::parse(frame, nullptr, /*allow_exceptions=*/false);
   if (obj.is_discarded()) return RequestError{ErrorCode::bad_json, "frame is not valid JSON", {}};
   if (!obj.is_object()) return RequestError{ErrorCode::bad_request, "frame must be a JSON object", {}};
@@ -267,6 +277,8 @@ ParseResult parse_json_request_dom(std::string_view frame) {
   if (f.error) return *f.error;
   return req;
 }
+
+}  // namespace
 
 namespace {
 
