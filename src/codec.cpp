@@ -278,10 +278,6 @@ ParseResult parse_valid_utf8_dom(std::string_view frame) {
   return req;
 }
 
-}  // namespace
-
-namespace {
-
 bool all_digits(std::string_view s) {
   if (s.empty()) return false;
   for (char c : s)
