@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <string_view>
 
 #include "roomd/config.hpp"
+#include "roomd/key_helper.hpp"
 #include "roomd/keys.hpp"
 #include "roomd/log.hpp"
 #include "roomd/names.hpp"
@@ -57,6 +59,8 @@ int hash_key_from_stdin() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Not a user-facing option: the daemon starts its argon2id helpers this way.
+  if (argc == 2 && std::string_view(argv[1]) == "--key-check-helper") return roomd::run_key_check_helper();
   CLI::App app{"roomd: a chat and message-routing daemon"};
   std::string config_path;
   bool check_config = false, hash_key = false, version = false;

@@ -45,8 +45,14 @@ Server::Server(ServerOptions options)
   read_buffer_.resize(kReadBufferBytes);
   // Heavy tasks (argon2id) leave a core to the loop: at most cores - 1 of them at once.
   std::size_t cores = std::max<unsigned>(1, std::thread::hardware_concurrency());
-  pool_ = std::make_unique<WorkerPool>(loop_.get(), std::clamp<std::size_t>(cores - 1, 1, config_.server.workers));
-  RouterServices services{Clock{wall_clock_ms, [this] { return now_ms(); }}, pool_.get(), nullptr, verify_key,
+  const std::size_t heavy_slots = std::clamp<std::size_t>(cores - 1, 1, config_.server.workers);
+  pool_ = std::make_unique<WorkerPool>(loop_.get(), heavy_slots);
+  // Key checks run in helper processes (started on first use), one per heavy slot.
+  key_helpers_ = std::make_unique<KeyHelpers>("/proc/self/exe", heavy_slots);
+  RouterServices services{Clock{wall_clock_ms, [this] { return now_ms(); }}, pool_.get(), nullptr,
+                          [helpers = key_helpers_.get()](const std::string& hash, const std::string& key) {
+                            return helpers->verify(hash, key);
+                          },
                           [this] { return stats_json(); }};
   if (!config_.history.path.empty()) {
     store_ = std::make_unique<HistoryStore>(config_.history.path);

@@ -16,6 +16,7 @@
 #include "roomd/connection.hpp"
 #include "roomd/history_store.hpp"
 #include "roomd/history_writer.hpp"
+#include "roomd/key_helper.hpp"
 #include "roomd/listener.hpp"
 #include "roomd/router.hpp"
 #include "roomd/uv.hpp"
@@ -82,6 +83,7 @@ class Server {
   ServerOptions options_;
   Config config_;
   std::unique_ptr<uv_loop_t, LoopDeleter> loop_;
+  std::unique_ptr<KeyHelpers> key_helpers_;  // outlives the pool tasks that use it
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<HistoryStore> store_;       // with history.path
   std::unique_ptr<HistoryWriter> history_;

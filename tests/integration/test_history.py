@@ -3,6 +3,7 @@ import os
 import select
 import signal
 import subprocess
+import time
 
 import harness
 from harness import DaemonTest, Client
@@ -20,11 +21,13 @@ def hash_key(key):
 
 
 HASH = None
+HASH2 = None  # the same key hashed again: another salt, so another hash
 
 
 def config(tmp, extra=""):
-    global HASH
+    global HASH, HASH2
     HASH = HASH or hash_key(KEY)
+    HASH2 = HASH2 or hash_key(KEY)
     return f"""
 [server]
 workers = 4
@@ -42,6 +45,9 @@ persist = true
 [[rooms]]
 name = "vault"
 key = "{HASH}"
+[[rooms]]
+name = "vault2"
+key = "{HASH2}"
 [[rooms]]
 name = "scratch"
 persist = false
@@ -120,6 +126,47 @@ class Keys(DaemonTest):
         # The server is well; the answers went to closed sockets.
         a = self.connect(self.d)
         a.call({"op": "join", "room": "vault", "key": KEY}, "joined", members=[a.welcome["nick"]])
+
+    def helpers(self, daemon):
+        """The daemon's argon2id helper processes (children run as --key-check-helper)."""
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if ppid == daemon.proc.pid and b"--key-check-helper" in cmdline:
+                found.append(int(pid))
+        return found
+
+    def test_key_checks_run_in_a_helper_process_that_is_replaced_if_it_dies(self):
+        self.assertEqual(self.helpers(self.d), [])  # started on first use
+        a = self.connect(self.d)
+        a.call({"op": "join", "room": "vault", "key": KEY}, "joined")
+        helpers = self.helpers(self.d)
+        self.assertEqual(len(helpers), 1)
+        os.kill(helpers[0], signal.SIGKILL)
+        # vault2's hash is another salt's (no answer remembered), so this takes a real check:
+        # the dead helper is noticed and a new one answers -- right, not failed closed.
+        b = self.connect(self.d)
+        b.call({"op": "join", "room": "vault2", "key": KEY}, "joined")
+        c = self.connect(self.d)
+        c.error({"op": "join", "room": "vault", "key": "a guess"}, "bad_key")
+        self.assertTrue(self.d.log.wait_for("key-check helper"), "the lost helper is logged")
+        replacement = self.helpers(self.d)
+        self.assertEqual(len(replacement), 1)
+        self.assertNotEqual(replacement, helpers)
+        # The daemon's end is the helpers' end.
+        self.d.stop()
+        deadline = time.monotonic() + harness.WAIT
+        while os.path.exists(f"/proc/{replacement[0]}") and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling for the helper's exit, bounded by the deadline
+        self.assertFalse(os.path.exists(f"/proc/{replacement[0]}"), "the helper outlived the daemon")
 
     def test_wrong_keys_are_rate_limited(self):
         d = self.start(config("/tmp/roomd-keys2-%d" % os.getpid()).replace("rate = 100000", "rate = 0.01")
