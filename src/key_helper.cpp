@@ -26,10 +26,12 @@ namespace {
 
 constexpr std::uint32_t kMaxField = 1u << 24;  // no hash or key is anywhere near 16 MiB
 
+// write(), not send(): the helper's end may be a pipe when someone drives it by hand. Both
+// processes ignore SIGPIPE, so a vanished peer is an EPIPE here.
 bool write_all(int fd, const void* data, std::size_t n) {
   const auto* p = static_cast<const char*>(data);
   while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    ssize_t w = ::write(fd, p, n);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return false;
     p += w;
@@ -146,6 +148,7 @@ int run_key_check_helper() {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   std::signal(SIGINT, SIG_IGN);
   std::signal(SIGHUP, SIG_IGN);
+  std::signal(SIGPIPE, SIG_IGN);
   sched_param param{};
   if (::sched_setscheduler(0, SCHED_IDLE, &param) != 0) (void)::nice(19);
   if (!keys_init()) return 1;
