@@ -131,8 +131,7 @@ struct Worker {
   std::vector<Conn*> publishers;
   int next_to_connect = 0;
   int in_flight_connects = 0;
-  std::uint64_t deliveries = 0;        // this worker's, added to sh.deliveries per read
-  std::uint64_t pending_deliveries = 0;
+  std::uint64_t pending_deliveries = 0;  // counted during one read, then added to sh.deliveries
   long published = 0;                  // worker 0
   bool began = false;                  // worker 0: all_ready() ran
   std::vector<std::uint32_t> latencies_us;
@@ -305,7 +304,6 @@ struct Worker {
     }
     c.in.erase(0, consumed);
     if (pending_deliveries) {  // one atomic add per read, not per delivery
-      deliveries += pending_deliveries;
       sh.add_deliveries(std::exchange(pending_deliveries, 0));
     }
     if (index == 0 && sh.started && !sh.finished) pump();

@@ -1,7 +1,6 @@
 // KeyHelpers: argon2id checks in helper processes. See key_helper.hpp.
 #include "roomd/key_helper.hpp"
 
-#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
