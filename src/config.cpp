@@ -200,6 +200,8 @@ void read_limits(const toml::table& t, LimitsConfig& l, std::vector<ConfigError>
   r.number("rate", l.rate, 0.001, 1e9);
   r.integer("burst", l.burst, 1, 1000000000);
   r.integer("idle_timeout_s", l.idle_timeout_s, 2, 31 * 24 * 3600);
+  r.integer("key_guesses", l.key_guesses, 0, 1000000);
+  r.integer("key_guess_interval_s", l.key_guess_interval_s, 1, 24 * 3600);
   r.reject_unknown();
 }
 

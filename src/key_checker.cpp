@@ -43,10 +43,12 @@ std::optional<bool> KeyChecker::cached(const std::string& hash, const std::strin
 
 void KeyChecker::remember(const Digest& d, bool ok) {
   if (capacity_ == 0) return;
-  if (answers_.emplace(d, ok).second) answer_order_.push_back(d);
-  while (answers_.size() > capacity_) {
-    answers_.erase(answer_order_.front());
-    answer_order_.pop_front();
+  // Right and wrong answers are forgotten separately: guesses only push out guesses.
+  auto& order = ok ? right_order_ : wrong_order_;
+  if (answers_.emplace(d, ok).second) order.push_back(d);
+  while (order.size() > capacity_) {
+    answers_.erase(order.front());
+    order.pop_front();
   }
 }
 

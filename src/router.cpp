@@ -35,6 +35,7 @@ struct Router::Session {
   TokenBucket bucket;
   bool admin;
   std::vector<Membership> rooms;  // join order: the last one is the "current" room
+  std::string source;             // whose budget its key guesses use
 };
 
 RouterSettings RouterSettings::from(const Config& c, std::string version) {
@@ -47,17 +48,19 @@ RouterSettings RouterSettings::from(const Config& c, std::string version) {
   s.replay = c.history.replay;
   s.max_history = c.history.max_messages_per_room;
   s.max_frame_bytes = c.limits.max_frame_bytes;
+  s.key_guesses = {c.limits.key_guesses, c.limits.key_guess_interval_s};
   return s;
 }
 
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock)
-    : Router(std::move(settings), rooms, RouterServices{std::move(clock), nullptr, nullptr, {}, {}}) {}
+    : Router(std::move(settings), rooms, RouterServices{std::move(clock), nullptr, nullptr, {}, {}, {}}) {}
 
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, RouterServices services)
     : settings_(std::move(settings)),
       clock_(services.clock),
       services_(std::move(services)),
-      keys_(services_.tasks, services_.verify_key) {
+      keys_(services_.tasks, services_.verify_key),
+      guesses_(settings_.key_guesses) {
   for (const auto& rc : rooms) create_room(rc.name, &rc);
 }
 
@@ -92,10 +95,10 @@ std::string Router::next_guest_nick() {
   }
 }
 
-SessionId Router::connect(Outbox& outbox, bool admin) {
+SessionId Router::connect(Outbox& outbox, bool admin, std::string source) {
   auto session = std::make_unique<Session>(Session{
       next_id_++, next_guest_nick(), &outbox,
-      TokenBucket(settings_.rate, settings_.burst, clock_.mono_ms()), admin, {}});
+      TokenBucket(settings_.rate, settings_.burst, clock_.mono_ms()), admin, {}, std::move(source)});
   Session& s = *session;
   by_nick_[fold_case(s.nick)] = &s;
   sessions_.emplace(s.id, std::move(session));
@@ -332,10 +335,19 @@ void Router::on_join(Session& s, const Request& r) {
       if (!*known) return fail(s, r, ErrorCode::bad_key, "wrong key");
       return finish_join(s, r, *room);
     }
+    // Only a key never seen before costs a check, and those are what a guesser sends.
+    auto verdict = guesses_.try_start(s.source, clock_.mono_ms());
+    if (!verdict.allowed) {
+      if (verdict.first_refusal && services_.guesses_throttled) services_.guesses_throttled(s.source, verdict.retry_ms);
+      std::uint64_t retry_s = (verdict.retry_ms + 999) / 1000;
+      return fail(s, r, ErrorCode::rate_limited,
+                  "too many wrong keys from your address: try again in " + std::to_string(retry_s) + " s");
+    }
     s.out->hold();
     SessionId id = s.id;
     std::string hash = room->key;
-    keys_.check(hash, *r.key, [this, id, r, hash](bool ok) {
+    keys_.check(hash, *r.key, [this, id, r, hash, source = s.source](bool ok) {
+      if (ok) guesses_.succeeded(source);  // a right key is not a guess, whoever asked
       Session* session = find_session(id);
       if (!session) return;  // gone while its key was checked
       Room* now = find_room(r.room);
@@ -599,6 +611,7 @@ void Router::on_bye(Session& s, const Request& r) {
 void Router::reconfigure(RouterSettings settings, const std::vector<RoomConfig>& configured) {
   settings_ = std::move(settings);
   for (auto& [id, s] : sessions_) s->bucket.reconfigure(settings_.rate, settings_.burst);
+  guesses_.reconfigure(settings_.key_guesses);
   // Configured rooms that the new file no longer lists are gone, even with dynamic rooms on.
   std::unordered_set<std::string> wanted;
   for (const auto& rc : configured) wanted.insert(rc.name);

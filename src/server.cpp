@@ -53,7 +53,11 @@ Server::Server(ServerOptions options)
                           [helpers = key_helpers_.get()](const std::string& hash, const std::string& key) {
                             return helpers->verify(hash, key);
                           },
-                          [this] { return stats_json(); }};
+                          [this] { return stats_json(); },
+                          [](const std::string& source, std::uint64_t retry_ms) {
+                            log::warning("key guesses from " + source + " refused for " +
+                                         std::to_string((retry_ms + 999) / 1000) + " s: too many wrong keys");
+                          }};
   if (!config_.history.path.empty()) {
     store_ = std::make_unique<HistoryStore>(config_.history.path);
     history_ = std::make_unique<HistoryWriter>(*pool_, *store_, config_.history.max_messages_per_room);
@@ -183,7 +187,7 @@ void Server::on_connection(Listener& listener) {
   }
   ++admitted_;
   if (!ip.empty()) ++clients_per_ip_[ip];
-  SessionId session = router_->connect(conn, listener.admin());
+  SessionId session = router_->connect(conn, listener.admin(), GuessThrottle::source_of(ip));
   conn.start(peer, ip, session);
   log::info("client " + peer + " connected as " + router_->nick_of(session).value_or("?"));
 }
@@ -323,6 +327,7 @@ ordered_json Server::stats_json() const {
   j["worker_tasks"] = pool_->in_flight();
   j["key_checks"] = router_->key_checker().checks_run();
   j["key_answers_reused"] = router_->key_checker().answers_reused();
+  j["key_guesses_refused"] = router_->guess_throttle().refused();
   j["loop_lag_p50_us"] = pct(0.50);
   j["loop_lag_p99_us"] = pct(0.99);
   j["uptime_s"] = (now_ms() - started_ms_) / 1000;

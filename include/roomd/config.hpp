@@ -42,6 +42,8 @@ struct LimitsConfig {
   double rate = 50;  // messages per second per connection
   std::uint32_t burst = 100;
   std::uint32_t idle_timeout_s = 300;
+  std::uint32_t key_guesses = 5;           // key checks one address may start at once (0: no limit) ...
+  std::uint32_t key_guess_interval_s = 10; // ... then one per this many seconds; right keys give theirs back
 };
 
 struct HistoryConfig {

@@ -7,11 +7,12 @@
 // the room's key, a misconfigured bot retrying a stale one. So:
 //   - answers are remembered, under a keyed BLAKE2b digest of (hash, key) with a secret drawn
 //     at start (neither the key nor a fast unkeyed hash of it is kept), at most `capacity`
-//     of them, the oldest forgotten first;
+//     right and `capacity` wrong ones, each kind forgetting its oldest first (so a flood of
+//     wrong guesses never pushes out the real key's answer);
 //   - a check already in the pool is joined rather than started again.
 // A changed room key is a different hash, so a reload never sees a stale answer. Guesses
-// that differ each time still cost one check each: that is what the pool's heavy lane and
-// the rate limiter are for.
+// that differ each time still cost one check each: GuessThrottle bounds how many one address
+// may cause.
 #pragma once
 
 #include <array>
@@ -59,7 +60,7 @@ class KeyChecker {
   std::size_t capacity_;
   std::array<unsigned char, 32> secret_{};
   std::unordered_map<Digest, bool, DigestHash> answers_;
-  std::deque<Digest> answer_order_;  // oldest first, for forgetting
+  std::deque<Digest> right_order_, wrong_order_;  // oldest first, for forgetting
   std::unordered_map<Digest, std::vector<std::function<void(bool)>>, DigestHash> waiting_;
   std::uint64_t checks_run_ = 0;
   mutable std::uint64_t answers_reused_ = 0;

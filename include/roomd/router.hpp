@@ -19,6 +19,7 @@
 
 #include "roomd/config.hpp"
 #include "roomd/event.hpp"
+#include "roomd/guess_throttle.hpp"
 #include "roomd/history_store.hpp"
 #include "roomd/key_checker.hpp"
 #include "roomd/rate_limiter.hpp"
@@ -70,6 +71,8 @@ struct RouterServices {
   std::function<bool(const std::string& hash, const std::string& key)> verify_key;
   // The figures of the `stats` op (admin listeners only).
   std::function<ordered_json()> stats;
+  // A source went over its key-guess budget (once until it is back within it): for the log.
+  std::function<void(const std::string& source, std::uint64_t retry_ms)> guesses_throttled;
 };
 
 struct RouterSettings {
@@ -81,6 +84,7 @@ struct RouterSettings {
   std::uint32_t replay = 50;
   std::uint32_t max_history = 100000;
   std::uint32_t max_frame_bytes = 65536;
+  GuessThrottle::Settings key_guesses;
 
   static RouterSettings from(const Config& config, std::string version);
 };
@@ -110,7 +114,8 @@ class Router {
   Router& operator=(const Router&) = delete;
 
   // A new client: gets a guest nick and the welcome. The outbox must outlive the session.
-  SessionId connect(Outbox& outbox, bool admin = false);
+  // `source` is what its key guesses count against (GuessThrottle::source_of its address).
+  SessionId connect(Outbox& outbox, bool admin = false, std::string source = "unix");
   // The client is gone (EOF, reset, timeout, kick, bye): every room it was in hears
   // `presence leave` now. Unknown or already-gone ids are ignored.
   void disconnect(SessionId id);
@@ -136,6 +141,7 @@ class Router {
   std::size_t session_count() const { return sessions_.size(); }
   const RouterStats& stats() const { return stats_; }
   const KeyChecker& key_checker() const { return keys_; }
+  const GuessThrottle& guess_throttle() const { return guesses_; }
 
  private:
   struct Room;
@@ -176,6 +182,7 @@ class Router {
   Clock clock_;
   RouterServices services_;
   KeyChecker keys_;  // after services_, which it uses
+  GuessThrottle guesses_;
   std::unordered_map<SessionId, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> session
   std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;

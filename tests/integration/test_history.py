@@ -34,6 +34,7 @@ workers = 4
 [limits]
 rate = 100000
 burst = 100000
+key_guesses = 1000  # these tests guess freely; test_an_address_that_guesses_is_throttled does not
 [history]
 path = "{tmp}/state/history.db"
 replay = 5
@@ -167,6 +168,34 @@ class Keys(DaemonTest):
         while os.path.exists(f"/proc/{replacement[0]}") and time.monotonic() < deadline:
             time.sleep(0.05)  # polling for the helper's exit, bounded by the deadline
         self.assertFalse(os.path.exists(f"/proc/{replacement[0]}"), "the helper outlived the daemon")
+
+    def test_an_address_that_guesses_is_throttled_and_others_are_not(self):
+        d = self.start(config("{tmp}").replace("key_guesses = 1000", "key_guesses = 3\nkey_guess_interval_s = 3600")
+                       .replace("[server]\n", '[server]\nlisten = ["127.0.0.1:0", "unix:{tmp}/c.sock", '
+                                '{ address = "unix:{tmp}/admin.sock", admin = true }]\n'),
+                       listen=(), expect_listeners=3)
+        admin = self.raw([a for a in d.addresses if a.endswith("admin.sock")][0][5:])
+        local = self.raw([a for a in d.addresses if a.endswith("c.sock")][0][5:])
+        guesser, neighbour = self.connect(d), self.connect(d)  # both from 127.0.0.1
+        for i in range(3):
+            guesser.error({"op": "join", "room": "vault", "key": f"guess {i}"}, "bad_key")
+        checks = admin.call({"op": "stats"}, "stats")["key_checks"]
+        refused = guesser.error({"op": "join", "room": "vault", "key": "guess 3"}, "rate_limited")
+        self.assertIn("try again in 3600 s", refused["message"])
+        guesser.error({"op": "join", "room": "vault", "key": "guess 0"}, "bad_key")  # known: no check, not refused
+        # The budget is the address's, not the connection's; a key never seen is a guess too.
+        neighbour.error({"op": "join", "room": "vault", "key": "another guess"}, "rate_limited")
+        neighbour.error({"op": "join", "room": "vault", "key": KEY}, "rate_limited")
+        self.assertTrue(d.log.wait_for("key guesses from 127.0.0.1 refused"), "the throttled address is logged")
+        self.assertEqual(d.log.text().count("key guesses from 127.0.0.1 refused"), 1, "logged once, not per guess")
+        # Another address checks as usual; once the real key is known it opens the room for all.
+        local.call({"op": "join", "room": "vault", "key": KEY}, "joined")
+        neighbour.call({"op": "join", "room": "vault", "key": KEY}, "joined")
+        guesser.call({"op": "join", "room": "lobby"}, "joined")  # everything else works as before
+        guesser.call({"op": "say", "room": "lobby", "text": "still here", "id": 1}, "message")
+        stats = admin.call({"op": "stats"}, "stats")
+        self.assertEqual(stats["key_checks"] - checks, 1, "refused guesses cost no argon2id check")
+        self.assertEqual(stats["key_guesses_refused"], 3)
 
     def test_wrong_keys_are_rate_limited(self):
         d = self.start(config("/tmp/roomd-keys2-%d" % os.getpid()).replace("rate = 100000", "rate = 0.01")

@@ -30,3 +30,23 @@ TEST_CASE("token bucket ignores a clock that goes backwards") {
   CHECK_FALSE(b.try_take(4000));
   CHECK(b.try_take(6000));
 }
+
+TEST_CASE("token bucket: give_back, full and the wait for the next token") {
+  TokenBucket b(0.1, 2, 0);  // one token per 10 s
+  CHECK(b.full(0));
+  CHECK(b.ms_until_token(0) == 0);
+  CHECK(b.try_take(0));
+  CHECK(b.try_take(0));
+  CHECK_FALSE(b.full(0));
+  CHECK(b.ms_until_token(0) == 10000);
+  CHECK(b.ms_until_token(4000) == 6000);
+  b.give_back();
+  CHECK(b.try_take(4000));
+  b.give_back();
+  b.give_back();
+  b.give_back();  // never above burst
+  CHECK(b.full(4000));
+  CHECK(b.try_take(4000));
+  CHECK(b.try_take(4000));
+  CHECK_FALSE(b.try_take(4000));
+}

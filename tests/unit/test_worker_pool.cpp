@@ -85,7 +85,7 @@ Request join_vault(const std::string& key) {
 TEST_CASE("router: a keyed join holds the client until the pool answers") {
   DeferredRunner runner;
   RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, nullptr,
-                          [](const std::string&, const std::string& key) { return key == "right"; }, {}};
+                          [](const std::string&, const std::string& key) { return key == "right"; }, {}, {}};
   Router router(RouterSettings{}, {keyed_room()}, services);
   Box box;
   SessionId id = router.connect(box);
@@ -104,7 +104,7 @@ TEST_CASE("router: a keyed join holds the client until the pool answers") {
 TEST_CASE("router: the pool's completion after the connection closed touches nothing") {
   DeferredRunner runner;
   RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, nullptr,
-                          [](const std::string&, const std::string&) { return true; }, {}};
+                          [](const std::string&, const std::string&) { return true; }, {}, {}};
   Router router(RouterSettings{}, {keyed_room()}, services);
   auto box = std::make_unique<Box>();
   SessionId id = router.connect(*box);
@@ -155,8 +155,17 @@ TEST_CASE("key checker: one argon2id check per distinct (hash, key), shared and 
   // The digest is length-prefixed: ("H", "right") is not ("Hr", "ight").
   CHECK_FALSE(keys.cached("Hr", "ight").has_value());
 
-  // Capacity 2: the oldest answer, ("H", "right"), was forgotten.
-  CHECK_FALSE(keys.cached("H", "right").has_value());
+  // Capacity 2 of each kind: a third wrong answer pushes out the oldest wrong one, never a
+  // right one, so a flood of guesses cannot make the real key cost a check again.
+  keys.check("H", "third wrong", note);
+  runner.run_all();
+  CHECK_FALSE(keys.cached("H", "wrong").has_value());
+  CHECK(keys.cached("H2", "right") == std::optional<bool>(false));
+  CHECK(keys.cached("H", "right") == std::optional<bool>(true));
+  keys.check("H3", "right", note);  // hash "H3": wrong
+  keys.check("H", "right", note);   // remembered
+  runner.run_all();
+  CHECK(keys.cached("H", "right") == std::optional<bool>(true));
 }
 
 TEST_CASE("router: a remembered wrong key is refused without the pool, a right one joins") {
@@ -167,7 +176,7 @@ TEST_CASE("router: a remembered wrong key is refused without the pool, a right o
                             ++verified;
                             return key == "right";
                           },
-                          {}};
+                          {}, {}};
   Router router(RouterSettings{}, {keyed_room()}, services);
   Box a, b, c;
   SessionId ia = router.connect(a), ib = router.connect(b), ic = router.connect(c);
