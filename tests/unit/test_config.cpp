@@ -23,6 +23,8 @@ TEST_CASE("config: defaults and the embedded default") {
   CHECK(r.config.limits.max_frame_bytes == 65536);
   CHECK(r.config.limits.slow_consumer == roomd::SlowConsumerPolicy::disconnect);
   CHECK(r.config.history.replay == 50);
+  CHECK(r.config.limits.key_guesses == 5);
+  CHECK(r.config.limits.key_guess_interval_s == 10);
   CHECK(r.config.rooms.empty());
   auto d = roomd::default_config();
   REQUIRE(d.rooms.size() == 1);
@@ -46,6 +48,8 @@ slow_consumer = "drop"
 rate = 2.5
 burst = 3
 idle_timeout_s = 60
+key_guesses = 0
+key_guess_interval_s = 30
 [history]
 path = "/tmp/x.db"
 replay = 10
@@ -67,6 +71,8 @@ speakers = ["alice"]
   CHECK_FALSE(r.config.server.dynamic_rooms);
   CHECK(r.config.limits.slow_consumer == roomd::SlowConsumerPolicy::drop);
   CHECK(r.config.limits.rate == doctest::Approx(2.5));
+  CHECK(r.config.limits.key_guesses == 0);
+  CHECK(r.config.limits.key_guess_interval_s == 30);
   CHECK(r.config.history.path == "/tmp/x.db");
   REQUIRE(r.config.rooms.size() == 1);
   CHECK(r.config.rooms[0].read_only);
@@ -85,6 +91,8 @@ TEST_CASE("config: each bad case names the key and its line") {
   CHECK(only_error("[limits]\nslow_consumer = \"maybe\"\n") == "limits.slow_consumer@2: must be \"disconnect\" or \"drop\"");
   CHECK(only_error("[limits]\nrate = \"fast\"\n") == "limits.rate@2: must be a number");
   CHECK(only_error("[limits]\nmax_frame_bytes = 1\n").starts_with("limits.max_frame_bytes@2: must be between"));
+  CHECK(only_error("[limits]\nkey_guess_interval_s = 0\n") == "limits.key_guess_interval_s@2: must be between 1 and 86400");
+  CHECK(only_error("[limits]\nkey_guesses = -1\n").starts_with("limits.key_guesses@2: must be between 0"));
   CHECK(only_error("[history]\nreplay = 501\n").starts_with("history.replay@2: must be between"));
   CHECK(only_error("[log]\nlevel = \"loud\"\n").starts_with("log.level@2: must be one of"));
   CHECK(only_error("server = 3\n") == "server@1: must be a table");
