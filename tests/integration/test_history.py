@@ -169,6 +169,25 @@ class Keys(DaemonTest):
             time.sleep(0.05)  # polling for the helper's exit, bounded by the deadline
         self.assertFalse(os.path.exists(f"/proc/{replacement[0]}"), "the helper outlived the daemon")
 
+    def test_only_the_helpers_run_at_idle_priority(self):
+        # The hashing yields to everything; the daemon's own threads must not, since pool
+        # threads share libuv's queue locks with the loop (a low-priority holder would stall it).
+        def policies(pid):
+            out = {}
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    out[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[38])  # field 41: policy
+            return out
+        a = self.connect(self.d)
+        a.call({"op": "join", "room": "vault", "key": KEY}, "joined")
+        a.call({"op": "history", "room": "lobby", "search": "anything"}, "history")
+        daemon = policies(self.d.proc.pid)
+        self.assertGreater(len(daemon), 2, "the loop and pool threads")
+        self.assertEqual(set(daemon.values()), {0}, "every daemon thread at SCHED_OTHER")
+        helpers = self.helpers(self.d)
+        self.assertEqual(len(helpers), 1)
+        self.assertEqual(set(policies(helpers[0]).values()), {5}, "the helper at SCHED_IDLE")
+
     def test_an_address_that_guesses_is_throttled_and_others_are_not(self):
         d = self.start(config("{tmp}").replace("key_guesses = 1000", "key_guesses = 3\nkey_guess_interval_s = 3600")
                        .replace("[server]\n", '[server]\nlisten = ["127.0.0.1:0", "unix:{tmp}/c.sock", '
