@@ -41,6 +41,10 @@ std::optional<bool> KeyChecker::cached(const std::string& hash, const std::strin
   return it->second;
 }
 
+bool KeyChecker::in_flight(const std::string& hash, const std::string& key) const {
+  return waiting_.contains(digest(hash, key));
+}
+
 void KeyChecker::remember(const Digest& d, bool ok) {
   if (capacity_ == 0) return;
   // Right and wrong answers are forgotten separately: guesses only push out guesses.

@@ -335,8 +335,10 @@ void Router::on_join(Session& s, const Request& r) {
       if (!*known) return fail(s, r, ErrorCode::bad_key, "wrong key");
       return finish_join(s, r, *room);
     }
-    // Only a key never seen before costs a check, and those are what a guesser sends.
-    auto verdict = guesses_.try_start(s.source, clock_.mono_ms());
+    // Only a key never seen before costs a check, and those are what a guesser sends; a
+    // key already being checked joins that check for free.
+    bool shared = keys_.in_flight(room->key, *r.key);
+    auto verdict = shared ? GuessThrottle::Verdict{true, 0, false} : guesses_.try_start(s.source, clock_.mono_ms());
     if (!verdict.allowed) {
       if (verdict.first_refusal && services_.guesses_throttled) services_.guesses_throttled(s.source, verdict.retry_ms);
       std::uint64_t retry_s = (verdict.retry_ms + 999) / 1000;
@@ -346,8 +348,8 @@ void Router::on_join(Session& s, const Request& r) {
     s.out->hold();
     SessionId id = s.id;
     std::string hash = room->key;
-    keys_.check(hash, *r.key, [this, id, r, hash, source = s.source](bool ok) {
-      if (ok) guesses_.succeeded(source);  // a right key is not a guess, whoever asked
+    keys_.check(hash, *r.key, [this, id, r, hash, shared, source = s.source](bool ok) {
+      if (ok && !shared) guesses_.succeeded(source);  // a right key is not a guess
       Session* session = find_session(id);
       if (!session) return;  // gone while its key was checked
       Room* now = find_room(r.room);

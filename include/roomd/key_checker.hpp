@@ -40,6 +40,8 @@ class KeyChecker {
   bool available() const { return tasks_ != nullptr && static_cast<bool>(verify_); }
   // The remembered answer, if there is one (cheap: one BLAKE2b of a short string).
   std::optional<bool> cached(const std::string& hash, const std::string& key) const;
+  // Whether the same check is in the pool now (a check() would join it, costing nothing).
+  bool in_flight(const std::string& hash, const std::string& key) const;
   // `done` runs on the loop thread once the answer is known: at once if it is remembered,
   // else when the pool's check (this one's or an identical one already running) ends.
   void check(const std::string& hash, const std::string& key, std::function<void(bool)> done);

@@ -160,3 +160,34 @@ TEST_CASE("router: key guesses over an address's budget are refused without a ch
   CHECK(guesser2.got.back()["code"] == "rate_limited");
   CHECK(checks == 5);
 }
+
+TEST_CASE("router: joins that share a check in flight cost one guess, not one each") {
+  Runner runner;
+  int checks = 0;
+  RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1000}; }}, &runner, nullptr,
+                          [&](const std::string&, const std::string&) {
+                            ++checks;
+                            return false;
+                          },
+                          {}, {}};
+  RouterSettings settings;
+  settings.key_guesses = {2, 30};
+  RoomConfig vault;
+  vault.name = "vault";
+  vault.key = "$argon2id$stand-in";
+  Router router(settings, {vault}, services);
+  std::vector<Inbox> fleet(6);
+  std::vector<SessionId> ids;
+  for (auto& box : fleet) ids.push_back(router.connect(box, false, "203.0.113.5"));
+  for (SessionId id : ids) router.handle(id, join("stale key"));  // a fleet reconnecting at once
+  CHECK(runner.tasks.size() == 1);
+  runner.run_all();
+  CHECK(checks == 1);
+  for (auto& box : fleet) CHECK(box.got.back()["code"] == "bad_key");
+  CHECK(router.guess_throttle().refused() == 0);
+  router.handle(ids[0], join("new guess"));  // one of the two guesses is left
+  runner.run_all();
+  CHECK(fleet[0].got.back()["code"] == "bad_key");
+  router.handle(ids[0], join("newer guess"));
+  CHECK(fleet[0].got.back()["code"] == "rate_limited");
+}
