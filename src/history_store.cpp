@@ -70,13 +70,38 @@ std::string exec(sqlite3* db, const char* sql) {
   return why;
 }
 
-struct Reader {
-  explicit Reader(const std::string& path) : db(open_db(path, true)) {}
-  ~Reader() { sqlite3_close(db); }
-  sqlite3* db;
+}  // namespace
+
+class HistoryStore::Lease {
+ public:
+  explicit Lease(const HistoryStore& store) : store_(store), db(store.borrow_reader()) {}
+  ~Lease() { store_.give_back(db); }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+ private:
+  const HistoryStore& store_;
+
+ public:
+  sqlite3* const db;
 };
 
-}  // namespace
+sqlite3* HistoryStore::borrow_reader() const {
+  {
+    std::lock_guard lock(readers_mutex_);
+    if (!idle_readers_.empty()) {
+      sqlite3* db = idle_readers_.back();
+      idle_readers_.pop_back();
+      return db;
+    }
+  }
+  return open_db(path_, true);  // at most one per thread querying at once
+}
+
+void HistoryStore::give_back(sqlite3* db) const {
+  std::lock_guard lock(readers_mutex_);
+  idle_readers_.push_back(db);
+}
 
 std::string fts_query(const std::string& words) {
   std::string out;
@@ -114,7 +139,10 @@ HistoryStore::HistoryStore(std::string path) : path_(std::move(path)) {
   }
 }
 
-HistoryStore::~HistoryStore() { sqlite3_close(writer_); }
+HistoryStore::~HistoryStore() {
+  for (sqlite3* db : idle_readers_) sqlite3_close(db);
+  sqlite3_close(writer_);
+}
 
 std::string HistoryStore::append(const std::vector<StoredMessage>& batch) {
   if (auto err = exec(writer_, "BEGIN IMMEDIATE"); !err.empty()) return err;
@@ -161,7 +189,7 @@ std::string HistoryStore::trim(const std::string& room, std::uint64_t keep_after
 
 RoomState HistoryStore::load(const std::string& room, std::uint32_t recent) const {
   RoomState state;
-  Reader r(path_);
+  Lease r(*this);
   Statement max(r.db, "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?");
   max.bind(1, room);
   if (max && sqlite3_step(max.get()) == SQLITE_ROW)
@@ -176,13 +204,15 @@ RoomState HistoryStore::load(const std::string& room, std::uint32_t recent) cons
 HistoryPage HistoryStore::query(const HistoryQuery& q) const {
   HistoryPage page;
   try {
-    Reader r(path_);
+    Lease r(*this);
     std::string match = q.search ? fts_query(*q.search) : std::string();
     if (q.search && match.empty()) return page;  // no words: nothing matches
     const char* sql = match.empty()
         ? "SELECT body FROM messages WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+        // A room's messages are appended in seq order, so their ids grow with seq: walking the
+        // index's matches newest id first, FTS5 can stop at the limit instead of sorting all.
         : "SELECT m.body FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-          "WHERE messages_fts MATCH ?4 AND m.room = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3";
+          "WHERE messages_fts MATCH ?4 AND m.room = ?1 AND m.seq < ?2 ORDER BY messages_fts.rowid DESC LIMIT ?3";
     Statement s(r.db, sql);
     if (!s) {
       page.error = s.error();

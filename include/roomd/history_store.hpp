@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,8 +61,16 @@ class HistoryStore {
   HistoryPage query(const HistoryQuery& q) const;
 
  private:
+  // A read connection borrowed for one query and given back: opening one per query cost
+  // more than a typical search (file, WAL index and schema each time).
+  class Lease;
+  ::sqlite3* borrow_reader() const;
+  void give_back(::sqlite3* db) const;
+
   std::string path_;
   ::sqlite3* writer_ = nullptr;
+  mutable std::mutex readers_mutex_;           // pool threads only; the loop never reads
+  mutable std::vector<::sqlite3*> idle_readers_;
 };
 
 // "apple pi*" -> "\"apple\" \"pi\"*": every word quoted (so NEAR, AND, quotes and
