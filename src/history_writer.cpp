@@ -52,7 +52,7 @@ void HistoryWriter::flush() {
 
 void HistoryWriter::query(HistoryQuery q, std::function<void(HistoryPage)> done) {
   HistoryStore* store = &store_;
-  tasks_.submit<HistoryPage>([store, q = std::move(q)] { return store->query(q); }, std::move(done));
+  tasks_.submit<HistoryPage>([store, q = std::move(q)] { return store->query(q); }, std::move(done), Lane::queries);
 }
 
 }  // namespace roomd

@@ -75,7 +75,7 @@ void KeyChecker::check(const std::string& hash, const std::string& key, std::fun
                          auto node = waiting_.extract(d);
                          for (auto& waiter : node.mapped()) waiter(ok);
                        },
-                       /*heavy=*/true);
+                       Lane::key_checks);
 }
 
 }  // namespace roomd

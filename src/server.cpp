@@ -43,10 +43,11 @@ Server::Server(ServerOptions options)
   uv::check(uv_loop_init(loop_.get()), "uv_loop_init");
   if (!options_.listen_override.empty()) config_.server.listen = options_.listen_override;
   read_buffer_.resize(kReadBufferBytes);
-  // Heavy tasks (argon2id) leave a core to the loop: at most cores - 1 of them at once.
+  // Key checks and history queries each leave a core to the loop: at most cores - 1 of
+  // each at once (the hashing itself is in idle-priority helpers; queries use the pool thread).
   std::size_t cores = std::max<unsigned>(1, std::thread::hardware_concurrency());
   const std::size_t heavy_slots = std::clamp<std::size_t>(cores - 1, 1, config_.server.workers);
-  pool_ = std::make_unique<WorkerPool>(loop_.get(), heavy_slots);
+  pool_ = std::make_unique<WorkerPool>(loop_.get(), heavy_slots, heavy_slots);
   // Key checks run in helper processes (started on first use), one per heavy slot.
   key_helpers_ = std::make_unique<KeyHelpers>("/proc/self/exe", heavy_slots);
   RouterServices services{Clock{wall_clock_ms, [this] { return now_ms(); }}, pool_.get(), nullptr,

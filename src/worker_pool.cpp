@@ -47,22 +47,30 @@ void WorkerPool::run(std::function<void()> work, std::function<void()> done) {
 
 namespace roomd {
 
-void WorkerPool::run_heavy(std::function<void()> work, std::function<void()> done) {
-  heavy_waiting_.emplace_back(std::move(work), std::move(done));
-  start_heavy();
+void WorkerPool::run_in(Lane lane, std::function<void()> work, std::function<void()> done) {
+  if (lane == Lane::any) return run(std::move(work), std::move(done));
+  LaneState& s = state(lane);
+  s.waiting.emplace_back(std::move(work), std::move(done));
+  start(s);
 }
 
-void WorkerPool::start_heavy() {
-  while (heavy_running_ < heavy_limit_ && !heavy_waiting_.empty()) {
-    auto [work, done] = std::move(heavy_waiting_.front());
-    heavy_waiting_.pop_front();
-    ++heavy_running_;
-    run(std::move(work), [this, done = std::move(done)] {
-      --heavy_running_;
+void WorkerPool::start(LaneState& lane) {
+  while (lane.running < lane.limit && !lane.waiting.empty()) {
+    auto [work, done] = std::move(lane.waiting.front());
+    lane.waiting.pop_front();
+    ++lane.running;
+    run(std::move(work), [this, &lane, done = std::move(done)] {
+      --lane.running;
       done();
-      start_heavy();
+      start(lane);
     });
   }
+}
+
+std::size_t WorkerPool::in_flight() const {
+  std::size_t n = in_flight_;
+  for (const auto& lane : lanes_) n += lane.waiting.size();
+  return n;
 }
 
 }  // namespace roomd

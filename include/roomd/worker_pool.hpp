@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <cstddef>
 #include <deque>
 #include <functional>
@@ -16,6 +17,16 @@
 
 namespace roomd {
 
+// Which tasks may run at once. History writes (`any`) are never held back, so an `ok` that
+// waits for its commit does not wait behind searches; the other two lanes are limited, each
+// to its own count, so a flood of one kind neither takes every core from the loop nor makes
+// the other kind queue behind it.
+enum class Lane {
+  any,
+  key_checks,  // one per key-check helper process, which does the hashing
+  queries,     // history reads and searches: CPU work, at most cores - 1 at once
+};
+
 // What the router needs from a pool: submit and forget. Unit tests supply their own runner.
 class TaskRunner {
  public:
@@ -23,39 +34,43 @@ class TaskRunner {
   // `work` runs on a pool thread; `done` runs afterwards on the loop thread.
   virtual void run(std::function<void()> work, std::function<void()> done) = 0;
 
-  // CPU- and memory-hungry work (argon2id): the pool runs fewer of these at once than it has
-  // threads, so they cannot take every core from the loop.
-  virtual void run_heavy(std::function<void()> work, std::function<void()> done) {
+  // The same, within the lane's limit of tasks at once (the rest wait, in order).
+  virtual void run_in(Lane, std::function<void()> work, std::function<void()> done) {
     run(std::move(work), std::move(done));
   }
 
   // Typed convenience: the result of `work` is handed to `done`.
   template <class Result>
-  void submit(std::function<Result()> work, std::function<void(Result)> done, bool heavy = false) {
+  void submit(std::function<Result()> work, std::function<void(Result)> done, Lane lane = Lane::any) {
     auto result = std::make_shared<Result>();
     auto w = [work = std::move(work), result] { *result = work(); };
     auto d = [done = std::move(done), result] { done(std::move(*result)); };
-    if (heavy) run_heavy(std::move(w), std::move(d));
-    else run(std::move(w), std::move(d));
+    if (lane == Lane::any) run(std::move(w), std::move(d));
+    else run_in(lane, std::move(w), std::move(d));
   }
 };
 
 class WorkerPool final : public TaskRunner {
  public:
-  // `heavy_limit`: how many heavy tasks may run at once (the rest wait, in order).
-  WorkerPool(uv_loop_t* loop, std::size_t heavy_limit) : loop_(loop), heavy_limit_(heavy_limit) {}
+  // How many tasks of each limited lane may run at once.
+  WorkerPool(uv_loop_t* loop, std::size_t key_checks, std::size_t queries)
+      : loop_(loop), lanes_{LaneState{key_checks, 0, {}}, LaneState{queries, 0, {}}} {}
   void run(std::function<void()> work, std::function<void()> done) override;
-  void run_heavy(std::function<void()> work, std::function<void()> done) override;
-  std::size_t in_flight() const { return in_flight_ + heavy_waiting_.size(); }
+  void run_in(Lane lane, std::function<void()> work, std::function<void()> done) override;
+  std::size_t in_flight() const;
 
  private:
-  void start_heavy();
+  struct LaneState {
+    std::size_t limit;
+    std::size_t running = 0;
+    std::deque<std::pair<std::function<void()>, std::function<void()>>> waiting;
+  };
+  LaneState& state(Lane lane) { return lanes_[lane == Lane::key_checks ? 0 : 1]; }
+  void start(LaneState& lane);
 
   uv_loop_t* loop_;
   std::size_t in_flight_ = 0;
-  std::size_t heavy_limit_;
-  std::size_t heavy_running_ = 0;
-  std::deque<std::pair<std::function<void()>, std::function<void()>>> heavy_waiting_;
+  std::array<LaneState, 2> lanes_;
 };
 
 }  // namespace roomd

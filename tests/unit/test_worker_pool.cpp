@@ -3,7 +3,10 @@
 #include <doctest/doctest.h>
 #include <uv.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <future>
 #include <thread>
 
 #include "roomd/history_store.hpp"
@@ -17,7 +20,7 @@ TEST_CASE("worker pool: work on a pool thread, completion on the loop thread") {
   uv_loop_t loop;
   uv_loop_init(&loop);
   {
-    WorkerPool pool(&loop, 2);
+    WorkerPool pool(&loop, 2, 2);
     const auto loop_thread = std::this_thread::get_id();
     int done = 0;
     for (int i = 0; i < 8; ++i)
@@ -30,6 +33,41 @@ TEST_CASE("worker pool: work on a pool thread, completion on the loop thread") {
     CHECK(pool.in_flight() == 8);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(done == 8);
+    CHECK(pool.in_flight() == 0);
+  }
+  uv_loop_close(&loop);
+}
+
+TEST_CASE("worker pool: each limited lane runs at most its limit, and lanes do not wait on each other") {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    WorkerPool pool(&loop, 1, 1);
+    std::atomic<int> running{0}, most{0};
+    std::promise<void> query_ran;
+    auto query_done = query_ran.get_future().share();
+    bool key_saw_query = false;
+    // A key check that waits (boundedly) for a query: were the lanes one, it could not finish
+    // until its own time ran out.
+    pool.submit<bool>([query_done] { return query_done.wait_for(std::chrono::seconds(30)) == std::future_status::ready; },
+                      [&](bool saw) { key_saw_query = saw; }, Lane::key_checks);
+    for (int i = 0; i < 3; ++i)
+      pool.submit<int>(
+          [&] {
+            int now = ++running;
+            int seen = most.load();
+            while (now > seen && !most.compare_exchange_weak(seen, now)) {
+            }
+            std::this_thread::yield();
+            --running;
+            return 0;
+          },
+          [](int) {}, Lane::queries);
+    pool.submit<int>([&query_ran] { query_ran.set_value(); return 0; }, [](int) {}, Lane::queries);
+    CHECK(pool.in_flight() == 5);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(key_saw_query);
+    CHECK(most.load() == 1);  // the queries lane's limit
     CHECK(pool.in_flight() == 0);
   }
   uv_loop_close(&loop);
