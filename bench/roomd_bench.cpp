@@ -51,6 +51,7 @@ struct Options {
   bool storm_distinct_keys = false;  // a brute-force attack rather than a reconnect storm
   std::string storm_key_room = "vault";
   std::string storm_history_room = "lobby";
+  long storm_seed = 2000;  // messages said in the history room first, so searches find something
 };
 
 struct Worker;
@@ -62,6 +63,7 @@ struct Conn {
   Role role = Role::receiver;
   int room = 0;
   bool ready = false;
+  bool seeder = false;     // storm: fills the history room before the run
   std::string in;          // unparsed input
   long sent = 0;           // publisher: messages sent
 };
@@ -207,6 +209,17 @@ struct Worker {
       send(c, "{\"op\":\"history\",\"room\":\"" + o.storm_history_room + "\",\"search\":\"payload\",\"limit\":50}\n");
   }
 
+  // Searches must have something to search: the storm's history room gets storm_seed
+  // messages, all in one write; the last one asks for an ok.
+  void seed_history(Conn& c) {
+    std::string says;
+    for (long i = 1; i <= o.storm_seed; ++i)
+      says += "{\"op\":\"say\",\"room\":\"" + o.storm_history_room + "\",\"text\":\"payload " + std::to_string(i) +
+              " of the storm's history: searches look for this word\"" +
+              (i == o.storm_seed ? std::string(",\"id\":1") : std::string()) + "}\n";
+    send(c, std::move(says));
+  }
+
   void on_delivery(std::string_view payload_part) {
     ++pending_deliveries;
     if (o.scenario == "latency" || o.scenario == "storm") {
@@ -227,10 +240,14 @@ struct Worker {
     }
     if (!c.ready) {
       if (line.starts_with("{\"op\":\"welcome\"")) {
+        if (c.seeder) return send(c, "{\"op\":\"join\",\"room\":\"" + o.storm_history_room + "\"}\n");
         if (c.role == Role::storm) return mark_ready(c);
         send(c, "{\"op\":\"join\",\"room\":\"" + room_name(c.room) + "\"}\n");
       } else if (line.starts_with("{\"op\":\"joined\"")) {
+        if (c.seeder) return seed_history(c);
         mark_ready(c);
+      } else if (c.seeder && line.starts_with("{\"op\":\"ok\"")) {
+        mark_ready(c);  // the last seed message is stored (an ok comes after its commit)
       } else if (line.starts_with("{\"op\":\"error\"")) {
         sh.fail(std::string(line));
       }
@@ -512,7 +529,10 @@ int run(Shared& sh) {
     w0.add(Role::publisher, 0);
     for (int i = 0; i < o.members; ++i) receiver_worker().add(Role::receiver, 0);
     if (o.scenario == "storm")
-      for (int i = 0; i < o.storm_clients; ++i) w0.add(Role::storm, 0);
+      for (int i = 0; i < o.storm_clients; ++i) {
+        w0.add(Role::storm, 0);
+        w0.conns.back()->seeder = i == 0 && o.storm_seed > 0 && o.target == Target::roomd;
+      }
     sh.expected = o.scenario == "fanout"
                       ? static_cast<std::uint64_t>(o.messages) * static_cast<std::uint64_t>(o.members)
                       : static_cast<std::uint64_t>(o.rate * o.duration) * static_cast<std::uint64_t>(o.members);
@@ -576,6 +596,7 @@ int main(int argc, char** argv) {
   app.add_option("--storm-clients", o.storm_clients, "clients flooding keyed joins and searches (storm)");
   app.add_option("--storm-mix", o.storm_mix, "what the storm clients send: joins, searches or both")
       ->check(CLI::IsMember({"joins", "searches", "both"}));
+  app.add_option("--storm-seed", o.storm_seed, "messages said in the history room before a storm (0: none)");
   app.add_flag("--storm-distinct-keys", o.storm_distinct_keys,
                "every storm join guesses a new key (a brute-force attack: each is an argon2id check)");
   app.add_option("--threads", o.threads, "generator threads, each with its own loop (receivers are dealt among them)");

@@ -60,6 +60,18 @@ class BenchSmoke(DaemonTest):
         self.assertEqual((kv["deliveries"], kv["lost"]), ("150", "0"))
         self.assertGreater(int(kv["storm_requests"]), 0)
 
+    def test_storm_searches_a_seeded_sqlite_history(self):
+        # As bench/compare runs it: lobby's history in SQLite, seeded before the run.
+        with open(CONFIG) as f:
+            self.d = self.start(f.read().replace("[history]\n", '[history]\npath = "{tmp}/history.db"\n', 1))
+        kv = self.bench("storm", "--members", "3", "--rate", "100", "--duration", "0.5", "--storm-clients", "3",
+                        "--storm-mix", "searches", "--storm-seed", "40")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("150", "0"))
+        self.assertGreater(int(kv["storm_requests"]), 0)
+        c = self.connect(self.d)
+        found = c.call({"op": "history", "room": "lobby", "search": "payload", "limit": 500}, "history")
+        self.assertEqual(len(found["messages"]), 40)
+
     def test_storm_of_distinct_guesses_on_two_threads(self):
         kv = self.bench("storm", "--members", "3", "--rate", "100", "--duration", "0.5", "--storm-clients", "2",
                         "--storm-mix", "joins", "--storm-distinct-keys", "--threads", "2")
