@@ -309,3 +309,42 @@ TEST_CASE("history store: hostile search text is quoted, never a syntax error") 
 TEST_CASE("history store: a path that cannot be opened is a clear error") {
   CHECK_THROWS_WITH_AS(HistoryStore("/proc/roomd/cannot/h.db"), doctest::Contains("/proc/roomd"), std::runtime_error);
 }
+
+namespace {
+// Answers every history query with a fixed page, at once.
+struct FixedHistory : Persistence {
+  HistoryPage page;
+  void append(StoredMessage, std::function<void(bool)> committed) override {
+    if (committed) committed(true);
+  }
+  void query(HistoryQuery, std::function<void(HistoryPage)> done) override { done(page); }
+};
+}  // namespace
+
+TEST_CASE("router: a stored history page goes out as the same JSON a DOM would make") {
+  FixedHistory store;
+  store.page.bodies = {
+      R"({"op":"message","room":"lobby","seq":1,"from":"a","ts":5,"text":"x \"q\" é"})" "\n",  // as the server stores them
+      R"({"op":"message","room":"lobby","seq":2,"from":"b","ts":6,"data":{"k":[1,2]}})",         // without the newline
+      "not json",                                                                              // skipped
+  };
+  store.page.more = true;
+  DeferredRunner runner;
+  RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, &store,
+                          {}, {}, {}};
+  RoomConfig lobby;
+  lobby.name = "lobby";
+  Router router(RouterSettings{}, {lobby}, services);
+  Box box;
+  SessionId id = router.connect(box);
+  Request r;
+  r.op = Op::history;
+  r.room = "lobby";
+  r.id = nlohmann::json("h-1");
+  router.handle(id, r);
+  ordered_json expected = {{"op", "history"}, {"id", "h-1"}, {"room", "lobby"},
+                           {"messages", {ordered_json::parse(store.page.bodies[0]), ordered_json::parse(store.page.bodies[1])}},
+                           {"more", true}};
+  CHECK(box.got.back().dump() == expected.dump());
+  CHECK(box.held == 0);
+}
