@@ -3,8 +3,10 @@
 
 #include "roomd/guess_throttle.hpp"
 #include "roomd/router.hpp"
+#include "router_fakes.hpp"
 
 using namespace roomd;
+using namespace roomd::testing;
 
 TEST_CASE("guess throttle: a burst, then one guess per interval, and a clear wait") {
   GuessThrottle t({3, 10});
@@ -70,42 +72,9 @@ TEST_CASE("guess throttle: sources") {
   CHECK(GuessThrottle::source_of("::ffff:192.0.2.7") == "192.0.2.7");
 }
 
-namespace {
-struct Runner : TaskRunner {
-  std::vector<std::pair<std::function<void()>, std::function<void()>>> tasks;
-  void run(std::function<void()> work, std::function<void()> done) override {
-    tasks.emplace_back(std::move(work), std::move(done));
-  }
-  void run_all() {
-    auto pending = std::move(tasks);
-    tasks.clear();
-    for (auto& [work, done] : pending) {
-      work();
-      done();
-    }
-  }
-};
-
-struct Inbox : Outbox {
-  std::vector<ordered_json> got;
-  void send(const EventPtr& e) override { got.push_back(e->body()); }
-  void send_broadcast(const EventPtr& e, std::string_view) override { got.push_back(e->body()); }
-  void end() override {}
-  void hold() override {}
-  void release() override {}
-};
-
-Request join(std::string key) {
-  Request r;
-  r.op = Op::join;
-  r.room = "vault";
-  r.key = std::move(key);
-  return r;
-}
-}  // namespace
 
 TEST_CASE("router: key guesses over an address's budget are refused without a check") {
-  Runner runner;
+  DeferredRunner runner;
   std::uint64_t now = 1000;
   int checks = 0;
   std::vector<std::string> throttled;
@@ -118,51 +87,48 @@ TEST_CASE("router: key guesses over an address's budget are refused without a ch
                           [&](const std::string& source, std::uint64_t) { throttled.push_back(source); }};
   RouterSettings settings;
   settings.key_guesses = {2, 30};
-  RoomConfig vault;
-  vault.name = "vault";
-  vault.key = "$argon2id$stand-in";
-  Router router(settings, {vault}, services);
-  Inbox guesser1, guesser2, other;
+  Router router(settings, {keyed_room()}, services);
+  Box guesser1, guesser2, other;
   SessionId g1 = router.connect(guesser1, false, "198.51.100.1");
   SessionId g2 = router.connect(guesser2, false, "198.51.100.1");  // same address, another connection
   SessionId o = router.connect(other, false, "198.51.100.2");
 
-  router.handle(g1, join("guess 1"));
-  router.handle(g2, join("guess 2"));
+  router.handle(g1, join_vault("guess 1"));
+  router.handle(g2, join_vault("guess 2"));
   runner.run_all();
   CHECK(checks == 2);
   CHECK(guesser1.got.back()["code"] == "bad_key");
-  router.handle(g1, join("guess 3"));
+  router.handle(g1, join_vault("guess 3"));
   CHECK(runner.tasks.empty());  // refused before any check
   CHECK(guesser1.got.back()["code"] == "rate_limited");
   CHECK(guesser1.got.back()["message"].get<std::string>().find("try again in 30 s") != std::string::npos);
-  router.handle(g2, join("guess 4"));
+  router.handle(g2, join_vault("guess 4"));
   CHECK(guesser2.got.back()["code"] == "rate_limited");
   CHECK(throttled == std::vector<std::string>{"198.51.100.1"});
   CHECK(router.guess_throttle().refused() == 2);
 
-  router.handle(g1, join("guess 1"));  // a remembered answer costs nothing and is not refused
+  router.handle(g1, join_vault("guess 1"));  // a remembered answer costs nothing and is not refused
   CHECK(guesser1.got.back()["code"] == "bad_key");
 
-  router.handle(o, join("other guess"));  // another address is not affected
+  router.handle(o, join_vault("other guess"));  // another address is not affected
   runner.run_all();
   CHECK(other.got.back()["code"] == "bad_key");
   CHECK(checks == 3);
 
   now += 30000;  // one guess back
-  router.handle(g1, join("right"));
+  router.handle(g1, join_vault("right"));
   runner.run_all();
   CHECK(guesser1.got.back()["op"] == "joined");  // a right key gives its guess back ...
-  router.handle(g2, join("guess 5"));
+  router.handle(g2, join_vault("guess 5"));
   runner.run_all();
   CHECK(guesser2.got.back()["code"] == "bad_key");  // ... so the next guess still has one
-  router.handle(g2, join("guess 6"));
+  router.handle(g2, join_vault("guess 6"));
   CHECK(guesser2.got.back()["code"] == "rate_limited");
   CHECK(checks == 5);
 }
 
 TEST_CASE("router: joins that share a check in flight cost one guess, not one each") {
-  Runner runner;
+  DeferredRunner runner;
   int checks = 0;
   RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1000}; }}, &runner, nullptr,
                           [&](const std::string&, const std::string&) {
@@ -172,22 +138,19 @@ TEST_CASE("router: joins that share a check in flight cost one guess, not one ea
                           {}, {}};
   RouterSettings settings;
   settings.key_guesses = {2, 30};
-  RoomConfig vault;
-  vault.name = "vault";
-  vault.key = "$argon2id$stand-in";
-  Router router(settings, {vault}, services);
-  std::vector<Inbox> fleet(6);
+  Router router(settings, {keyed_room()}, services);
+  std::vector<Box> fleet(6);
   std::vector<SessionId> ids;
   for (auto& box : fleet) ids.push_back(router.connect(box, false, "203.0.113.5"));
-  for (SessionId id : ids) router.handle(id, join("stale key"));  // a fleet reconnecting at once
+  for (SessionId id : ids) router.handle(id, join_vault("stale key"));  // a fleet reconnecting at once
   CHECK(runner.tasks.size() == 1);
   runner.run_all();
   CHECK(checks == 1);
   for (auto& box : fleet) CHECK(box.got.back()["code"] == "bad_key");
   CHECK(router.guess_throttle().refused() == 0);
-  router.handle(ids[0], join("new guess"));  // one of the two guesses is left
+  router.handle(ids[0], join_vault("new guess"));  // one of the two guesses is left
   runner.run_all();
   CHECK(fleet[0].got.back()["code"] == "bad_key");
-  router.handle(ids[0], join("newer guess"));
+  router.handle(ids[0], join_vault("newer guess"));
   CHECK(fleet[0].got.back()["code"] == "rate_limited");
 }

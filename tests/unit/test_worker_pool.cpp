@@ -13,8 +13,10 @@
 #include "roomd/key_checker.hpp"
 #include "roomd/router.hpp"
 #include "roomd/worker_pool.hpp"
+#include "router_fakes.hpp"
 
 using namespace roomd;
+using namespace roomd::testing;
 
 TEST_CASE("worker pool: work on a pool thread, completion on the loop thread") {
   uv_loop_t loop;
@@ -72,53 +74,6 @@ TEST_CASE("worker pool: each limited lane runs at most its limit, and lanes do n
   }
   uv_loop_close(&loop);
 }
-
-namespace {
-
-// Holds tasks until the test runs them: the window in which a client may vanish.
-struct DeferredRunner : TaskRunner {
-  std::vector<std::pair<std::function<void()>, std::function<void()>>> tasks;
-  void run(std::function<void()> work, std::function<void()> done) override {
-    tasks.emplace_back(std::move(work), std::move(done));
-  }
-  void run_all() {
-    auto pending = std::move(tasks);
-    tasks.clear();
-    for (auto& [work, done] : pending) {
-      work();
-      done();
-    }
-  }
-};
-
-struct Box : Outbox {
-  std::vector<ordered_json> got;
-  int held = 0;
-  bool alive = true;
-  void send(const EventPtr& e) override { REQUIRE(alive); got.push_back(e->body()); }
-  void send_broadcast(const EventPtr& e, std::string_view) override { REQUIRE(alive); got.push_back(e->body()); }
-  void end() override {}
-  void hold() override { ++held; }
-  void release() override { REQUIRE(alive); --held; }
-};
-
-RoomConfig keyed_room() {
-  RoomConfig r;
-  r.name = "vault";
-  r.key = "$argon2id$fake";
-  return r;
-}
-
-Request join_vault(const std::string& key) {
-  Request r;
-  r.op = Op::join;
-  r.room = "vault";
-  r.key = key;
-  r.id = 1;
-  return r;
-}
-
-}  // namespace
 
 TEST_CASE("router: a keyed join holds the client until the pool answers") {
   DeferredRunner runner;
