@@ -361,8 +361,8 @@ void Router::on_join(Session& s, const Request& r) {
     bool shared = keys_.in_flight(room->key, *r.key);
     auto verdict = shared ? GuessThrottle::Verdict{true, 0, false} : guesses_.try_start(s.source, clock_.mono_ms());
     if (!verdict.allowed) {
-      if (verdict.first_refusal && services_.guesses_throttled) services_.guesses_throttled(s.source, verdict.retry_ms);
       std::uint64_t retry_s = (verdict.retry_ms + 999) / 1000;
+      if (verdict.first_refusal && services_.guesses_throttled) services_.guesses_throttled(s.source, retry_s);
       return fail(s, r, ErrorCode::rate_limited,
                   "too many wrong keys from your address: try again in " + std::to_string(retry_s) + " s");
     }

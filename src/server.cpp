@@ -55,9 +55,9 @@ Server::Server(ServerOptions options)
                             return helpers->verify(hash, key);
                           },
                           [this] { return stats_json(); },
-                          [](const std::string& source, std::uint64_t retry_ms) {
-                            log::warning("key guesses from " + source + " refused for " +
-                                         std::to_string((retry_ms + 999) / 1000) + " s: too many wrong keys");
+                          [](const std::string& source, std::uint64_t retry_s) {
+                            log::warning("key guesses from " + source + " refused for " + std::to_string(retry_s) +
+                                         " s: too many wrong keys");
                           }};
   if (!config_.history.path.empty()) {
     store_ = std::make_unique<HistoryStore>(config_.history.path);

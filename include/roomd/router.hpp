@@ -72,7 +72,7 @@ struct RouterServices {
   // The figures of the `stats` op (admin listeners only).
   std::function<ordered_json()> stats;
   // A source went over its key-guess budget (once until it is back within it): for the log.
-  std::function<void(const std::string& source, std::uint64_t retry_ms)> guesses_throttled;
+  std::function<void(const std::string& source, std::uint64_t retry_s)> guesses_throttled;
 };
 
 struct RouterSettings {
