@@ -72,17 +72,13 @@ std::string exec(sqlite3* db, const char* sql) {
 
 }  // namespace
 
-class HistoryStore::Lease {
- public:
-  explicit Lease(const HistoryStore& store) : store_(store), db(store.borrow_reader()) {}
-  ~Lease() { store_.give_back(db); }
+struct HistoryStore::Lease {
+  explicit Lease(const HistoryStore& s) : store(s), db(s.borrow_reader()) {}
+  ~Lease() { store.give_back(db); }
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
 
- private:
-  const HistoryStore& store_;
-
- public:
+  const HistoryStore& store;
   sqlite3* const db;
 };
 

@@ -63,7 +63,7 @@ class HistoryStore {
  private:
   // A read connection borrowed for one query and given back: opening one per query cost
   // more than a typical search (file, WAL index and schema each time).
-  class Lease;
+  struct Lease;
   ::sqlite3* borrow_reader() const;
   void give_back(::sqlite3* db) const;
 
