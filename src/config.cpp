@@ -202,6 +202,8 @@ void read_limits(const toml::table& t, LimitsConfig& l, std::vector<ConfigError>
   r.integer("idle_timeout_s", l.idle_timeout_s, 2, 31 * 24 * 3600);
   r.integer("key_guesses", l.key_guesses, 0, 1000000);
   r.integer("key_guess_interval_s", l.key_guess_interval_s, 1, 24 * 3600);
+  r.number("query_rate", l.query_rate, 0, 1e9);
+  r.integer("query_burst", l.query_burst, 1, 1000000000);
   r.reject_unknown();
 }
 

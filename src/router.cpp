@@ -33,7 +33,8 @@ struct Router::Session {
   SessionId id;
   std::string nick;
   Outbox* out;
-  TokenBucket bucket;
+  TokenBucket bucket;   // says and whispers: refused when empty
+  TokenBucket queries;  // joins, history, who, rooms: wait when empty
   bool admin;
   std::vector<Membership> rooms;  // join order: the last one is the "current" room
   std::string source;             // whose budget its key guesses use
@@ -50,11 +51,13 @@ RouterSettings RouterSettings::from(const Config& c, std::string version) {
   s.max_history = c.history.max_messages_per_room;
   s.max_frame_bytes = c.limits.max_frame_bytes;
   s.key_guesses = {c.limits.key_guesses, c.limits.key_guess_interval_s};
+  s.query_rate = c.limits.query_rate;
+  s.query_burst = c.limits.query_burst;
   return s;
 }
 
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock)
-    : Router(std::move(settings), rooms, RouterServices{std::move(clock), nullptr, nullptr, {}, {}, {}}) {}
+    : Router(std::move(settings), rooms, RouterServices{std::move(clock), nullptr, nullptr, {}, {}, {}, {}}) {}
 
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, RouterServices services)
     : settings_(std::move(settings)),
@@ -99,7 +102,8 @@ std::string Router::next_guest_nick() {
 SessionId Router::connect(Outbox& outbox, bool admin, std::string source) {
   auto session = std::make_unique<Session>(Session{
       next_id_++, next_guest_nick(), &outbox,
-      TokenBucket(settings_.rate, settings_.burst, clock_.mono_ms()), admin, {}, std::move(source)});
+      TokenBucket(settings_.rate, settings_.burst, clock_.mono_ms()),
+      TokenBucket(settings_.query_rate, settings_.query_burst, clock_.mono_ms()), admin, {}, std::move(source)});
   Session& s = *session;
   by_nick_[fold_case(s.nick)] = &s;
   sessions_.emplace(s.id, std::move(session));
@@ -112,7 +116,11 @@ SessionId Router::connect(Outbox& outbox, bool admin, std::string source) {
   w["motd"] = settings_.motd;
   w["hint"] = "send JSON lines, or type /help for text mode";
   // Not in the spec's list: lets a client pace itself instead of being refused.
-  w["limits"] = {{"rate", settings_.rate}, {"burst", settings_.burst}, {"max_frame_bytes", settings_.max_frame_bytes}};
+  w["limits"] = {{"rate", settings_.rate},
+                 {"burst", settings_.burst},
+                 {"query_rate", settings_.query_rate},
+                 {"query_burst", settings_.query_burst},
+                 {"max_frame_bytes", settings_.max_frame_bytes}};
   s.out->send(make_event(std::move(w)));
   return s.id;
 }
@@ -272,30 +280,55 @@ void Router::handle(SessionId id, const Request& r) {
   Session* s = find_session(id);
   if (!s) return;
   ++stats_.requests;
+  if (!paced(*s, r)) serve(*s, r);
+}
+
+// Requests that make the server look things up (and joins, which may start a key check or
+// a replay) are paced per session, as IRC servers' "fake lag" does: over the budget, the
+// request is not refused but answered when the session's next token is due. Meanwhile the
+// session is held, so its later requests wait behind it and its socket is not read: a
+// client in a closed loop of searches costs the server query_rate of them a second.
+bool Router::paced(Session& s, const Request& r) {
+  if (r.op != Op::join && r.op != Op::history && r.op != Op::who && r.op != Op::rooms) return false;
+  if (settings_.query_rate <= 0 || !services_.after) return false;
+  const std::uint64_t now = clock_.mono_ms();
+  if (s.queries.try_take(now)) return false;
+  ++stats_.queries_paced;
+  s.out->hold();
+  services_.after(s.queries.ms_until_token(now), [this, id = s.id, r] {
+    Session* session = find_session(id);
+    if (!session) return;  // gone while it waited
+    session->out->release();  // the backlog resumes later, from the connection's flush
+    if (!paced(*session, r)) serve(*session, r);
+  });
+  return true;
+}
+
+void Router::serve(Session& s, const Request& r) {
   switch (r.op) {
-    case Op::nick: return on_nick(*s, r);
-    case Op::rooms: return on_rooms(*s, r);
-    case Op::join: return on_join(*s, r);
-    case Op::leave: return on_leave(*s, r);
-    case Op::say: return on_say(*s, r);
-    case Op::whisper: return on_whisper(*s, r);
-    case Op::who: return on_who(*s, r);
-    case Op::topic: return on_topic(*s, r);
-    case Op::history: return on_history(*s, r);
-    case Op::bye: return on_bye(*s, r);
-    case Op::ping: return reply(*s, reply_body(r, "pong"));
+    case Op::nick: return on_nick(s, r);
+    case Op::rooms: return on_rooms(s, r);
+    case Op::join: return on_join(s, r);
+    case Op::leave: return on_leave(s, r);
+    case Op::say: return on_say(s, r);
+    case Op::whisper: return on_whisper(s, r);
+    case Op::who: return on_who(s, r);
+    case Op::topic: return on_topic(s, r);
+    case Op::history: return on_history(s, r);
+    case Op::bye: return on_bye(s, r);
+    case Op::ping: return reply(s, reply_body(r, "pong"));
     case Op::echo: {
       auto b = reply_body(r, "echo");
       b["text"] = r.text.value_or("");
-      return reply(*s, std::move(b));
+      return reply(s, std::move(b));
     }
-    case Op::help: return reply(*s, reply_body(r, "help"));
+    case Op::help: return reply(s, reply_body(r, "help"));
     case Op::stats: {
-      if (!s->admin || !services_.stats)
-        return fail(*s, r, ErrorCode::unknown_op, "stats is only available on an admin listener");
+      if (!s.admin || !services_.stats)
+        return fail(s, r, ErrorCode::unknown_op, "stats is only available on an admin listener");
       auto b = reply_body(r, "stats");
       b.update(services_.stats());
-      return reply(*s, std::move(b));
+      return reply(s, std::move(b));
     }
   }
 }
@@ -625,7 +658,10 @@ void Router::on_bye(Session& s, const Request& r) {
 
 void Router::reconfigure(RouterSettings settings, const std::vector<RoomConfig>& configured) {
   settings_ = std::move(settings);
-  for (auto& [id, s] : sessions_) s->bucket.reconfigure(settings_.rate, settings_.burst);
+  for (auto& [id, s] : sessions_) {
+    s->bucket.reconfigure(settings_.rate, settings_.burst);
+    s->queries.reconfigure(settings_.query_rate, settings_.query_burst);
+  }
   guesses_.reconfigure(settings_.key_guesses);
   // Configured rooms that the new file no longer lists are gone, even with dynamic rooms on.
   std::unordered_set<std::string> wanted;

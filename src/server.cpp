@@ -50,6 +50,7 @@ Server::Server(ServerOptions options)
   pool_ = std::make_unique<WorkerPool>(loop_.get(), heavy_slots, heavy_slots);
   // Key checks run in helper processes (started on first use), one per heavy slot.
   key_helpers_ = std::make_unique<KeyHelpers>("/proc/self/exe", heavy_slots);
+  delays_ = std::make_unique<DelayQueue>(loop_.get());
   RouterServices services{Clock{wall_clock_ms, [this] { return now_ms(); }}, pool_.get(), nullptr,
                           [helpers = key_helpers_.get()](const std::string& hash, const std::string& key) {
                             return helpers->verify(hash, key);
@@ -58,6 +59,9 @@ Server::Server(ServerOptions options)
                           [](const std::string& source, std::uint64_t retry_s) {
                             log::warning("key guesses from " + source + " refused for " + std::to_string(retry_s) +
                                          " s: too many wrong keys");
+                          },
+                          [delays = delays_.get()](std::uint64_t delay_ms, std::function<void()> callback) {
+                            delays->after(delay_ms, std::move(callback));
                           }};
   if (!config_.history.path.empty()) {
     store_ = std::make_unique<HistoryStore>(config_.history.path);
@@ -78,6 +82,7 @@ Server::~Server() {
   for (auto& [id, c] : connections_) c->close_now();
   flusher_.reset();
   ticker_.reset();
+  delays_.reset();
   shutdown_deadline_.reset();
   signals_.clear();
   console_.reset();
@@ -154,6 +159,7 @@ int Server::run() {
   std::signal(SIGINT, SIG_IGN);
   std::signal(SIGHUP, SIG_IGN);
   ticker_.reset();
+  delays_.reset();
   shutdown_deadline_.reset();
   flusher_.reset();
   listeners_.clear();
@@ -330,6 +336,7 @@ ordered_json Server::stats_json() const {
   j["slow_consumers"] = stats_.slow_consumers;
   j["dropped"] = stats_.dropped;
   j["rate_limited"] = r.rate_limited;
+  j["queries_paced"] = r.queries_paced;
   j["rejected"] = stats_.rejected;
   j["worker_tasks"] = pool_->in_flight();
   j["key_checks"] = router_->key_checker().checks_run();

@@ -44,6 +44,8 @@ struct LimitsConfig {
   std::uint32_t idle_timeout_s = 300;
   std::uint32_t key_guesses = 5;           // key checks one address may start at once (0: no limit) ...
   std::uint32_t key_guess_interval_s = 10; // ... then one per this many seconds; right keys give theirs back
+  double query_rate = 20;                  // join/history/who/rooms per second per connection (0: unpaced) ...
+  std::uint32_t query_burst = 50;          // ... after this many at once; over it a request waits its turn
 };
 
 struct HistoryConfig {

@@ -73,6 +73,9 @@ struct RouterServices {
   std::function<ordered_json()> stats;
   // A source went over its key-guess budget (once until it is back within it): for the log.
   std::function<void(const std::string& source, std::uint64_t retry_s)> guesses_throttled;
+  // Runs a callback on the loop `delay_ms` from now (the server's DelayQueue). Absent: requests
+  // are not paced.
+  std::function<void(std::uint64_t delay_ms, std::function<void()>)> after;
 };
 
 struct RouterSettings {
@@ -85,6 +88,8 @@ struct RouterSettings {
   std::uint32_t max_history = 100000;
   std::uint32_t max_frame_bytes = 65536;
   GuessThrottle::Settings key_guesses;
+  double query_rate = 20;  // join, history, who, rooms per second per session; 0: unpaced
+  std::uint32_t query_burst = 50;
 
   static RouterSettings from(const Config& config, std::string version);
 };
@@ -94,6 +99,7 @@ struct RouterStats {
   std::uint64_t deliveries = 0;     // message copies handed to outboxes
   std::uint64_t rate_limited = 0;
   std::uint64_t requests = 0;
+  std::uint64_t queries_paced = 0;  // requests that waited for their session's query budget
 };
 
 struct RoomInfo {
@@ -148,6 +154,8 @@ class Router {
   struct Session;
 
   Session* find_session(SessionId id);
+  bool paced(Session& s, const Request& r);
+  void serve(Session& s, const Request& r);
   Room* find_room(std::string_view name) const;
   Room* resolve_room(Session& s, const Request& r, bool need_existing);
   Room* create_room(const std::string& name, const RoomConfig* config);

@@ -18,6 +18,7 @@
 #include "roomd/history_writer.hpp"
 #include "roomd/key_helper.hpp"
 #include "roomd/listener.hpp"
+#include "roomd/delay_queue.hpp"
 #include "roomd/router.hpp"
 #include "roomd/uv.hpp"
 #include "roomd/worker_pool.hpp"
@@ -87,6 +88,7 @@ class Server {
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<HistoryStore> store_;       // with history.path
   std::unique_ptr<HistoryWriter> history_;
+  std::unique_ptr<DelayQueue> delays_;        // paced requests wait here
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;

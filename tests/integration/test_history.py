@@ -273,6 +273,33 @@ class History(DaemonTest):
                 self.assertEqual(r["code"], "bad_request")
         b.call({"op": "ping", "id": "alive"}, "pong", id="alive")
 
+    def test_a_client_flooding_searches_is_paced_not_refused_and_others_are_not_slowed(self):
+        # Two queries at once, then two a second: ten searches sent together take about four
+        # seconds to answer, all of them, in order; the neighbour is answered meanwhile.
+        conf = self.conf.replace("key_guesses = 1000", "key_guesses = 1000\nquery_rate = 2\nquery_burst = 2")
+        conf = conf.replace("[server]\n", '[server]\nlisten = ["127.0.0.1:0", { address = "unix:{tmp}/admin.sock", '
+                                            'admin = true }]\n')
+        d = self.start(conf, listen=(), expect_listeners=2)
+        admin = self.raw([a for a in d.addresses if a.endswith("admin.sock")][0][5:])
+        hog = self.connect(d)
+        self.assertEqual(hog.welcome["limits"]["query_rate"], 2, "the welcome tells clients the budget")
+        hog.call({"op": "join", "room": "lobby"}, "joined")
+        self.say_many(hog, 20, word="needle")
+        for i in range(10):
+            hog.send({"op": "history", "room": "lobby", "search": "needle", "limit": 5, "id": i})
+        hog.send({"op": "say", "room": "lobby", "text": "after the searches", "id": "last"})
+        neighbour = self.connect(d)
+        neighbour.call({"op": "join", "room": "lobby"}, "joined")
+        neighbour.call({"op": "history", "room": "lobby", "search": "needle", "limit": 5}, "history")
+        neighbour.call({"op": "say", "room": "lobby", "text": "not waiting", "id": 1}, "message")
+        paced = admin.call({"op": "stats"}, "stats")["queries_paced"]
+        self.assertGreaterEqual(paced, 1, "the hog's searches are waiting")
+        got = [hog.wait_for("history", id=i) for i in range(10)]  # one out of order would be skipped: a failure
+        self.assertTrue(all(len(h["messages"]) == 5 for h in got))
+        hog.wait_for("ok", id="last")
+        self.assertGreaterEqual(admin.call({"op": "stats"}, "stats")["queries_paced"], 5)
+        self.assertEqual(admin.call({"op": "stats"}, "stats")["rate_limited"], 0, "paced, never refused")
+
     def test_restart_keeps_seq_and_history(self):
         d = self.start(self.conf)
         a = self.connect(d, join=["lobby", "scratch"])

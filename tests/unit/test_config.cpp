@@ -25,6 +25,8 @@ TEST_CASE("config: defaults and the embedded default") {
   CHECK(r.config.history.replay == 50);
   CHECK(r.config.limits.key_guesses == 5);
   CHECK(r.config.limits.key_guess_interval_s == 10);
+  CHECK(r.config.limits.query_rate == doctest::Approx(20));
+  CHECK(r.config.limits.query_burst == 50);
   CHECK(r.config.rooms.empty());
   auto d = roomd::default_config();
   REQUIRE(d.rooms.size() == 1);
@@ -50,6 +52,8 @@ burst = 3
 idle_timeout_s = 60
 key_guesses = 0
 key_guess_interval_s = 30
+query_rate = 0
+query_burst = 7
 [history]
 path = "/tmp/x.db"
 replay = 10
@@ -73,6 +77,8 @@ speakers = ["alice"]
   CHECK(r.config.limits.rate == doctest::Approx(2.5));
   CHECK(r.config.limits.key_guesses == 0);
   CHECK(r.config.limits.key_guess_interval_s == 30);
+  CHECK(r.config.limits.query_rate == 0);
+  CHECK(r.config.limits.query_burst == 7);
   CHECK(r.config.history.path == "/tmp/x.db");
   REQUIRE(r.config.rooms.size() == 1);
   CHECK(r.config.rooms[0].read_only);
@@ -93,6 +99,8 @@ TEST_CASE("config: each bad case names the key and its line") {
   CHECK(only_error("[limits]\nmax_frame_bytes = 1\n").starts_with("limits.max_frame_bytes@2: must be between"));
   CHECK(only_error("[limits]\nkey_guess_interval_s = 0\n") == "limits.key_guess_interval_s@2: must be between 1 and 86400");
   CHECK(only_error("[limits]\nkey_guesses = -1\n").starts_with("limits.key_guesses@2: must be between 0"));
+  CHECK(only_error("[limits]\nquery_rate = -1\n").starts_with("limits.query_rate@2: must be between 0"));
+  CHECK(only_error("[limits]\nquery_burst = 0\n").starts_with("limits.query_burst@2: must be between 1"));
   CHECK(only_error("[history]\nreplay = 501\n").starts_with("history.replay@2: must be between"));
   CHECK(only_error("[log]\nlevel = \"loud\"\n").starts_with("log.level@2: must be one of"));
   CHECK(only_error("server = 3\n") == "server@1: must be a table");

@@ -84,7 +84,7 @@ TEST_CASE("router: key guesses over an address's budget are refused without a ch
                             return key == "right";
                           },
                           {},
-                          [&](const std::string& source, std::uint64_t) { throttled.push_back(source); }};
+                          [&](const std::string& source, std::uint64_t) { throttled.push_back(source); }, {}};
   RouterSettings settings;
   settings.key_guesses = {2, 30};
   Router router(settings, {keyed_room()}, services);
@@ -135,7 +135,7 @@ TEST_CASE("router: joins that share a check in flight cost one guess, not one ea
                             ++checks;
                             return false;
                           },
-                          {}, {}};
+                          {}, {}, {}};
   RouterSettings settings;
   settings.key_guesses = {2, 30};
   Router router(settings, {keyed_room()}, services);

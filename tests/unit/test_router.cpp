@@ -1,6 +1,7 @@
 // The router alone: no sockets, no loop. Outboxes record what each session is sent.
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +49,9 @@ struct Fixture {
   RouterSettings settings;
   std::unique_ptr<Router> router;
   std::vector<std::unique_ptr<Recorder>> boxes;
+  // With `pacing`, the router gets a delay service: callbacks wait here for run_due().
+  bool pacing = false;
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> later;  // (due, callback)
 
   explicit Fixture(std::vector<RoomConfig> r = {rc("lobby", "General")}) : rooms(std::move(r)) {
     settings.version = "test";
@@ -59,7 +63,26 @@ struct Fixture {
     make();
   }
   void make() {
-    router = std::make_unique<Router>(settings, rooms, Clock{[] { return std::uint64_t{42}; }, [this] { return now; }});
+    Clock clock{[] { return std::uint64_t{42}; }, [this] { return now; }};
+    if (!pacing) {
+      router = std::make_unique<Router>(settings, rooms, clock);
+      return;
+    }
+    RouterServices services{clock, nullptr, nullptr, {}, {}, {}, [this](std::uint64_t delay_ms, std::function<void()> cb) {
+                              later.emplace_back(now + delay_ms, std::move(cb));
+                            }};
+    router = std::make_unique<Router>(settings, rooms, services);
+  }
+  // Runs the delayed callbacks that are due by `now`, in the order they were scheduled.
+  std::size_t run_due() {
+    std::vector<std::function<void()>> due;
+    std::erase_if(later, [&](auto& entry) {
+      if (entry.first > now) return false;
+      due.push_back(std::move(entry.second));
+      return true;
+    });
+    for (auto& cb : due) cb();
+    return due.size();
   }
   std::pair<SessionId, Recorder*> client(const std::string& nick = "") {
     boxes.push_back(std::make_unique<Recorder>());
@@ -244,6 +267,82 @@ TEST_CASE("router: rate limit refuses, does not drop silently") {
   f.now += 1000;
   f.do_(a, {{"op", "say"}, {"room", "lobby"}, {"text", "x"}});
   CHECK(abox->last()["op"] == "message");
+}
+
+TEST_CASE("router: queries over their budget wait their turn, in order; nothing is refused") {
+  Fixture f;
+  f.settings.query_rate = 2;  // a token every 500 ms
+  f.settings.query_burst = 2;
+  f.pacing = true;
+  f.make();
+  auto [a, abox] = f.client("alice");
+  auto [b, bbox] = f.client("bob");
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});
+  f.do_(a, {{"op", "who"}, {"room", "lobby"}});
+  CHECK(abox->pop()["op"] == "joined");
+  CHECK(abox->pop()["op"] == "who");
+  CHECK(f.router->stats().queries_paced == 0);
+
+  // The third query in the same millisecond waits: held, unanswered, not refused.
+  f.do_(a, {{"op", "history"}, {"room", "lobby"}});
+  CHECK(abox->got.empty());
+  CHECK(abox->held == 1);
+  CHECK(f.router->stats().queries_paced == 1);
+  REQUIRE(f.later.size() == 1);
+  CHECK(f.later[0].first == f.now + 500);
+
+  // Says are not queries (they have rate/burst), and other sessions have budgets of their own.
+  f.do_(a, {{"op", "say"}, {"room", "lobby"}, {"text", "still here"}});
+  CHECK(abox->pop()["op"] == "message");
+  f.do_(b, {{"op", "rooms"}});
+  CHECK(bbox->last()["op"] == "rooms");
+
+  CHECK(f.run_due() == 0);  // not yet
+  f.now += 500;
+  CHECK(f.run_due() == 1);
+  CHECK(abox->held == 0);
+  auto h = abox->pop();
+  CHECK(h["op"] == "history");
+  CHECK(h["messages"].size() == 1);  // it ran when answered, so it sees the say that came after
+  CHECK(f.router->stats().rate_limited == 0);
+}
+
+TEST_CASE("router: a session that leaves while its query waits is simply forgotten") {
+  Fixture f;
+  f.settings.query_rate = 1;
+  f.settings.query_burst = 1;
+  f.pacing = true;
+  f.make();
+  auto [a, abox] = f.client("alice");
+  f.do_(a, {{"op", "rooms"}});
+  f.do_(a, {{"op", "who"}, {"room", "lobby"}});
+  CHECK(abox->held == 1);
+  f.router->disconnect(a);
+  std::size_t seen = abox->got.size();
+  f.now += 1000;
+  CHECK(f.run_due() == 1);
+  CHECK(abox->got.size() == seen);  // nothing sent to a gone session
+  CHECK(abox->held == 1);           // and its connection is not touched
+}
+
+TEST_CASE("router: query_rate 0 turns pacing off, and a reload changes the budget") {
+  Fixture f;
+  f.settings.query_rate = 0;
+  f.settings.query_burst = 1;
+  f.pacing = true;
+  f.make();
+  auto [a, abox] = f.client("alice");
+  for (int i = 0; i < 10; ++i) f.do_(a, {{"op", "rooms"}});
+  CHECK(abox->got.size() == 10);
+  CHECK(f.router->stats().queries_paced == 0);
+  auto paced = f.settings;
+  paced.query_rate = 1;
+  f.router->reconfigure(paced, f.rooms);
+  abox->got.clear();
+  f.do_(a, {{"op", "rooms"}});  // the one token left
+  f.do_(a, {{"op", "rooms"}});
+  CHECK(abox->got.size() == 1);
+  CHECK(f.router->stats().queries_paced == 1);
 }
 
 TEST_CASE("router: history replay and ring bound") {

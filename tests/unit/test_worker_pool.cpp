@@ -78,7 +78,7 @@ TEST_CASE("worker pool: each limited lane runs at most its limit, and lanes do n
 TEST_CASE("router: a keyed join holds the client until the pool answers") {
   DeferredRunner runner;
   RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, nullptr,
-                          [](const std::string&, const std::string& key) { return key == "right"; }, {}, {}};
+                          [](const std::string&, const std::string& key) { return key == "right"; }, {}, {}, {}};
   Router router(RouterSettings{}, {keyed_room()}, services);
   Box box;
   SessionId id = router.connect(box);
@@ -97,7 +97,7 @@ TEST_CASE("router: a keyed join holds the client until the pool answers") {
 TEST_CASE("router: the pool's completion after the connection closed touches nothing") {
   DeferredRunner runner;
   RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, nullptr,
-                          [](const std::string&, const std::string&) { return true; }, {}, {}};
+                          [](const std::string&, const std::string&) { return true; }, {}, {}, {}};
   Router router(RouterSettings{}, {keyed_room()}, services);
   auto box = std::make_unique<Box>();
   SessionId id = router.connect(*box);
@@ -169,7 +169,7 @@ TEST_CASE("router: a remembered wrong key is refused without the pool, a right o
                             ++verified;
                             return key == "right";
                           },
-                          {}, {}};
+                          {}, {}, {}};
   Router router(RouterSettings{}, {keyed_room()}, services);
   Box a, b, c;
   SessionId ia = router.connect(a), ib = router.connect(b), ic = router.connect(c);
@@ -286,7 +286,7 @@ TEST_CASE("router: a stored history page goes out as the same JSON a DOM would m
   store.page.more = true;
   DeferredRunner runner;
   RouterServices services{Clock{[] { return std::uint64_t{1}; }, [] { return std::uint64_t{1}; }}, &runner, &store,
-                          {}, {}, {}};
+                          {}, {}, {}, {}};
   RoomConfig lobby;
   lobby.name = "lobby";
   Router router(RouterSettings{}, {lobby}, services);
