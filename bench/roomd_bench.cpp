@@ -52,6 +52,9 @@ struct Options {
   std::string storm_key_room = "vault";
   std::string storm_history_room = "lobby";
   long storm_seed = 2000;  // messages said in the history room first, so searches find something
+  // The storm run alternates quiet and storm phases of duration/phases each, so its p99 is
+  // compared with the same run's quiet p99: the machine's drift cancels out.
+  int storm_phases = 14;
 };
 
 struct Worker;
@@ -64,6 +67,7 @@ struct Conn {
   int room = 0;
   bool ready = false;
   bool seeder = false;     // storm: fills the history room before the run
+  bool storm_waiting = false;  // storm: answered during a quiet phase, resumes with the next storm
   std::string in;          // unparsed input
   long sent = 0;           // publisher: messages sent
 };
@@ -137,10 +141,11 @@ struct Worker {
   long published = 0;                  // worker 0
   bool began = false;                  // worker 0: all_ready() ran
   std::vector<std::uint32_t> latencies_us;
+  std::vector<std::uint32_t> quiet_latencies_us;  // storm: sent during a quiet phase
   std::uint64_t storm_requests = 0;
   bool storm_began = false;
   std::string filler;
-  uv_timer_t timeout_timer{}, rate_timer{}, settle_timer{};
+  uv_timer_t timeout_timer{}, rate_timer{}, settle_timer{}, phase_timer{};
   long rss_after_kb = -1;
   char read_buffer[1 << 16];           // one per loop: this loop's reads all land here
   std::thread thread;
@@ -205,10 +210,41 @@ struct Worker {
     if (!sh.started || storm_began) return;
     storm_began = true;
     for (auto& c : conns)
-      if (c->role == Role::storm) storm_request(*c);
+      if (c->role == Role::storm) c->storm_waiting = true;
+    // Checks the phase every millisecond; storm clients wait out the quiet phases.
+    uv_timer_init(&loop, &phase_timer);
+    phase_timer.data = this;
+    uv_timer_start(&phase_timer, [](uv_timer_t* t) {
+      auto* w = static_cast<Worker*>(t->data);
+      if (!w->storm_phase(now_ns())) return;
+      for (auto& c : w->conns)
+        if (c->storm_waiting) w->storm_request(*c);
+    }, 1, 1);
+  }
+
+  // Phases come in pairs, one quiet and one storm, in an order that varies from pair to pair
+  // (a fixed pseudo-random pattern), so nothing periodic on the machine lines up with one kind.
+  long phase_of(std::uint64_t t_ns) const {
+    double phase_s = o.duration / std::max(o.storm_phases, 1);
+    return static_cast<long>(static_cast<double>(t_ns - std::min(t_ns, sh.start_ns.load())) / 1e9 / phase_s);
+  }
+  bool storm_phase(std::uint64_t t_ns) const {
+    if (o.storm_phases <= 1) return true;
+    long phase = phase_of(t_ns);
+    bool storm_first = (static_cast<std::uint32_t>(phase / 2) * 2654435761u >> 15) & 1u;
+    return (phase % 2 == 0) == storm_first;
+  }
+  // The first tenth of each phase belongs to neither: what the previous phase left in flight.
+  bool settled(std::uint64_t t_ns) const {
+    if (o.storm_phases <= 1) return true;
+    double phase_s = o.duration / o.storm_phases;
+    double into = static_cast<double>(t_ns - std::min(t_ns, sh.start_ns.load())) / 1e9;
+    return into - static_cast<double>(phase_of(t_ns)) * phase_s >= phase_s / 10;
   }
 
   void storm_request(Conn& c) {
+    c.storm_waiting = !storm_phase(now_ns());
+    if (c.storm_waiting) return;
     ++storm_requests;
     if (o.target != Target::roomd) return;
     bool join = o.storm_mix == "joins" || (o.storm_mix == "both" && storm_requests % 2);
@@ -236,7 +272,9 @@ struct Worker {
       auto t = payload_part.find("t=");
       if (t != std::string_view::npos) {
         std::uint64_t sent = std::strtoull(payload_part.data() + t + 2, nullptr, 10);
-        latencies_us.push_back(static_cast<std::uint32_t>((now_ns() - sent) / 1000));
+        auto us = static_cast<std::uint32_t>((now_ns() - sent) / 1000);
+        if (o.scenario != "storm") latencies_us.push_back(us);
+        else if (settled(sent)) (storm_phase(sent) ? latencies_us : quiet_latencies_us).push_back(us);
       }
     }
   }
@@ -477,8 +515,11 @@ void Shared::add_deliveries(std::uint64_t n) {
 int report(Shared& sh, long rss_before_kb) {
   const Options& o = sh.o;
   Worker& w0 = sh.first();
-  std::vector<std::uint32_t> latencies_us;
-  for (auto& w : sh.workers) latencies_us.insert(latencies_us.end(), w->latencies_us.begin(), w->latencies_us.end());
+  std::vector<std::uint32_t> latencies_us, quiet_us;
+  for (auto& w : sh.workers) {
+    latencies_us.insert(latencies_us.end(), w->latencies_us.begin(), w->latencies_us.end());
+    quiet_us.insert(quiet_us.end(), w->quiet_latencies_us.begin(), w->quiet_latencies_us.end());
+  }
   double secs = static_cast<double>(sh.end_ns - sh.start_ns) / 1e9;
   std::uint64_t deliveries = sh.deliveries;
   std::uint64_t lost = sh.expected > deliveries ? sh.expected - deliveries : 0;
@@ -510,15 +551,27 @@ int report(Shared& sh, long rss_before_kb) {
     row("seconds", buf);
     std::snprintf(buf, sizeof buf, "%.0f", secs > 0 ? static_cast<double>(deliveries) / secs : 0.0);
     row("deliveries_per_s", buf);
-    if (!latencies_us.empty()) {
-      std::sort(latencies_us.begin(), latencies_us.end());
-      auto pct = [&](double p) { return latencies_us[static_cast<std::size_t>(p * static_cast<double>(latencies_us.size() - 1))]; };
-      row("p50_us", std::to_string(pct(0.50)));
-      row("p90_us", std::to_string(pct(0.90)));
-      row("p99_us", std::to_string(pct(0.99)));
+    auto pct = [](std::vector<std::uint32_t>& v, double p) {
+      return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
+    };
+    std::sort(latencies_us.begin(), latencies_us.end());
+    std::sort(quiet_us.begin(), quiet_us.end());
+    if (!latencies_us.empty()) {  // storm: the storm phases'
+      row("p50_us", std::to_string(pct(latencies_us, 0.50)));
+      row("p90_us", std::to_string(pct(latencies_us, 0.90)));
+      row("p99_us", std::to_string(pct(latencies_us, 0.99)));
       row("max_us", std::to_string(latencies_us.back()));
     }
-    if (o.scenario == "storm") row("storm_requests", std::to_string(sh.workers.back()->storm_requests));
+    if (o.scenario == "storm") {
+      row("storm_requests", std::to_string(sh.workers.back()->storm_requests));
+      if (!quiet_us.empty() && !latencies_us.empty()) {
+        row("quiet_p50_us", std::to_string(pct(quiet_us, 0.50)));
+        row("quiet_p99_us", std::to_string(pct(quiet_us, 0.99)));
+        std::snprintf(buf, sizeof buf, "%.2f",
+                      static_cast<double>(pct(latencies_us, 0.99)) / std::max<double>(1, pct(quiet_us, 0.99)));
+        row("storm_p99_ratio", buf);
+      }
+    }
   }
   if (!sh.error_text.empty()) add("error", "\"" + sh.error_text.substr(0, 80) + "\"");
   std::printf("%s\n", kv.c_str());
@@ -608,6 +661,9 @@ int main(int argc, char** argv) {
   app.add_option("--storm-mix", o.storm_mix, "what the storm clients send: joins, searches or both")
       ->check(CLI::IsMember({"joins", "searches", "both"}));
   app.add_option("--storm-seed", o.storm_seed, "messages said in the history room before a storm (0: none)");
+  app.add_option("--storm-phases", o.storm_phases,
+                 "storm: quiet and storm phases alternate, this many in all (1: storm throughout)")
+      ->check(CLI::Range(1, 1000));
   app.add_flag("--storm-distinct-keys", o.storm_distinct_keys,
                "every storm join guesses a new key (a brute-force attack: each is an argon2id check)");
   app.add_option("--threads", o.threads, "generator threads, each with its own loop (receivers are dealt among them)");

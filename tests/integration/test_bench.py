@@ -56,9 +56,13 @@ class BenchSmoke(DaemonTest):
         self.assertIn("bytes_per_conn", kv)
 
     def test_storm(self):
-        kv = self.bench("storm", "--members", "3", "--rate", "100", "--duration", "0.5", "--storm-clients", "2")
+        kv = self.bench("storm", "--members", "3", "--rate", "100", "--duration", "0.5", "--storm-clients", "2",
+                        "--storm-phases", "4")
         self.assertEqual((kv["deliveries"], kv["lost"]), ("150", "0"))
         self.assertGreater(int(kv["storm_requests"]), 0)
+        # Quiet and storm phases alternate: both are measured, and compared.
+        self.assertGreater(int(kv["quiet_p99_us"]), 0)
+        self.assertGreater(float(kv["storm_p99_ratio"]), 0)
 
     def test_storm_searches_a_seeded_sqlite_history(self):
         # As bench/compare runs it: lobby's history in SQLite, seeded before the run.
