@@ -34,6 +34,9 @@ std::size_t resident_bytes() {
 }  // namespace
 
 void Server::LoopDeleter::operator()(uv_loop_t* loop) const {
+  // Handles closed by members destroyed before the loop (a constructor that threw half way)
+  // get their close callbacks here, which free them; then the loop can close.
+  uv_run(loop, UV_RUN_NOWAIT);
   uv_loop_close(loop);
   delete loop;
 }
