@@ -271,6 +271,11 @@ class History(DaemonTest):
             self.assertIn(r["op"], ("history", "error"), r)
             if r["op"] == "error":
                 self.assertEqual(r["code"], "bad_request")
+        # Readers keep their statements prepared: a failed search leaves them fit for the next.
+        h = b.call({"op": "history", "room": "lobby", "search": "apple", "limit": 100}, "history")
+        self.assertEqual([m["seq"] for m in h["messages"]], [s for s in range(1, 121) if (s - 1) % 10 == 0])
+        h = b.call({"op": "history", "room": "lobby", "before": 10, "limit": 30}, "history")
+        self.assertEqual([m["seq"] for m in h["messages"]], list(range(1, 10)))
         b.call({"op": "ping", "id": "alive"}, "pong", id="alive")
 
     def test_a_client_flooding_searches_is_paced_not_refused_and_others_are_not_slowed(self):
