@@ -73,6 +73,13 @@ struct Fixture {
                             }};
     router = std::make_unique<Router>(settings, rooms, services);
   }
+  // A router that paces queries at `rate` a second after `burst`.
+  void pace(double rate, std::uint32_t burst) {
+    settings.query_rate = rate;
+    settings.query_burst = burst;
+    pacing = true;
+    make();
+  }
   // Runs the delayed callbacks that are due by `now`, in the order they were scheduled.
   std::size_t run_due() {
     std::vector<std::function<void()>> due;
@@ -271,10 +278,7 @@ TEST_CASE("router: rate limit refuses, does not drop silently") {
 
 TEST_CASE("router: queries over their budget wait their turn, in order; nothing is refused") {
   Fixture f;
-  f.settings.query_rate = 2;  // a token every 500 ms
-  f.settings.query_burst = 2;
-  f.pacing = true;
-  f.make();
+  f.pace(2, 2);  // a token every 500 ms
   auto [a, abox] = f.client("alice");
   auto [b, bbox] = f.client("bob");
   f.do_(a, {{"op", "join"}, {"room", "lobby"}});
@@ -309,10 +313,7 @@ TEST_CASE("router: queries over their budget wait their turn, in order; nothing 
 
 TEST_CASE("router: a session that leaves while its query waits is simply forgotten") {
   Fixture f;
-  f.settings.query_rate = 1;
-  f.settings.query_burst = 1;
-  f.pacing = true;
-  f.make();
+  f.pace(1, 1);
   auto [a, abox] = f.client("alice");
   f.do_(a, {{"op", "rooms"}});
   f.do_(a, {{"op", "who"}, {"room", "lobby"}});
@@ -327,10 +328,7 @@ TEST_CASE("router: a session that leaves while its query waits is simply forgott
 
 TEST_CASE("router: query_rate 0 turns pacing off, and a reload changes the budget") {
   Fixture f;
-  f.settings.query_rate = 0;
-  f.settings.query_burst = 1;
-  f.pacing = true;
-  f.make();
+  f.pace(0, 1);
   auto [a, abox] = f.client("alice");
   for (int i = 0; i < 10; ++i) f.do_(a, {{"op", "rooms"}});
   CHECK(abox->got.size() == 10);
