@@ -41,7 +41,7 @@ class CommandLine(DaemonTest):
         d = self.start()  # only for a temp dir
         path = os.path.join(d.tmp.name, "bad.toml")
         with open(path, "w") as f:
-            f.write('[server]\nmotd = "hi"\nmax_clients = "many"\n[limits]\nrate = -1\nburst = 5\nbogus = true\n'
+            f.write('[server]\nmotd = "hi"\nmax_clients = "many"\n[limits]\nrate = -1\nburst = 5\nbogus = true\nquery_rate = -2\n'
                     '[[rooms]]\nname = "ok"\n[[rooms]]\nname = "not ok"\n')
         r = run_roomd("--check-config", "-c", path)
         self.assertEqual(r.returncode, 78)
@@ -49,7 +49,8 @@ class CommandLine(DaemonTest):
         self.assertIn("bad.toml:3: server.max_clients", err)
         self.assertIn("bad.toml:5: limits.rate", err)
         self.assertIn("bad.toml:7: limits.bogus: unknown key", err)
-        self.assertIn("bad.toml:11: rooms[1].name", err)
+        self.assertIn("bad.toml:8: limits.query_rate: must be between 0", err)
+        self.assertIn("bad.toml:12: rooms[1].name", err)
         # Starting with it fails the same way, before binding anything.
         r = run_roomd("-c", path, "--listen", "127.0.0.1:0")
         self.assertEqual(r.returncode, 78)
