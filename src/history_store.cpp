@@ -171,12 +171,17 @@ HistoryStore::HistoryStore(std::string path) : path_(std::move(path)) {
   }
 }
 
+HistoryStore::HistoryStore(std::string path, ReadOnly) : path_(std::move(path)) {
+  give_back(open_db(path_, true));  // fails here, with the reason, if the file is not there
+}
+
 HistoryStore::~HistoryStore() {
   for (sqlite3* db : idle_readers_) close_reader(db);
   sqlite3_close(writer_);
 }
 
 std::string HistoryStore::append(const std::vector<StoredMessage>& batch) {
+  if (!writer_) return "the history database is open read-only";
   if (auto err = exec(writer_, "BEGIN IMMEDIATE"); !err.empty()) return err;
   Statement insert(writer_, "INSERT INTO messages(room, seq, body, text) VALUES(?, ?, ?, ?)");
   Statement index(writer_, "INSERT INTO messages_fts(rowid, text) VALUES(last_insert_rowid(), ?)");
@@ -202,6 +207,7 @@ std::string HistoryStore::append(const std::vector<StoredMessage>& batch) {
 }
 
 std::string HistoryStore::trim(const std::string& room, std::uint64_t keep_after_seq) {
+  if (!writer_) return "the history database is open read-only";
   if (auto err = exec(writer_, "BEGIN IMMEDIATE"); !err.empty()) return err;
   Statement unindex(writer_,
                     "INSERT INTO messages_fts(messages_fts, rowid, text) "

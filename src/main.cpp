@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "roomd/config.hpp"
+#include "roomd/history_helper.hpp"
 #include "roomd/key_helper.hpp"
 #include "roomd/keys.hpp"
 #include "roomd/log.hpp"
@@ -61,6 +62,8 @@ int hash_key_from_stdin() {
 int main(int argc, char** argv) {
   // Not a user-facing option: the daemon starts its argon2id helpers this way.
   if (argc == 2 && std::string_view(argv[1]) == "--key-check-helper") return roomd::run_key_check_helper();
+  if (argc == 3 && std::string_view(argv[1]) == "--history-query-helper")
+    return roomd::run_history_query_helper(argv[2]);
   CLI::App app{"roomd: a chat and message-routing daemon"};
   std::string config_path;
   bool check_config = false, hash_key = false, version = false;

@@ -47,7 +47,7 @@ Server::Server(ServerOptions options)
   if (!options_.listen_override.empty()) config_.server.listen = options_.listen_override;
   read_buffer_.resize(kReadBufferBytes);
   // Key checks and history queries each leave a core to the loop: at most cores - 1 of
-  // each at once (the hashing itself is in idle-priority helpers; queries use the pool thread).
+  // each at once (the hashing and the queries themselves run in idle-priority helpers).
   std::size_t cores = std::max<unsigned>(1, std::thread::hardware_concurrency());
   const std::size_t heavy_slots = std::clamp<std::size_t>(cores - 1, 1, config_.server.workers);
   pool_ = std::make_unique<WorkerPool>(loop_.get(), heavy_slots, heavy_slots);
@@ -69,6 +69,16 @@ Server::Server(ServerOptions options)
   if (!config_.history.path.empty()) {
     store_ = std::make_unique<HistoryStore>(config_.history.path);
     history_ = std::make_unique<HistoryWriter>(*pool_, *store_, config_.history.max_messages_per_room);
+    // Queries go to idle-priority helper processes, one per heavy slot (history_helper.hpp);
+    // one whose helper cannot answer goes to the pool rather than nowhere.
+    history_helpers_ = std::make_unique<HistoryHelpers>(
+        loop_.get(), "/proc/self/exe", config_.history.path, heavy_slots,
+        [writer = history_.get()](HistoryQuery q, HistoryHelpers::Done done) {
+          writer->query_on_pool(std::move(q), std::move(done));
+        });
+    history_->set_reader([helpers = history_helpers_.get()](HistoryQuery q, HistoryHelpers::Done done) {
+      helpers->query(std::move(q), std::move(done));
+    });
     services.persistence = history_.get();
     log::info("history in " + config_.history.path);
   }
@@ -89,6 +99,7 @@ Server::~Server() {
   shutdown_deadline_.reset();
   signals_.clear();
   console_.reset();
+  if (history_helpers_) history_helpers_->close();
   uv_run(loop_.get(), UV_RUN_DEFAULT);
 }
 
@@ -166,6 +177,7 @@ int Server::run() {
   shutdown_deadline_.reset();
   flusher_.reset();
   listeners_.clear();
+  if (history_helpers_) history_helpers_->close();
   uv_run(loop(), UV_RUN_DEFAULT);  // runs the close callbacks
   log::notice("roomd stopped");
   return 0;

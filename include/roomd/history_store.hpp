@@ -46,6 +46,11 @@ class HistoryStore {
   // Opens (creating the file, its directory and the schema); throws std::runtime_error with
   // a readable reason when it cannot.
   explicit HistoryStore(std::string path);
+  // Readers only (a history query helper): the file and its schema must exist; append and
+  // trim refuse.
+  struct ReadOnly {};
+  static constexpr ReadOnly read_only{};
+  HistoryStore(std::string path, ReadOnly);
   ~HistoryStore();
   HistoryStore(const HistoryStore&) = delete;
   HistoryStore& operator=(const HistoryStore&) = delete;

@@ -23,6 +23,11 @@ class HistoryWriter final : public Persistence {
 
   void append(StoredMessage message, std::function<void(bool)> committed) override;
   void query(HistoryQuery query, std::function<void(HistoryPage)> done) override;
+  // Where queries go: by default the pool (query_on_pool); the daemon sends them to helper
+  // processes at idle priority (history_helper.hpp), which fall back to the pool.
+  using Reader = std::function<void(HistoryQuery, std::function<void(HistoryPage)>)>;
+  void set_reader(Reader reader) { reader_ = std::move(reader); }
+  void query_on_pool(HistoryQuery query, std::function<void(HistoryPage)> done);
 
   // Once per loop turn: send what collected, unless a batch is still being written.
   void flush();
@@ -33,6 +38,7 @@ class HistoryWriter final : public Persistence {
   TaskRunner& tasks_;
   HistoryStore& store_;
   std::uint32_t max_messages_;
+  Reader reader_;
   std::vector<StoredMessage> pending_;
   std::vector<std::function<void(bool)>> pending_callbacks_;
   bool writing_ = false;

@@ -16,6 +16,7 @@
 #include "roomd/connection.hpp"
 #include "roomd/history_store.hpp"
 #include "roomd/history_writer.hpp"
+#include "roomd/history_helper.hpp"
 #include "roomd/key_helper.hpp"
 #include "roomd/listener.hpp"
 #include "roomd/delay_queue.hpp"
@@ -88,6 +89,7 @@ class Server {
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<HistoryStore> store_;       // with history.path
   std::unique_ptr<HistoryWriter> history_;
+  std::unique_ptr<HistoryHelpers> history_helpers_;  // with history.path; its fallback is history_
   std::unique_ptr<DelayQueue> delays_;        // paced requests wait here
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;

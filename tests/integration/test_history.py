@@ -55,6 +55,33 @@ persist = false
 """
 
 
+def helper_pids(daemon, flag):
+    """The daemon's helper processes of one kind (its children run as `roomd FLAG ...`)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().split(b"\0")
+        except OSError:
+            continue
+        if ppid == daemon.proc.pid and flag in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def policies(pid):
+    """Each thread's scheduling policy (0 SCHED_OTHER, 5 SCHED_IDLE), by thread id."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            out[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[38])  # field 41: policy
+    return out
+
+
 class Keys(DaemonTest):
     def setUp(self):
         super().setUp()
@@ -129,21 +156,7 @@ class Keys(DaemonTest):
         a.call({"op": "join", "room": "vault", "key": KEY}, "joined", members=[a.welcome["nick"]])
 
     def helpers(self, daemon):
-        """The daemon's argon2id helper processes (children run as --key-check-helper)."""
-        found = []
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            except OSError:
-                continue
-            if ppid == daemon.proc.pid and b"--key-check-helper" in cmdline:
-                found.append(int(pid))
-        return found
+        return helper_pids(daemon, b"--key-check-helper")
 
     def test_key_checks_run_in_a_helper_process_that_is_replaced_if_it_dies(self):
         self.assertEqual(self.helpers(self.d), [])  # started on first use
@@ -170,23 +183,19 @@ class Keys(DaemonTest):
         self.assertFalse(os.path.exists(f"/proc/{replacement[0]}"), "the helper outlived the daemon")
 
     def test_only_the_helpers_run_at_idle_priority(self):
-        # The hashing yields to everything; the daemon's own threads must not, since pool
-        # threads share libuv's queue locks with the loop (a low-priority holder would stall it).
-        def policies(pid):
-            out = {}
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    out[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[38])  # field 41: policy
-            return out
+        # The hashing and the queries yield to everything; the daemon's own threads must not,
+        # since pool threads share libuv's queue locks with the loop (a low-priority holder
+        # would stall it).
         a = self.connect(self.d)
         a.call({"op": "join", "room": "vault", "key": KEY}, "joined")
         a.call({"op": "history", "room": "lobby", "search": "anything"}, "history")
         daemon = policies(self.d.proc.pid)
         self.assertGreater(len(daemon), 2, "the loop and pool threads")
         self.assertEqual(set(daemon.values()), {0}, "every daemon thread at SCHED_OTHER")
-        helpers = self.helpers(self.d)
-        self.assertEqual(len(helpers), 1)
-        self.assertEqual(set(policies(helpers[0]).values()), {5}, "the helper at SCHED_IDLE")
+        for flag in (b"--key-check-helper", b"--history-query-helper"):
+            helpers = helper_pids(self.d, flag)
+            self.assertEqual(len(helpers), 1, flag)
+            self.assertEqual(set(policies(helpers[0]).values()), {5}, f"the {flag} at SCHED_IDLE")
 
     def test_an_address_that_guesses_is_throttled_and_others_are_not(self):
         d = self.start(config("{tmp}").replace("key_guesses = 1000", "key_guesses = 3\nkey_guess_interval_s = 3600")
@@ -277,6 +286,26 @@ class History(DaemonTest):
         h = b.call({"op": "history", "room": "lobby", "before": 10, "limit": 30}, "history")
         self.assertEqual([m["seq"] for m in h["messages"]], list(range(1, 10)))
         b.call({"op": "ping", "id": "alive"}, "pong", id="alive")
+
+    def test_queries_run_in_a_helper_process_that_is_replaced_if_it_dies(self):
+        d = self.start(self.conf)
+        a = self.connect(d, join=["lobby"])
+        self.say_many(a, 25)
+        self.assertEqual(helper_pids(d, b"--history-query-helper"), [])  # started on first use
+        search = {"op": "history", "room": "lobby", "search": "apple"}
+        self.assertEqual([m["seq"] for m in a.call(search, "history")["messages"]], [1, 11, 21])
+        helpers = helper_pids(d, b"--history-query-helper")
+        self.assertEqual(len(helpers), 1)
+        os.kill(helpers[0], signal.SIGKILL)
+        # The dead helper is noticed, a new one answers, and the answer is the same.
+        self.assertEqual([m["seq"] for m in a.call(search, "history")["messages"]], [1, 11, 21])
+        page = a.call({"op": "history", "room": "lobby", "before": 6, "limit": 3}, "history")
+        self.assertEqual([m["seq"] for m in page["messages"]], [3, 4, 5])
+        self.assertTrue(page["more"])
+        self.assertTrue(d.log.wait_for("history-query helper"), "the lost helper is logged")
+        replacement = helper_pids(d, b"--history-query-helper")
+        self.assertEqual(len(replacement), 1)
+        self.assertNotEqual(replacement, helpers)
 
     def test_a_client_flooding_searches_is_paced_not_refused_and_others_are_not_slowed(self):
         # Two queries at once, then two a second: ten searches sent together take about four
