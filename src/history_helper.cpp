@@ -167,21 +167,22 @@ void HistoryHelpers::on_read(Helper& h, ssize_t nread, const uv_buf_t* buf) {
   if (!h.busy) return lost(h, "an answer nobody asked for");
   auto page = decode_page(fields);
   if (!page) return lost(h, "a malformed answer");
-  Pending done = std::move(*h.busy);
+  Pending answered = std::move(*h.busy);
   h.busy.reset();
   dispatch();  // the next query goes out before this answer's callback runs
-  done.done(std::move(*page));
+  answered.done(std::move(*page));
 }
 
 void HistoryHelpers::lost(Helper& h, const std::string& why) {
-  log::warning("the history-query helper (pid " + std::to_string(h.pid) + "): " + why + "; starting another");
+  std::optional<Pending> unanswered = std::move(h.busy);
+  h.busy.reset();
+  bool again = unanswered && unanswered->attempts < 2;
+  log::warning("the history-query helper (pid " + std::to_string(h.pid) + "): " + why +
+               (!unanswered ? "; another starts with the next query"
+                            : again ? "; its query goes to another" : "; its query goes to the pool"));
   stop(h);
-  if (h.busy) {
-    Pending p = std::move(*h.busy);
-    h.busy.reset();
-    if (p.attempts < 2) waiting_.push_front(std::move(p));  // asked once more, first
-    else fallback_(std::move(p.query), std::move(p.done));
-  }
+  if (again) waiting_.push_front(std::move(*unanswered));  // asked once more, first
+  else if (unanswered) fallback_(std::move(unanswered->query), std::move(unanswered->done));
   dispatch();
 }
 
