@@ -110,13 +110,19 @@ bool take_fields(std::string& buffer, HelperFields& out, bool& malformed) {
   };
   std::uint32_t count = 0;
   if (!get(count)) return false;
-  if (count > kMaxFields) return malformed = true, false;
+  if (count > kMaxFields) {
+    malformed = true;
+    return false;
+  }
   std::vector<std::pair<std::size_t, std::uint32_t>> spans;  // checked whole before anything is copied
-  spans.reserve(count);
+  spans.reserve(std::min<std::uint32_t>(count, 1024));
   for (std::uint32_t i = 0; i < count; ++i) {
     std::uint32_t n = 0;
     if (!get(n)) return false;
-    if (n > kMaxField) return malformed = true, false;
+    if (n > kMaxField) {
+      malformed = true;
+      return false;
+    }
     if (buffer.size() - at < n) return false;
     spans.emplace_back(at, n);
     at += n;
