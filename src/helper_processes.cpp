@@ -158,10 +158,13 @@ std::optional<SpawnedHelper> spawn_helper(const std::vector<std::string>& args, 
   return SpawnedHelper{pid, fds[0]};
 }
 
-void reap_helper(pid_t pid) {
+bool reap_helper(pid_t pid, bool wait) {
+  if (pid <= 0) return true;
   int status = 0;
-  while (pid > 0 && ::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t r;
+  while ((r = ::waitpid(pid, &status, wait ? 0 : WNOHANG)) < 0 && errno == EINTR) {
   }
+  return r != 0;  // reaped, or not ours to wait for any more
 }
 
 bool HelperProcesses::start(Helper& h) {

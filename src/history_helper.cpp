@@ -2,11 +2,9 @@
 #include "roomd/history_helper.hpp"
 
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <charconv>
 #include <exception>
 
@@ -187,13 +185,7 @@ void HistoryHelpers::lost(Helper& h, const std::string& why) {
 }
 
 void HistoryHelpers::reap(bool wait) {
-  std::erase_if(unreaped_, [wait](pid_t pid) {
-    int status = 0;
-    pid_t r;
-    while ((r = ::waitpid(pid, &status, wait ? 0 : WNOHANG)) < 0 && errno == EINTR) {
-    }
-    return r != 0;  // reaped, or not ours to wait for any more
-  });
+  std::erase_if(unreaped_, [wait](pid_t pid) { return reap_helper(pid, wait); });
 }
 
 void HistoryHelpers::stop(Helper& h) {

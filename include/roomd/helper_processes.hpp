@@ -35,8 +35,9 @@ struct SpawnedHelper {
 // posix_spawn of argv[0] with argv, its stdin and stdout on one end of a socket pair. Logs
 // and returns nothing when it cannot.
 std::optional<SpawnedHelper> spawn_helper(const std::vector<std::string>& argv, const std::string& name);
-// Waits for a helper that has gone or was told to go (its socket closed), so no zombie is left.
-void reap_helper(pid_t pid);
+// Reaps a helper that has gone or was told to go, so no zombie is left: waiting for it, or
+// (`wait` false) only if it has already exited. True when there is nothing left to reap.
+bool reap_helper(pid_t pid, bool wait = true);
 
 // The wire form of one request or answer.
 std::string encode_fields(const HelperFields& fields);
