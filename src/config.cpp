@@ -204,6 +204,8 @@ void read_limits(const toml::table& t, LimitsConfig& l, std::vector<ConfigError>
   r.integer("key_guess_interval_s", l.key_guess_interval_s, 1, 24 * 3600);
   r.number("query_rate", l.query_rate, 0, 1e9);
   r.integer("query_burst", l.query_burst, 1, 1000000000);
+  r.number("address_history_rate", l.address_history_rate, 0, 1e9);
+  r.integer("address_history_burst", l.address_history_burst, 1, 1000000000);
   r.reject_unknown();
 }
 

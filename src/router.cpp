@@ -53,6 +53,7 @@ RouterSettings RouterSettings::from(const Config& c, std::string version) {
   s.key_guesses = {c.limits.key_guesses, c.limits.key_guess_interval_s};
   s.query_rate = c.limits.query_rate;
   s.query_burst = c.limits.query_burst;
+  s.address_history = {c.limits.address_history_rate, c.limits.address_history_burst};
   return s;
 }
 
@@ -64,7 +65,8 @@ Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Ro
       clock_(services.clock),
       services_(std::move(services)),
       keys_(services_.tasks, services_.verify_key),
-      guesses_(settings_.key_guesses) {
+      guesses_(settings_.key_guesses),
+      address_history_(settings_.address_history) {
   for (const auto& rc : rooms) create_room(rc.name, &rc);
 }
 
@@ -284,24 +286,42 @@ void Router::handle(SessionId id, const Request& r) {
 }
 
 // Requests that make the server look things up (and joins, which may start a key check or
-// a replay) are paced per session, as IRC servers' "fake lag" does: over the budget, the
-// request is not refused but answered when the session's next token is due. Meanwhile the
-// session is held, so its later requests wait behind it and its socket is not read: a
-// client in a closed loop of searches costs the server query_rate of them a second.
+// a replay) are paced, as IRC servers' "fake lag" does: over the budget, the request is not
+// refused but answered when its turn is due. Meanwhile the session is held, so its later
+// requests wait behind it and its socket is not read: a client in a closed loop of searches
+// costs the server query_rate of them a second. History pages and searches, the lookups that
+// read the disk and answer with up to a page of messages, then also take a slot from their
+// address's budget (AddressPacer), which bounds what many connections from one place add up to.
 bool Router::paced(Session& s, const Request& r) {
   if (r.op != Op::join && r.op != Op::history && r.op != Op::who && r.op != Op::rooms) return false;
-  if (settings_.query_rate <= 0 || !services_.after) return false;
+  if (!services_.after) return false;
   const std::uint64_t now = clock_.mono_ms();
-  if (s.queries.try_take(now)) return false;
-  ++stats_.queries_paced;
-  s.out->hold();
-  services_.after(s.queries.ms_until_token(now), [this, id = s.id, r] {
-    Session* session = find_session(id);
-    if (!session) return;  // gone while it waited
-    session->out->release();  // the backlog resumes later, from the connection's flush
-    if (!paced(*session, r)) serve(*session, r);
-  });
+  if (settings_.query_rate > 0 && !s.queries.try_take(now)) {
+    ++stats_.queries_paced;
+    hold_then(s, s.queries.ms_until_token(now), [this, r](Session& session) {
+      if (!paced(session, r)) serve(session, r);
+    });
+    return true;
+  }
+  if (r.op != Op::history) return false;
+  // The address's slot is reserved now, in arrival order: when it is due, the request is served.
+  const std::uint64_t wait = address_history_.reserve(s.source, now);
+  if (wait == 0) return false;
+  ++stats_.history_paced_by_address;
+  hold_then(s, wait, [this, r](Session& session) { serve(session, r); });
   return true;
+}
+
+// Holds the session for `delay_ms`, then releases it and runs `then`; a session gone by then
+// is forgotten. The backlog resumes later, from the connection's flush.
+void Router::hold_then(Session& s, std::uint64_t delay_ms, std::function<void(Session&)> then) {
+  s.out->hold();
+  services_.after(delay_ms, [this, id = s.id, then = std::move(then)] {
+    Session* session = find_session(id);
+    if (!session) return;
+    session->out->release();
+    then(*session);
+  });
 }
 
 void Router::serve(Session& s, const Request& r) {
@@ -663,6 +683,7 @@ void Router::reconfigure(RouterSettings settings, const std::vector<RoomConfig>&
     s->queries.reconfigure(settings_.query_rate, settings_.query_burst);
   }
   guesses_.reconfigure(settings_.key_guesses);
+  address_history_.reconfigure(settings_.address_history);
   // Configured rooms that the new file no longer lists are gone, even with dynamic rooms on.
   std::unordered_set<std::string> wanted;
   for (const auto& rc : configured) wanted.insert(rc.name);

@@ -352,6 +352,7 @@ ordered_json Server::stats_json() const {
   j["dropped"] = stats_.dropped;
   j["rate_limited"] = r.rate_limited;
   j["queries_paced"] = r.queries_paced;
+  j["history_paced_by_address"] = r.history_paced_by_address;
   j["rejected"] = stats_.rejected;
   j["worker_tasks"] = pool_->in_flight();
   j["key_checks"] = router_->key_checker().checks_run();

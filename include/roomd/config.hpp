@@ -46,6 +46,8 @@ struct LimitsConfig {
   std::uint32_t key_guess_interval_s = 10; // ... then one per this many seconds; right keys give theirs back
   double query_rate = 20;                  // join/history/who/rooms per second per connection (0: unpaced) ...
   std::uint32_t query_burst = 50;          // ... after this many at once; over it a request waits its turn
+  double address_history_rate = 100;        // history pages and searches per second per client address, all its connections (0: off) ...
+  std::uint32_t address_history_burst = 200; // ... after this many at once; over it one waits for the address's next slot
 };
 
 struct HistoryConfig {

@@ -19,6 +19,7 @@
 
 #include "roomd/config.hpp"
 #include "roomd/event.hpp"
+#include "roomd/address_pacer.hpp"
 #include "roomd/guess_throttle.hpp"
 #include "roomd/history_store.hpp"
 #include "roomd/key_checker.hpp"
@@ -90,6 +91,7 @@ struct RouterSettings {
   GuessThrottle::Settings key_guesses;
   double query_rate = 20;  // join, history, who, rooms per second per session; 0: unpaced
   std::uint32_t query_burst = 50;
+  AddressPacer::Settings address_history;  // history pages and searches per client address
 
   static RouterSettings from(const Config& config, std::string version);
 };
@@ -100,6 +102,7 @@ struct RouterStats {
   std::uint64_t rate_limited = 0;
   std::uint64_t requests = 0;
   std::uint64_t queries_paced = 0;  // requests that waited for their session's query budget
+  std::uint64_t history_paced_by_address = 0;  // history requests that waited for their address's budget
 };
 
 struct RoomInfo {
@@ -155,6 +158,7 @@ class Router {
 
   Session* find_session(SessionId id);
   bool paced(Session& s, const Request& r);
+  void hold_then(Session& s, std::uint64_t delay_ms, std::function<void(Session&)> then);
   void serve(Session& s, const Request& r);
   Room* find_room(std::string_view name) const;
   Room* resolve_room(Session& s, const Request& r, bool need_existing);
@@ -192,6 +196,7 @@ class Router {
   RouterServices services_;
   KeyChecker keys_;  // after services_, which it uses
   GuessThrottle guesses_;
+  AddressPacer address_history_;
   std::unordered_map<SessionId, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> session
   std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;

@@ -334,6 +334,38 @@ class History(DaemonTest):
         self.assertGreaterEqual(admin.call({"op": "stats"}, "stats")["queries_paced"], 5)
         self.assertEqual(admin.call({"op": "stats"}, "stats")["rate_limited"], 0, "paced, never refused")
 
+    def test_many_connections_from_one_address_share_its_history_budget(self):
+        # Each connection may read history freely; their address may not: three at once, then
+        # two a second, whichever of its connections asks. Another address is not held, and
+        # other lookups are not in this budget.
+        conf = self.conf.replace("key_guesses = 1000",
+                                 "key_guesses = 1000\naddress_history_rate = 2\naddress_history_burst = 3")
+        conf = conf.replace("[server]\n", '[server]\nlisten = ["127.0.0.1:0", { address = "unix:{tmp}/admin.sock", '
+                                            'admin = true }]\n')
+        d = self.start(conf, listen=(), expect_listeners=2)
+        admin = self.raw([a for a in d.addresses if a.endswith("admin.sock")][0][5:])
+        fleet = [self.connect(d, source="127.0.0.1") for _ in range(4)]
+        fleet[0].call({"op": "join", "room": "lobby"}, "joined")
+        self.say_many(fleet[0], 3, word="needle")
+        for c in fleet:
+            for i in range(2):
+                c.send({"op": "history", "room": "lobby", "search": "needle", "id": i})
+        deadline = time.monotonic() + harness.WAIT
+        while admin.call({"op": "stats"}, "stats")["history_paced_by_address"] < 5:  # 8 requests, 3 at once
+            self.assertLess(time.monotonic(), deadline, "the address's history requests over its burst wait")
+            time.sleep(0.02)  # polling the daemon's counter; bounded by the deadline
+        other = self.connect(d, source="127.0.0.2")
+        self.assertEqual(len(other.call({"op": "history", "room": "lobby", "search": "needle"}, "history")["messages"]), 3)
+        neighbour = self.connect(d, source="127.0.0.1")
+        neighbour.call({"op": "who", "room": "lobby"}, "who")  # the same address, but not a history request
+        stats = admin.call({"op": "stats"}, "stats")
+        self.assertEqual(stats["history_paced_by_address"], 5, "another address has its own budget")
+        self.assertEqual(stats["queries_paced"], 0, "no connection went over its own budget")
+        for c in fleet:  # all answered, each connection's in order
+            for i in range(2):
+                self.assertEqual(len(c.wait_for("history", id=i)["messages"]), 3)
+        self.assertEqual(admin.call({"op": "stats"}, "stats")["rate_limited"], 0, "paced, never refused")
+
     def test_restart_keeps_seq_and_history(self):
         d = self.start(self.conf)
         a = self.connect(d, join=["lobby", "scratch"])

@@ -27,6 +27,8 @@ TEST_CASE("config: defaults and the embedded default") {
   CHECK(r.config.limits.key_guess_interval_s == 10);
   CHECK(r.config.limits.query_rate == doctest::Approx(20));
   CHECK(r.config.limits.query_burst == 50);
+  CHECK(r.config.limits.address_history_rate == doctest::Approx(100));
+  CHECK(r.config.limits.address_history_burst == 200);
   CHECK(r.config.rooms.empty());
   auto d = roomd::default_config();
   REQUIRE(d.rooms.size() == 1);
@@ -54,6 +56,8 @@ key_guesses = 0
 key_guess_interval_s = 30
 query_rate = 0
 query_burst = 7
+address_history_rate = 12.5
+address_history_burst = 30
 [history]
 path = "/tmp/x.db"
 replay = 10
@@ -79,6 +83,8 @@ speakers = ["alice"]
   CHECK(r.config.limits.key_guess_interval_s == 30);
   CHECK(r.config.limits.query_rate == 0);
   CHECK(r.config.limits.query_burst == 7);
+  CHECK(r.config.limits.address_history_rate == doctest::Approx(12.5));
+  CHECK(r.config.limits.address_history_burst == 30);
   CHECK(r.config.history.path == "/tmp/x.db");
   REQUIRE(r.config.rooms.size() == 1);
   CHECK(r.config.rooms[0].read_only);
@@ -101,6 +107,8 @@ TEST_CASE("config: each bad case names the key and its line") {
   CHECK(only_error("[limits]\nkey_guesses = -1\n").starts_with("limits.key_guesses@2: must be between 0"));
   CHECK(only_error("[limits]\nquery_rate = -1\n").starts_with("limits.query_rate@2: must be between 0"));
   CHECK(only_error("[limits]\nquery_burst = 0\n").starts_with("limits.query_burst@2: must be between 1"));
+  CHECK(only_error("[limits]\naddress_history_rate = -0.5\n").starts_with("limits.address_history_rate@2: must be between 0"));
+  CHECK(only_error("[limits]\naddress_history_burst = 0\n").starts_with("limits.address_history_burst@2: must be between 1"));
   CHECK(only_error("[history]\nreplay = 501\n").starts_with("history.replay@2: must be between"));
   CHECK(only_error("[log]\nlevel = \"loud\"\n").starts_with("log.level@2: must be one of"));
   CHECK(only_error("server = 3\n") == "server@1: must be a table");
