@@ -17,9 +17,9 @@
 #include <unordered_set>
 #include <vector>
 
+#include "roomd/address_pacer.hpp"
 #include "roomd/config.hpp"
 #include "roomd/event.hpp"
-#include "roomd/address_pacer.hpp"
 #include "roomd/guess_throttle.hpp"
 #include "roomd/history_store.hpp"
 #include "roomd/key_checker.hpp"
