@@ -1,15 +1,16 @@
-// AddressPacer: how many lookups (join, history, who, rooms) one client address may make.
+// AddressPacer: how many history lookups (pages and searches) one client address may make.
 //
-// Each connection has its own lookup budget (Router's per-session bucket), but one address
-// may hold hundreds of connections (limits.max_clients_per_ip), and hundreds of budgets
-// together are a flood: 256 connections searching at 20/s each are 5,000 searches a second.
-// So each source address also has a budget, `rate` a second after `burst` at once. Over it a
-// lookup is not refused but given the address's next free slot: reserve() says how long it
-// waits. Slots are handed out in the order lookups arrive (virtual scheduling, as in GCRA),
-// so waiters need no retries and a busy address costs O(1) per lookup, however many of its
-// connections wait. Sources are the key-guess budget's (GuessThrottle::source_of).
+// Each connection has its own lookup budget (Router's per-session bucket), but one address may
+// hold hundreds of connections (limits.max_clients_per_ip), and hundreds of budgets together are
+// a flood: 256 connections searching at 20/s each are 5,000 searches a second. History lookups
+// are the ones that read the disk and answer with up to a page of messages. So each source
+// address also has a budget for them, `rate` a second after `burst` at once. Over it a lookup is
+// not refused but given the address's next free slot: reserve() says how long it waits. Slots are
+// handed out in the order lookups arrive (virtual scheduling, as in GCRA), so waiters need no
+// retries and a busy address costs O(1) per lookup, however many of its connections wait. Sources
+// are the key-guess budget's (GuessThrottle::source_of).
 //
-// Pure logic: time comes from the caller. A source is forgotten once it is within its burst
+// Pure logic: time comes from the caller. A source is forgotten once it has its whole burst
 // again, so the table holds only addresses that looked things up recently.
 #pragma once
 
@@ -23,8 +24,8 @@ namespace roomd {
 class AddressPacer {
  public:
   struct Settings {
-    double rate = 200;           // lookups per second per address; 0: no address budget
-    std::uint32_t burst = 500;   // at once, before they wait
+    double rate = 100;           // history lookups per second per address; 0: no address budget
+    std::uint32_t burst = 200;   // at once, before they wait (defaults: limits.address_history_*)
   };
 
   explicit AddressPacer(Settings settings) : settings_(settings) {}
