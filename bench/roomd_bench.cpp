@@ -6,6 +6,7 @@
 // with uv_async. Receivers count deliveries and read the send time from the payload
 // ("t=<ns>;…") without parsing the JSON, so the generator stays cheap.
 // Scenarios: fanout, rooms, latency, idle, storm. Every run is bounded by --timeout.
+// latency --versus-port measures a second server in the same run, in alternating phases.
 #include <CLI/CLI.hpp>
 #include <uv.h>
 
@@ -53,8 +54,11 @@ struct Options {
   std::string storm_history_room = "lobby";
   long storm_seed = 2000;  // messages said in the history room first, so searches find something
   // The storm run alternates quiet and storm phases of duration/phases each, so its p99 is
-  // compared with the same run's quiet p99: the machine's drift cancels out.
-  int storm_phases = 14;
+  // compared with the same run's quiet p99: the machine's drift cancels out. latency with a
+  // versus server alternates the two servers' phases the same way.
+  int phases = 14;
+  int versus_port = 0;                    // latency: a second server, measured in alternate phases
+  Target versus_target = Target::redis;
 };
 
 struct Worker;
@@ -64,6 +68,8 @@ struct Conn {
   uv_connect_t connect_req{};
   Worker* worker = nullptr;
   Role role = Role::receiver;
+  bool versus = false;     // latency --versus-port: this connection is to the second server
+  Target target = Target::roomd;
   int room = 0;
   bool ready = false;
   bool seeder = false;     // storm: fills the history room before the run
@@ -103,6 +109,7 @@ struct Shared {
   std::atomic<bool> finished{false};
   std::atomic<bool> publisher_waiting{false};  // worker 0 stopped at the window
   std::atomic<std::uint64_t> deliveries{0};
+  std::atomic<std::uint64_t> versus_deliveries{0};  // the part of deliveries from the versus server
   std::atomic<std::uint64_t> start_ns{0}, end_ns{0};
   std::uint64_t expected = 0;                  // set before any delivery can arrive
   std::mutex error_mutex;
@@ -142,6 +149,7 @@ struct Worker {
   bool began = false;                  // worker 0: all_ready() ran
   std::vector<std::uint32_t> latencies_us;
   std::vector<std::uint32_t> quiet_latencies_us;  // storm: sent during a quiet phase
+  std::vector<std::uint32_t> versus_latencies_us;  // latency --versus-port: the second server's
   std::uint64_t storm_requests = 0;
   bool storm_began = false;
   std::string filler;
@@ -196,7 +204,7 @@ struct Worker {
 
   void publish(Conn& c) {
     std::string room = room_name(c.room);
-    if (o.target == Target::roomd)
+    if (c.target == Target::roomd)
       send(c, "{\"op\":\"say\",\"room\":\"" + room + "\",\"text\":\"" + payload() + "\"}\n");
     else
       send(c, redis_command({"PUBLISH", room, payload()}));
@@ -216,34 +224,36 @@ struct Worker {
     phase_timer.data = this;
     uv_timer_start(&phase_timer, [](uv_timer_t* t) {
       auto* w = static_cast<Worker*>(t->data);
-      if (!w->storm_phase(now_ns())) return;
+      if (!w->phase_b(now_ns())) return;
       for (auto& c : w->conns)
         if (c->storm_waiting) w->storm_request(*c);
     }, 1, 1);
   }
 
-  // Phases come in pairs, one quiet and one storm, in an order that varies from pair to pair
+  // Phases come in pairs, one of each kind (storm: quiet and storm; latency with a versus
+  // server: the first server's and the second's), in an order that varies from pair to pair
   // (a fixed pseudo-random pattern), so nothing periodic on the machine lines up with one kind.
   long phase_of(std::uint64_t t_ns) const {
-    double phase_s = o.duration / std::max(o.storm_phases, 1);
+    double phase_s = o.duration / std::max(o.phases, 1);
     return static_cast<long>(static_cast<double>(t_ns - std::min(t_ns, sh.start_ns.load())) / 1e9 / phase_s);
   }
-  bool storm_phase(std::uint64_t t_ns) const {
-    if (o.storm_phases <= 1) return true;
+  // The second kind: a storm phase, or the versus server's phase.
+  bool phase_b(std::uint64_t t_ns) const {
+    if (o.phases <= 1) return o.scenario == "storm";
     long phase = phase_of(t_ns);
-    bool storm_first = (static_cast<std::uint32_t>(phase / 2) * 2654435761u >> 15) & 1u;
-    return (phase % 2 == 0) == storm_first;
+    bool b_first = (static_cast<std::uint32_t>(phase / 2) * 2654435761u >> 15) & 1u;
+    return (phase % 2 == 0) == b_first;
   }
   // The first tenth of each phase belongs to neither: what the previous phase left in flight.
   bool settled(std::uint64_t t_ns) const {
-    if (o.storm_phases <= 1) return true;
-    double phase_s = o.duration / o.storm_phases;
+    if (o.phases <= 1) return true;
+    double phase_s = o.duration / o.phases;
     double into = static_cast<double>(t_ns - std::min(t_ns, sh.start_ns.load())) / 1e9;
     return into - static_cast<double>(phase_of(t_ns)) * phase_s >= phase_s / 10;
   }
 
   void storm_request(Conn& c) {
-    c.storm_waiting = !storm_phase(now_ns());
+    c.storm_waiting = !phase_b(now_ns());
     if (c.storm_waiting) return;
     ++storm_requests;
     if (o.target != Target::roomd) return;
@@ -266,15 +276,20 @@ struct Worker {
     send(c, std::move(says));
   }
 
-  void on_delivery(std::string_view payload_part) {
+  void on_delivery(const Conn& c, std::string_view payload_part) {
     ++pending_deliveries;
     if (o.scenario == "latency" || o.scenario == "storm") {
       auto t = payload_part.find("t=");
       if (t != std::string_view::npos) {
         std::uint64_t sent = std::strtoull(payload_part.data() + t + 2, nullptr, 10);
         auto us = static_cast<std::uint32_t>((now_ns() - sent) / 1000);
-        if (o.scenario != "storm") latencies_us.push_back(us);
-        else if (settled(sent)) (storm_phase(sent) ? latencies_us : quiet_latencies_us).push_back(us);
+        if (o.scenario == "storm") {
+          if (settled(sent)) (phase_b(sent) ? latencies_us : quiet_latencies_us).push_back(us);
+        } else if (o.versus_port) {
+          if (settled(sent)) (c.versus ? versus_latencies_us : latencies_us).push_back(us);
+        } else {
+          latencies_us.push_back(us);
+        }
       }
     }
   }
@@ -283,7 +298,7 @@ struct Worker {
 
   void on_roomd_line(Conn& c, std::string_view line) {
     if (line.starts_with("{\"op\":\"message\"")) {
-      if (c.role == Role::receiver) on_delivery(line);
+      if (c.role == Role::receiver) on_delivery(c, line);
       return;
     }
     if (!c.ready) {
@@ -342,7 +357,7 @@ struct Worker {
       }
     }
     if (first == "message") {
-      if (c.role == Role::receiver) on_delivery(last);
+      if (c.role == Role::receiver) on_delivery(c, last);
     } else if (first == "subscribe" && !c.ready) {
       mark_ready(c);
     }
@@ -353,7 +368,7 @@ struct Worker {
     c.in.append(data, n);
     std::string_view view = c.in;
     std::size_t consumed = 0;
-    if (o.target == Target::roomd) {
+    if (c.target == Target::roomd) {
       for (;;) {
         auto nl = view.find('\n', consumed);
         if (nl == std::string_view::npos) break;
@@ -369,6 +384,7 @@ struct Worker {
     }
     c.in.erase(0, consumed);
     if (pending_deliveries) {  // one atomic add per read, not per delivery
+      if (c.versus) sh.versus_deliveries += pending_deliveries;
       sh.add_deliveries(std::exchange(pending_deliveries, 0));
     }
     if (index == 0 && sh.started && !sh.finished) pump();
@@ -376,20 +392,22 @@ struct Worker {
 
   // ---- connecting ---------------------------------------------------------------------
 
-  void add(Role role, int room) {
+  void add(Role role, int room, bool versus = false) {
     auto c = std::make_unique<Conn>();
     c->worker = this;
     c->role = role;
+    c->versus = versus;
+    c->target = versus ? o.versus_target : o.target;
     c->room = room;
     if (role == Role::publisher) publishers.push_back(c.get());
     conns.push_back(std::move(c));
   }
 
   void connect_more() {
-    sockaddr_in addr{};
-    uv_ip4_addr(o.host.c_str(), o.port, &addr);
     while (next_to_connect < static_cast<int>(conns.size()) && in_flight_connects < 128) {
       Conn& c = *conns[static_cast<std::size_t>(next_to_connect++)];
+      sockaddr_in addr{};
+      uv_ip4_addr(o.host.c_str(), c.versus ? o.versus_port : o.port, &addr);
       uv_tcp_init(&loop, &c.tcp);
       c.tcp.data = &c;
       c.connect_req.data = &c;
@@ -411,7 +429,7 @@ struct Worker {
               if (n > 0) c->worker->on_bytes(*c, buf->base, static_cast<std::size_t>(n));
               else if (n < 0 && !c->worker->sh.finished) c->worker->sh.fail("connection closed by the server");
             });
-        if (w.o.target == Target::redis) {
+        if (c->target == Target::redis) {
           if (c->role == Role::receiver || c->role == Role::idle)
             w.send(*c, w.redis_command({"SUBSCRIBE", w.room_name(c->room)}));
           else
@@ -455,7 +473,10 @@ struct Worker {
         double elapsed = static_cast<double>(now_ns() - w->sh.start_ns) / 1e9;
         long total = static_cast<long>(w->o.rate * w->o.duration);
         long owed = std::min<long>(static_cast<long>(elapsed * w->o.rate), total);
-        while (w->published < owed) w->publish(*w->publishers[0]);
+        while (w->published < owed) {  // with a versus server, to the server whose phase it is
+          bool versus = w->o.versus_port && w->phase_b(now_ns());
+          w->publish(*w->publishers[versus ? 1 : 0]);
+        }
         if (w->published >= total) uv_timer_stop(t);
       }, 1, 1);
     } else {
@@ -515,14 +536,21 @@ void Shared::add_deliveries(std::uint64_t n) {
 int report(Shared& sh, long rss_before_kb) {
   const Options& o = sh.o;
   Worker& w0 = sh.first();
-  std::vector<std::uint32_t> latencies_us, quiet_us;
+  std::vector<std::uint32_t> latencies_us, quiet_us, versus_us;
   for (auto& w : sh.workers) {
     latencies_us.insert(latencies_us.end(), w->latencies_us.begin(), w->latencies_us.end());
     quiet_us.insert(quiet_us.end(), w->quiet_latencies_us.begin(), w->quiet_latencies_us.end());
+    versus_us.insert(versus_us.end(), w->versus_latencies_us.begin(), w->versus_latencies_us.end());
   }
-  double secs = static_cast<double>(sh.end_ns - sh.start_ns) / 1e9;
+  double secs = sh.started ? static_cast<double>(sh.end_ns - sh.start_ns) / 1e9 : 0.0;
   std::uint64_t deliveries = sh.deliveries;
   std::uint64_t lost = sh.expected > deliveries ? sh.expected - deliveries : 0;
+  std::uint64_t versus_lost = 0;  // with a versus server, lost is split between the two
+  if (o.versus_port && w0.publishers.size() == 2) {
+    auto versus_expected = static_cast<std::uint64_t>(w0.publishers[1]->sent) * static_cast<std::uint64_t>(o.members);
+    versus_lost = versus_expected - std::min(versus_expected, sh.versus_deliveries.load());
+    lost -= std::min(lost, versus_lost);
+  }
   std::string target = o.target == Target::roomd ? "roomd" : "redis";
   std::string kv = "target=" + target + " scenario=" + o.scenario;
   auto add = [&](const std::string& k, const std::string& v) { kv += " " + k + "=" + v; };
@@ -556,11 +584,27 @@ int report(Shared& sh, long rss_before_kb) {
     };
     std::sort(latencies_us.begin(), latencies_us.end());
     std::sort(quiet_us.begin(), quiet_us.end());
-    if (!latencies_us.empty()) {  // storm: the storm phases'
+    std::sort(versus_us.begin(), versus_us.end());
+    if (!latencies_us.empty()) {  // storm: the storm phases'; versus: the first server's phases'
       row("p50_us", std::to_string(pct(latencies_us, 0.50)));
       row("p90_us", std::to_string(pct(latencies_us, 0.90)));
       row("p99_us", std::to_string(pct(latencies_us, 0.99)));
       row("max_us", std::to_string(latencies_us.back()));
+    }
+    if (o.versus_port) {  // lost deliveries are reported whether or not anything arrived
+      row("versus", o.versus_target == Target::roomd ? "roomd" : "redis");
+      row("versus_lost", std::to_string(versus_lost));
+    }
+    if (o.versus_port && !latencies_us.empty() && !versus_us.empty()) {
+      row("versus_p50_us", std::to_string(pct(versus_us, 0.50)));
+      row("versus_p90_us", std::to_string(pct(versus_us, 0.90)));
+      row("versus_p99_us", std::to_string(pct(versus_us, 0.99)));
+      row("versus_max_us", std::to_string(versus_us.back()));
+      for (double p : {0.50, 0.99}) {
+        std::snprintf(buf, sizeof buf, "%.2f",
+                      static_cast<double>(pct(latencies_us, p)) / std::max<double>(1, pct(versus_us, p)));
+        row(p == 0.50 ? "p50_ratio" : "p99_ratio", buf);
+      }
     }
     if (o.scenario == "storm") {
       row("storm_requests", std::to_string(sh.workers.back()->storm_requests));
@@ -591,6 +635,10 @@ int run(Shared& sh) {
   if (o.scenario == "fanout" || o.scenario == "latency" || o.scenario == "storm") {
     w0.add(Role::publisher, 0);
     for (int i = 0; i < o.members; ++i) receiver_worker().add(Role::receiver, 0);
+    if (o.versus_port) {  // the same room and members on the second server: publishers[1]
+      w0.add(Role::publisher, 0, true);
+      for (int i = 0; i < o.members; ++i) receiver_worker().add(Role::receiver, 0, true);
+    }
     if (o.scenario == "storm")
       for (int i = 0; i < o.storm_clients; ++i) {
         Worker& storm = *sh.workers.back();
@@ -661,9 +709,15 @@ int main(int argc, char** argv) {
   app.add_option("--storm-mix", o.storm_mix, "what the storm clients send: joins, searches or both")
       ->check(CLI::IsMember({"joins", "searches", "both"}));
   app.add_option("--storm-seed", o.storm_seed, "messages said in the history room before a storm (0: none)");
-  app.add_option("--storm-phases", o.storm_phases,
-                 "storm: quiet and storm phases alternate, this many in all (1: storm throughout)")
+  app.add_option("--phases,--storm-phases", o.phases,
+                 "storm: quiet and storm phases alternate, this many in all (1: storm throughout); "
+                 "latency with --versus-port: the two servers' phases")
       ->check(CLI::Range(1, 1000));
+  app.add_option("--versus-port", o.versus_port,
+                 "latency: also measure the server on this port, in alternate phases of the same run");
+  std::string versus_target = "redis";
+  app.add_option("--versus-target", versus_target, "what listens on --versus-port: redis or roomd")
+      ->check(CLI::IsMember({"redis", "roomd"}));
   app.add_flag("--storm-distinct-keys", o.storm_distinct_keys,
                "every storm join guesses a new key (a brute-force attack: each is an argon2id check)");
   app.add_option("--threads", o.threads, "generator threads, each with its own loop (receivers are dealt among them)");
@@ -674,6 +728,11 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   o.target = target == "redis" ? Target::redis : Target::roomd;
+  o.versus_target = versus_target == "redis" ? Target::redis : Target::roomd;
+  if (o.versus_port && (o.scenario != "latency" || o.phases < 2)) {
+    std::fprintf(stderr, "roomd-bench: --versus-port is for the latency scenario, with --phases of 2 or more\n");
+    return 2;
+  }
   if (target != "redis" && target != "roomd") {
     std::fprintf(stderr, "roomd-bench: --target is roomd or redis\n");
     return 2;

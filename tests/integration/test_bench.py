@@ -50,6 +50,30 @@ class BenchSmoke(DaemonTest):
         self.assertEqual((kv["deliveries"], kv["lost"]), ("150", "0"))
         self.assertGreater(int(kv["p99_us"]), 0)
 
+    def test_latency_against_a_versus_server_in_alternate_phases(self):
+        # bench/compare's paired row: two servers in one run (here a second roomd, as an A/B
+        # of two builds would be); each server's deliveries are counted and timed on their own.
+        with open(CONFIG) as f:
+            other = self.start(f.read())
+        kv = self.bench("latency", "--members", "3", "--rate", "200", "--duration", "1", "--phases", "4",
+                        "--versus-target", "roomd", "--versus-port", str(other.port))
+        self.assertEqual((kv["published"], kv["deliveries"], kv["lost"], kv["versus_lost"]), ("200", "600", "0", "0"))
+        self.assertEqual(kv["versus"], "roomd")
+        for figure in ("p99_us", "versus_p99_us", "p50_ratio", "p99_ratio"):
+            self.assertGreater(float(kv[figure]), 0, figure)
+        # Both servers really got messages: each has said some of them in its room.
+        for d in (self.d, other):
+            c = self.connect(d)
+            said = c.call({"op": "history", "room": "bench0", "limit": 500}, "history")["messages"]
+            self.assertGreater(len(said), 0)
+            self.assertLess(len(said), 200)
+
+    def test_versus_is_refused_outside_the_latency_scenario(self):
+        r = subprocess.run([BENCH, "--port", str(self.d.port), "fanout", "--versus-port", str(self.d.port)],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--versus-port", r.stderr)
+
     def test_idle(self):
         kv = self.bench("idle", "--connections", "20", "--rooms", "4", "--server-pid", str(self.d.proc.pid))
         self.assertEqual(kv["ready"], "20")
