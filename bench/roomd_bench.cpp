@@ -69,7 +69,6 @@ struct Conn {
   Worker* worker = nullptr;
   Role role = Role::receiver;
   bool versus = false;     // latency --versus-port: this connection is to the second server
-  Target target = Target::roomd;
   int room = 0;
   bool ready = false;
   bool seeder = false;     // storm: fills the history room before the run
@@ -173,6 +172,7 @@ struct Worker {
   }
 
   std::string room_name(int r) const { return "bench" + std::to_string(r); }
+  Target target_of(const Conn& c) const { return c.versus ? o.versus_target : o.target; }
 
   void send(Conn& c, std::string data) {
     auto* w = new Write{{}, std::move(data)};
@@ -204,7 +204,7 @@ struct Worker {
 
   void publish(Conn& c) {
     std::string room = room_name(c.room);
-    if (c.target == Target::roomd)
+    if (target_of(c) == Target::roomd)
       send(c, "{\"op\":\"say\",\"room\":\"" + room + "\",\"text\":\"" + payload() + "\"}\n");
     else
       send(c, redis_command({"PUBLISH", room, payload()}));
@@ -368,7 +368,7 @@ struct Worker {
     c.in.append(data, n);
     std::string_view view = c.in;
     std::size_t consumed = 0;
-    if (c.target == Target::roomd) {
+    if (target_of(c) == Target::roomd) {
       for (;;) {
         auto nl = view.find('\n', consumed);
         if (nl == std::string_view::npos) break;
@@ -397,7 +397,6 @@ struct Worker {
     c->worker = this;
     c->role = role;
     c->versus = versus;
-    c->target = versus ? o.versus_target : o.target;
     c->room = room;
     if (role == Role::publisher) publishers.push_back(c.get());
     conns.push_back(std::move(c));
@@ -429,7 +428,7 @@ struct Worker {
               if (n > 0) c->worker->on_bytes(*c, buf->base, static_cast<std::size_t>(n));
               else if (n < 0 && !c->worker->sh.finished) c->worker->sh.fail("connection closed by the server");
             });
-        if (c->target == Target::redis) {
+        if (w.target_of(*c) == Target::redis) {
           if (c->role == Role::receiver || c->role == Role::idle)
             w.send(*c, w.redis_command({"SUBSCRIBE", w.room_name(c->room)}));
           else
