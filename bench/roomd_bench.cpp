@@ -29,6 +29,8 @@ namespace {
 enum class Target { roomd, redis };
 enum class Role { publisher, receiver, idle, storm };
 
+const char* name_of(Target t) { return t == Target::roomd ? "roomd" : "redis"; }
+
 struct Options {
   Target target = Target::roomd;
   std::string scenario = "fanout";
@@ -550,7 +552,7 @@ int report(Shared& sh, long rss_before_kb) {
     versus_lost = versus_expected - std::min(versus_expected, sh.versus_deliveries.load());
     lost -= std::min(lost, versus_lost);
   }
-  std::string target = o.target == Target::roomd ? "roomd" : "redis";
+  std::string target = name_of(o.target);
   std::string kv = "target=" + target + " scenario=" + o.scenario;
   auto add = [&](const std::string& k, const std::string& v) { kv += " " + k + "=" + v; };
   std::printf("roomd-bench  target=%s  scenario=%s  threads=%d\n", target.c_str(), o.scenario.c_str(), o.threads);
@@ -591,18 +593,18 @@ int report(Shared& sh, long rss_before_kb) {
       row("max_us", std::to_string(latencies_us.back()));
     }
     if (o.versus_port) {  // lost deliveries are reported whether or not anything arrived
-      row("versus", o.versus_target == Target::roomd ? "roomd" : "redis");
+      row("versus", name_of(o.versus_target));
       row("versus_lost", std::to_string(versus_lost));
-    }
-    if (o.versus_port && !latencies_us.empty() && !versus_us.empty()) {
-      row("versus_p50_us", std::to_string(pct(versus_us, 0.50)));
-      row("versus_p90_us", std::to_string(pct(versus_us, 0.90)));
-      row("versus_p99_us", std::to_string(pct(versus_us, 0.99)));
-      row("versus_max_us", std::to_string(versus_us.back()));
-      for (double p : {0.50, 0.99}) {
-        std::snprintf(buf, sizeof buf, "%.2f",
-                      static_cast<double>(pct(latencies_us, p)) / std::max<double>(1, pct(versus_us, p)));
-        row(p == 0.50 ? "p50_ratio" : "p99_ratio", buf);
+      if (!latencies_us.empty() && !versus_us.empty()) {
+        row("versus_p50_us", std::to_string(pct(versus_us, 0.50)));
+        row("versus_p90_us", std::to_string(pct(versus_us, 0.90)));
+        row("versus_p99_us", std::to_string(pct(versus_us, 0.99)));
+        row("versus_max_us", std::to_string(versus_us.back()));
+        for (double p : {0.50, 0.99}) {
+          std::snprintf(buf, sizeof buf, "%.2f",
+                        static_cast<double>(pct(latencies_us, p)) / std::max<double>(1, pct(versus_us, p)));
+          row(p == 0.50 ? "p50_ratio" : "p99_ratio", buf);
+        }
       }
     }
     if (o.scenario == "storm") {
