@@ -14,11 +14,11 @@
 #include <set>
 #include <string>
 
-#include "roomd/cli.hpp"
-#include "roomd/codec.hpp"
-#include "roomd/framer.hpp"
-#include "roomd/names.hpp"
-#include "roomd/rate_limiter.hpp"
+#include "roomd/app/cli.hpp"
+#include "roomd/protocol/codec.hpp"
+#include "roomd/protocol/framer.hpp"
+#include "roomd/base/names.hpp"
+#include "roomd/base/rate_limiter.hpp"
 #include "roomd_build_config.hpp"
 #include "terminal.hpp"
 

@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "roomd/router.hpp"
+#include "roomd/core/router.hpp"
 
 namespace roomd::testing {
 

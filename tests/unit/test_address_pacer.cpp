@@ -1,8 +1,8 @@
 // AddressPacer: the per-address budget, and the router pacing history requests by it.
 #include <doctest/doctest.h>
 
-#include "roomd/address_pacer.hpp"
-#include "roomd/router.hpp"
+#include "roomd/core/address_pacer.hpp"
+#include "roomd/core/router.hpp"
 #include "router_fakes.hpp"
 
 using namespace roomd;

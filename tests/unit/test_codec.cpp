@@ -2,8 +2,8 @@
 
 #include <string>
 
-#include "roomd/codec.hpp"
-#include "roomd/names.hpp"
+#include "roomd/protocol/codec.hpp"
+#include "roomd/base/names.hpp"
 
 using namespace roomd;
 

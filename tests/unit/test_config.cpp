@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "roomd/config.hpp"
+#include "roomd/app/config.hpp"
 
 using roomd::parse_config;
 

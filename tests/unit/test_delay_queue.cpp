@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "roomd/delay_queue.hpp"
+#include "roomd/base/delay_queue.hpp"
 
 using namespace roomd;
 

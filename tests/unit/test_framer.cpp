@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "roomd/framer.hpp"
+#include "roomd/protocol/framer.hpp"
 
 using roomd::Framer;
 

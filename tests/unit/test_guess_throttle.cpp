@@ -1,8 +1,8 @@
 // GuessThrottle: the per-address budget of key checks, and the router refusing guesses over it.
 #include <doctest/doctest.h>
 
-#include "roomd/guess_throttle.hpp"
-#include "roomd/router.hpp"
+#include "roomd/core/guess_throttle.hpp"
+#include "roomd/core/router.hpp"
 #include "router_fakes.hpp"
 
 using namespace roomd;

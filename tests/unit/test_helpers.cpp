@@ -7,8 +7,8 @@
 #include <csignal>
 #include <filesystem>
 
-#include "roomd/helper_processes.hpp"
-#include "roomd/history_helper.hpp"
+#include "roomd/offload/helper_processes.hpp"
+#include "roomd/history/history_helper.hpp"
 
 using namespace roomd;
 

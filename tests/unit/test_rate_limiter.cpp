@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
 
-#include "roomd/rate_limiter.hpp"
+#include "roomd/base/rate_limiter.hpp"
 
 using roomd::TokenBucket;
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "roomd/router.hpp"
+#include "roomd/core/router.hpp"
 
 using namespace roomd;
 

@@ -9,10 +9,10 @@
 #include <future>
 #include <thread>
 
-#include "roomd/history_store.hpp"
-#include "roomd/key_checker.hpp"
-#include "roomd/router.hpp"
-#include "roomd/worker_pool.hpp"
+#include "roomd/history/history_store.hpp"
+#include "roomd/offload/key_checker.hpp"
+#include "roomd/core/router.hpp"
+#include "roomd/offload/worker_pool.hpp"
 #include "router_fakes.hpp"
 
 using namespace roomd;

@@ -1,0 +1,122 @@
+// Server: the loop's owner. It holds the config, the router, the listeners, every connection,
+// the signal handlers, the console and the timers, and it is the only place that creates or
+// destroys a connection.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "roomd/app/config.hpp"
+#include "roomd/net/connection.hpp"
+#include "roomd/history/history_store.hpp"
+#include "roomd/history/history_writer.hpp"
+#include "roomd/history/history_helper.hpp"
+#include "roomd/offload/key_helper.hpp"
+#include "roomd/net/listener.hpp"
+#include "roomd/base/delay_queue.hpp"
+#include "roomd/core/router.hpp"
+#include "roomd/base/uv.hpp"
+#include "roomd/offload/worker_pool.hpp"
+
+namespace roomd {
+
+class Console;
+
+struct ServerStats {
+  std::uint64_t connections_total = 0;
+  std::uint64_t rejected = 0;
+  std::uint64_t slow_consumers = 0;
+  std::uint64_t dropped = 0;
+  std::uint64_t bytes_out = 0;
+};
+
+struct ServerOptions {
+  Config config;
+  std::optional<std::string> config_path;     // absent: the embedded default
+  std::vector<std::string> listen_override;   // --listen
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Opens the history store (throws with a reason when it cannot), binds the listeners and
+  // runs the loop until shutdown. Returns the exit status.
+  int run();
+
+  // For connections.
+  Router& router() { return *router_; }
+  const Config& config() const { return config_; }
+  std::uint64_t now_ms() const { return uv_now(loop_.get()); }
+  uv_loop_t* loop() { return loop_.get(); }
+  void schedule_flush(Connection& connection);
+  void release(Connection& connection);  // from the connection's close callback
+  uv_buf_t read_buffer();                // one buffer for every read: idle clients hold none
+  ServerStats& stats() { return stats_; }
+
+  // For the console and signals.
+  void reload();
+  void shutdown();
+  std::string stats_line() const;  // the console's `stats`: key=value pairs
+  ordered_json stats_json() const;  // the same figures for the admin `stats` op
+
+ private:
+  void open_listeners();
+  void on_connection(Listener& listener);
+  void on_turn();
+  void on_tick();
+  std::uint64_t tick_interval_ms() const;
+  void on_lag_probe();
+  void update_status();
+
+  struct LoopDeleter {
+    void operator()(uv_loop_t* loop) const;
+  };
+
+  ServerOptions options_;
+  Config config_;
+  std::unique_ptr<uv_loop_t, LoopDeleter> loop_;
+  std::unique_ptr<KeyHelpers> key_helpers_;  // outlives the pool tasks that use it
+  std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<HistoryStore> store_;       // with history.path
+  std::unique_ptr<HistoryWriter> history_;
+  std::unique_ptr<HistoryHelpers> history_helpers_;  // with history.path; its fallback is history_
+  std::unique_ptr<DelayQueue> delays_;        // paced requests wait here
+  std::unique_ptr<Router> router_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
+  std::unordered_map<std::string, std::uint32_t> clients_per_ip_;
+  std::size_t admitted_ = 0;
+  std::uint64_t next_connection_id_ = 1;
+  std::vector<std::uint64_t> flush_queue_;
+  std::vector<char> read_buffer_;
+
+  std::unique_ptr<uv::Prepare> flusher_;
+  std::unique_ptr<uv::Timer> ticker_;
+  std::unique_ptr<uv::Timer> shutdown_deadline_;
+  std::unique_ptr<uv::Timer> watchdog_;
+  std::unique_ptr<uv::Timer> lag_probe_;
+  std::uint64_t lag_probe_expected_ns_ = 0;
+  std::vector<std::uint32_t> lag_samples_us_;  // a ring of the last probes' delays
+  std::size_t lag_next_ = 0;
+  std::uint64_t rate_window_ms_ = 0;           // messages/s over the last status window
+  std::uint64_t rate_window_count_ = 0;
+  double messages_per_s_ = 0;
+  std::uint64_t last_status_ms_ = 0;
+  std::vector<std::unique_ptr<uv::Signal>> signals_;
+  std::unique_ptr<Console> console_;
+  bool shutting_down_ = false;
+  std::uint64_t started_ms_ = 0;
+  ServerStats stats_;
+};
+
+}  // namespace roomd

@@ -1,0 +1,208 @@
+// Router: nicks, rooms, membership, sequence numbers and who hears what. Plain C++ over plain
+// data: it never touches a socket. What it says goes to each session's Outbox, an interface
+// the connection implements (and tests implement with a vector).
+//
+// Re-entrancy rule: an Outbox must not call back into the Router from inside send*/end();
+// a connection that must close because of a send (a slow consumer) defers it to a safe point.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "roomd/core/address_pacer.hpp"
+#include "roomd/app/config.hpp"
+#include "roomd/protocol/event.hpp"
+#include "roomd/core/guess_throttle.hpp"
+#include "roomd/history/history_store.hpp"
+#include "roomd/offload/key_checker.hpp"
+#include "roomd/base/rate_limiter.hpp"
+#include "roomd/protocol/request.hpp"
+#include "roomd/offload/worker_pool.hpp"
+
+namespace roomd {
+
+using SessionId = std::uint64_t;
+
+struct Clock {
+  std::function<std::uint64_t()> wall_ms;  // ts of messages
+  std::function<std::uint64_t()> mono_ms;  // rate limiting
+};
+
+class Outbox {
+ public:
+  virtual ~Outbox() = default;
+  // A reply to this session's own request, or a notice to it: always queued.
+  virtual void send(const EventPtr& event) = 0;
+  // Traffic from others (room messages, presence, whispers): subject to the slow-consumer
+  // policy, which may skip it (counted per `room`) or end the connection.
+  virtual void send_broadcast(const EventPtr& event, std::string_view room) = 0;
+  // Flush what is queued, then close. The router has already forgotten the session.
+  virtual void end() = 0;
+  // A request of this session went to the worker pool: answer nothing more of it until
+  // release(), so replies keep the order of requests. release() must not re-enter the
+  // router; the connection resumes at its next safe point.
+  virtual void hold() = 0;
+  virtual void release() = 0;
+};
+
+// Durable history of persisted rooms (the server's SQLite store on the worker pool).
+class Persistence {
+ public:
+  virtual ~Persistence() = default;
+  // Queues a message for the next batch; `committed(ok)` runs on the loop once its batch is
+  // on disk (or failed). It may be empty.
+  virtual void append(StoredMessage message, std::function<void(bool ok)> committed) = 0;
+  virtual void query(HistoryQuery query, std::function<void(HistoryPage)> done) = 0;
+};
+
+// What the router uses beyond plain data. Everything is optional except the clock.
+struct RouterServices {
+  Clock clock;
+  TaskRunner* tasks = nullptr;          // needed for keyed rooms
+  Persistence* persistence = nullptr;   // absent: history is memory only
+  // Checks a key against an argon2id hash; runs on a pool thread.
+  std::function<bool(const std::string& hash, const std::string& key)> verify_key;
+  // The figures of the `stats` op (admin listeners only).
+  std::function<ordered_json()> stats;
+  // A source went over its key-guess budget (once until it is back within it): for the log.
+  std::function<void(const std::string& source, std::uint64_t retry_s)> guesses_throttled;
+  // Runs a callback on the loop `delay_ms` from now (the server's DelayQueue). Absent: requests
+  // are not paced.
+  std::function<void(std::uint64_t delay_ms, std::function<void()>)> after;
+};
+
+struct RouterSettings {
+  std::string version;
+  std::string motd;
+  bool dynamic_rooms = true;
+  double rate = 50;
+  std::uint32_t burst = 100;
+  std::uint32_t replay = 50;
+  std::uint32_t max_history = 100000;
+  std::uint32_t max_frame_bytes = 65536;
+  GuessThrottle::Settings key_guesses;
+  double query_rate = 20;  // join, history, who, rooms per second per session; 0: unpaced
+  std::uint32_t query_burst = 50;
+  AddressPacer::Settings address_history;  // history pages and searches per client address
+
+  static RouterSettings from(const Config& config, std::string version);
+};
+
+struct RouterStats {
+  std::uint64_t messages_in = 0;    // says accepted
+  std::uint64_t deliveries = 0;     // message copies handed to outboxes
+  std::uint64_t rate_limited = 0;
+  std::uint64_t requests = 0;
+  std::uint64_t queries_paced = 0;  // requests that waited for their session's query budget
+  std::uint64_t history_paced_by_address = 0;  // history requests that waited for their address's budget
+};
+
+struct RoomInfo {
+  std::string name;
+  std::string topic;
+  std::size_t members;
+  bool keyed;
+  bool configured;
+  std::uint64_t last_seq;
+};
+
+class Router {
+ public:
+  Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock);
+  Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, RouterServices services);
+  ~Router();
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  // A new client: gets a guest nick and the welcome. The outbox must outlive the session.
+  // `source` is what its key guesses count against (GuessThrottle::source_of its address).
+  SessionId connect(Outbox& outbox, bool admin = false, std::string source = "unix");
+  // The client is gone (EOF, reset, timeout, kick, bye): every room it was in hears
+  // `presence leave` now. Unknown or already-gone ids are ignored.
+  void disconnect(SessionId id);
+  void handle(SessionId id, const Request& request);
+  // A request that could not be parsed: its error goes back like any reply.
+  void reject(SessionId id, const RequestError& error);
+
+  // Reload: settings and the configured rooms change in place; nobody is disconnected.
+  void reconfigure(RouterSettings settings, const std::vector<RoomConfig>& rooms);
+
+  // Console and server operations.
+  std::vector<RoomInfo> rooms() const;
+  std::optional<std::vector<std::string>> who(std::string_view room) const;
+  bool kick(std::string_view nick, std::string_view reason);
+  // Says `text` in `room` from the reserved nick `server`; returns the error text if any.
+  std::optional<std::string> server_say(std::string_view room, std::string_view text);
+  // Sends one event to every session (shutdown notices).
+  void send_all(const EventPtr& event);
+  std::optional<std::string> nick_of(SessionId id) const;
+  // At start, for a persisted room: seq goes on after `state.last_seq` and the replay ring
+  // holds its recent messages.
+  void restore(const std::string& room, const RoomState& state);
+  std::size_t session_count() const { return sessions_.size(); }
+  const RouterStats& stats() const { return stats_; }
+  const KeyChecker& key_checker() const { return keys_; }
+  const GuessThrottle& guess_throttle() const { return guesses_; }
+
+ private:
+  struct Room;
+  struct Session;
+
+  Session* find_session(SessionId id);
+  bool paced(Session& s, const Request& r);
+  void hold_then(Session& s, std::uint64_t delay_ms, std::function<void(Session&)> then);
+  void serve(Session& s, const Request& r);
+  Room* find_room(std::string_view name) const;
+  Room* resolve_room(Session& s, const Request& r, bool need_existing);
+  Room* create_room(const std::string& name, const RoomConfig* config);
+  void apply_room_config(Room& room, const RoomConfig& config);
+  void remove_member(Session& s, Room& room);
+  void drop_room_if_empty(Room& room);
+  bool is_member(const Session& s, const Room& room) const;
+  bool may_speak(const Session& s, const Room& room) const;
+
+  void on_nick(Session& s, const Request& r);
+  void on_rooms(Session& s, const Request& r);
+  void on_join(Session& s, const Request& r);
+  void on_leave(Session& s, const Request& r);
+  void on_say(Session& s, const Request& r);
+  void on_whisper(Session& s, const Request& r);
+  void on_who(Session& s, const Request& r);
+  void on_topic(Session& s, const Request& r);
+  void on_history(Session& s, const Request& r);
+  void on_bye(Session& s, const Request& r);
+
+  std::uint64_t publish(Room& room, const Session* sender, const std::string& from, const Request& r,
+                        std::function<void(bool)> committed = {});
+  void finish_join(Session& s, const Request& r, Room& room);
+  bool persisted(const Room& room) const;
+  void release_after(SessionId id);
+  void to_others(Room& room, const Session* except, const EventPtr& event);
+  void reply(Session& s, ordered_json body);
+  static std::string history_line(const Request& r, const std::string& room, const HistoryPage& page);
+  void fail(Session& s, const Request& r, ErrorCode code, std::string message);
+  std::string next_guest_nick();
+
+  RouterSettings settings_;
+  Clock clock_;
+  RouterServices services_;
+  KeyChecker keys_;  // after services_, which it uses
+  GuessThrottle guesses_;
+  AddressPacer address_history_;
+  std::unordered_map<SessionId, std::unique_ptr<Session>> sessions_;
+  std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> session
+  std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;
+  SessionId next_id_ = 1;
+  std::uint64_t guest_counter_ = 0;
+  RouterStats stats_;
+};
+
+}  // namespace roomd

@@ -1,0 +1,377 @@
+// Server: owns the loop and everything on it; accepts, limits, reloads and shuts down.
+#include "roomd/app/server.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+#include "roomd/protocol/codec.hpp"
+#include "roomd/net/console.hpp"
+#include "roomd/offload/keys.hpp"
+#include "roomd/base/log.hpp"
+#include "roomd/app/notify.hpp"
+#include "roomd_build_config.hpp"
+
+namespace roomd {
+
+namespace {
+constexpr std::size_t kReadBufferBytes = 64 * 1024;
+constexpr std::uint64_t kShutdownDeadlineMs = 5000;
+
+std::uint64_t wall_clock_ms() {
+  using namespace std::chrono;
+  return static_cast<std::uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+}
+
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * 4096;
+}
+}  // namespace
+
+void Server::LoopDeleter::operator()(uv_loop_t* loop) const {
+  // Handles closed by members destroyed before the loop (a constructor that threw half way)
+  // get their close callbacks here, which free them; then the loop can close.
+  uv_run(loop, UV_RUN_NOWAIT);
+  uv_loop_close(loop);
+  delete loop;
+}
+
+Server::Server(ServerOptions options)
+    : options_(std::move(options)), config_(options_.config), loop_(new uv_loop_t{}) {
+  uv::check(uv_loop_init(loop_.get()), "uv_loop_init");
+  if (!options_.listen_override.empty()) config_.server.listen = options_.listen_override;
+  read_buffer_.resize(kReadBufferBytes);
+  // Key checks and history queries each leave a core to the loop: at most cores - 1 of
+  // each at once (the hashing and the queries themselves run in idle-priority helpers).
+  std::size_t cores = std::max<unsigned>(1, std::thread::hardware_concurrency());
+  const std::size_t heavy_slots = std::clamp<std::size_t>(cores - 1, 1, config_.server.workers);
+  pool_ = std::make_unique<WorkerPool>(loop_.get(), heavy_slots, heavy_slots);
+  // Key checks run in helper processes (started on first use), one per heavy slot.
+  key_helpers_ = std::make_unique<KeyHelpers>("/proc/self/exe", heavy_slots);
+  delays_ = std::make_unique<DelayQueue>(loop_.get());
+  RouterServices services{Clock{wall_clock_ms, [this] { return now_ms(); }}, pool_.get(), nullptr,
+                          [helpers = key_helpers_.get()](const std::string& hash, const std::string& key) {
+                            return helpers->verify(hash, key);
+                          },
+                          [this] { return stats_json(); },
+                          [](const std::string& source, std::uint64_t retry_s) {
+                            log::warning("key guesses from " + source + " refused for " + std::to_string(retry_s) +
+                                         " s: too many wrong keys");
+                          },
+                          [delays = delays_.get()](std::uint64_t delay_ms, std::function<void()> callback) {
+                            delays->after(delay_ms, std::move(callback));
+                          }};
+  if (!config_.history.path.empty()) {
+    store_ = std::make_unique<HistoryStore>(config_.history.path);
+    history_ = std::make_unique<HistoryWriter>(*pool_, *store_, config_.history.max_messages_per_room);
+    // Queries go to idle-priority helper processes, one per heavy slot (history_helper.hpp);
+    // one whose helper cannot answer goes to the pool rather than nowhere.
+    history_helpers_ = std::make_unique<HistoryHelpers>(
+        loop_.get(), "/proc/self/exe", config_.history.path, heavy_slots,
+        [writer = history_.get()](HistoryQuery q, HistoryHelpers::Done done) {
+          writer->query_on_pool(std::move(q), std::move(done));
+        });
+    history_->set_reader([helpers = history_helpers_.get()](HistoryQuery q, HistoryHelpers::Done done) {
+      helpers->query(std::move(q), std::move(done));
+    });
+    services.persistence = history_.get();
+    log::info("history in " + config_.history.path);
+  }
+  router_ = std::make_unique<Router>(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms, services);
+  // Persisted rooms go on where they stopped: seq after the stored maximum, replay ring filled.
+  if (store_)
+    for (const auto& room : config_.rooms)
+      if (room.persist) router_->restore(room.name, store_->load(room.name, config_.history.replay));
+}
+
+Server::~Server() {
+  // run() tears everything down; this covers a constructor-time or bind-time failure.
+  listeners_.clear();
+  for (auto& [id, c] : connections_) c->close_now();
+  flusher_.reset();
+  ticker_.reset();
+  delays_.reset();
+  shutdown_deadline_.reset();
+  signals_.clear();
+  console_.reset();
+  if (history_helpers_) history_helpers_->close();
+  uv_run(loop_.get(), UV_RUN_DEFAULT);
+}
+
+void Server::open_listeners() {
+  auto on_conn = [this](Listener& l) { on_connection(l); };
+  // Decision: sockets from systemd win; the config's listeners are then not opened at all,
+  // so a socket unit and a config can never fight over one address.
+  auto activated = notify::activated_sockets();
+  if (!activated.empty()) log::notice("socket activation: using " + std::to_string(activated.size()) +
+                                      " sockets from systemd; server.listen is not used");
+  for (const auto& sock : activated) {
+    auto listener = std::make_unique<Listener>(loop(), sock.fd, sock.is_unix, sock.name == "admin", on_conn);
+    log::info("listening on " + listener->bound_name() + (listener->admin() ? " (admin)" : ""));
+    listeners_.push_back(std::move(listener));
+  }
+  if (!activated.empty()) return;
+  for (const auto& text : config_.server.listen) {
+    auto address = parse_listen_address(text);
+    if (!address) throw std::runtime_error("bad listen address '" + text + "'");
+    bool admin = std::find(config_.server.admin.begin(), config_.server.admin.end(), text) != config_.server.admin.end();
+    auto listener = std::make_unique<Listener>(loop(), *address, admin, on_conn);
+    log::info("listening on " + listener->bound_name() + (admin ? " (admin)" : ""));
+    listeners_.push_back(std::move(listener));
+  }
+}
+
+int Server::run() {
+  // Signals first: a SIGTERM that arrives as soon as the listeners are announced must find
+  // its handler, not the default action.
+  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGHUP, [this] { reload(); }));
+  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGTERM, [this] { shutdown(); }));
+  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGINT, [this] { shutdown(); }));
+  try {
+    open_listeners();
+  } catch (const std::exception& e) {
+    log::error(e.what());
+    return 1;
+  }
+  started_ms_ = now_ms();
+  flusher_ = std::make_unique<uv::Prepare>(loop(), [this] { on_turn(); });
+  ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
+  ticker_->start(tick_interval_ms(), tick_interval_ms());
+  console_ = std::make_unique<Console>(*this);
+  lag_samples_us_.assign(600, 0);
+  lag_probe_ = std::make_unique<uv::Timer>(loop(), [this] { on_lag_probe(); });
+  lag_probe_expected_ns_ = uv_hrtime() + 100'000'000;
+  lag_probe_->start(100, 100);
+  if (auto usec = notify::watchdog_usec()) {
+    // Pinged from the loop itself: a stuck loop stops the pings and systemd restarts us.
+    std::uint64_t every_ms = std::max<std::uint64_t>(*usec / 2000, 1);
+    watchdog_ = std::make_unique<uv::Timer>(loop(), [] { notify::watchdog(); });
+    watchdog_->start(0, every_ms);
+    log::info("watchdog: pinging systemd every " + std::to_string(every_ms) + " ms");
+  }
+  notify::ready();
+  update_status();
+  log::notice("roomd " ROOMD_VERSION " started: " + std::to_string(router_->rooms().size()) + " rooms, " +
+              (options_.config_path ? "config " + *options_.config_path : std::string("embedded default config")));
+
+  uv_run(loop(), UV_RUN_DEFAULT);  // until shutdown() has finished and stopped it
+
+  // Teardown outside every callback: nothing here runs inside its own handle's callback.
+  watchdog_.reset();
+  lag_probe_.reset();
+  console_.reset();
+  signals_.clear();
+  // Closing them gave SIGTERM, SIGINT and SIGHUP back their default actions. A second SIGTERM
+  // from here to exit (a supervisor, `systemctl stop` twice, a test's teardown while the
+  // sanitizers' exit checks run) must not turn this clean stop into death by signal.
+  std::signal(SIGTERM, SIG_IGN);
+  std::signal(SIGINT, SIG_IGN);
+  std::signal(SIGHUP, SIG_IGN);
+  ticker_.reset();
+  delays_.reset();
+  shutdown_deadline_.reset();
+  flusher_.reset();
+  listeners_.clear();
+  if (history_helpers_) history_helpers_->close();
+  uv_run(loop(), UV_RUN_DEFAULT);  // runs the close callbacks
+  log::notice("roomd stopped");
+  return 0;
+}
+
+uv_buf_t Server::read_buffer() { return uv_buf_init(read_buffer_.data(), static_cast<unsigned>(read_buffer_.size())); }
+
+void Server::on_connection(Listener& listener) {
+  std::uint64_t id = next_connection_id_++;
+  auto owned = std::make_unique<Connection>(
+      *this, id, listener.is_unix() ? Connection::Transport::unix_socket : Connection::Transport::tcp);
+  Connection& conn = *owned;
+  connections_.emplace(id, std::move(owned));
+  if (int rc = uv_accept(listener.stream(), conn.stream()); rc < 0) {
+    log::warning("accept failed: " + uv::error_text(rc));
+    return conn.close_now();
+  }
+  ++stats_.connections_total;
+  std::string peer = listener.bound_name(), ip;
+  if (!listener.is_unix()) {
+    auto* tcp = reinterpret_cast<uv_tcp_t*>(conn.stream());
+    sockaddr_storage sa{};
+    int len = sizeof sa;
+    if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&sa), &len) == 0) peer = format_sockaddr(sa, &ip);
+    uv_tcp_nodelay(tcp, 1);
+    uv_tcp_keepalive(tcp, 1, 60);
+  }
+  const auto& s = config_.server;
+  if (shutting_down_) return conn.reject(ErrorCode::shutting_down, "the server is shutting down");
+  if (admitted_ >= s.max_clients || (!ip.empty() && clients_per_ip_[ip] >= s.max_clients_per_ip)) {
+    ++stats_.rejected;
+    log::warning("client " + peer + " refused: server_full (" + std::to_string(admitted_) + " clients)");
+    return conn.reject(ErrorCode::server_full, admitted_ >= s.max_clients ? "the server is full"
+                                                                          : "too many connections from your address");
+  }
+  ++admitted_;
+  if (!ip.empty()) ++clients_per_ip_[ip];
+  SessionId session = router_->connect(conn, listener.admin(), GuessThrottle::source_of(ip));
+  conn.start(peer, ip, session);
+  log::info("client " + peer + " connected as " + router_->nick_of(session).value_or("?"));
+}
+
+void Server::release(Connection& conn) {
+  if (conn.admitted()) {
+    --admitted_;
+    if (!conn.ip().empty()) {
+      auto it = clients_per_ip_.find(conn.ip());
+      if (it != clients_per_ip_.end() && --it->second == 0) clients_per_ip_.erase(it);
+    }
+    log::info("client " + conn.peer() + " disconnected");
+  }
+  connections_.erase(conn.id());
+}
+
+void Server::schedule_flush(Connection& conn) { flush_queue_.push_back(conn.id()); }
+
+void Server::on_turn() {
+  // Everything this loop turn queued goes out now, one batched write per connection.
+  // Flushing can queue more (drop notices), hence the loop; each round strictly drains.
+  for (int round = 0; round < 8 && !flush_queue_.empty(); ++round) {
+    std::vector<std::uint64_t> batch;
+    batch.swap(flush_queue_);
+    for (std::uint64_t id : batch)
+      if (auto it = connections_.find(id); it != connections_.end()) it->second->flush();
+  }
+  // After the connections: serving a held client's backlog may have said more.
+  if (history_) history_->flush();  // this turn's messages: one transaction
+  if (shutting_down_ && connections_.empty() && (!history_ || history_->idle())) uv_stop(loop());
+}
+
+std::uint64_t Server::tick_interval_ms() const {
+  // Fine enough that the ping at half the idle timeout always comes before the close.
+  return std::clamp<std::uint64_t>(std::uint64_t{config_.limits.idle_timeout_s} * 1000 / 8, 100, 1000);
+}
+
+void Server::on_tick() {
+  std::uint64_t now = now_ms();
+  for (auto& [id, conn] : connections_) conn->tick(now);
+  if (now - last_status_ms_ >= 2000) update_status();
+}
+
+void Server::on_lag_probe() {
+  // How late this timer fired: the time the loop spent on other work past its deadline.
+  std::uint64_t now = uv_hrtime();
+  std::uint64_t late_us = now > lag_probe_expected_ns_ ? (now - lag_probe_expected_ns_) / 1000 : 0;
+  lag_samples_us_[lag_next_++ % lag_samples_us_.size()] = static_cast<std::uint32_t>(std::min<std::uint64_t>(late_us, UINT32_MAX));
+  lag_probe_expected_ns_ = now + 100'000'000;
+}
+
+void Server::update_status() {
+  std::uint64_t now = now_ms();
+  std::uint64_t count = router_->stats().messages_in;
+  if (now > rate_window_ms_)
+    messages_per_s_ = static_cast<double>(count - rate_window_count_) * 1000.0 / static_cast<double>(now - rate_window_ms_);
+  rate_window_ms_ = now;
+  rate_window_count_ = count;
+  last_status_ms_ = now;
+  char rate[32];
+  std::snprintf(rate, sizeof rate, "%.1f", messages_per_s_);
+  notify::status("clients=" + std::to_string(admitted_) + " rooms=" + std::to_string(router_->rooms().size()) +
+                 " msgs/s=" + rate);
+}
+
+void Server::reload() {
+  notify::reloading();
+  struct ReadyAgain {  // whatever happens below, systemd hears READY=1 again
+    ~ReadyAgain() { notify::ready(); }
+  } ready_again;
+  if (!options_.config_path) {
+    log::notice("reload: running on the embedded default config; nothing to reload");
+    return;
+  }
+  const std::string& path = *options_.config_path;
+  ConfigResult result = load_config_file(path);
+  if (!result.ok()) {
+    for (const auto& e : result.errors) log::error("reload: " + e.to_string(path));
+    log::error("reload failed: keeping the old configuration");
+    return;
+  }
+  Config next = std::move(result.config);
+  if (!options_.listen_override.empty()) next.server.listen = options_.listen_override;
+  if (next.server.listen != config_.server.listen)
+    log::warning("reload: listener changes take effect at the next restart");
+  next.server.listen = config_.server.listen;
+  if (next.server.workers != config_.server.workers)
+    log::warning("reload: server.workers takes effect at the next restart");
+  if (next.history.path != config_.history.path)
+    log::warning("reload: history.path takes effect at the next restart");
+  next.history.path = config_.history.path;
+  if (history_) history_->set_max_messages(next.history.max_messages_per_room);
+  config_ = std::move(next);
+  log::set_level(*log::parse_level(config_.log.level));
+  router_->reconfigure(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms);
+  ticker_->start(tick_interval_ms(), tick_interval_ms());
+  log::notice("reloaded " + path + ": " + std::to_string(config_.rooms.size()) + " configured rooms");
+}
+
+void Server::shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  notify::stopping();
+  log::notice("shutting down: " + std::to_string(connections_.size()) + " connections to close");
+  listeners_.clear();  // stop accepting; Unix socket paths are removed
+  router_->send_all(make_event(ordered_json{{"op", "system"}, {"event", "shutdown"}}));
+  for (auto& [id, conn] : connections_) conn->end();
+  shutdown_deadline_ = std::make_unique<uv::Timer>(loop(), [this] {
+    log::warning("shutdown: closing connections that did not drain in time");
+    for (auto& [id, conn] : connections_) conn->close_now();
+  });
+  shutdown_deadline_->start(kShutdownDeadlineMs, 0);
+}
+
+ordered_json Server::stats_json() const {
+  const auto& r = router_->stats();
+  std::size_t members = 0;
+  auto rooms = router_->rooms();
+  for (const auto& room : rooms) members += room.members;
+  std::vector<std::uint32_t> lag(lag_samples_us_.begin(),
+                                 lag_samples_us_.begin() + static_cast<std::ptrdiff_t>(std::min(lag_next_, lag_samples_us_.size())));
+  std::sort(lag.begin(), lag.end());
+  auto pct = [&](double p) -> std::uint32_t { return lag.empty() ? 0 : lag[static_cast<std::size_t>(p * static_cast<double>(lag.size() - 1))]; };
+  ordered_json j;
+  j["clients"] = admitted_;
+  j["connections_total"] = stats_.connections_total;
+  j["rooms"] = rooms.size();
+  j["members"] = members;
+  j["messages_in"] = r.messages_in;
+  j["deliveries"] = r.deliveries;
+  j["messages_per_s"] = messages_per_s_;
+  j["bytes_out"] = stats_.bytes_out;
+  j["slow_consumers"] = stats_.slow_consumers;
+  j["dropped"] = stats_.dropped;
+  j["rate_limited"] = r.rate_limited;
+  j["queries_paced"] = r.queries_paced;
+  j["history_paced_by_address"] = r.history_paced_by_address;
+  j["rejected"] = stats_.rejected;
+  j["worker_tasks"] = pool_->in_flight();
+  j["key_checks"] = router_->key_checker().checks_run();
+  j["key_answers_reused"] = router_->key_checker().answers_reused();
+  j["key_guesses_refused"] = router_->guess_throttle().refused();
+  j["loop_lag_p50_us"] = pct(0.50);
+  j["loop_lag_p99_us"] = pct(0.99);
+  j["uptime_s"] = (now_ms() - started_ms_) / 1000;
+  j["rss_bytes"] = resident_bytes();
+  return j;
+}
+
+std::string Server::stats_line() const {
+  const ordered_json stats = stats_json();
+  std::string line;
+  for (auto it = stats.cbegin(); it != stats.cend(); ++it) {
+    if (!line.empty()) line += ' ';
+    line += it.key() + "=" + it.value().dump();
+  }
+  return line;
+}
+}  // namespace roomd

@@ -1,0 +1,33 @@
+// Per-address lookup budget (see the header for why).
+#include "roomd/core/address_pacer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <iterator>
+
+namespace roomd {
+
+std::uint64_t AddressPacer::reserve(const std::string& source, std::uint64_t now_ms) {
+  if (settings_.rate <= 0) return 0;
+  const double now = static_cast<double>(now_ms);
+  const double interval = 1000.0 / settings_.rate;
+  const double tolerance = interval * (std::max<std::uint32_t>(settings_.burst, 1) - 1);
+  auto it = next_due_.find(source);
+  if (it == next_due_.end()) {
+    if (next_due_.size() >= sweep_at_) forget_recovered(now);
+    it = next_due_.emplace(source, now).first;
+  }
+  double& due = it->second;
+  due = std::max(due, now);
+  const double wait = due - tolerance - now;
+  due += interval;
+  return wait > 0 ? static_cast<std::uint64_t>(std::ceil(wait)) : 0;
+}
+
+void AddressPacer::forget_recovered(double now_ms) {
+  for (auto it = next_due_.begin(); it != next_due_.end();)
+    it = it->second <= now_ms ? next_due_.erase(it) : std::next(it);
+  sweep_at_ = std::max<std::size_t>(1024, next_due_.size() * 2);
+}
+
+}  // namespace roomd

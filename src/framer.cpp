@@ -1,2 +1,0 @@
-// Framer is a header-only template; this file keeps one translation unit per concept.
-#include "roomd/framer.hpp"

@@ -1,0 +1,525 @@
+// Codec: JSON requests, text-mode commands, and rendering events for both modes.
+#include "roomd/protocol/codec.hpp"
+
+#include <charconv>
+
+#include "roomd/base/names.hpp"
+
+namespace roomd {
+
+using nlohmann::json;
+
+std::string_view to_string(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::bad_json: return "bad_json";
+    case ErrorCode::bad_request: return "bad_request";
+    case ErrorCode::unknown_op: return "unknown_op";
+    case ErrorCode::frame_too_large: return "frame_too_large";
+    case ErrorCode::bad_utf8: return "bad_utf8";
+    case ErrorCode::bad_nick: return "bad_nick";
+    case ErrorCode::nick_taken: return "nick_taken";
+    case ErrorCode::bad_room_name: return "bad_room_name";
+    case ErrorCode::no_such_room: return "no_such_room";
+    case ErrorCode::room_full: return "room_full";
+    case ErrorCode::bad_key: return "bad_key";
+    case ErrorCode::not_member: return "not_member";
+    case ErrorCode::read_only: return "read_only";
+    case ErrorCode::rate_limited: return "rate_limited";
+    case ErrorCode::no_such_nick: return "no_such_nick";
+    case ErrorCode::server_full: return "server_full";
+    case ErrorCode::slow_consumer: return "slow_consumer";
+    case ErrorCode::shutting_down: return "shutting_down";
+    case ErrorCode::internal: return "internal";
+  }
+  return "internal";
+}
+
+bool valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    unsigned char c = *p;
+    if (c < 0x80) { ++p; continue; }
+    std::size_t n;
+    std::uint32_t cp;
+    if ((c & 0xE0) == 0xC0) { n = 1; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { n = 2; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { n = 3; cp = c & 0x07; }
+    else return false;
+    if (static_cast<std::size_t>(end - p) <= n) return false;
+    for (std::size_t i = 1; i <= n; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+      return false;
+    p += n + 1;
+  }
+  return true;
+}
+
+Mode detect_mode(std::string_view line) {
+  auto first = line.find_first_not_of(" \t");
+  return first != std::string_view::npos && line[first] == '{' ? Mode::json : Mode::text;
+}
+
+ordered_json error_body(ErrorCode code, std::string_view message,
+                        const std::optional<json>& id) {
+  ordered_json e;
+  e["op"] = "error";
+  if (id) e["id"] = *id;
+  e["code"] = to_string(code);
+  e["message"] = message;
+  return e;
+}
+
+namespace {
+
+std::optional<Op> op_from_name(std::string_view name) {
+  static constexpr std::pair<std::string_view, Op> table[] = {
+      {"nick", Op::nick},     {"rooms", Op::rooms},     {"join", Op::join},
+      {"leave", Op::leave},   {"say", Op::say},         {"whisper", Op::whisper},
+      {"who", Op::who},       {"topic", Op::topic},     {"history", Op::history},
+      {"ping", Op::ping},     {"echo", Op::echo},       {"bye", Op::bye},
+      {"stats", Op::stats}};
+  for (const auto& [n, op] : table)
+    if (n == name) return op;
+  return std::nullopt;
+}
+
+// Reads typed fields of a request object; the first problem becomes a bad_request.
+class Fields {
+ public:
+  Fields(const json& obj, std::optional<json> id) : obj_(obj), id_(std::move(id)) {}
+
+  bool string(const char* name, std::string& out) {
+    auto it = obj_.find(name);
+    if (it == obj_.end()) return fail(std::string("missing field '") + name + "'");
+    if (!it->is_string()) return fail(std::string("field '") + name + "' must be a string");
+    out = it->get<std::string>();
+    return true;
+  }
+  bool optional_string(const char* name, std::optional<std::string>& out) {
+    auto it = obj_.find(name);
+    if (it == obj_.end() || it->is_null()) return true;
+    if (!it->is_string()) return fail(std::string("field '") + name + "' must be a string");
+    out = it->get<std::string>();
+    return true;
+  }
+  bool optional_count(const char* name, std::optional<std::uint64_t>& out, std::uint64_t min) {
+    auto it = obj_.find(name);
+    if (it == obj_.end() || it->is_null()) return true;
+    if (!it->is_number_integer() || (it->is_number_integer() && !it->is_number_unsigned() &&
+                                     it->get<std::int64_t>() < 0) ||
+        it->get<std::uint64_t>() < min)
+      return fail(std::string("field '") + name + "' must be an integer >= " + std::to_string(min));
+    out = it->get<std::uint64_t>();
+    return true;
+  }
+
+  std::optional<RequestError> error;
+
+ private:
+  bool fail(std::string message) {
+    if (!error) error = RequestError{ErrorCode::bad_request, std::move(message), id_};
+    return false;
+  }
+  const json& obj_;
+  std::optional<json> id_;
+};
+
+}  // namespace
+
+namespace {
+
+// Reads a JSON string with nothing to unescape at `p` (just after its opening quote):
+// the text up to the closing quote, or nothing if there is a backslash or a control
+// character first (the general parser handles those).
+std::optional<std::string_view> plain_string(std::string_view frame, std::size_t& p) {
+  std::size_t start = p;
+  for (; p < frame.size(); ++p) {
+    auto c = static_cast<unsigned char>(frame[p]);
+    if (c == '"') return frame.substr(start, p++ - start);
+    if (c == '\\' || c < 0x20) return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Request> parse_plain_say(std::string_view frame) {
+  // Exactly {"op":"say","room":R,"text":T} with an optional integer "id", keys in any order,
+  // no blanks, no escapes: what programs send all day. Anything else returns nothing.
+  if (frame.size() < 2 || frame.front() != '{' || frame.back() != '}') return std::nullopt;
+  std::optional<std::string_view> op, room, text;
+  std::optional<nlohmann::json> id;
+  std::size_t p = 1;
+  for (;;) {
+    if (p >= frame.size() || frame[p] != '"') return std::nullopt;
+    ++p;
+    auto key = plain_string(frame, p);
+    if (!key || p >= frame.size() || frame[p] != ':') return std::nullopt;
+    ++p;
+    if (*key == "id") {
+      if (id) return std::nullopt;
+      bool negative = p < frame.size() && frame[p] == '-';
+      if (negative) ++p;
+      std::size_t digits = p;
+      while (p < frame.size() && frame[p] >= '0' && frame[p] <= '9') ++p;
+      std::size_t n = p - digits;
+      if (n == 0 || n > 18 || (n > 1 && frame[digits] == '0')) return std::nullopt;
+      std::int64_t value = 0;
+      for (std::size_t i = digits; i < p; ++i) value = value * 10 + (frame[i] - '0');
+      // As the general parser types them: unsigned when not negative.
+      if (negative) id = nlohmann::json(static_cast<std::int64_t>(-value));
+      else id = nlohmann::json(static_cast<std::uint64_t>(value));
+    } else {
+      std::optional<std::string_view>* slot = *key == "op" ? &op : *key == "room" ? &room : *key == "text" ? &text : nullptr;
+      if (!slot || *slot || p >= frame.size() || frame[p] != '"') return std::nullopt;
+      ++p;
+      *slot = plain_string(frame, p);
+      if (!*slot) return std::nullopt;
+    }
+    if (p >= frame.size()) return std::nullopt;
+    if (frame[p] == ',') {
+      ++p;
+      continue;
+    }
+    if (frame[p] == '}' && p + 1 == frame.size()) break;
+    return std::nullopt;
+  }
+  if (op != "say" || !room || !text) return std::nullopt;
+  Request req;
+  req.op = Op::say;
+  req.id = std::move(id);
+  req.room = std::string(*room);
+  req.text = std::string(*text);
+  return req;
+}
+
+namespace {
+ParseResult parse_valid_utf8_dom(std::string_view frame);
+}  // namespace
+
+ParseResult parse_json_request(std::string_view frame) {
+  if (!valid_utf8(frame)) return RequestError{ErrorCode::bad_utf8, "frame is not valid UTF-8", {}};
+  if (auto say = parse_plain_say(frame)) return std::move(*say);
+  return parse_valid_utf8_dom(frame);
+}
+
+ParseResult parse_json_request_dom(std::string_view frame) {
+  if (!valid_utf8(frame)) return RequestError{ErrorCode::bad_utf8, "frame is not valid UTF-8", {}};
+  return parse_valid_utf8_dom(frame);
+}
+
+namespace {
+
+ParseResult parse_valid_utf8_dom(std::string_view frame) {
+  json obj = json::parse(frame, nullptr, /*allow_exceptions=*/false);
+  if (obj.is_discarded()) return RequestError{ErrorCode::bad_json, "frame is not valid JSON", {}};
+  if (!obj.is_object()) return RequestError{ErrorCode::bad_request, "frame must be a JSON object", {}};
+
+  std::optional<json> id;
+  if (auto it = obj.find("id"); it != obj.end()) {
+    if (it->is_structured())
+      return RequestError{ErrorCode::bad_request, "field 'id' must be a scalar", {}};
+    id = *it;
+  }
+  auto op_it = obj.find("op");
+  if (op_it == obj.end()) return RequestError{ErrorCode::bad_request, "missing field 'op'", id};
+  if (!op_it->is_string()) return RequestError{ErrorCode::bad_request, "field 'op' must be a string", id};
+  auto op = op_from_name(op_it->get_ref<const std::string&>());
+  if (!op)
+    return RequestError{ErrorCode::unknown_op, "unknown op '" + op_it->get<std::string>() + "'", id};
+
+  Request req;
+  req.op = *op;
+  req.id = id;
+  Fields f(obj, id);
+  switch (*op) {
+    case Op::nick: f.string("nick", req.nick); break;
+    case Op::join: f.string("room", req.room) && f.optional_string("key", req.key); break;
+    case Op::leave:
+    case Op::who: f.string("room", req.room); break;
+    case Op::say: {
+      if (!f.string("room", req.room) || !f.optional_string("text", req.text)) break;
+      if (auto it = obj.find("data"); it != obj.end()) req.data = *it;
+      if (!req.text && req.data.is_null())
+        return RequestError{ErrorCode::bad_request, "say needs 'text' or 'data'", id};
+      break;
+    }
+    case Op::whisper: {
+      std::string text;
+      if (f.string("to", req.to) && f.string("text", text)) req.text = std::move(text);
+      break;
+    }
+    case Op::topic: f.string("room", req.room) && f.string("topic", req.topic); break;
+    case Op::history: {
+      std::optional<std::uint64_t> limit;
+      if (f.string("room", req.room) && f.optional_count("before", req.before, 1) &&
+          f.optional_count("limit", limit, 1) && f.optional_string("search", req.search))
+        if (limit) req.limit = static_cast<std::uint32_t>(std::min<std::uint64_t>(*limit, 500));
+      break;
+    }
+    case Op::echo: {
+      std::string text;
+      if (f.string("text", text)) req.text = std::move(text);
+      break;
+    }
+    case Op::rooms:
+    case Op::ping:
+    case Op::bye:
+    case Op::help:
+    case Op::stats: break;
+  }
+  if (f.error) return *f.error;
+  return req;
+}
+
+bool all_digits(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+RequestError usage(std::string_view text) {
+  return RequestError{ErrorCode::bad_request, "usage: " + std::string(text), {}};
+}
+
+}  // namespace
+
+ParseResult parse_text_line(std::string_view line) {
+  if (!valid_utf8(line)) return RequestError{ErrorCode::bad_utf8, "line is not valid UTF-8", {}};
+  Request req;
+  if (line == "Bye") { req.op = Op::bye; return req; }
+  if (line.empty() || line[0] != '/') {
+    req.op = Op::say;
+    req.current_room = true;
+    req.text = std::string(line);
+    return req;
+  }
+  std::string_view rest = line.substr(1);
+  std::string_view cmd = next_word(rest);
+  if (cmd == "nick") {
+    req.op = Op::nick;
+    req.nick = next_word(rest);
+    if (req.nick.empty()) return usage("/nick NICK");
+  } else if (cmd == "join") {
+    req.op = Op::join;
+    req.room = next_word(rest);
+    if (req.room.empty()) return usage("/join ROOM [KEY]");
+    if (auto key = next_word(rest); !key.empty()) req.key = std::string(key);
+  } else if (cmd == "leave" || cmd == "part") {
+    req.op = Op::leave;
+    req.room = next_word(rest);
+    req.current_room = req.room.empty();
+  } else if (cmd == "rooms" || cmd == "list") {
+    req.op = Op::rooms;
+  } else if (cmd == "who") {
+    req.op = Op::who;
+    req.room = next_word(rest);
+    req.current_room = req.room.empty();
+  } else if (cmd == "msg") {
+    req.op = Op::whisper;
+    req.to = next_word(rest);
+    if (req.to.empty() || rest.empty()) return usage("/msg NICK TEXT");
+    req.text = std::string(rest);
+  } else if (cmd == "topic") {
+    req.op = Op::topic;
+    req.room = next_word(rest);
+    if (req.room.empty()) return usage("/topic ROOM TEXT");
+    req.topic = std::string(rest);
+  } else if (cmd == "history") {
+    req.op = Op::history;
+    std::string_view a = next_word(rest), b = next_word(rest);
+    if (all_digits(a) && b.empty()) std::swap(a, b);  // "/history 20" means the current room
+    req.room = a;
+    req.current_room = req.room.empty();
+    if (!b.empty()) {
+      if (!all_digits(b) || b.size() > 6) return usage("/history [ROOM] [N]");
+      unsigned n = 0;
+      std::from_chars(b.data(), b.data() + b.size(), n);
+      if (n == 0) return usage("/history [ROOM] [N]");
+      req.limit = std::min(n, 500u);
+    }
+  } else if (cmd == "search") {
+    req.op = Op::history;
+    req.room = next_word(rest);
+    if (req.room.empty() || rest.empty()) return usage("/search ROOM WORDS");
+    req.search = std::string(rest);
+  } else if (cmd == "quit") {
+    req.op = Op::bye;
+  } else if (cmd == "help") {
+    req.op = Op::help;
+  } else if (cmd == "ping") {
+    req.op = Op::ping;
+  } else {
+    return RequestError{ErrorCode::unknown_op,
+                        "unknown command /" + std::string(cmd) + " (try /help)", {}};
+  }
+  return req;
+}
+
+std::string encode_json(const ordered_json& body) {
+  std::string s = body.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  s += '\n';
+  return s;
+}
+
+namespace {
+
+std::string str(const ordered_json& body, const char* key) {
+  auto it = body.find(key);
+  if (it == body.end()) return {};
+  if (it->is_string()) return it->get<std::string>();
+  return it->dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+}
+
+void message_line(std::string& out, const ordered_json& m) {
+  out += '[' + str(m, "room") + "] " + str(m, "from") + ": ";
+  auto text = m.find("text");
+  if (text != m.end() && text->is_string()) out += text->get<std::string>();
+  auto data = m.find("data");
+  if (data != m.end() && !data->is_null()) {
+    if (text != m.end()) out += ' ';
+    out += data->dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  }
+  out += '\n';
+}
+
+std::string join_nicks(const ordered_json& list) {
+  std::string s;
+  for (const auto& n : list) {
+    if (!s.empty()) s += ", ";
+    s += n.is_string() ? n.get<std::string>() : n.dump();
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string render_text(const ordered_json& b) {
+  const std::string op = str(b, "op");
+  std::string out;
+  if (op == "message") {
+    message_line(out, b);
+  } else if (op == "presence") {
+    const std::string event = str(b, "event"), nick = str(b, "nick"), room = str(b, "room");
+    if (event == "join") out = "* " + nick + " joined " + room + "\n";
+    else if (event == "leave") out = "* " + nick + " left " + room + "\n";
+    else if (event == "nick") out = "* " + str(b, "old") + " is now known as " + nick + " in " + room + "\n";
+    else if (event == "topic") out = "* " + nick + " set the topic of " + room + ": " + str(b, "topic") + "\n";
+  } else if (op == "error") {
+    out = "! " + str(b, "code") + ": " + str(b, "message") + "\n";
+  } else if (op == "joined") {
+    out = "* you joined " + str(b, "room");
+    if (auto t = str(b, "topic"); !t.empty()) out += " (topic: " + t + ")";
+    out += "; members: " + join_nicks(b["members"]) + "\n";
+    for (const auto& m : b["history"]) message_line(out, m);
+  } else if (op == "left") {
+    out = "* you left " + str(b, "room") + "\n";
+  } else if (op == "ok") {
+    if (b.contains("nick")) out = "* you are now known as " + str(b, "nick") + "\n";
+    else if (!b.contains("seq")) out = "* ok\n";
+  } else if (op == "rooms") {
+    out = "* rooms:\n";
+    for (const auto& r : b["rooms"]) {
+      out += "  " + str(r, "name") + " (" + str(r, "members") + " members";
+      if (r.value("keyed", false)) out += ", key required";
+      out += ")";
+      if (auto t = str(r, "topic"); !t.empty()) out += " " + t;
+      out += '\n';
+    }
+  } else if (op == "who") {
+    out = "* " + str(b, "room") + ": " + join_nicks(b["members"]) + "\n";
+  } else if (op == "history") {
+    for (const auto& m : b["messages"]) message_line(out, m);
+    if (b["messages"].empty()) out = "* no messages\n";
+    else if (b.value("more", false)) out += "* (older messages exist)\n";
+  } else if (op == "whisper") {
+    out = "*" + str(b, "from") + "* " + str(b, "text") + "\n";
+  } else if (op == "welcome") {
+    out = "* " + str(b, "motd") + "\n";
+  } else if (op == "pong") {
+    out = "* pong\n";
+  } else if (op == "echo") {
+    out = str(b, "text") + "\n";
+  } else if (op == "bye") {
+    out = "* bye\n";
+  } else if (op == "system") {
+    const std::string event = str(b, "event");
+    out = "! system: " + event;
+    if (b.contains("room")) out += " " + str(b, "room");
+    if (b.contains("count")) out += " (" + str(b, "count") + " messages skipped)";
+    if (auto reason = str(b, "reason"); !reason.empty()) out += ": " + reason;
+    out += '\n';
+  } else if (op == "help") {
+    out = std::string(text_help());
+  }
+  // "ping" from the server renders as nothing: a person at netcat cannot answer it, and the
+  // idle timeout, not the ping, is what ends a silent connection.
+  return out;
+}
+
+ordered_json request_json(const Request& r) {
+  static constexpr const char* names[] = {"nick",  "rooms",   "join", "leave", "say",  "whisper", "who",
+                                          "topic", "history", "ping", "echo",  "bye",  "help", "stats"};
+  ordered_json j;
+  j["op"] = names[static_cast<int>(r.op)];
+  if (r.id) j["id"] = *r.id;
+  switch (r.op) {
+    case Op::nick: j["nick"] = r.nick; break;
+    case Op::join:
+      j["room"] = r.room;
+      if (r.key) j["key"] = *r.key;
+      break;
+    case Op::leave:
+    case Op::who: j["room"] = r.room; break;
+    case Op::say:
+      j["room"] = r.room;
+      if (r.text) j["text"] = *r.text;
+      if (!r.data.is_null()) j["data"] = r.data;
+      break;
+    case Op::whisper:
+      j["to"] = r.to;
+      j["text"] = r.text.value_or("");
+      break;
+    case Op::topic:
+      j["room"] = r.room;
+      j["topic"] = r.topic;
+      break;
+    case Op::history:
+      j["room"] = r.room;
+      if (r.before) j["before"] = *r.before;
+      if (r.limit) j["limit"] = *r.limit;
+      if (r.search) j["search"] = *r.search;
+      break;
+    case Op::echo: j["text"] = r.text.value_or(""); break;
+    case Op::rooms:
+    case Op::ping:
+    case Op::bye:
+    case Op::help:
+    case Op::stats: break;
+  }
+  return j;
+}
+
+std::string_view text_help() {
+  return "* commands:\n"
+         "  /nick NICK            change your nick\n"
+         "  /join ROOM [KEY]      join (or create) a room; it becomes your current room\n"
+         "  /leave [ROOM]         leave a room (default: the current one)\n"
+         "  /rooms                list rooms\n"
+         "  /who [ROOM]           list members\n"
+         "  /msg NICK TEXT        whisper to one person\n"
+         "  /topic ROOM TEXT      set a room's topic\n"
+         "  /history [ROOM] [N]   show the last N messages\n"
+         "  /search ROOM WORDS    search a room's history\n"
+         "  /quit  (or Bye)       leave\n"
+         "  any other line is said in the current room\n";
+}
+
+}  // namespace roomd
