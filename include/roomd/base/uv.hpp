@@ -1,6 +1,6 @@
 // Small RAII owners for libuv handles. A handle's memory belongs to libuv from uv_close until
 // its close callback, so the wrapper hands it over on destruction and the close callback
-// frees it: no code outside this file calls uv_close on these handles.
+// frees it: no code outside this file calls uv_close.
 #pragma once
 
 #include <uv.h>
@@ -18,7 +18,8 @@ inline void check(int rc, const char* what) {
   if (rc < 0) throw std::runtime_error(std::string(what) + ": " + error_text(rc));
 }
 
-// Owns one initialised handle of type T (uv_timer_t, uv_tcp_t, …).
+// Owns one initialised handle of type T (uv_timer_t, uv_tcp_t, …). `data` is the owner's;
+// from close() on, the handle is libuv's until its close callback, which frees it.
 template <class T>
 class Handle {
  public:
@@ -31,20 +32,30 @@ class Handle {
       check(rc, "uv handle init");
     }
   }
-  ~Handle() { reset(); }
+  ~Handle() { close(); }
   Handle(const Handle&) = delete;
   Handle& operator=(const Handle&) = delete;
 
   T* get() const { return raw_; }
   uv_handle_t* base() const { return reinterpret_cast<uv_handle_t*>(raw_); }
+  uv_stream_t* stream() const { return reinterpret_cast<uv_stream_t*>(raw_); }
   explicit operator bool() const { return raw_ != nullptr; }
 
-  void reset() {
+  // Starts uv_close. `on_closed`, if given, runs from the close callback, just before the
+  // memory is freed: the point where an owner that lives as long as its handle may go.
+  void close(std::function<void()> on_closed = {}) {
     if (!raw_) return;
-    raw_->data = nullptr;
-    uv_close(base(), [](uv_handle_t* h) { delete reinterpret_cast<T*>(h); });
+    raw_->data = on_closed ? new std::function<void()>(std::move(on_closed)) : nullptr;
+    uv_close(base(), [](uv_handle_t* h) {
+      if (auto* then = static_cast<std::function<void()>*>(h->data)) {
+        (*then)();
+        delete then;
+      }
+      delete reinterpret_cast<T*>(h);
+    });
     raw_ = nullptr;
   }
+  void reset() { close(); }
 
  private:
   T* raw_;
@@ -57,10 +68,11 @@ class Timer {
     handle_.get()->data = this;
   }
   void start(std::uint64_t timeout_ms, std::uint64_t repeat_ms) {
-    uv_timer_start(handle_.get(), [](uv_timer_t* t) { static_cast<Timer*>(t->data)->on_fire_(); },
-                   timeout_ms, repeat_ms);
+    check(uv_timer_start(handle_.get(), [](uv_timer_t* t) { static_cast<Timer*>(t->data)->on_fire_(); },
+                         timeout_ms, repeat_ms),
+          "uv_timer_start");
   }
-  void stop() { uv_timer_stop(handle_.get()); }
+  void stop() { uv_timer_stop(handle_.get()); }  // always 0
 
  private:
   Handle<uv_timer_t> handle_;
@@ -90,7 +102,8 @@ class Prepare {
   Prepare(uv_loop_t* loop, std::function<void()> on_turn)
       : handle_([loop](uv_prepare_t* p) { return uv_prepare_init(loop, p); }), on_turn_(std::move(on_turn)) {
     handle_.get()->data = this;
-    uv_prepare_start(handle_.get(), [](uv_prepare_t* p) { static_cast<Prepare*>(p->data)->on_turn_(); });
+    check(uv_prepare_start(handle_.get(), [](uv_prepare_t* p) { static_cast<Prepare*>(p->data)->on_turn_(); }),
+          "uv_prepare_start");
   }
 
  private:
