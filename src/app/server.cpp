@@ -25,6 +25,29 @@ std::uint64_t wall_clock_ms() {
   return static_cast<std::uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
 }
 
+RouterSettings router_settings(const Config& c) {
+  RouterSettings s;
+  s.version = ROOMD_VERSION;
+  s.motd = c.server.motd;
+  s.dynamic_rooms = c.server.dynamic_rooms;
+  s.rate = c.limits.rate;
+  s.burst = c.limits.burst;
+  s.replay = c.history.replay;
+  s.max_history = c.history.max_messages_per_room;
+  s.max_frame_bytes = c.limits.max_frame_bytes;
+  s.key_guesses = {c.limits.key_guesses, c.limits.key_guess_interval_s};
+  s.query_rate = c.limits.query_rate;
+  s.query_burst = c.limits.query_burst;
+  s.address_history = {c.limits.address_history_rate, c.limits.address_history_burst};
+  return s;
+}
+
+ConnectionLimits connection_limits(const Config& c) {
+  return {.max_frame_bytes = c.limits.max_frame_bytes,
+          .flow = {.max_outbound_bytes = c.limits.max_outbound_bytes, .slow_consumer = c.limits.slow_consumer},
+          .idle_timeout_s = c.limits.idle_timeout_s};
+}
+
 std::size_t resident_bytes() {
   std::ifstream statm("/proc/self/statm");
   std::size_t pages = 0, resident = 0;
@@ -46,6 +69,7 @@ Server::Server(ServerOptions options)
   uv::check(uv_loop_init(loop_.get()), "uv_loop_init");
   if (!options_.listen_override.empty()) config_.server.listen = options_.listen_override;
   read_buffer_.resize(kReadBufferBytes);
+  connection_limits_ = connection_limits(config_);
   // Key checks and history queries each leave a core to the loop: at most cores - 1 of
   // each at once (the hashing and the queries themselves run in idle-priority helpers).
   std::size_t cores = std::max<unsigned>(1, std::thread::hardware_concurrency());
@@ -54,18 +78,20 @@ Server::Server(ServerOptions options)
   // Key checks run in helper processes (started on first use), one per heavy slot.
   key_helpers_ = std::make_unique<KeyHelpers>("/proc/self/exe", heavy_slots);
   delays_ = std::make_unique<DelayQueue>(loop_.get());
-  RouterServices services{Clock{wall_clock_ms, [this] { return now_ms(); }}, pool_.get(), nullptr,
-                          [helpers = key_helpers_.get()](const std::string& hash, const std::string& key) {
-                            return helpers->verify(hash, key);
-                          },
-                          [this] { return stats_json(); },
-                          [](const std::string& source, std::uint64_t retry_s) {
-                            log::warning("key guesses from " + source + " refused for " + std::to_string(retry_s) +
-                                         " s: too many wrong keys");
-                          },
-                          [delays = delays_.get()](std::uint64_t delay_ms, std::function<void()> callback) {
-                            delays->after(delay_ms, std::move(callback));
-                          }};
+  RouterServices services{
+      .clock = Clock{wall_clock_ms, [this] { return now_ms(); }},
+      .tasks = pool_.get(),
+      .verify_key = [helpers = key_helpers_.get()](const std::string& hash,
+                                                   const std::string& key) { return helpers->verify(hash, key); },
+      .stats = [this] { return stats_json(); },
+      .guesses_throttled =
+          [](const std::string& source, std::uint64_t retry_s) {
+            log::warning("key guesses from " + source + " refused for " + std::to_string(retry_s) +
+                         " s: too many wrong keys");
+          },
+      .after = [delays = delays_.get()](std::uint64_t delay_ms,
+                                        std::function<void()> callback) { delays->after(delay_ms, std::move(callback)); },
+  };
   if (!config_.history.path.empty()) {
     store_ = std::make_unique<HistoryStore>(config_.history.path);
     history_ = std::make_unique<HistoryWriter>(*pool_, *store_, config_.history.max_messages_per_room);
@@ -82,7 +108,13 @@ Server::Server(ServerOptions options)
     services.persistence = history_.get();
     log::info("history in " + config_.history.path);
   }
-  router_ = std::make_unique<Router>(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms, services);
+  router_ = std::make_unique<Router>(router_settings(config_), config_.rooms, services);
+  connection_context_ = {.loop = loop_.get(),
+                         .limits = &connection_limits_,
+                         .sessions = router_.get(),
+                         .turn = &turn_,
+                         .counters = &stats_.connections,
+                         .read_buffer = uv_buf_init(read_buffer_.data(), static_cast<unsigned>(read_buffer_.size()))};
   // Persisted rooms go on where they stopped: seq after the stored maximum, replay ring filled.
   if (store_)
     for (const auto& room : config_.rooms)
@@ -93,7 +125,8 @@ Server::~Server() {
   // run() tears everything down; this covers a constructor-time or bind-time failure.
   listeners_.clear();
   for (auto& [id, c] : connections_) c->close_now();
-  flusher_.reset();
+  end_of_turn_.reset();
+  keep_awake_.reset();
   ticker_.reset();
   delays_.reset();
   shutdown_deadline_.reset();
@@ -139,7 +172,8 @@ int Server::run() {
     return 1;
   }
   started_ms_ = now_ms();
-  flusher_ = std::make_unique<uv::Prepare>(loop(), [this] { on_turn(); });
+  end_of_turn_ = std::make_unique<uv::Prepare>(loop(), [this] { on_turn(); });
+  keep_awake_ = std::make_unique<uv::Idle>(loop());
   ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
   ticker_->start(tick_interval_ms(), tick_interval_ms());
   console_ = std::make_unique<Console>(*this);
@@ -175,7 +209,8 @@ int Server::run() {
   ticker_.reset();
   delays_.reset();
   shutdown_deadline_.reset();
-  flusher_.reset();
+  end_of_turn_.reset();
+  keep_awake_.reset();
   listeners_.clear();
   if (history_helpers_) history_helpers_->close();
   uv_run(loop(), UV_RUN_DEFAULT);  // runs the close callbacks
@@ -183,12 +218,10 @@ int Server::run() {
   return 0;
 }
 
-uv_buf_t Server::read_buffer() { return uv_buf_init(read_buffer_.data(), static_cast<unsigned>(read_buffer_.size())); }
-
 void Server::on_connection(Listener& listener) {
   std::uint64_t id = next_connection_id_++;
   auto owned = std::make_unique<Connection>(
-      *this, id, listener.is_unix() ? Connection::Transport::unix_socket : Connection::Transport::tcp);
+      connection_context_, id, listener.is_unix() ? Connection::Transport::unix_socket : Connection::Transport::tcp);
   Connection& conn = *owned;
   connections_.emplace(id, std::move(owned));
   if (int rc = uv_accept(listener.stream(), conn.stream()); rc < 0) {
@@ -202,16 +235,17 @@ void Server::on_connection(Listener& listener) {
     sockaddr_storage sa{};
     int len = sizeof sa;
     if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&sa), &len) == 0) peer = format_sockaddr(sa, &ip);
-    uv_tcp_nodelay(tcp, 1);
-    uv_tcp_keepalive(tcp, 1, 60);
+    // Best effort: a socket without them still works.
+    if (int rc = uv_tcp_nodelay(tcp, 1); rc < 0) log::debug("TCP_NODELAY: " + uv::error_text(rc));
+    if (int rc = uv_tcp_keepalive(tcp, 1, 60); rc < 0) log::debug("SO_KEEPALIVE: " + uv::error_text(rc));
   }
   const auto& s = config_.server;
-  if (shutting_down_) return conn.reject(ErrorCode::shutting_down, "the server is shutting down");
+  if (shutting_down_) return conn.reject(make_event(error_body(ErrorCode::shutting_down, "the server is shutting down")));
   if (admitted_ >= s.max_clients || (!ip.empty() && clients_per_ip_[ip] >= s.max_clients_per_ip)) {
     ++stats_.rejected;
     log::warning("client " + peer + " refused: server_full (" + std::to_string(admitted_) + " clients)");
-    return conn.reject(ErrorCode::server_full, admitted_ >= s.max_clients ? "the server is full"
-                                                                          : "too many connections from your address");
+    return conn.reject(make_event(error_body(
+        ErrorCode::server_full, admitted_ >= s.max_clients ? "the server is full" : "too many connections from your address")));
   }
   ++admitted_;
   if (!ip.empty()) ++clients_per_ip_[ip];
@@ -220,32 +254,74 @@ void Server::on_connection(Listener& listener) {
   log::info("client " + peer + " connected as " + router_->nick_of(session).value_or("?"));
 }
 
-void Server::release(Connection& conn) {
-  if (conn.admitted()) {
-    --admitted_;
-    if (!conn.ip().empty()) {
-      auto it = clients_per_ip_.find(conn.ip());
-      if (it != clients_per_ip_.end() && --it->second == 0) clients_per_ip_.erase(it);
-    }
-    log::info("client " + conn.peer() + " disconnected");
-  }
-  connections_.erase(conn.id());
+Connection* Server::find_connection(ConnectionId id) {
+  auto it = connections_.find(id);
+  return it == connections_.end() ? nullptr : it->second.get();
 }
 
-void Server::schedule_flush(Connection& conn) { flush_queue_.push_back(conn.id()); }
-
 void Server::on_turn() {
-  // Everything this loop turn queued goes out now, one batched write per connection.
-  // Flushing can queue more (drop notices), hence the loop; each round strictly drains.
-  for (int round = 0; round < 8 && !flush_queue_.empty(); ++round) {
-    std::vector<std::uint64_t> batch;
-    batch.swap(flush_queue_);
-    for (std::uint64_t id : batch)
-      if (auto it = connections_.find(id); it != connections_.end()) it->second->flush();
-  }
-  // After the connections: serving a held client's backlog may have said more.
+  resume_connections();
+  retire_ended_sessions();
+  write_pending();
   if (history_) history_->flush();  // this turn's messages: one transaction
+  free_closed_connections();
+  // What a phase queued for the next turn (output drained by a write, a write error's
+  // session) must not wait for the next event: the loop then polls without blocking.
+  if (turn_.empty()) keep_awake_->stop();
+  else keep_awake_->start();
   if (shutting_down_ && connections_.empty() && (!history_ || history_->idle())) uv_stop(loop());
+}
+
+// Connections whose held request came back, or whose output drained, serve what they kept.
+// Serving may release another hold at once (an answer already known), hence the loop; each
+// connection serves until it stops again, so it ends.
+void Server::resume_connections() {
+  while (!turn_.resume.empty()) {
+    std::vector<ConnectionId> batch;
+    batch.swap(turn_.resume);
+    for (ConnectionId id : batch)
+      if (Connection* c = find_connection(id)) c->resume();
+  }
+}
+
+// The router hears here, once, of each session whose connection ended; its rooms hear the
+// leave now. A leave can make another member a slow consumer, whose session ends too: the
+// loop ends because each session ends once.
+void Server::retire_ended_sessions() {
+  while (!turn_.ended.empty()) {
+    std::vector<SessionId> batch;
+    batch.swap(turn_.ended);
+    for (SessionId id : batch) router_->disconnect(id);
+  }
+}
+
+// Everything this turn queued goes out now, one batched write per connection. Writing
+// serves nothing: what it frees up (a drained queue) goes on the resume list.
+void Server::write_pending() {
+  std::vector<ConnectionId> batch;
+  batch.swap(turn_.write);
+  for (ConnectionId id : batch)
+    if (Connection* c = find_connection(id)) c->write();
+}
+
+// Last, once the router has forgotten their sessions: connections whose handle closed.
+void Server::free_closed_connections() {
+  std::vector<ConnectionId> batch;
+  batch.swap(turn_.closed);
+  for (ConnectionId id : batch) {
+    auto it = connections_.find(id);
+    if (it == connections_.end()) continue;
+    Connection& conn = *it->second;
+    if (conn.admitted()) {
+      --admitted_;
+      if (!conn.ip().empty()) {
+        auto per_ip = clients_per_ip_.find(conn.ip());
+        if (per_ip != clients_per_ip_.end() && --per_ip->second == 0) clients_per_ip_.erase(per_ip);
+      }
+      log::info("client " + conn.peer() + " disconnected");
+    }
+    connections_.erase(it);
+  }
 }
 
 std::uint64_t Server::tick_interval_ms() const {
@@ -309,8 +385,9 @@ void Server::reload() {
   next.history.path = config_.history.path;
   if (history_) history_->set_max_messages(next.history.max_messages_per_room);
   config_ = std::move(next);
+  connection_limits_ = connection_limits(config_);
   log::set_level(*log::parse_level(config_.log.level));
-  router_->reconfigure(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms);
+  router_->reconfigure(router_settings(config_), config_.rooms);
   ticker_->start(tick_interval_ms(), tick_interval_ms());
   log::notice("reloaded " + path + ": " + std::to_string(config_.rooms.size()) + " configured rooms");
 }
@@ -322,7 +399,7 @@ void Server::shutdown() {
   log::notice("shutting down: " + std::to_string(connections_.size()) + " connections to close");
   listeners_.clear();  // stop accepting; Unix socket paths are removed
   router_->send_all(make_event(ordered_json{{"op", "system"}, {"event", "shutdown"}}));
-  for (auto& [id, conn] : connections_) conn->end();
+  for (auto& [id, conn] : connections_) conn->finish();
   shutdown_deadline_ = std::make_unique<uv::Timer>(loop(), [this] {
     log::warning("shutdown: closing connections that did not drain in time");
     for (auto& [id, conn] : connections_) conn->close_now();
@@ -347,9 +424,9 @@ ordered_json Server::stats_json() const {
   j["messages_in"] = r.messages_in;
   j["deliveries"] = r.deliveries;
   j["messages_per_s"] = messages_per_s_;
-  j["bytes_out"] = stats_.bytes_out;
-  j["slow_consumers"] = stats_.slow_consumers;
-  j["dropped"] = stats_.dropped;
+  j["bytes_out"] = stats_.connections.bytes_out;
+  j["slow_consumers"] = stats_.connections.slow_consumers;
+  j["dropped"] = stats_.connections.dropped;
   j["rate_limited"] = r.rate_limited;
   j["queries_paced"] = r.queries_paced;
   j["history_paced_by_address"] = r.history_paced_by_address;

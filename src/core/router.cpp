@@ -40,25 +40,8 @@ struct Router::Session {
   std::string source;             // whose budget its key guesses use
 };
 
-RouterSettings RouterSettings::from(const Config& c, std::string version) {
-  RouterSettings s;
-  s.version = std::move(version);
-  s.motd = c.server.motd;
-  s.dynamic_rooms = c.server.dynamic_rooms;
-  s.rate = c.limits.rate;
-  s.burst = c.limits.burst;
-  s.replay = c.history.replay;
-  s.max_history = c.history.max_messages_per_room;
-  s.max_frame_bytes = c.limits.max_frame_bytes;
-  s.key_guesses = {c.limits.key_guesses, c.limits.key_guess_interval_s};
-  s.query_rate = c.limits.query_rate;
-  s.query_burst = c.limits.query_burst;
-  s.address_history = {c.limits.address_history_rate, c.limits.address_history_burst};
-  return s;
-}
-
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock)
-    : Router(std::move(settings), rooms, RouterServices{std::move(clock), nullptr, nullptr, {}, {}, {}, {}}) {}
+    : Router(std::move(settings), rooms, RouterServices{.clock = std::move(clock)}) {}
 
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, RouterServices services)
     : settings_(std::move(settings)),

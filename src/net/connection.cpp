@@ -1,11 +1,10 @@
-// Connection: framing in, batched writes out, flow control and closing. See connection.hpp.
+// Connection: framing in, serving while allowed, batched writes out, closing. See connection.hpp.
 #include "roomd/net/connection.hpp"
 
 #include <algorithm>
 
-#include "roomd/protocol/codec.hpp"
 #include "roomd/base/log.hpp"
-#include "roomd/app/server.hpp"
+#include "roomd/protocol/codec.hpp"
 
 namespace roomd {
 
@@ -15,15 +14,15 @@ constexpr std::uint64_t kDrainDeadlineMs = 5000;  // a closing client gets this 
 constexpr std::uint64_t kLingerMs = 2000;         // and this long after our FIN to send its own
 }  // namespace
 
-Connection::Connection(Server& server, std::uint64_t id, Transport transport)
-    : server_(server), id_(id), framer_(server.config().limits.max_frame_bytes) {
-  int rc = transport == Transport::tcp ? uv_tcp_init(server.loop(), &handle_.tcp)
-                                       : uv_pipe_init(server.loop(), &handle_.pipe, 0);
-  uv::check(rc, "connection init");
-  handle_.tcp.data = this;  // `data` sits at the same place in every handle type
+Connection::Connection(const ConnectionContext& context, ConnectionId id, Transport transport)
+    : context_(context), id_(id), framer_(context.limits->max_frame_bytes) {
+  uv_loop_t* loop = context.loop;
+  if (transport == Transport::tcp) tcp_.emplace([loop](uv_tcp_t* t) { return uv_tcp_init(loop, t); });
+  else pipe_.emplace([loop](uv_pipe_t* p) { return uv_pipe_init(loop, p, 0); });
+  stream()->data = this;
   write_req_.data = this;
   shutdown_req_.data = this;
-  last_activity_ms_ = server.now_ms();
+  last_activity_ms_ = now_ms();
 }
 
 Connection::~Connection() = default;
@@ -32,21 +31,17 @@ void Connection::start(std::string peer, std::string ip, SessionId session) {
   peer_ = std::move(peer);
   ip_ = std::move(ip);
   session_ = session;
-  admitted_ = true;  // counted against max_clients until released
+  admitted_ = true;  // counted against max_clients until freed
   update_reading();
 }
 
-void Connection::reject(ErrorCode code, std::string_view message) {
-  send(make_event(error_body(code, message)));
-  end();
+void Connection::reject(const EventPtr& refusal) {
+  send(refusal);
+  drain();
   update_reading();  // read so the peer's EOF (or a reset) is seen while we flush
 }
 
-// ---- reading --------------------------------------------------------------------------
-
-void Connection::on_alloc(uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
-  *buf = static_cast<Connection*>(handle->data)->server_.read_buffer();
-}
+// ---- reading and serving ----------------------------------------------------------------
 
 void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   auto* self = static_cast<Connection*>(stream->data);
@@ -57,51 +52,53 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   self->close_now();
 }
 
+bool Connection::may_serve() const {
+  return state_ == State::open && session_ != 0 && holds_ == 0 && limits().flow.may_serve(queued_bytes_);
+}
+
 void Connection::on_bytes(std::string_view bytes) {
-  last_activity_ms_ = server_.now_ms();
+  last_activity_ms_ = now_ms();
   pinged_ = false;
   if (state_ != State::open || session_ == 0) return;  // closing: input is discarded
-  framer_.set_max_frame_bytes(server_.config().limits.max_frame_bytes);
+  framer_.set_max_frame_bytes(limits().max_frame_bytes);
   framer_.feed(
-      bytes, [this](std::string_view frame) { on_frame(frame); },
-      [this] { on_frame({}); });  // an empty frame stands for one that was too long
+      bytes, [this] { return may_serve(); }, [this](std::string_view frame) { serve(frame); },
+      [this] { serve_overlong(); });
+  update_reading();
 }
 
-void Connection::on_frame(std::string_view frame) {
-  if (state_ != State::open) return;  // a bye earlier in this read ended the session
-  if (held_ || !backlog_.empty()) {
-    // Answer in order: wait behind the request that is in the worker pool.
-    backlog_.emplace_back(frame);
-    return update_reading();
-  }
-  dispatch(frame);
+void Connection::resume() {
+  resume_wanted_ = false;
+  if (state_ != State::open || session_ == 0) return;
+  framer_.resume([this] { return may_serve(); }, [this](std::string_view frame) { serve(frame); },
+                 [this] { serve_overlong(); });
+  update_reading();
 }
 
-void Connection::dispatch(std::string_view frame) {
-  if (frame.empty()) {  // the framer never yields empty lines: this one was too long
-    return server_.router().reject(session_, {ErrorCode::frame_too_large,
-                                              "frame longer than " +
-                                                  std::to_string(server_.config().limits.max_frame_bytes) +
-                                                  " bytes; the rest of that line is skipped",
-                                              {}});
-  }
+void Connection::serve_overlong() {
+  context_.sessions->reject(session_, {ErrorCode::frame_too_large,
+                                       "frame longer than " + std::to_string(limits().max_frame_bytes) +
+                                           " bytes; the rest of that line is skipped",
+                                       {}});
+}
+
+void Connection::serve(std::string_view frame) {
   if (!mode_known_) {
     mode_ = detect_mode(frame);
     mode_known_ = true;
   }
   ParseResult parsed = mode_ == Mode::json ? parse_json_request(frame) : parse_text_line(frame);
-  if (auto* request = std::get_if<Request>(&parsed)) server_.router().handle(session_, *request);
-  else server_.router().reject(session_, std::get<RequestError>(parsed));
+  if (auto* request = std::get_if<Request>(&parsed)) context_.sessions->handle(session_, *request);
+  else context_.sessions->reject(session_, std::get<RequestError>(parsed));
 }
 
 void Connection::on_eof() {
   peer_eof_ = true;
   switch (state_) {
     case State::open:
-      // The peer is gone or half-closed: the rooms hear it now; what is queued still goes
-      // out, since a half-closed peer may be waiting for its replies.
-      forget_session();
-      end();
+      // The peer is gone or half-closed: the rooms hear it this turn; what is queued still
+      // goes out, since a half-closed peer may be waiting for its replies.
+      finish();
       break;
     case State::draining: break;  // flush, then close without waiting
     case State::shut: close_now(); break;
@@ -112,31 +109,35 @@ void Connection::on_eof() {
 void Connection::update_reading() {
   if (state_ == State::closing) return;
   bool want = true;  // closing states read to see the peer's EOF, discarding input
-  if (state_ == State::open)
-    want = !held_ && backlog_.empty() && queued_bytes_ <= server_.config().limits.max_outbound_bytes / 2;
+  if (state_ == State::open) want = may_serve() && framer_.unread() == 0;
   if (want == reading_) return;
+  int rc = want ? uv_read_start(
+                      stream(),
+                      [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
+                        *buf = static_cast<Connection*>(h->data)->context_.read_buffer;
+                      },
+                      on_read)
+                : uv_read_stop(stream());
+  if (rc < 0) {
+    log::info("client " + peer_ + " cannot read: " + uv::error_text(rc));
+    return close_now();
+  }
   reading_ = want;
-  if (want) uv_read_start(stream(), on_alloc, on_read);
-  else uv_read_stop(stream());
 }
 
 void Connection::hold() {
-  held_ = true;
+  ++holds_;
   update_reading();
 }
 
 void Connection::release() {
-  held_ = false;
-  schedule_flush();  // the backlog is served from flush(), outside the router's call
+  if (holds_ > 0 && --holds_ == 0) want_resume();  // served in the turn's resume phase
 }
 
-void Connection::drain_backlog() {
-  while (!backlog_.empty() && !held_ && state_ == State::open) {
-    std::string frame = std::move(backlog_.front());
-    backlog_.pop_front();
-    dispatch(frame);
-  }
-  update_reading();
+void Connection::want_resume() {
+  if (resume_wanted_ || state_ != State::open) return;
+  resume_wanted_ = true;
+  context_.turn->resume.push_back(id_);
 }
 
 // ---- output ---------------------------------------------------------------------------
@@ -150,9 +151,8 @@ void Connection::send_broadcast(const EventPtr& event, std::string_view room) {
   if (state_ != State::open) return;
   const Bytes& bytes = event->bytes(mode_);
   if (bytes->empty()) return;
-  const auto& limits = server_.config().limits;
-  if (queued_bytes_ + bytes->size() > limits.max_outbound_bytes) {
-    if (limits.slow_consumer == SlowConsumerPolicy::drop) return note_drop(room);
+  if (!limits().flow.fits(queued_bytes_, bytes->size())) {
+    if (limits().flow.slow_consumer == SlowConsumerPolicy::drop) return note_drop(room);
     return slow_consumer();
   }
   if (!drops_.empty()) emit_drop_notices();
@@ -163,26 +163,42 @@ void Connection::enqueue(const Bytes& bytes) {
   if (bytes->empty() || state_ == State::closing) return;
   queued_bytes_ += bytes->size();
   out_.push_back(bytes);
-  schedule_flush();
-  // Flow control: a client that does not read its replies stops being read.
-  if (reading_ && queued_bytes_ > server_.config().limits.max_outbound_bytes / 2) update_reading();
+  want_write();
+  // Flow control: a client that does not read its replies is neither served nor read.
+  if (reading_ && !limits().flow.may_serve(queued_bytes_)) update_reading();
 }
 
-void Connection::schedule_flush() {
-  if (flush_scheduled_) return;
-  flush_scheduled_ = true;
-  server_.schedule_flush(*this);
+void Connection::want_write() {
+  if (write_wanted_) return;
+  write_wanted_ = true;
+  context_.turn->write.push_back(id_);
 }
 
 void Connection::end() {
+  session_ = 0;  // the router has forgotten it already
+  drain();
+}
+
+void Connection::finish() {
+  retire_session();
+  drain();
+}
+
+void Connection::drain() {
   if (state_ != State::open) return;
   state_ = State::draining;
-  deadline_ms_ = server_.now_ms() + kDrainDeadlineMs;
-  schedule_flush();
+  deadline_ms_ = now_ms() + kDrainDeadlineMs;
+  want_write();
+}
+
+void Connection::retire_session() {
+  if (session_ == 0) return;
+  context_.turn->ended.push_back(session_);
+  session_ = 0;
 }
 
 void Connection::note_drop(std::string_view room) {
-  ++server_.stats().dropped;
+  ++context_.counters->dropped;
   for (auto& [name, count] : drops_)
     if (name == room) return void(++count);
   drops_.emplace_back(std::string(room), 1);
@@ -198,7 +214,7 @@ void Connection::emit_drop_notices() {
 }
 
 void Connection::slow_consumer() {
-  ++server_.stats().slow_consumers;
+  ++context_.counters->slow_consumers;
   log::warning("client " + peer_ + " is a slow consumer (" + std::to_string(queued_bytes_) +
                " bytes queued): disconnecting");
   // Keep only what a write already owns, so the error follows whole lines and the client
@@ -210,15 +226,8 @@ void Connection::slow_consumer() {
   }
   enqueue(make_event(error_body(ErrorCode::slow_consumer,
                                 "you are not reading fast enough; closing"))->bytes(mode_));
-  end();
-  // The router is told at the next safe point (flush), never from inside its own fan-out.
-}
-
-void Connection::forget_session() {
-  if (session_ == 0) return;
-  SessionId id = session_;
-  session_ = 0;
-  server_.router().disconnect(id);
+  // Called from inside the router's fan-out: the router hears it in the ended phase.
+  finish();
 }
 
 std::size_t Connection::gather(uv_buf_t* bufs, std::size_t max_bufs, std::size_t* total) const {
@@ -234,7 +243,8 @@ std::size_t Connection::gather(uv_buf_t* bufs, std::size_t max_bufs, std::size_t
 }
 
 void Connection::consume(std::size_t bytes) {
-  server_.stats().bytes_out += bytes;
+  context_.counters->bytes_out += bytes;
+  const bool was_serving = limits().flow.may_serve(queued_bytes_);
   queued_bytes_ -= bytes;
   while (bytes > 0) {  // pop what was written; the front may be left part-written
     std::size_t left_in_front = out_.front()->size() - front_offset_;
@@ -246,23 +256,16 @@ void Connection::consume(std::size_t bytes) {
     front_offset_ = 0;
     out_.pop_front();
   }
-  after_consume();
+  if (!limits().flow.may_serve(queued_bytes_)) return;
+  if (!drops_.empty() && state_ == State::open) emit_drop_notices();
+  // Drained below half: serve what was kept (in the next resume phase), or read again.
+  if (!was_serving && framer_.unread() > 0) want_resume();
+  else if (!reading_) update_reading();
 }
 
-void Connection::after_consume() {
-  std::size_t half = server_.config().limits.max_outbound_bytes / 2;
-  if (queued_bytes_ <= half) {
-    if (!drops_.empty() && state_ == State::open) emit_drop_notices();
-    if (!reading_) update_reading();
-  }
-}
-
-void Connection::flush() {
-  flush_scheduled_ = false;
-  if (state_ == State::closing) return;
-  if (state_ != State::open) forget_session();  // the safe point for a deferred leave
-  if (!held_ && !backlog_.empty()) drain_backlog();
-  if (writing_) return;                         // on_write continues
+void Connection::write() {
+  write_wanted_ = false;
+  if (state_ == State::closing || writing_) return;  // on_write continues
   if (!out_.empty()) {
     uv_buf_t bufs[kMaxIov];
     std::size_t total = 0;
@@ -278,12 +281,11 @@ void Connection::flush() {
       n = gather(bufs, kMaxIov, &total);
       inflight_count_ = n;
       inflight_bytes_ = total;
-      writing_ = true;
-      int rc = uv_write(&write_req_, stream(), bufs, static_cast<unsigned>(n), on_write);
-      if (rc < 0) {
-        writing_ = false;
+      if (int rc = uv_write(&write_req_, stream(), bufs, static_cast<unsigned>(n), on_write); rc < 0) {
+        log::info("client " + peer_ + " write error: " + uv::error_text(rc));
         return close_now();
       }
+      writing_ = true;
     }
   }
   if (out_.empty() && state_ == State::draining) begin_shutdown();
@@ -300,16 +302,17 @@ void Connection::on_write(uv_write_t* req, int status) {
   self->consume(self->inflight_bytes_);
   self->inflight_count_ = 0;
   self->inflight_bytes_ = 0;
-  self->flush();
+  self->write();
 }
 
 void Connection::begin_shutdown() {
   if (peer_eof_) return close_now();  // nobody left to linger for
   state_ = State::shut;
-  deadline_ms_ = server_.now_ms() + kLingerMs;
+  deadline_ms_ = now_ms() + kLingerMs;
   // Keep reading (and discarding) until the peer's EOF: closing with unread input would make
   // the kernel send a reset, which can destroy the last lines we just sent.
   update_reading();
+  if (state_ == State::closing) return;
   if (uv_shutdown(&shutdown_req_, stream(), on_shutdown) < 0) close_now();
 }
 
@@ -326,12 +329,11 @@ void Connection::tick(std::uint64_t now) {
     return;
   }
   if (session_ == 0) return;
-  const std::uint64_t idle_ms = std::uint64_t{server_.config().limits.idle_timeout_s} * 1000;
+  const std::uint64_t idle_ms = std::uint64_t{limits().idle_timeout_s} * 1000;
   const std::uint64_t silent = now - last_activity_ms_;
   if (silent >= idle_ms) {
     log::info("client " + peer_ + " idle for " + std::to_string(silent / 1000) + " s: closing");
-    forget_session();
-    end();
+    finish();
   } else if (silent >= idle_ms / 2 && !pinged_) {
     pinged_ = true;
     if (mode_ == Mode::json) send(make_event(ordered_json{{"op", "ping"}}));
@@ -340,14 +342,11 @@ void Connection::tick(std::uint64_t now) {
 
 void Connection::close_now() {
   if (state_ == State::closing) return;
-  forget_session();
+  retire_session();
   state_ = State::closing;
-  uv_close(reinterpret_cast<uv_handle_t*>(&handle_), on_close);
-}
-
-void Connection::on_close(uv_handle_t* handle) {
-  auto* self = static_cast<Connection*>(handle->data);
-  self->server_.release(*self);  // destroys self
+  auto on_closed = [turn = context_.turn, id = id_] { turn->closed.push_back(id); };
+  if (tcp_) tcp_->close(on_closed);
+  else pipe_->close(on_closed);
 }
 
 }  // namespace roomd

@@ -81,6 +81,58 @@ class SlowConsumer(DaemonTest):
         slow.assert_quiet()
         slow.call({"op": "say", "room": "lobby", "text": "still here", "id": 1}, "message", seq=N + 1)
 
+    def test_publisher_writing_16k_chunks_is_not_its_own_slow_consumer(self):
+        """A publisher that reads everything but writes its says 16 KB at a time is never a
+        slow consumer: the server stops taking its requests above half the limit, so the
+        copies of its own messages cannot push its queue over the limit (SPEC §5)."""
+        d = self.start(config("disconnect"))
+        pub = self.connect(d, nick="pub", join=["lobby"])
+        normal = self.connect(d, nick="normal", join=["lobby"])
+        slow = self.connect(d, nick="slow", join=["lobby"], rcvbuf=4096)
+        pub.wait_for("presence", event="join", nick="slow")
+        normal.wait_for("presence", event="join", nick="slow")
+        total, per_send = 8000, 16  # ~9 MB: more than socket buffers hide from the slow one
+        text = "p" * 1000  # 16 say frames of ~1 KB: one ~16 KB send
+        got = {"pub": [], "normal": []}
+        other = {"pub": [], "normal": []}
+
+        def read_all(name, client):
+            try:
+                while len(got[name]) < total:
+                    m = client.recv()
+                    (got[name] if m["op"] == "message" else other[name]).append(m)
+                    if m.get("code") == "slow_consumer":
+                        return
+            except (harness.Closed, TimeoutError, OSError) as e:
+                other[name].append({"op": "closed", "why": str(e)[:80]})
+
+        readers = [threading.Thread(target=read_all, args=(n, c), daemon=True)
+                   for n, c in (("pub", pub), ("normal", normal))]
+        for r in readers:
+            r.start()
+        try:
+            for start in range(0, total, per_send):
+                pub.send("".join('{"op":"say","room":"lobby","text":"%s","data":%d}\n' % (text, i)
+                                 for i in range(start, start + per_send)))
+        except OSError as e:  # the server cut the publisher off
+            other["pub"].append({"op": "send failed", "why": str(e)[:80]})
+        for r in readers:
+            r.join(2 * harness.WAIT)
+            self.assertFalse(r.is_alive(), f"a reader is stuck; got {len(got['pub'])}, {len(got['normal'])}")
+        leave = {"op": "presence", "room": "lobby", "event": "leave", "nick": "slow"}
+        self.assertEqual([m for m in other["pub"] if m != leave], [],
+                         "the publisher, which reads everything, was cut off")
+        for name in got:
+            self.assertEqual([m["data"] for m in got[name]], list(range(total)), name)
+            self.assertEqual([m["seq"] for m in got[name]], list(range(1, total + 1)), name)
+        lines = slow.wait_closed()
+        self.assertTrue(not lines or '"code":"slow_consumer"' in lines[-1], lines[-1:])
+        self.assertLess(len(lines), total)
+        for client, name in ((pub, "pub"), (normal, "normal")):
+            if leave not in other[name]:
+                client.wait_for("presence", event="leave", nick="slow")
+            client.assert_quiet()
+
 
 class Idle(DaemonTest):
     def test_ping_then_timeout(self):

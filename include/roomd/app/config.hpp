@@ -7,21 +7,10 @@
 #include <string_view>
 #include <vector>
 
+#include "roomd/core/room_config.hpp"
+#include "roomd/net/flow_control.hpp"
+
 namespace roomd {
-
-enum class SlowConsumerPolicy { disconnect, drop };
-
-struct RoomConfig {
-  std::string name;
-  std::string topic;
-  std::uint32_t max_members = 1000;
-  bool persist = true;
-  std::string key;  // argon2id hash; empty: no key needed
-  bool read_only = false;
-  std::vector<std::string> speakers;
-
-  bool operator==(const RoomConfig&) const = default;
-};
 
 struct ServerConfig {
   std::vector<std::string> listen{"127.0.0.1:7000"};

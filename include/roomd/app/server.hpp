@@ -1,6 +1,7 @@
 // Server: the loop's owner. It holds the config, the router, the listeners, every connection,
 // the signal handlers, the console and the timers, and it is the only place that creates or
-// destroys a connection.
+// destroys a connection. Each loop turn ends in named phases over the turn's lists
+// (turn_queues.hpp): resume, retire ended sessions, write, history batch, free.
 #pragma once
 
 #include <uv.h>
@@ -31,9 +32,7 @@ class Console;
 struct ServerStats {
   std::uint64_t connections_total = 0;
   std::uint64_t rejected = 0;
-  std::uint64_t slow_consumers = 0;
-  std::uint64_t dropped = 0;
-  std::uint64_t bytes_out = 0;
+  ConnectionCounters connections;  // kept by the connections themselves
 };
 
 struct ServerOptions {
@@ -53,15 +52,10 @@ class Server {
   // runs the loop until shutdown. Returns the exit status.
   int run();
 
-  // For connections.
   Router& router() { return *router_; }
   const Config& config() const { return config_; }
   std::uint64_t now_ms() const { return uv_now(loop_.get()); }
   uv_loop_t* loop() { return loop_.get(); }
-  void schedule_flush(Connection& connection);
-  void release(Connection& connection);  // from the connection's close callback
-  uv_buf_t read_buffer();                // one buffer for every read: idle clients hold none
-  ServerStats& stats() { return stats_; }
 
   // For the console and signals.
   void reload();
@@ -72,7 +66,13 @@ class Server {
  private:
   void open_listeners();
   void on_connection(Listener& listener);
+  // The end of each loop turn, phase by phase (turn_queues.hpp).
   void on_turn();
+  void resume_connections();
+  void retire_ended_sessions();
+  void write_pending();
+  void free_closed_connections();
+  Connection* find_connection(ConnectionId id);
   void on_tick();
   std::uint64_t tick_interval_ms() const;
   void on_lag_probe();
@@ -93,14 +93,17 @@ class Server {
   std::unique_ptr<DelayQueue> delays_;        // paced requests wait here
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
+  std::unordered_map<ConnectionId, std::unique_ptr<Connection>> connections_;
   std::unordered_map<std::string, std::uint32_t> clients_per_ip_;
   std::size_t admitted_ = 0;
   std::uint64_t next_connection_id_ = 1;
-  std::vector<std::uint64_t> flush_queue_;
   std::vector<char> read_buffer_;
+  ConnectionLimits connection_limits_;  // from config_.limits, refreshed on reload
+  TurnQueues turn_;
+  ConnectionContext connection_context_;
 
-  std::unique_ptr<uv::Prepare> flusher_;
+  std::unique_ptr<uv::Prepare> end_of_turn_;
+  std::unique_ptr<uv::Idle> keep_awake_;  // active while a phase left work for the next turn
   std::unique_ptr<uv::Timer> ticker_;
   std::unique_ptr<uv::Timer> shutdown_deadline_;
   std::unique_ptr<uv::Timer> watchdog_;

@@ -111,4 +111,22 @@ class Prepare {
   std::function<void()> on_turn_;
 };
 
+// While started, the loop polls without blocking: a phase left work for the next turn.
+class Idle {
+ public:
+  explicit Idle(uv_loop_t* loop) : handle_([loop](uv_idle_t* i) { return uv_idle_init(loop, i); }) {}
+  void start() {
+    if (!active_) check(uv_idle_start(handle_.get(), [](uv_idle_t*) {}), "uv_idle_start");
+    active_ = true;
+  }
+  void stop() {
+    if (active_) uv_idle_stop(handle_.get());  // always 0
+    active_ = false;
+  }
+
+ private:
+  Handle<uv_idle_t> handle_;
+  bool active_ = false;
+};
+
 }  // namespace roomd::uv

@@ -1,9 +1,6 @@
 // Router: nicks, rooms, membership, sequence numbers and who hears what. Plain C++ over plain
-// data: it never touches a socket. What it says goes to each session's Outbox, an interface
-// the connection implements (and tests implement with a vector).
-//
-// Re-entrancy rule: an Outbox must not call back into the Router from inside send*/end();
-// a connection that must close because of a send (a slow consumer) defers it to a safe point.
+// data: it never touches a socket. What it says goes to each session's Outbox (session.hpp),
+// an interface the connection implements (and tests implement with a vector).
 #pragma once
 
 #include <cstdint>
@@ -18,39 +15,21 @@
 #include <vector>
 
 #include "roomd/core/address_pacer.hpp"
-#include "roomd/app/config.hpp"
+#include "roomd/core/room_config.hpp"
+#include "roomd/core/session.hpp"
 #include "roomd/protocol/event.hpp"
 #include "roomd/core/guess_throttle.hpp"
 #include "roomd/history/history_store.hpp"
 #include "roomd/offload/key_checker.hpp"
 #include "roomd/base/rate_limiter.hpp"
 #include "roomd/protocol/request.hpp"
-#include "roomd/offload/worker_pool.hpp"
+#include "roomd/offload/task_runner.hpp"
 
 namespace roomd {
 
-using SessionId = std::uint64_t;
-
 struct Clock {
-  std::function<std::uint64_t()> wall_ms;  // ts of messages
-  std::function<std::uint64_t()> mono_ms;  // rate limiting
-};
-
-class Outbox {
- public:
-  virtual ~Outbox() = default;
-  // A reply to this session's own request, or a notice to it: always queued.
-  virtual void send(const EventPtr& event) = 0;
-  // Traffic from others (room messages, presence, whispers): subject to the slow-consumer
-  // policy, which may skip it (counted per `room`) or end the connection.
-  virtual void send_broadcast(const EventPtr& event, std::string_view room) = 0;
-  // Flush what is queued, then close. The router has already forgotten the session.
-  virtual void end() = 0;
-  // A request of this session went to the worker pool: answer nothing more of it until
-  // release(), so replies keep the order of requests. release() must not re-enter the
-  // router; the connection resumes at its next safe point.
-  virtual void hold() = 0;
-  virtual void release() = 0;
+  std::function<std::uint64_t()> wall_ms{};  // ts of messages
+  std::function<std::uint64_t()> mono_ms{};  // rate limiting
 };
 
 // Durable history of persisted rooms (the server's SQLite store on the worker pool).
@@ -65,18 +44,18 @@ class Persistence {
 
 // What the router uses beyond plain data. Everything is optional except the clock.
 struct RouterServices {
-  Clock clock;
+  Clock clock{};
   TaskRunner* tasks = nullptr;          // needed for keyed rooms
   Persistence* persistence = nullptr;   // absent: history is memory only
   // Checks a key against an argon2id hash; runs on a pool thread.
-  std::function<bool(const std::string& hash, const std::string& key)> verify_key;
+  std::function<bool(const std::string& hash, const std::string& key)> verify_key{};
   // The figures of the `stats` op (admin listeners only).
-  std::function<ordered_json()> stats;
+  std::function<ordered_json()> stats{};
   // A source went over its key-guess budget (once until it is back within it): for the log.
-  std::function<void(const std::string& source, std::uint64_t retry_s)> guesses_throttled;
+  std::function<void(const std::string& source, std::uint64_t retry_s)> guesses_throttled{};
   // Runs a callback on the loop `delay_ms` from now (the server's DelayQueue). Absent: requests
   // are not paced.
-  std::function<void(std::uint64_t delay_ms, std::function<void()>)> after;
+  std::function<void(std::uint64_t delay_ms, std::function<void()>)> after{};
 };
 
 struct RouterSettings {
@@ -92,8 +71,6 @@ struct RouterSettings {
   double query_rate = 20;  // join, history, who, rooms per second per session; 0: unpaced
   std::uint32_t query_burst = 50;
   AddressPacer::Settings address_history;  // history pages and searches per client address
-
-  static RouterSettings from(const Config& config, std::string version);
 };
 
 struct RouterStats {
@@ -114,11 +91,11 @@ struct RoomInfo {
   std::uint64_t last_seq;
 };
 
-class Router {
+class Router final : public SessionSink {
  public:
   Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock);
   Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, RouterServices services);
-  ~Router();
+  ~Router() override;
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
 
@@ -128,9 +105,9 @@ class Router {
   // The client is gone (EOF, reset, timeout, kick, bye): every room it was in hears
   // `presence leave` now. Unknown or already-gone ids are ignored.
   void disconnect(SessionId id);
-  void handle(SessionId id, const Request& request);
+  void handle(SessionId id, const Request& request) override;
   // A request that could not be parsed: its error goes back like any reply.
-  void reject(SessionId id, const RequestError& error);
+  void reject(SessionId id, const RequestError& error) override;
 
   // Reload: settings and the configured rooms change in place; nobody is disconnected.
   void reconfigure(RouterSettings settings, const std::vector<RoomConfig>& rooms);

@@ -1,54 +1,84 @@
 // Connection: one client stream. It owns the socket handle, the framer, the mode (JSON or
-// text) and the output queue; it turns bytes into requests for the router and the router's
-// events into batched writes.
+// text) and the output queue; it turns bytes into requests for its SessionSink and what the
+// router sends into batched writes. It never sees the server: what it needs is handed in
+// (ConnectionContext), and what it asks of its owner goes on the turn's lists (TurnQueues).
 //
 // Output queue: a deque of shared immutable byte strings (a broadcast's bytes are shared by
-// every recipient). Once per loop turn flush() writes as much as the kernel takes with one
-// uv_try_write (writev), then hands the rest to one uv_write; its completion continues.
+// every recipient). In the turn's write phase write() sends as much as the kernel takes
+// with one uv_try_write (writev), then hands the rest to one uv_write; its completion
+// continues. Writing never serves requests.
 //
 //   out_:  [ msg A (front_offset_ bytes already sent) | msg B | msg C | ... ]
 //            '--------- inflight_count_ items owned by the pending uv_write ---'
 //
-// Lifetime: the Server owns each Connection. uv_close is asynchronous, so a Connection is
-// destroyed only from its handle's close callback; write callbacks cancelled by the close
-// still find it alive.
+// Serving: frames are served as they are cut, while the session is not held and its output
+// is under half the limit (flow_control.hpp); otherwise the framer keeps the unread rest, the
+// socket is not read, and the turn's resume phase goes on once the hold is released or the
+// output has drained.
+//
+// Lifetime: the owner frees a Connection in the turn's closed phase, after its handle's close
+// callback and after the router has heard that its session ended.
 #pragma once
 
 #include <uv.h>
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "roomd/base/uv.hpp"
+#include "roomd/core/session.hpp"
+#include "roomd/net/flow_control.hpp"
+#include "roomd/net/turn_queues.hpp"
 #include "roomd/protocol/event.hpp"
 #include "roomd/protocol/framer.hpp"
-#include "roomd/core/router.hpp"
 
 namespace roomd {
 
-class Server;
+struct ConnectionLimits {
+  std::size_t max_frame_bytes = 65536;
+  FlowLimits flow;
+  std::uint32_t idle_timeout_s = 300;
+};
+
+struct ConnectionCounters {
+  std::uint64_t slow_consumers = 0;
+  std::uint64_t dropped = 0;    // broadcasts skipped under slow_consumer = "drop"
+  std::uint64_t bytes_out = 0;
+};
+
+// What every connection of one owner shares, handed in at construction.
+struct ConnectionContext {
+  uv_loop_t* loop = nullptr;
+  const ConnectionLimits* limits = nullptr;  // the owner's, changed in place on reload
+  SessionSink* sessions = nullptr;           // where requests go
+  TurnQueues* turn = nullptr;                // what the owner works through each turn
+  ConnectionCounters* counters = nullptr;
+  uv_buf_t read_buffer{};                    // one buffer for every read: idle clients hold none
+};
 
 class Connection final : public Outbox {
  public:
   enum class Transport { tcp, unix_socket };
 
-  Connection(Server& server, std::uint64_t id, Transport transport);
+  Connection(const ConnectionContext& context, ConnectionId id, Transport transport);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  std::uint64_t id() const { return id_; }
-  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle_); }
+  ConnectionId id() const { return id_; }
+  uv_stream_t* stream() const { return tcp_ ? tcp_->stream() : pipe_->stream(); }
   const std::string& peer() const { return peer_; }
   const std::string& ip() const { return ip_; }
   bool admitted() const { return admitted_; }
 
-  // After uv_accept: start reading; `session` is the router's id for it (0: rejected).
+  // After uv_accept: start reading; `session` is the router's id for it.
   void start(std::string peer, std::string ip, SessionId session);
-  // Over max_clients or max_clients_per_ip: the error is the only line, then close.
-  void reject(ErrorCode code, std::string_view message);
+  // Refused (server_full, shutting_down): `refusal` is the only line, then close.
+  void reject(const EventPtr& refusal);
 
   // Outbox
   void send(const EventPtr& event) override;
@@ -57,51 +87,53 @@ class Connection final : public Outbox {
   void hold() override;
   void release() override;
 
-  // Called by the server once per loop turn (and on write completion).
-  void flush();
-  // Once a second: idle ping and timeout, and deadlines of closing connections.
-  void tick(std::uint64_t now_ms);
+  // The turn's phases (TurnQueues): serve what was read and kept; write what is queued.
+  void resume();
+  void write();
+  // Ends the session (the router hears it in the turn's ended phase) and closes once the
+  // output is written.
+  void finish();
   // Close at once, dropping queued output (reset, write error, deadline passed).
   void close_now();
-
+  // Once per tick: idle ping and timeout, and deadlines of closing connections.
+  void tick(std::uint64_t now_ms);
 
  private:
   enum class State {
     open,      // reading and answering
-    draining,  // end() called: writing what is queued, then FIN
+    draining,  // finishing: writing what is queued, then FIN
     shut,      // FIN sent: waiting for the peer's EOF (or the deadline) before closing
     closing,   // uv_close called
   };
 
-  static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
   static void on_shutdown(uv_shutdown_t* req, int status);
-  static void on_close(uv_handle_t* handle);
 
+  const ConnectionLimits& limits() const { return *context_.limits; }
+  std::uint64_t now_ms() const { return uv_now(context_.loop); }
+  bool may_serve() const;
   void on_bytes(std::string_view bytes);
-  void on_frame(std::string_view frame);
-  void dispatch(std::string_view frame);  // parse and hand to the router
+  void serve(std::string_view frame);  // parse and hand to the session sink
+  void serve_overlong();
   void on_eof();
   void enqueue(const Bytes& bytes);
-  void schedule_flush();
+  void want_write();
+  void want_resume();
   std::size_t gather(uv_buf_t* bufs, std::size_t max_bufs, std::size_t* total) const;
   void consume(std::size_t bytes);
-  void after_consume();
   void note_drop(std::string_view room);
   void emit_drop_notices();
   void slow_consumer();
-  void update_reading();  // reads while open, not held, and not backed up; always when closing
-  void drain_backlog();
-  void forget_session();
+  void update_reading();  // reads while serving and nothing is kept; always when closing
+  void retire_session();
+  void drain();
   void begin_shutdown();
 
-  Server& server_;
-  const std::uint64_t id_;
-  union {
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } handle_;
+  const ConnectionContext& context_;
+  const ConnectionId id_;
+  std::optional<uv::Handle<uv_tcp_t>> tcp_;
+  std::optional<uv::Handle<uv_pipe_t>> pipe_;
   uv_write_t write_req_{};
   uv_shutdown_t shutdown_req_{};
 
@@ -120,11 +152,11 @@ class Connection final : public Outbox {
   std::size_t inflight_count_ = 0;
   std::size_t inflight_bytes_ = 0;
   bool writing_ = false;
-  bool flush_scheduled_ = false;
+  bool write_wanted_ = false;
+  bool resume_wanted_ = false;
   bool reading_ = false;
   bool peer_eof_ = false;
-  bool held_ = false;                 // a request is in the worker pool
-  std::deque<std::string> backlog_;   // frames that arrived meanwhile, in order
+  int holds_ = 0;  // requests of this session waiting outside (Outbox::hold)
 
   std::vector<std::pair<std::string, std::uint64_t>> drops_;  // room -> skipped messages
   std::uint64_t last_activity_ms_ = 0;

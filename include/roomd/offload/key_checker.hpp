@@ -25,7 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "roomd/offload/worker_pool.hpp"
+#include "roomd/offload/task_runner.hpp"
 
 namespace roomd {
 
