@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "roomd/protocol/codec.hpp"
+#include "roomd/app/console_commands.hpp"
 #include "roomd/net/console.hpp"
 #include "roomd/offload/keys.hpp"
 #include "roomd/base/log.hpp"
@@ -176,7 +177,7 @@ int Server::run() {
   keep_awake_ = std::make_unique<uv::Idle>(loop());
   ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
   ticker_->start(tick_interval_ms(), tick_interval_ms());
-  console_ = std::make_unique<Console>(*this);
+  console_ = std::make_unique<Console>(loop(), [this](std::string_view line) { return run_console_command(*this, line); });
   lag_samples_us_.assign(600, 0);
   lag_probe_ = std::make_unique<uv::Timer>(loop(), [this] { on_lag_probe(); });
   lag_probe_expected_ns_ = uv_hrtime() + 100'000'000;

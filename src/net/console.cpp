@@ -1,16 +1,13 @@
-// Console: stdin admin commands, answered on stdout.
+// Console: stdin lines in, answers on stdout.
 #include "roomd/net/console.hpp"
 
 #include <cstdio>
 
 #include "roomd/base/log.hpp"
-#include "roomd/base/names.hpp"
-#include "roomd/app/server.hpp"
 
 namespace roomd {
 
-Console::Console(Server& server) : server_(server) {
-  uv_loop_t* loop = server.loop();
+Console::Console(uv_loop_t* loop, OnLine on_line) : on_line_(std::move(on_line)) {
   switch (uv_guess_handle(0)) {
     case UV_TTY:
       tty_ = std::make_unique<uv::Handle<uv_tty_t>>([loop](uv_tty_t* t) { return uv_tty_init(loop, t, 0, 1); });
@@ -64,46 +61,7 @@ void Console::print(std::string_view text) {
 }
 
 void Console::on_line(std::string_view line) {
-  std::string_view rest = line;
-  std::string_view cmd = next_word(rest);
-  Router& router = server_.router();
-  if (cmd == "stats") {
-    print(server_.stats_line() + "\n");
-  } else if (cmd == "rooms") {
-    std::string out;
-    for (const auto& r : router.rooms())
-      out += r.name + " members=" + std::to_string(r.members) + " seq=" + std::to_string(r.last_seq) +
-             (r.configured ? " configured" : " dynamic") + (r.keyed ? " keyed" : "") + " topic=" + r.topic + "\n";
-    print(out.empty() ? "no rooms\n" : out);
-  } else if (cmd == "who") {
-    std::string_view room = next_word(rest);
-    auto members = router.who(room);
-    if (!members) return print("! no room '" + std::string(room) + "'\n");
-    std::string out = std::string(room) + ":";
-    for (const auto& n : *members) out += " " + n;
-    print(out + "\n");
-  } else if (cmd == "kick") {
-    std::string nick(next_word(rest));
-    if (nick.empty()) return print("! usage: kick NICK [REASON]\n");
-    if (!router.kick(nick, rest)) return print("! no such nick '" + nick + "'\n");
-    log::notice("console: kicked " + nick);
-    print("kicked " + nick + "\n");
-  } else if (cmd == "say") {
-    std::string room(next_word(rest));
-    if (room.empty() || rest.empty()) return print("! usage: say ROOM TEXT\n");
-    if (auto error = router.server_say(room, rest)) return print("! " + *error + "\n");
-    print("ok\n");
-  } else if (cmd == "reload") {
-    server_.reload();
-    print("ok\n");
-  } else if (cmd == "shutdown") {
-    print("shutting down\n");
-    server_.shutdown();
-  } else if (cmd == "help" || cmd.empty()) {
-    print("commands: stats, rooms, who ROOM, kick NICK [REASON], say ROOM TEXT, reload, shutdown\n");
-  } else {
-    print("! unknown command '" + std::string(cmd) + "' (try help)\n");
-  }
+  if (std::string answer = on_line_(line); !answer.empty()) print(answer);
 }
 
 }  // namespace roomd

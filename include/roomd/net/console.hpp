@@ -1,10 +1,12 @@
-// Console: the operator's commands on the daemon's stdin (stats, rooms, who, kick, say,
-// reload, shutdown), when stdin is a TTY or a pipe. Anything else — /dev/null under
-// systemd is a regular file to libuv — means no console. EOF closes the console only.
+// Console: the operator's lines on the daemon's stdin, when it is a TTY or a pipe, each
+// handed to a command function whose answer goes to stdout (the commands themselves are the
+// app's: console_commands.hpp). Anything else — /dev/null under systemd is a regular file to
+// libuv — means no console. EOF closes the console only.
 #pragma once
 
 #include <uv.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -15,11 +17,11 @@
 
 namespace roomd {
 
-class Server;
-
 class Console {
  public:
-  explicit Console(Server& server);
+  // Runs one line; returns what to print (each line ending in '\n'), possibly nothing.
+  using OnLine = std::function<std::string(std::string_view line)>;
+  Console(uv_loop_t* loop, OnLine on_line);
   ~Console();
   Console(const Console&) = delete;
   Console& operator=(const Console&) = delete;
@@ -32,7 +34,7 @@ class Console {
   void print(std::string_view text);
   void close();
 
-  Server& server_;
+  OnLine on_line_;
   std::unique_ptr<uv::Handle<uv_tty_t>> tty_;
   std::unique_ptr<uv::Handle<uv_pipe_t>> pipe_;
   Framer framer_{4096};
