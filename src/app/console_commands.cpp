@@ -1,16 +1,14 @@
 // Console commands against the server and its router.
 #include "roomd/app/console_commands.hpp"
 
-#include "roomd/app/server.hpp"
 #include "roomd/base/log.hpp"
 #include "roomd/base/names.hpp"
 
 namespace roomd {
 
-std::string run_console_command(Server& server, std::string_view line) {
+std::string run_console_command(Router& router, const ConsoleActions& server, std::string_view line) {
   std::string_view rest = line;
   std::string_view cmd = next_word(rest);
-  Router& router = server.router();
   if (cmd == "stats") return server.stats_line() + "\n";
   if (cmd == "rooms") {
     std::string out;

@@ -177,7 +177,12 @@ int Server::run() {
   keep_awake_ = std::make_unique<uv::Idle>(loop());
   ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
   ticker_->start(tick_interval_ms(), tick_interval_ms());
-  console_ = std::make_unique<Console>(loop(), [this](std::string_view line) { return run_console_command(*this, line); });
+  console_ = std::make_unique<Console>(
+      loop(), [this, actions = ConsoleActions{.stats_line = [this] { return stats_line(); },
+                                              .reload = [this] { reload(); },
+                                              .shutdown = [this] { shutdown(); }}](std::string_view line) {
+        return run_console_command(*router_, actions, line);
+      });
   lag_samples_us_.assign(600, 0);
   lag_probe_ = std::make_unique<uv::Timer>(loop(), [this] { on_lag_probe(); });
   lag_probe_expected_ns_ = uv_hrtime() + 100'000'000;
