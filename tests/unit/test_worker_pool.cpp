@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "roomd/history/history_store.hpp"
+#include "roomd/history/persistence.hpp"
 #include "roomd/offload/key_checker.hpp"
 #include "roomd/core/router.hpp"
 #include "roomd/offload/worker_pool.hpp"

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "roomd/history/history_store.hpp"
-#include "roomd/core/router.hpp"
+#include "roomd/history/persistence.hpp"
 #include "roomd/offload/worker_pool.hpp"
 
 namespace roomd {
