@@ -67,26 +67,18 @@ Server::Server(ServerOptions options)
                             delays->after(delay_ms, std::move(callback));
                           }};
   if (!config_.history.path.empty()) {
-    store_ = std::make_unique<HistoryStore>(config_.history.path);
-    history_ = std::make_unique<HistoryWriter>(*pool_, *store_, config_.history.max_messages_per_room);
-    // Queries go to idle-priority helper processes, one per heavy slot (history_helper.hpp);
-    // one whose helper cannot answer goes to the pool rather than nowhere.
-    history_helpers_ = std::make_unique<HistoryHelpers>(
-        loop_.get(), "/proc/self/exe", config_.history.path, heavy_slots,
-        [writer = history_.get()](HistoryQuery q, HistoryHelpers::Done done) {
-          writer->query_on_pool(std::move(q), std::move(done));
-        });
-    history_->set_reader([helpers = history_helpers_.get()](HistoryQuery q, HistoryHelpers::Done done) {
-      helpers->query(std::move(q), std::move(done));
-    });
+    // Queries go to idle-priority helper processes, one per heavy slot, and to the pool when
+    // a helper cannot answer (history_service.hpp).
+    history_ = std::make_unique<HistoryService>(loop_.get(), *pool_, config_.history.path, heavy_slots,
+                                                config_.history.max_messages_per_room, "/proc/self/exe");
     services.persistence = history_.get();
     log::info("history in " + config_.history.path);
   }
   router_ = std::make_unique<Router>(RouterSettings::from(config_, ROOMD_VERSION), config_.rooms, services);
   // Persisted rooms go on where they stopped: seq after the stored maximum, replay ring filled.
-  if (store_)
+  if (history_)
     for (const auto& room : config_.rooms)
-      if (room.persist) router_->restore(room.name, store_->load(room.name, config_.history.replay));
+      if (room.persist) router_->restore(room.name, history_->load(room.name, config_.history.replay));
 }
 
 Server::~Server() {
@@ -99,7 +91,7 @@ Server::~Server() {
   shutdown_deadline_.reset();
   signals_.clear();
   console_.reset();
-  if (history_helpers_) history_helpers_->close();
+  if (history_) history_->close();
   uv_run(loop_.get(), UV_RUN_DEFAULT);
 }
 
@@ -177,7 +169,7 @@ int Server::run() {
   shutdown_deadline_.reset();
   flusher_.reset();
   listeners_.clear();
-  if (history_helpers_) history_helpers_->close();
+  if (history_) history_->close();
   uv_run(loop(), UV_RUN_DEFAULT);  // runs the close callbacks
   log::notice("roomd stopped");
   return 0;
