@@ -94,18 +94,10 @@ Server::Server(ServerOptions options)
                                         std::function<void()> callback) { delays->after(delay_ms, std::move(callback)); },
   };
   if (!config_.history.path.empty()) {
-    store_ = std::make_unique<HistoryStore>(config_.history.path);
-    history_ = std::make_unique<HistoryWriter>(*pool_, *store_, config_.history.max_messages_per_room);
-    // Queries go to idle-priority helper processes, one per heavy slot (history_helper.hpp);
-    // one whose helper cannot answer goes to the pool rather than nowhere.
-    history_helpers_ = std::make_unique<HistoryHelpers>(
-        loop_.get(), "/proc/self/exe", config_.history.path, heavy_slots,
-        [writer = history_.get()](HistoryQuery q, HistoryHelpers::Done done) {
-          writer->query_on_pool(std::move(q), std::move(done));
-        });
-    history_->set_reader([helpers = history_helpers_.get()](HistoryQuery q, HistoryHelpers::Done done) {
-      helpers->query(std::move(q), std::move(done));
-    });
+    // Queries go to idle-priority helper processes, one per heavy slot, and to the pool when
+    // a helper cannot answer (history_service.hpp).
+    history_ = std::make_unique<HistoryService>(loop_.get(), *pool_, config_.history.path, heavy_slots,
+                                                config_.history.max_messages_per_room, "/proc/self/exe");
     services.persistence = history_.get();
     log::info("history in " + config_.history.path);
   }
@@ -117,9 +109,9 @@ Server::Server(ServerOptions options)
                          .counters = &stats_.connections,
                          .read_buffer = uv_buf_init(read_buffer_.data(), static_cast<unsigned>(read_buffer_.size()))};
   // Persisted rooms go on where they stopped: seq after the stored maximum, replay ring filled.
-  if (store_)
+  if (history_)
     for (const auto& room : config_.rooms)
-      if (room.persist) router_->restore(room.name, store_->load(room.name, config_.history.replay));
+      if (room.persist) router_->restore(room.name, history_->load(room.name, config_.history.replay));
 }
 
 Server::~Server() {
@@ -133,7 +125,7 @@ Server::~Server() {
   shutdown_deadline_.reset();
   signals_.clear();
   console_.reset();
-  if (history_helpers_) history_helpers_->close();
+  if (history_) history_->close();
   uv_run(loop_.get(), UV_RUN_DEFAULT);
 }
 
@@ -218,7 +210,7 @@ int Server::run() {
   end_of_turn_.reset();
   keep_awake_.reset();
   listeners_.clear();
-  if (history_helpers_) history_helpers_->close();
+  if (history_) history_->close();
   uv_run(loop(), UV_RUN_DEFAULT);  // runs the close callbacks
   log::notice("roomd stopped");
   return 0;

@@ -9,6 +9,7 @@
 #include <exception>
 
 #include "roomd/base/log.hpp"
+#include "roomd/history/history_store.hpp"
 
 namespace roomd {
 

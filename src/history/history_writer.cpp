@@ -50,14 +50,4 @@ void HistoryWriter::flush() {
       });
 }
 
-void HistoryWriter::query(HistoryQuery q, std::function<void(HistoryPage)> done) {
-  if (reader_) return reader_(std::move(q), std::move(done));
-  query_on_pool(std::move(q), std::move(done));
-}
-
-void HistoryWriter::query_on_pool(HistoryQuery q, std::function<void(HistoryPage)> done) {
-  HistoryStore* store = &store_;
-  tasks_.submit<HistoryPage>([store, q = std::move(q)] { return store->query(q); }, std::move(done), Lane::queries);
-}
-
 }  // namespace roomd

@@ -9,6 +9,7 @@
 
 #include "roomd/offload/helper_processes.hpp"
 #include "roomd/history/history_helper.hpp"
+#include "roomd/history/history_store.hpp"
 
 using namespace roomd;
 

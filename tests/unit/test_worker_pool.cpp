@@ -1,15 +1,19 @@
-// The worker pool on a real loop, the router's pooled paths with a deferred runner, and the
-// SQLite history store.
+// The worker pool on a real loop, the router's pooled paths with a deferred runner, the
+// SQLite history store and the history service over both.
 #include <doctest/doctest.h>
 #include <uv.h>
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <thread>
 
+#include "roomd/history/history_service.hpp"
 #include "roomd/history/history_store.hpp"
+#include "roomd/history/persistence.hpp"
 #include "roomd/offload/key_checker.hpp"
 #include "roomd/core/router.hpp"
 #include "roomd/offload/worker_pool.hpp"
@@ -263,6 +267,54 @@ TEST_CASE("history store: hostile search text is quoted, never a syntax error") 
 
 TEST_CASE("history store: a path that cannot be opened is a clear error") {
   CHECK_THROWS_WITH_AS(HistoryStore("/proc/roomd/cannot/h.db"), doctest::Contains("/proc/roomd"), std::runtime_error);
+}
+
+TEST_CASE("history service: writes wait for flush, retention follows set_max_messages, reads fall back to the pool") {
+  std::signal(SIGPIPE, SIG_IGN);  // as in the daemon: a helper that is gone costs an EPIPE
+  TempDir dir;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    WorkerPool pool(&loop, 1, 1);
+    // No helper can start: every query goes to the pool, as when helpers keep failing.
+    HistoryService history(&loop, pool, (dir.path / "h.db").string(), 1, 100, "/nonexistent/roomd");
+    std::vector<bool> committed;
+    for (std::uint64_t seq = 1; seq <= 4; ++seq)
+      history.append(msg(seq, seq == 4 ? "apple" : "pear"), [&](bool ok) { committed.push_back(ok); });
+    CHECK_FALSE(history.idle());
+    uv_run(&loop, UV_RUN_NOWAIT);
+    CHECK(committed.empty());  // nothing goes to disk before the turn's flush
+    history.set_max_messages(2);
+    history.flush();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(committed == std::vector<bool>{true, true, true, true});
+    CHECK(history.idle());
+    RoomState state = history.load("lobby", 10);
+    CHECK(state.last_seq == 4);
+    CHECK(state.recent.size() == 2);  // seq 1 and 2 trimmed with the batch
+
+    std::optional<HistoryPage> page;
+    history.query({"lobby", std::nullopt, 10, std::string("apple")}, [&](HistoryPage p) { page = std::move(p); });
+    uv_run(&loop, UV_RUN_DEFAULT);
+    REQUIRE(page);
+    CHECK(page->error.empty());
+    REQUIRE(page->bodies.size() == 1);
+    CHECK(page->bodies[0].find("\"seq\":4") != std::string::npos);
+    history.close();
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("history service: a store that cannot be opened is a clear error") {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    WorkerPool pool(&loop, 1, 1);
+    CHECK_THROWS_WITH_AS(HistoryService(&loop, pool, "/proc/roomd/cannot/h.db", 1, 100, "/nonexistent/roomd"),
+                         doctest::Contains("/proc/roomd"), std::runtime_error);
+  }
+  CHECK(uv_loop_close(&loop) == 0);
 }
 
 namespace {

@@ -15,9 +15,7 @@
 
 #include "roomd/app/config.hpp"
 #include "roomd/net/connection.hpp"
-#include "roomd/history/history_store.hpp"
-#include "roomd/history/history_writer.hpp"
-#include "roomd/history/history_helper.hpp"
+#include "roomd/history/history_service.hpp"
 #include "roomd/offload/key_helper.hpp"
 #include "roomd/net/listener.hpp"
 #include "roomd/base/delay_queue.hpp"
@@ -87,9 +85,7 @@ class Server {
   std::unique_ptr<uv_loop_t, LoopDeleter> loop_;
   std::unique_ptr<KeyHelpers> key_helpers_;  // outlives the pool tasks that use it
   std::unique_ptr<WorkerPool> pool_;
-  std::unique_ptr<HistoryStore> store_;       // with history.path
-  std::unique_ptr<HistoryWriter> history_;
-  std::unique_ptr<HistoryHelpers> history_helpers_;  // with history.path; its fallback is history_
+  std::unique_ptr<HistoryService> history_;   // with history.path
   std::unique_ptr<DelayQueue> delays_;        // paced requests wait here
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;

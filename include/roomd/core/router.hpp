@@ -19,7 +19,7 @@
 #include "roomd/core/session.hpp"
 #include "roomd/protocol/event.hpp"
 #include "roomd/core/guess_throttle.hpp"
-#include "roomd/history/history_store.hpp"
+#include "roomd/history/persistence.hpp"
 #include "roomd/offload/key_checker.hpp"
 #include "roomd/base/rate_limiter.hpp"
 #include "roomd/protocol/request.hpp"
@@ -30,16 +30,6 @@ namespace roomd {
 struct Clock {
   std::function<std::uint64_t()> wall_ms{};  // ts of messages
   std::function<std::uint64_t()> mono_ms{};  // rate limiting
-};
-
-// Durable history of persisted rooms (the server's SQLite store on the worker pool).
-class Persistence {
- public:
-  virtual ~Persistence() = default;
-  // Queues a message for the next batch; `committed(ok)` runs on the loop once its batch is
-  // on disk (or failed). It may be empty.
-  virtual void append(StoredMessage message, std::function<void(bool ok)> committed) = 0;
-  virtual void query(HistoryQuery query, std::function<void(HistoryPage)> done) = 0;
 };
 
 // What the router uses beyond plain data. Everything is optional except the clock.

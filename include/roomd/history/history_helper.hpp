@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "roomd/offload/helper_processes.hpp"
-#include "roomd/history/history_store.hpp"
+#include "roomd/history/persistence.hpp"
 
 namespace roomd {
 

@@ -7,39 +7,14 @@
 
 #include <cstdint>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <vector>
+
+#include "roomd/history/persistence.hpp"
 
 struct sqlite3;
 
 namespace roomd {
-
-struct StoredMessage {
-  std::string room;
-  std::uint64_t seq = 0;
-  std::string body;  // the message event as JSON
-  std::string text;  // what search indexes
-};
-
-struct HistoryQuery {
-  std::string room;
-  std::optional<std::uint64_t> before;
-  std::uint32_t limit = 50;
-  std::optional<std::string> search;  // user words; turned into a safe FTS5 query
-};
-
-struct HistoryPage {
-  std::vector<std::string> bodies;  // oldest first
-  bool more = false;
-  std::string error;                // non-empty: the query failed (bad search, I/O)
-  bool bad_query = false;
-};
-
-struct RoomState {
-  std::uint64_t last_seq = 0;
-  std::vector<std::string> recent;  // oldest first
-};
 
 class HistoryStore {
  public:

@@ -1,0 +1,29 @@
+// HistoryService: the store, its writer and its read path as one Persistence.
+#include "roomd/history/history_service.hpp"
+
+#include <utility>
+
+namespace roomd {
+
+HistoryService::HistoryService(uv_loop_t* loop, TaskRunner& tasks, std::string path, std::size_t heavy_slots,
+                               std::uint32_t max_messages_per_room, std::string helper_program)
+    : tasks_(tasks),
+      store_(std::move(path)),
+      writer_(tasks, store_, max_messages_per_room),
+      helpers_(loop, std::move(helper_program), store_.path(), heavy_slots,
+               [this](HistoryQuery q, HistoryHelpers::Done done) { query_on_pool(std::move(q), std::move(done)); }) {}
+
+void HistoryService::append(StoredMessage message, std::function<void(bool)> committed) {
+  writer_.append(std::move(message), std::move(committed));
+}
+
+void HistoryService::query(HistoryQuery q, std::function<void(HistoryPage)> done) {
+  helpers_.query(std::move(q), std::move(done));
+}
+
+void HistoryService::query_on_pool(HistoryQuery q, std::function<void(HistoryPage)> done) {
+  HistoryStore* store = &store_;
+  tasks_.submit<HistoryPage>([store, q = std::move(q)] { return store->query(q); }, std::move(done), Lane::queries);
+}
+
+}  // namespace roomd
