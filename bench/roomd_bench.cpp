@@ -19,6 +19,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <sys/resource.h>
 #include <thread>
@@ -86,6 +87,12 @@ struct Write {
 
 std::uint64_t now_ns() { return uv_hrtime(); }
 
+// A libuv call that fails only from a bug or an exhausted machine, made before the loops run
+// (on the main thread): a failure throws, and main reports it. On a loop, Shared::check.
+void must(int rc, const char* what) {
+  if (rc < 0) throw std::runtime_error(std::string(what) + ": " + uv_strerror(rc));
+}
+
 long rss_kb(long pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
   std::string key;
@@ -131,6 +138,11 @@ struct Shared {
     }
     finish();
   }
+  // A libuv call on a loop: one that failed ends the run with it as the error. False then.
+  bool check(int rc, const char* what) {
+    if (rc < 0) fail(std::string(what) + ": " + uv_strerror(rc));
+    return rc >= 0;
+  }
   void add_deliveries(std::uint64_t n);
 };
 
@@ -160,8 +172,9 @@ struct Worker {
   std::thread thread;
 
   Worker(Shared& shared, int i) : sh(shared), o(shared.o), index(i) {
-    uv_loop_init(&loop);
-    uv_async_init(&loop, &wake, [](uv_async_t* a) { static_cast<Worker*>(a->data)->on_wake(); });
+    must(uv_loop_init(&loop), "uv_loop_init");
+    must(uv_async_init(&loop, &wake, [](uv_async_t* a) { static_cast<Worker*>(a->data)->on_wake(); }),
+         "uv_async_init");
     wake.data = this;
     filler.assign(static_cast<std::size_t>(std::max(o.payload, 1)), 'x');
   }
@@ -180,6 +193,7 @@ struct Worker {
     auto* w = new Write{{}, std::move(data)};
     uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
     w->req.data = w;
+    // A write that cannot start needs nothing more: the connection is gone, and its read says so.
     if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&c.tcp), &buf, 1,
                  [](uv_write_t* req, int) { delete static_cast<Write*>(req->data); }) < 0)
       delete w;
@@ -222,14 +236,14 @@ struct Worker {
     for (auto& c : conns)
       if (c->role == Role::storm) c->storm_waiting = true;
     // Checks the phase every millisecond; storm clients wait out the quiet phases.
-    uv_timer_init(&loop, &phase_timer);
+    if (!sh.check(uv_timer_init(&loop, &phase_timer), "uv_timer_init")) return;
     phase_timer.data = this;
-    uv_timer_start(&phase_timer, [](uv_timer_t* t) {
+    sh.check(uv_timer_start(&phase_timer, [](uv_timer_t* t) {
       auto* w = static_cast<Worker*>(t->data);
       if (!w->phase_b(now_ns())) return;
       for (auto& c : w->conns)
         if (c->storm_waiting) w->storm_request(*c);
-    }, 1, 1);
+    }, 1, 1), "uv_timer_start");
   }
 
   // Phases come in pairs, one of each kind (storm: quiet and storm; latency with a versus
@@ -408,18 +422,18 @@ struct Worker {
     while (next_to_connect < static_cast<int>(conns.size()) && in_flight_connects < 128) {
       Conn& c = *conns[static_cast<std::size_t>(next_to_connect++)];
       sockaddr_in addr{};
-      uv_ip4_addr(o.host.c_str(), c.versus ? o.versus_port : o.port, &addr);
-      uv_tcp_init(&loop, &c.tcp);
+      if (!sh.check(uv_ip4_addr(o.host.c_str(), c.versus ? o.versus_port : o.port, &addr), "--host")) return;
+      if (!sh.check(uv_tcp_init(&loop, &c.tcp), "uv_tcp_init")) return;
       c.tcp.data = &c;
       c.connect_req.data = &c;
-      ++in_flight_connects;
-      uv_tcp_connect(&c.connect_req, &c.tcp, reinterpret_cast<sockaddr*>(&addr), [](uv_connect_t* req, int status) {
+      int rc = uv_tcp_connect(&c.connect_req, &c.tcp, reinterpret_cast<sockaddr*>(&addr),
+                              [](uv_connect_t* req, int status) {
         auto* c = static_cast<Conn*>(req->data);
         Worker& w = *c->worker;
         --w.in_flight_connects;
-        if (status < 0) return w.sh.fail(std::string("connect: ") + uv_strerror(status));
-        uv_tcp_nodelay(&c->tcp, 1);
-        uv_read_start(
+        if (!w.sh.check(status, "connect")) return;
+        if (!w.sh.check(uv_tcp_nodelay(&c->tcp, 1), "uv_tcp_nodelay")) return;
+        int read = uv_read_start(
             reinterpret_cast<uv_stream_t*>(&c->tcp),
             [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
               Worker& w = *static_cast<Conn*>(h->data)->worker;
@@ -430,6 +444,7 @@ struct Worker {
               if (n > 0) c->worker->on_bytes(*c, buf->base, static_cast<std::size_t>(n));
               else if (n < 0 && !c->worker->sh.finished) c->worker->sh.fail("connection closed by the server");
             });
+        if (!w.sh.check(read, "uv_read_start")) return;
         if (w.target_of(*c) == Target::redis) {
           if (c->role == Role::receiver || c->role == Role::idle)
             w.send(*c, w.redis_command({"SUBSCRIBE", w.room_name(c->room)}));
@@ -438,13 +453,15 @@ struct Worker {
         }
         w.connect_more();
       });
+      if (!sh.check(rc, "connect")) return;
+      ++in_flight_connects;
     }
   }
 
   void mark_ready(Conn& c) {
     if (c.ready) return;
     c.ready = true;
-    if (++sh.ready == sh.total_conns) uv_async_send(&sh.first().wake);
+    if (++sh.ready == sh.total_conns) sh.check(uv_async_send(&sh.first().wake), "uv_async_send");
   }
 
   // ---- running (worker 0) -------------------------------------------------------------
@@ -453,23 +470,23 @@ struct Worker {
     began = true;
     if (o.scenario == "idle") {
       // Let the server settle, then read its memory.
-      uv_timer_init(&loop, &settle_timer);
+      if (!sh.check(uv_timer_init(&loop, &settle_timer), "uv_timer_init")) return;
       settle_timer.data = this;
-      uv_timer_start(&settle_timer, [](uv_timer_t* t) {
+      sh.check(uv_timer_start(&settle_timer, [](uv_timer_t* t) {
         auto* w = static_cast<Worker*>(t->data);
         if (w->o.server_pid) w->rss_after_kb = rss_kb(w->o.server_pid);
         w->sh.finish();
-      }, 1000, 0);
+      }, 1000, 0), "uv_timer_start");
       return;
     }
     sh.start_ns = now_ns();
     sh.started = true;
     sh.wake_all();  // the storm's thread starts its flood
     if (o.scenario == "latency" || o.scenario == "storm") {
-      uv_timer_init(&loop, &rate_timer);
+      if (!sh.check(uv_timer_init(&loop, &rate_timer), "uv_timer_init")) return;
       rate_timer.data = this;
       // A 1 ms tick sends what the rate owes since the start: steady, whatever the tick jitter.
-      uv_timer_start(&rate_timer, [](uv_timer_t* t) {
+      sh.check(uv_timer_start(&rate_timer, [](uv_timer_t* t) {
         auto* w = static_cast<Worker*>(t->data);
         double elapsed = static_cast<double>(now_ns() - w->sh.start_ns) / 1e9;
         long total = static_cast<long>(w->o.rate * w->o.duration);
@@ -478,13 +495,15 @@ struct Worker {
           bool versus = w->o.versus_port && w->phase_b(now_ns());
           w->publish(*w->publishers[versus ? 1 : 0]);
         }
-        if (w->published >= total) uv_timer_stop(t);
-      }, 1, 1);
+        if (w->published >= total) w->sh.check(uv_timer_stop(t), "uv_timer_stop");
+      }, 1, 1), "uv_timer_start");
     } else {
       if (o.publish_rate > 0) {  // a capped publisher is also resumed by a 1 ms tick
-        uv_timer_init(&loop, &rate_timer);
+        if (!sh.check(uv_timer_init(&loop, &rate_timer), "uv_timer_init")) return;
         rate_timer.data = this;
-        uv_timer_start(&rate_timer, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->pump(); }, 1, 1);
+        if (!sh.check(uv_timer_start(&rate_timer, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->pump(); }, 1, 1),
+                      "uv_timer_start"))
+          return;
       }
       pump();
     }
@@ -520,18 +539,19 @@ struct Worker {
   void close() {
     uv_walk(&loop, [](uv_handle_t* h, void*) { if (!uv_is_closing(h)) uv_close(h, nullptr); }, nullptr);
     uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
+    if (int rc = uv_loop_close(&loop); rc < 0)
+      std::fprintf(stderr, "roomd-bench: a loop did not close: %s\n", uv_strerror(rc));
   }
 };
 
 void Shared::wake_all() {
-  for (auto& w : workers) uv_async_send(&w->wake);
+  for (auto& w : workers) check(uv_async_send(&w->wake), "uv_async_send");
 }
 
 void Shared::add_deliveries(std::uint64_t n) {
   std::uint64_t total = deliveries += n;
   if (expected > 0 && total >= expected) return finish();
-  if (publisher_waiting) uv_async_send(&first().wake);
+  if (publisher_waiting) check(uv_async_send(&first().wake), "uv_async_send");
 }
 
 int report(Shared& sh, long rss_before_kb) {
@@ -668,10 +688,11 @@ int run(Shared& sh) {
   for (auto& w : sh.workers) sh.total_conns += static_cast<int>(w->conns.size());
   long rss_before_kb = o.server_pid ? rss_kb(o.server_pid) : -1;
 
-  uv_timer_init(&w0.loop, &w0.timeout_timer);
+  must(uv_timer_init(&w0.loop, &w0.timeout_timer), "uv_timer_init");
   w0.timeout_timer.data = &sh;
-  uv_timer_start(&w0.timeout_timer, [](uv_timer_t* t) { static_cast<Shared*>(t->data)->fail("timeout"); },
-                 static_cast<std::uint64_t>(o.timeout * 1000), 0);
+  must(uv_timer_start(&w0.timeout_timer, [](uv_timer_t* t) { static_cast<Shared*>(t->data)->fail("timeout"); },
+                      static_cast<std::uint64_t>(o.timeout * 1000), 0),
+       "uv_timer_start");
   for (auto& w : sh.workers) w->connect_more();
   for (std::size_t i = 1; i < sh.workers.size(); ++i) {
     Worker* w = sh.workers[i].get();
@@ -748,7 +769,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "roomd-bench: --threads is 1 to 64\n");
     return 2;
   }
+  if (sockaddr_in probe{}; uv_ip4_addr(o.host.c_str(), o.port, &probe) < 0) {
+    std::fprintf(stderr, "roomd-bench: --host is an IPv4 address\n");
+    return 2;
+  }
   Shared shared;
   shared.o = o;
-  return run(shared);
+  try {
+    return run(shared);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "roomd-bench: %s\n", e.what());
+    return 1;
+  }
 }

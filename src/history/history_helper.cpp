@@ -116,11 +116,11 @@ void HistoryHelpers::dispatch() {
     auto* w = new Write{{}, encode_fields(encode_query(h.busy->query))};
     uv_buf_t buf = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
     // A failed write needs nothing here: the helper is gone, and its pipe's read says so.
-    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(h.pipe), &buf, 1,
+    int rc = uv_write(&w->req, h.pipe->stream(), &buf, 1,
                       [](uv_write_t* req, int) { delete reinterpret_cast<Write*>(req); });
     if (rc < 0) {
       delete w;
-      lost(h, uv_strerror(rc));
+      lost(h, "cannot write to it: " + uv::error_text(rc));
     }
   }
 }
@@ -128,21 +128,19 @@ void HistoryHelpers::dispatch() {
 bool HistoryHelpers::start(Helper& h) {
   auto spawned = spawn_helper(argv_, "history-query");
   if (!spawned) return false;
-  auto* pipe = new uv_pipe_t{};
-  uv_pipe_init(loop_, pipe, 0);
-  pipe->data = &h;
-  if (int rc = uv_pipe_open(pipe, spawned->fd); rc < 0) {
-    log::error(std::string("history-query helper: ") + uv_strerror(rc));
+  auto pipe = std::make_unique<uv::Handle<uv_pipe_t>>([this](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
+  if (int rc = uv_pipe_open(pipe->get(), spawned->fd); rc < 0) {
+    log::error("history-query helper: " + uv::error_text(rc));
     ::close(spawned->fd);
-    uv_close(reinterpret_cast<uv_handle_t*>(pipe), [](uv_handle_t* p) { delete reinterpret_cast<uv_pipe_t*>(p); });
     reap_helper(spawned->pid);
-    return false;
+    return false;  // the pipe closes as it goes
   }
+  pipe->get()->data = &h;
   h.pid = spawned->pid;
-  h.pipe = pipe;
+  h.pipe = std::move(pipe);
   h.received.clear();
-  uv_read_start(
-      reinterpret_cast<uv_stream_t*>(pipe),
+  uv::read_start(
+      h.pipe->stream(),
       [](uv_handle_t* handle, std::size_t, uv_buf_t* buf) {
         auto* self = static_cast<Helper*>(handle->data)->owner;
         *buf = uv_buf_init(self->read_buffer_.data(), static_cast<unsigned>(self->read_buffer_.size()));
@@ -155,7 +153,7 @@ bool HistoryHelpers::start(Helper& h) {
 }
 
 void HistoryHelpers::on_read(Helper& h, ssize_t nread, const uv_buf_t* buf) {
-  if (nread < 0) return lost(h, nread == UV_EOF ? "it went away" : uv_strerror(static_cast<int>(nread)));
+  if (nread < 0) return lost(h, nread == UV_EOF ? "it went away" : uv::error_text(static_cast<int>(nread)));
   h.received.append(buf->base, static_cast<std::size_t>(nread));
   HelperFields fields;
   bool malformed = false;
@@ -191,9 +189,7 @@ void HistoryHelpers::reap(bool wait) {
 
 void HistoryHelpers::stop(Helper& h) {
   if (!h.pipe) return;
-  h.pipe->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(h.pipe), [](uv_handle_t* p) { delete reinterpret_cast<uv_pipe_t*>(p); });
-  h.pipe = nullptr;
+  h.pipe.reset();  // uv_close now (no callback reaches h from here on); freed in its close callback
   // It may be in the middle of a query, at idle priority: it is not waited for on the loop.
   // SIGKILL (it only reads), then reap it now if it has gone, or later.
   if (h.pid > 0) {

@@ -13,17 +13,16 @@ Console::Console(uv_loop_t* loop, OnLine on_line) : on_line_(std::move(on_line))
       tty_ = std::make_unique<uv::Handle<uv_tty_t>>([loop](uv_tty_t* t) { return uv_tty_init(loop, t, 0, 1); });
       break;
     case UV_NAMED_PIPE:
-      pipe_ = std::make_unique<uv::Handle<uv_pipe_t>>([loop](uv_pipe_t* p) {
-        int rc = uv_pipe_init(loop, p, 0);
-        return rc < 0 ? rc : uv_pipe_open(p, 0);
-      });
+      // The open is a step after the init (uv::Handle): if it throws, the Handle closes.
+      pipe_ = std::make_unique<uv::Handle<uv_pipe_t>>([loop](uv_pipe_t* p) { return uv_pipe_init(loop, p, 0); });
+      uv::check(uv_pipe_open(pipe_->get(), 0), "console: uv_pipe_open");
       break;
     default:
       log::debug("console: stdin is not a TTY or a pipe; no console");
       return;
   }
   stream()->data = this;
-  uv_read_start(
+  uv::read_start(
       stream(),
       [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
         auto* self = static_cast<Console*>(h->data);

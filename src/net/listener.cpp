@@ -10,19 +10,21 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "roomd/base/log.hpp"
+
 namespace roomd {
 
 std::string format_sockaddr(const sockaddr_storage& addr, std::string* ip_only) {
   char host[INET6_ADDRSTRLEN] = {0};
   if (addr.ss_family == AF_INET) {
     const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
-    uv_ip4_name(a, host, sizeof host);
+    uv::check(uv_ip4_name(a, host, sizeof host), "uv_ip4_name");
     if (ip_only) *ip_only = host;
     return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
   }
   if (addr.ss_family == AF_INET6) {
     const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
-    uv_ip6_name(a, host, sizeof host);
+    uv::check(uv_ip6_name(a, host, sizeof host), "uv_ip6_name");
     if (ip_only) *ip_only = host;
     return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
   }
@@ -44,7 +46,7 @@ bool unix_socket_is_live(const std::string& path) {
   return live;
 }
 
-void fail(const ListenAddress& a, const std::string& why) {
+[[noreturn]] void fail(const ListenAddress& a, const std::string& why) {
   throw std::runtime_error("cannot listen on " + a.to_string() + ": " + why);
 }
 
@@ -53,7 +55,9 @@ void fail(const ListenAddress& a, const std::string& why) {
 namespace {
 void on_conn(uv_stream_t* server, int status) {
   auto* self = static_cast<Listener*>(server->data);
-  if (self && status == 0) self->accept_one();
+  if (!self) return;
+  if (status < 0) return log::warning("accept failed on " + self->bound_name() + ": " + uv::error_text(status));
+  self->accept_one();
 }
 }  // namespace
 
@@ -66,7 +70,8 @@ Listener::Listener(uv_loop_t* loop, int fd, bool is_unix, bool admin, OnConnecti
   int rc;
   sockaddr_storage bound{};
   socklen_t len = sizeof bound;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) < 0)
+    throw std::runtime_error("cannot use activated socket (fd " + std::to_string(fd) + "): " + std::strerror(errno));
   if (is_unix) {
     pipe_ = std::make_unique<uv::Handle<uv_pipe_t>>([loop](uv_pipe_t* p) { return uv_pipe_init(loop, p, 0); });
     pipe_->get()->data = this;
@@ -97,10 +102,16 @@ Listener::Listener(uv_loop_t* loop, const ListenAddress& address, bool admin, On
     pipe_ = std::make_unique<uv::Handle<uv_pipe_t>>([loop](uv_pipe_t* p) { return uv_pipe_init(loop, p, 0); });
     pipe_->get()->data = this;
     if ((rc = uv_pipe_bind(pipe_->get(), address.host.c_str())) < 0) fail(address, uv::error_text(rc));
+    // From here the path is ours: a failure removes it (a throwing constructor runs no destructor).
+    auto fail_bound = [&address](const std::string& why) {
+      ::unlink(address.host.c_str());
+      fail(address, why);
+    };
     // Clients need write permission to connect: anyone may chat, only the owner may administer.
-    ::chmod(address.host.c_str(), admin ? 0600 : 0666);
+    if (::chmod(address.host.c_str(), admin ? 0600 : 0666) < 0)
+      fail_bound(std::string("chmod: ") + std::strerror(errno));
+    if ((rc = uv_listen(stream(), 511, on_conn)) < 0) fail_bound(uv::error_text(rc));
     owns_path_ = true;
-    if ((rc = uv_listen(stream(), 511, on_conn)) < 0) fail(address, uv::error_text(rc));
     bound_name_ = address.to_string();
     return;
   }
@@ -121,7 +132,7 @@ Listener::Listener(uv_loop_t* loop, const ListenAddress& address, bool admin, On
   if ((rc = uv_listen(stream(), 511, on_conn)) < 0) fail(address, uv::error_text(rc));
   sockaddr_storage bound{};
   int len = sizeof bound;
-  uv_tcp_getsockname(tcp_->get(), reinterpret_cast<sockaddr*>(&bound), &len);
+  uv::check(uv_tcp_getsockname(tcp_->get(), reinterpret_cast<sockaddr*>(&bound), &len), "uv_tcp_getsockname");
   bound_name_ = format_sockaddr(bound);
 }
 

@@ -1,7 +1,10 @@
 // WorkerPool: uv_queue_work with owned, type-erased tasks.
 #include "roomd/offload/worker_pool.hpp"
 
+#include <memory>
+
 #include "roomd/base/log.hpp"
+#include "roomd/base/uv.hpp"
 
 namespace roomd {
 
@@ -20,8 +23,8 @@ struct Task {
 }  // namespace
 
 void WorkerPool::run(std::function<void()> work, std::function<void()> done) {
-  auto* task = new Task{{}, std::move(work), std::move(done), &in_flight_};
-  task->req.data = task;
+  std::unique_ptr<Task> task(new Task{{}, std::move(work), std::move(done), &in_flight_});
+  task->req.data = task.get();
   int rc = uv_queue_work(
       loop_, &task->req,
       [](uv_work_t* req) { static_cast<Task*>(req->data)->work(); },
@@ -29,17 +32,12 @@ void WorkerPool::run(std::function<void()> work, std::function<void()> done) {
         std::unique_ptr<Task> owned(static_cast<Task*>(req->data));
         --*owned->in_flight;
         // Tasks are never cancelled, so the work ran; its completion still owes an answer.
-        if (status < 0) log::error("worker task: " + std::string(uv_strerror(status)));
+        if (status < 0) log::error("worker task: " + uv::error_text(status));
         owned->done();
       });
-  if (rc < 0) {
-    // The completion still runs, with the work's result left at its default (a failure),
-    // so no client waits forever for an answer.
-    log::error("cannot queue a worker task: " + std::string(uv_strerror(rc)));
-    std::unique_ptr<Task> owned(task);
-    owned->done();
-    return;
-  }
+  // uv_queue_work fails only without a work callback: a bug, so check throws (the task freed).
+  uv::check(rc, "uv_queue_work");
+  task.release();  // the completion's from here
   ++in_flight_;
 }
 

@@ -13,7 +13,7 @@ using namespace roomd;
 
 TEST_CASE("delay queue: due order, equal times in order, callbacks may schedule more") {
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  REQUIRE(uv_loop_init(&loop) == 0);
   std::vector<std::string> ran;
   {
     DelayQueue delays(&loop);
@@ -49,7 +49,7 @@ TEST_CASE("delay queue: due order, equal times in order, callbacks may schedule 
 
 TEST_CASE("delay queue: destroyed with callbacks pending, none of them runs") {
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  REQUIRE(uv_loop_init(&loop) == 0);
   bool ran = false;
   {
     DelayQueue delays(&loop);

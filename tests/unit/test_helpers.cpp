@@ -125,7 +125,7 @@ TEST_CASE("history helpers: a query no helper can answer goes to the fallback, o
   for (const char* program : {"/nonexistent/roomd", "/bin/true"}) {  // cannot start; dies at once
     CAPTURE(program);
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    REQUIRE(uv_loop_init(&loop) == 0);
     std::vector<HistoryQuery> fell_back;
     {
       HistoryHelpers helpers(&loop, program, "/nowhere/h.db", 1,

@@ -24,7 +24,7 @@ using namespace roomd::testing;
 
 TEST_CASE("worker pool: work on a pool thread, completion on the loop thread") {
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  REQUIRE(uv_loop_init(&loop) == 0);
   {
     WorkerPool pool(&loop, 2, 2);
     const auto loop_thread = std::this_thread::get_id();
@@ -41,12 +41,12 @@ TEST_CASE("worker pool: work on a pool thread, completion on the loop thread") {
     CHECK(done == 8);
     CHECK(pool.in_flight() == 0);
   }
-  uv_loop_close(&loop);
+  CHECK(uv_loop_close(&loop) == 0);
 }
 
 TEST_CASE("worker pool: each limited lane runs at most its limit, and lanes do not wait on each other") {
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  REQUIRE(uv_loop_init(&loop) == 0);
   {
     WorkerPool pool(&loop, 1, 1);
     std::atomic<int> running{0}, most{0};
@@ -76,7 +76,7 @@ TEST_CASE("worker pool: each limited lane runs at most its limit, and lanes do n
     CHECK(most.load() == 1);  // the queries lane's limit
     CHECK(pool.in_flight() == 0);
   }
-  uv_loop_close(&loop);
+  CHECK(uv_loop_close(&loop) == 0);
 }
 
 TEST_CASE("router: a keyed join holds the client until the pool answers") {

@@ -19,7 +19,10 @@ inline void check(int rc, const char* what) {
 }
 
 // Owns one initialised handle of type T (uv_timer_t, uv_tcp_t, …). `data` is the owner's;
-// from close() on, the handle is libuv's until its close callback, which frees it.
+// from close() on, the handle is libuv's until its close callback, which frees it. `init` is
+// the uv_*_init call alone: one that fails has registered nothing, so the memory is freed at
+// once and check throws. Whatever comes after (open, bind) is a step of its own, checked by
+// the owner: the Handle then exists, and closes as usual when the owner gives up.
 template <class T>
 class Handle {
  public:
@@ -61,6 +64,13 @@ class Handle {
   T* raw_;
 };
 
+// uv_read_start, checked. It fails only for a stream that is closing, already reading or not
+// readable: a bug, so it throws. What goes wrong while reading (EOF, a reset) is no failure of
+// the start: it reaches `read` as nread < 0.
+inline void read_start(uv_stream_t* stream, uv_alloc_cb alloc, uv_read_cb read) {
+  check(uv_read_start(stream, alloc, read), "uv_read_start");
+}
+
 class Timer {
  public:
   Timer(uv_loop_t* loop, std::function<void()> on_fire)
@@ -72,7 +82,7 @@ class Timer {
                          timeout_ms, repeat_ms),
           "uv_timer_start");
   }
-  void stop() { uv_timer_stop(handle_.get()); }  // always 0
+  void stop() { check(uv_timer_stop(handle_.get()), "uv_timer_stop"); }
 
  private:
   Handle<uv_timer_t> handle_;

@@ -19,8 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "roomd/offload/helper_processes.hpp"
+#include "roomd/base/uv.hpp"
 #include "roomd/history/persistence.hpp"
+#include "roomd/offload/helper_processes.hpp"
 
 namespace roomd {
 
@@ -61,8 +62,8 @@ class HistoryHelpers {
   struct Helper {
     HistoryHelpers* owner = nullptr;
     pid_t pid = -1;
-    uv_pipe_t* pipe = nullptr;  // freed in its close callback
-    std::string received;       // bytes of the answer so far
+    std::unique_ptr<uv::Handle<uv_pipe_t>> pipe;  // our end of its socket; none while stopped
+    std::string received;                         // bytes of the answer so far
     std::optional<Pending> busy;
   };
   void dispatch();
