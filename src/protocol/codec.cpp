@@ -77,18 +77,6 @@ ordered_json error_body(ErrorCode code, std::string_view message,
 
 namespace {
 
-std::optional<Op> op_from_name(std::string_view name) {
-  static constexpr std::pair<std::string_view, Op> table[] = {
-      {"nick", Op::nick},     {"rooms", Op::rooms},     {"join", Op::join},
-      {"leave", Op::leave},   {"say", Op::say},         {"whisper", Op::whisper},
-      {"who", Op::who},       {"topic", Op::topic},     {"history", Op::history},
-      {"ping", Op::ping},     {"echo", Op::echo},       {"bye", Op::bye},
-      {"stats", Op::stats}};
-  for (const auto& [n, op] : table)
-    if (n == name) return op;
-  return std::nullopt;
-}
-
 // Reads typed fields of a request object; the first problem becomes a bad_request.
 class Fields {
  public:
@@ -465,10 +453,8 @@ std::string render_text(const ordered_json& b) {
 }
 
 ordered_json request_json(const Request& r) {
-  static constexpr const char* names[] = {"nick",  "rooms",   "join", "leave", "say",  "whisper", "who",
-                                          "topic", "history", "ping", "echo",  "bye",  "help", "stats"};
   ordered_json j;
-  j["op"] = names[static_cast<int>(r.op)];
+  j["op"] = op_name(r.op);
   if (r.id) j["id"] = *r.id;
   switch (r.op) {
     case Op::nick: j["nick"] = r.nick; break;
