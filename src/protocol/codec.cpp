@@ -65,16 +65,6 @@ Mode detect_mode(std::string_view line) {
   return first != std::string_view::npos && line[first] == '{' ? Mode::json : Mode::text;
 }
 
-ordered_json error_body(ErrorCode code, std::string_view message,
-                        const std::optional<json>& id) {
-  ordered_json e;
-  e["op"] = "error";
-  if (id) e["id"] = *id;
-  e["code"] = to_string(code);
-  e["message"] = message;
-  return e;
-}
-
 namespace {
 
 // Reads typed fields of a request object; the first problem becomes a bad_request.
