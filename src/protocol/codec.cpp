@@ -9,31 +9,6 @@ namespace roomd {
 
 using nlohmann::json;
 
-std::string_view to_string(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::bad_json: return "bad_json";
-    case ErrorCode::bad_request: return "bad_request";
-    case ErrorCode::unknown_op: return "unknown_op";
-    case ErrorCode::frame_too_large: return "frame_too_large";
-    case ErrorCode::bad_utf8: return "bad_utf8";
-    case ErrorCode::bad_nick: return "bad_nick";
-    case ErrorCode::nick_taken: return "nick_taken";
-    case ErrorCode::bad_room_name: return "bad_room_name";
-    case ErrorCode::no_such_room: return "no_such_room";
-    case ErrorCode::room_full: return "room_full";
-    case ErrorCode::bad_key: return "bad_key";
-    case ErrorCode::not_member: return "not_member";
-    case ErrorCode::read_only: return "read_only";
-    case ErrorCode::rate_limited: return "rate_limited";
-    case ErrorCode::no_such_nick: return "no_such_nick";
-    case ErrorCode::server_full: return "server_full";
-    case ErrorCode::slow_consumer: return "slow_consumer";
-    case ErrorCode::shutting_down: return "shutting_down";
-    case ErrorCode::internal: return "internal";
-  }
-  return "internal";
-}
-
 bool valid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const auto* end = p + s.size();
