@@ -3,6 +3,7 @@
 #include "roomd/protocol/wire.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <utility>
 
 namespace roomd {
@@ -47,6 +48,19 @@ ordered_json presence(std::string_view room, const char* event, std::string_view
 }
 
 ordered_json system_event(const char* event) { return ordered_json{{"op", "system"}, {"event", event}}; }
+
+// Appends for the lines written by hand. A literal's length is known at compile time here,
+// whatever the inliner decides about std::string::append(const char*) (out of line, it would
+// call strlen for each), and a number goes in without a temporary std::string.
+template <std::size_t N>
+void put(std::string& out, const char (&literal)[N]) {
+  out.append(literal, N - 1);
+}
+void put_number(std::string& out, std::uint64_t n) {
+  char digits[20];  // UINT64_MAX has 20
+  auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+  out.append(digits, static_cast<std::size_t>(end - digits));
+}
 }  // namespace
 
 // ---- the greeting ----------------------------------------------------------------------
@@ -157,11 +171,15 @@ std::string history_line(const Id& id, std::string_view room, std::span<const st
   // The stored bodies are message lines this server wrote: they go into the reply as they
   // are, not parsed and written again (that was most of a search's cost on the loop).
   // Same keys, same order as history() gives.
-  std::string line = "{\"op\":\"history\"";
-  if (id) line += ",\"id\":" + id->dump();
-  line += ",\"room\":";
+  std::string line;
+  put(line, R"({"op":"history")");
+  if (id) {
+    put(line, R"(,"id":)");
+    line += id->dump();
+  }
+  put(line, R"(,"room":)");
   append_json_string(line, room);
-  line += ",\"messages\":[";
+  put(line, R"(,"messages":[)");
   bool first = true;
   for (std::string_view body : bodies) {
     while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.remove_suffix(1);
@@ -169,7 +187,8 @@ std::string history_line(const Id& id, std::string_view room, std::span<const st
     if (!std::exchange(first, false)) line += ',';
     line += body;
   }
-  line += more ? "],\"more\":true}\n" : "],\"more\":false}\n";
+  if (more) put(line, "],\"more\":true}\n");
+  else put(line, "],\"more\":false}\n");
   return line;
 }
 
@@ -207,23 +226,23 @@ std::string message_line(std::string_view room, std::uint64_t seq, std::uint64_t
   // dumped; its fields keep message()'s order.
   std::string line;
   line.reserve(96 + room.size() + from.size() + (text ? text->size() : 0));
-  line += R"({"op":"message","room":)";
+  put(line, R"({"op":"message","room":)");
   append_json_string(line, room);
-  line += R"(,"seq":)";
-  line += std::to_string(seq);
-  line += R"(,"ts":)";
-  line += std::to_string(ts);
-  line += R"(,"from":)";
+  put(line, R"(,"seq":)");
+  put_number(line, seq);
+  put(line, R"(,"ts":)");
+  put_number(line, ts);
+  put(line, R"(,"from":)");
   append_json_string(line, from);
   if (text) {
-    line += R"(,"text":)";
+    put(line, R"(,"text":)");
     append_json_string(line, *text);
   }
   if (!data.is_null()) {
-    line += R"(,"data":)";
+    put(line, R"(,"data":)");
     line += data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
-  line += "}\n";
+  put(line, "}\n");
   return line;
 }
 
