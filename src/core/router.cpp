@@ -217,11 +217,11 @@ Router::Room* Router::resolve_room(Session& s, const Request& r, bool need_exist
 void Router::reply(Session& s, ordered_json body) { s.out->send(make_event(std::move(body))); }
 
 void Router::fail(Session& s, const Request& r, ErrorCode code, std::string message) {
-  reply(s, error_body(code, message, r.id));
+  reply(s, wire::error_body(code, message, r.id));
 }
 
 void Router::reject(SessionId id, const RequestError& e) {
-  if (Session* s = find_session(id)) reply(*s, error_body(e.code, e.message, e.id));
+  if (Session* s = find_session(id)) reply(*s, wire::error_body(e.code, e.message, e.id));
 }
 
 void Router::to_others(Room& room, const Session* except, const EventPtr& event) {
@@ -320,7 +320,8 @@ void Router::on_nick(Session& s, const Request& r) {
 
 void Router::on_rooms(Session& s, const Request& r) {
   auto entries = ordered_json::array();
-  for (const auto& info : rooms()) entries.push_back(wire::room_entry(info.name, info.topic, info.members, info.keyed));
+  for (const auto& info : rooms())
+    entries.push_back(wire::room_entry(info.name, info.topic, info.members, info.keyed));
   reply(s, wire::rooms(r.id, std::move(entries)));
 }
 
@@ -454,7 +455,8 @@ void Router::on_say(Session& s, const Request& r) {
       if (committed) {
         reply(*session, std::move(ok));
       } else {
-        reply(*session, error_body(ErrorCode::internal, "the message was sent but could not be stored", request_id));
+        reply(*session,
+              wire::error_body(ErrorCode::internal, "the message was sent but could not be stored", request_id));
       }
       session->out->release();
     });
@@ -473,7 +475,8 @@ void Router::on_whisper(Session& s, const Request& r) {
     return fail(s, r, ErrorCode::rate_limited, "slow down: too many messages");
   }
   Session& target = *it->second;
-  target.out->send_broadcast(make_event(wire::whisper(s.nick, target.nick, r.text.value_or(""), clock_.wall_ms())), "");
+  target.out->send_broadcast(
+      make_event(wire::whisper(s.nick, target.nick, r.text.value_or(""), clock_.wall_ms())), "");
   reply(s, wire::ok(r.id));
 }
 

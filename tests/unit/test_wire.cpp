@@ -94,7 +94,8 @@ TEST_CASE("wire: joined, left, rooms, who") {
              {"op", "rooms"});
   check_body(wire::rooms(id, ordered_json::array()), R"({"op":"rooms","id":"j","rooms":[]})", {"op", "id", "rooms"});
 
-  check_body(wire::who(id, "lobby", {"zed", "Bob", "amy"}), R"({"op":"who","id":"j","room":"lobby","members":["Bob","amy","zed"]})",
+  check_body(wire::who(id, "lobby", {"zed", "Bob", "amy"}),
+             R"({"op":"who","id":"j","room":"lobby","members":["Bob","amy","zed"]})",
              {"op", "id", "room", "members"});
 }
 
@@ -116,8 +117,10 @@ TEST_CASE("wire: history, as a body and as a line spliced from stored messages")
     }
   }
   check_body(wire::history(nlohmann::json(1), "r", ordered_json::array(), false),
-             R"({"op":"history","id":1,"room":"r","messages":[],"more":false})", {"op", "id", "room", "messages", "more"});
-  CHECK(wire::history_line(no_id, "r", {}, true) == "{\"op\":\"history\",\"room\":\"r\",\"messages\":[],\"more\":true}\n");
+             R"({"op":"history","id":1,"room":"r","messages":[],"more":false})",
+             {"op", "id", "room", "messages", "more"});
+  CHECK(wire::history_line(no_id, "r", {}, true) ==
+        "{\"op\":\"history\",\"room\":\"r\",\"messages\":[],\"more\":true}\n");
   // Line endings are cut; what is not a JSON object (not one of ours) is left out.
   const std::vector<std::string> messy = {"{\"a\":1}\r\n", "not ours\n", "", "{", "{\"b\":2}\n\n"};
   CHECK(wire::history_line(no_id, "r", messy, false) ==
@@ -144,7 +147,8 @@ TEST_CASE("wire: room traffic") {
   check_body(wire::message("lobby", 3, 7, "alice", std::nullopt, nlohmann::json::array({1})),
              R"({"op":"message","room":"lobby","seq":3,"ts":7,"from":"alice","data":[1]})",
              {"op", "room", "seq", "ts", "from", "data"});
-  check_body(wire::whisper("alice", "bob", "psst", 9), R"({"op":"whisper","from":"alice","to":"bob","text":"psst","ts":9})",
+  check_body(wire::whisper("alice", "bob", "psst", 9),
+             R"({"op":"whisper","from":"alice","to":"bob","text":"psst","ts":9})",
              {"op", "from", "to", "text", "ts"});
   check_body(wire::presence_join("r", "bob"), R"({"op":"presence","room":"r","event":"join","nick":"bob"})",
              {"op", "room", "event", "nick"});
@@ -161,7 +165,8 @@ TEST_CASE("wire: room traffic") {
 
 TEST_CASE("wire: notices from the server") {
   check_body(wire::system_shutdown(), R"({"op":"system","event":"shutdown"})", {"op", "event"});
-  check_body(wire::system_reload("gone", "room removed"), R"({"op":"system","event":"reload","room":"gone","reason":"room removed"})",
+  check_body(wire::system_reload("gone", "room removed"),
+             R"({"op":"system","event":"reload","room":"gone","reason":"room removed"})",
              {"op", "event", "room", "reason"});
   check_body(wire::system_kicked("bye now"), R"({"op":"system","event":"kicked","reason":"bye now"})",
              {"op", "event", "reason"});

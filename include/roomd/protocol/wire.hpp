@@ -7,8 +7,12 @@
 // Most functions return a body for make_event(); the two hot or bulky ones return the
 // finished JSON line instead (Event::from_json_line): a room message, written directly with
 // no DOM, and a history reply from the store, which splices stored lines in unparsed.
+// (Lines, not EventPtrs: wire sits below event in protocol/, event -> codec -> wire.)
 //
 // `id` is the id of the request a reply answers: when it has one, it follows "op".
+// The builders live in namespace wire (wire::who, wire::rooms, ...) so they read as what
+// they build and are not hidden by Router's members of the same names. Op names are in
+// request.hpp's op_table, beside the enum.
 #pragma once
 
 #include <cstddef>
@@ -107,6 +111,8 @@ ordered_json presence_nick(std::string_view room, std::string_view nick, std::st
 ordered_json presence_topic(std::string_view room, std::string_view nick, std::string_view topic);
 
 // ---- notices from the server itself ------------------------------------------------------
+// (system_shutdown is the server's, system_dropped, ping and error_slow_consumer the
+// connection's; system_reload and system_kicked the router's.)
 
 ordered_json system_shutdown();                                                // {"op":"system","event":"shutdown"}
 ordered_json system_reload(std::string_view room, std::string_view reason);    // ...,"room","reason"}
