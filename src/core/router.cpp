@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "roomd/protocol/codec.hpp"
+#include "roomd/protocol/wire.hpp"
 #include "roomd/base/names.hpp"
 
 namespace roomd {
@@ -92,21 +92,9 @@ SessionId Router::connect(Outbox& outbox, bool admin, std::string source) {
   Session& s = *session;
   by_nick_[fold_case(s.nick)] = &s;
   sessions_.emplace(s.id, std::move(session));
-  ordered_json w;
-  w["op"] = "welcome";
-  w["server"] = "roomd";
-  w["version"] = settings_.version;
-  w["proto"] = 1;
-  w["nick"] = s.nick;
-  w["motd"] = settings_.motd;
-  w["hint"] = "send JSON lines, or type /help for text mode";
-  // Not in the spec's list: lets a client pace itself instead of being refused.
-  w["limits"] = {{"rate", settings_.rate},
-                 {"burst", settings_.burst},
-                 {"query_rate", settings_.query_rate},
-                 {"query_burst", settings_.query_burst},
-                 {"max_frame_bytes", settings_.max_frame_bytes}};
-  s.out->send(make_event(std::move(w)));
+  const wire::Limits limits{settings_.rate, settings_.burst, settings_.query_rate, settings_.query_burst,
+                            settings_.max_frame_bytes};
+  s.out->send(make_event(wire::welcome(settings_.version, s.nick, settings_.motd, limits)));
   return s.id;
 }
 
@@ -117,8 +105,7 @@ void Router::disconnect(SessionId id) {
   while (!s.rooms.empty()) {
     Room& room = *s.rooms.back().room;
     remove_member(s, room);
-    ordered_json p{{"op", "presence"}, {"room", room.name}, {"event", "leave"}, {"nick", s.nick}};
-    to_others(room, &s, make_event(std::move(p)));
+    to_others(room, &s, make_event(wire::presence_leave(room.name, s.nick)));
     drop_room_if_empty(room);
   }
   by_nick_.erase(fold_case(s.nick));
@@ -210,48 +197,14 @@ Router::Room* Router::resolve_room(Session& s, const Request& r, bool need_exist
 
 // ---- replies --------------------------------------------------------------------------
 
-namespace {
-ordered_json reply_body(const Request& r, const char* op) {
-  ordered_json b;
-  b["op"] = op;
-  if (r.id) b["id"] = *r.id;
-  return b;
-}
-
-ordered_json nick_list(std::vector<std::string> nicks) {
-  std::sort(nicks.begin(), nicks.end());
-  return ordered_json(std::move(nicks));
-}
-}  // namespace
-
-std::string Router::history_line(const Request& r, const std::string& room, const HistoryPage& page) {
-  // The stored bodies are message lines this server wrote: they go into the reply as they
-  // are, not parsed and written again (that was most of a search's cost on the loop).
-  // Same keys, same order as reply_body() gives.
-  std::string line = "{\"op\":\"history\"";
-  if (r.id) line += ",\"id\":" + r.id->dump();
-  line += ",\"room\":";
-  append_json_string(line, room);
-  line += ",\"messages\":[";
-  bool first = true;
-  for (std::string_view body : page.bodies) {
-    while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.remove_suffix(1);
-    if (body.size() < 2 || body.front() != '{' || body.back() != '}') continue;  // not one of ours
-    if (!std::exchange(first, false)) line += ',';
-    line += body;
-  }
-  line += page.more ? "],\"more\":true}\n" : "],\"more\":false}\n";
-  return line;
-}
-
 void Router::reply(Session& s, ordered_json body) { s.out->send(make_event(std::move(body))); }
 
 void Router::fail(Session& s, const Request& r, ErrorCode code, std::string message) {
-  reply(s, error_body(code, message, r.id));
+  reply(s, wire::error_body(code, message, r.id));
 }
 
 void Router::reject(SessionId id, const RequestError& e) {
-  if (Session* s = find_session(id)) reply(*s, error_body(e.code, e.message, e.id));
+  if (Session* s = find_session(id)) reply(*s, wire::error_body(e.code, e.message, e.id));
 }
 
 void Router::to_others(Room& room, const Session* except, const EventPtr& event) {
@@ -319,19 +272,13 @@ void Router::serve(Session& s, const Request& r) {
     case Op::topic: return on_topic(s, r);
     case Op::history: return on_history(s, r);
     case Op::bye: return on_bye(s, r);
-    case Op::ping: return reply(s, reply_body(r, "pong"));
-    case Op::echo: {
-      auto b = reply_body(r, "echo");
-      b["text"] = r.text.value_or("");
-      return reply(s, std::move(b));
-    }
-    case Op::help: return reply(s, reply_body(r, "help"));
+    case Op::ping: return reply(s, wire::pong(r.id));
+    case Op::echo: return reply(s, wire::echo(r.id, r.text.value_or("")));
+    case Op::help: return reply(s, wire::help(r.id));
     case Op::stats: {
       if (!s.admin || !services_.stats)
         return fail(s, r, ErrorCode::unknown_op, "stats is only available on an admin listener");
-      auto b = reply_body(r, "stats");
-      b.update(services_.stats());
-      return reply(s, std::move(b));
+      return reply(s, wire::stats(r.id, services_.stats()));
     }
   }
 }
@@ -349,26 +296,16 @@ void Router::on_nick(Session& s, const Request& r) {
   by_nick_.erase(fold_case(old));
   by_nick_[folded] = &s;
   s.nick = r.nick;
-  auto ok = reply_body(r, "ok");
-  ok["nick"] = s.nick;
-  reply(s, std::move(ok));
+  reply(s, wire::ok_nick(r.id, s.nick));
   if (old == s.nick) return;
-  for (const auto& m : s.rooms) {
-    ordered_json p{{"op", "presence"}, {"room", m.room->name}, {"event", "nick"},
-                   {"nick", s.nick},   {"old", old}};
-    to_others(*m.room, &s, make_event(std::move(p)));
-  }
+  for (const auto& m : s.rooms) to_others(*m.room, &s, make_event(wire::presence_nick(m.room->name, s.nick, old)));
 }
 
 void Router::on_rooms(Session& s, const Request& r) {
-  auto b = reply_body(r, "rooms");
-  b["rooms"] = ordered_json::array();
+  auto entries = ordered_json::array();
   for (const auto& info : rooms())
-    b["rooms"].push_back(ordered_json{{"name", info.name},
-                                      {"topic", info.topic},
-                                      {"members", info.members},
-                                      {"keyed", info.keyed}});
-  reply(s, std::move(b));
+    entries.push_back(wire::room_entry(info.name, info.topic, info.members, info.keyed));
+  reply(s, wire::rooms(r.id, std::move(entries)));
 }
 
 void Router::on_join(Session& s, const Request& r) {
@@ -434,22 +371,15 @@ void Router::finish_join(Session& s, const Request& r, Room& room_ref) {
                              [&](const Session::Membership& m) { return m.room == room; });
     std::rotate(mine, mine + 1, s.rooms.end());
   }
-  auto b = reply_body(r, "joined");
-  b["room"] = room->name;
-  b["topic"] = room->topic;
   std::vector<std::string> nicks;
   nicks.reserve(room->members.size());
   for (const Session* m : room->members) nicks.push_back(m->nick);
-  b["members"] = nick_list(std::move(nicks));
-  b["history"] = ordered_json::array();
+  auto history = ordered_json::array();
   std::size_t n = std::min<std::size_t>(settings_.replay, room->history.size());
   for (auto it = room->history.end() - static_cast<std::ptrdiff_t>(n); it != room->history.end(); ++it)
-    b["history"].push_back((*it)->body());
-  reply(s, std::move(b));
-  if (!again) {
-    ordered_json p{{"op", "presence"}, {"room", room->name}, {"event", "join"}, {"nick", s.nick}};
-    to_others(*room, &s, make_event(std::move(p)));
-  }
+    history.push_back((*it)->body());
+  reply(s, wire::joined(r.id, room->name, room->topic, std::move(nicks), std::move(history)));
+  if (!again) to_others(*room, &s, make_event(wire::presence_join(room->name, s.nick)));
 }
 
 void Router::on_leave(Session& s, const Request& r) {
@@ -457,39 +387,16 @@ void Router::on_leave(Session& s, const Request& r) {
   if (!room) return;
   if (!is_member(s, *room)) return fail(s, r, ErrorCode::not_member, "you are not in '" + room->name + "'");
   remove_member(s, *room);
-  auto b = reply_body(r, "left");
-  b["room"] = room->name;
-  reply(s, std::move(b));
-  ordered_json p{{"op", "presence"}, {"room", room->name}, {"event", "leave"}, {"nick", s.nick}};
-  to_others(*room, &s, make_event(std::move(p)));
+  reply(s, wire::left(r.id, room->name));
+  to_others(*room, &s, make_event(wire::presence_leave(room->name, s.nick)));
   drop_room_if_empty(*room);
 }
 
 std::uint64_t Router::publish(Room& room, const Session* sender, const std::string& from, const Request& r,
                               std::function<void(bool)> committed) {
   std::uint64_t seq = room.next_seq++;
-  // The hot path: the message's JSON line is written directly, once, not built as a DOM and
-  // dumped; its fields keep the protocol's order.
-  std::string line;
-  line.reserve(96 + room.name.size() + from.size() + (r.text ? r.text->size() : 0));
-  line += R"({"op":"message","room":)";
-  append_json_string(line, room.name);
-  line += R"(,"seq":)";
-  line += std::to_string(seq);
-  line += R"(,"ts":)";
-  line += std::to_string(clock_.wall_ms());
-  line += R"(,"from":)";
-  append_json_string(line, from);
-  if (r.text) {
-    line += R"(,"text":)";
-    append_json_string(line, *r.text);
-  }
-  if (!r.data.is_null()) {
-    line += R"(,"data":)";
-    line += r.data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  }
-  line += "}\n";
-  EventPtr event = Event::from_json_line(std::move(line));
+  // The hot path: the message's JSON line is written directly, once (no DOM).
+  EventPtr event = Event::from_json_line(wire::message_line(room.name, seq, clock_.wall_ms(), from, r.text, r.data));
   room.history.push_back(event);
   // A persisted room keeps only its replay in memory; history queries go to the store.
   const bool durable = persisted(room);
@@ -523,8 +430,7 @@ void Router::on_say(Session& s, const Request& r) {
     // later requests.
     s.out->hold();
     SessionId id = s.id;
-    auto ok = reply_body(r, "ok");
-    ok["seq"] = room->next_seq;  // the seq publish() is about to give
+    auto ok = wire::ok_seq(r.id, room->next_seq);  // the seq publish() is about to give
     std::optional<nlohmann::json> request_id = r.id;
     publish(*room, &s, s.nick, r, [this, id, ok = std::move(ok), request_id](bool committed) mutable {
       Session* session = find_session(id);
@@ -532,18 +438,15 @@ void Router::on_say(Session& s, const Request& r) {
       if (committed) {
         reply(*session, std::move(ok));
       } else {
-        reply(*session, error_body(ErrorCode::internal, "the message was sent but could not be stored", request_id));
+        reply(*session,
+              wire::error_body(ErrorCode::internal, "the message was sent but could not be stored", request_id));
       }
       session->out->release();
     });
     return;
   }
   std::uint64_t seq = publish(*room, &s, s.nick, r);
-  if (r.id) {
-    auto ok = reply_body(r, "ok");
-    ok["seq"] = seq;
-    reply(s, std::move(ok));
-  }
+  if (r.id) reply(s, wire::ok_seq(r.id, seq));
 }
 
 void Router::on_whisper(Session& s, const Request& r) {
@@ -555,10 +458,9 @@ void Router::on_whisper(Session& s, const Request& r) {
     return fail(s, r, ErrorCode::rate_limited, "slow down: too many messages");
   }
   Session& target = *it->second;
-  ordered_json w{{"op", "whisper"}, {"from", s.nick}, {"to", target.nick},
-                 {"text", r.text.value_or("")}, {"ts", clock_.wall_ms()}};
-  target.out->send_broadcast(make_event(std::move(w)), "");
-  reply(s, reply_body(r, "ok"));
+  target.out->send_broadcast(
+      make_event(wire::whisper(s.nick, target.nick, r.text.value_or(""), clock_.wall_ms())), "");
+  reply(s, wire::ok(r.id));
 }
 
 void Router::on_who(Session& s, const Request& r) {
@@ -566,10 +468,7 @@ void Router::on_who(Session& s, const Request& r) {
   if (!room) return;
   if (!room->key.empty() && !is_member(s, *room))
     return fail(s, r, ErrorCode::not_member, "'" + room->name + "' is keyed: join it first");
-  auto b = reply_body(r, "who");
-  b["room"] = room->name;
-  b["members"] = nick_list(*who(room->name));
-  reply(s, std::move(b));
+  reply(s, wire::who(r.id, room->name, *who(room->name)));
 }
 
 void Router::on_topic(Session& s, const Request& r) {
@@ -578,10 +477,8 @@ void Router::on_topic(Session& s, const Request& r) {
   if (!is_member(s, *room)) return fail(s, r, ErrorCode::not_member, "join '" + room->name + "' first");
   if (!may_speak(s, *room)) return fail(s, r, ErrorCode::read_only, "'" + room->name + "' is read-only");
   room->topic = r.topic;
-  reply(s, reply_body(r, "ok"));
-  ordered_json p{{"op", "presence"}, {"room", room->name}, {"event", "topic"},
-                 {"nick", s.nick},   {"topic", room->topic}};
-  to_others(*room, &s, make_event(std::move(p)));
+  reply(s, wire::ok(r.id));
+  to_others(*room, &s, make_event(wire::presence_topic(room->name, s.nick, room->topic)));
 }
 
 namespace {
@@ -613,7 +510,7 @@ void Router::on_history(Session& s, const Request& r) {
         fail(*session, r, page.bad_query ? ErrorCode::bad_request : ErrorCode::internal,
              page.bad_query ? "bad search: " + page.error : "history is unavailable");
       } else {
-        session->out->send(Event::from_json_line(history_line(r, name, page)));
+        session->out->send(Event::from_json_line(wire::history_line(r.id, name, page.bodies, page.more)));
       }
       session->out->release();
     });
@@ -642,16 +539,13 @@ void Router::on_history(Session& s, const Request& r) {
     }
     --i;
   }
-  auto b = reply_body(r, "history");
-  b["room"] = room->name;
-  b["messages"] = ordered_json::array();
-  for (auto it = picked.rbegin(); it != picked.rend(); ++it) b["messages"].push_back((*it)->body());
-  b["more"] = more;
-  reply(s, std::move(b));
+  auto messages = ordered_json::array();
+  for (auto it = picked.rbegin(); it != picked.rend(); ++it) messages.push_back((*it)->body());
+  reply(s, wire::history(r.id, room->name, std::move(messages), more));
 }
 
 void Router::on_bye(Session& s, const Request& r) {
-  reply(s, reply_body(r, "bye"));
+  reply(s, wire::bye(r.id));
   Outbox* out = s.out;
   disconnect(s.id);  // s is gone after this
   out->end();
@@ -674,8 +568,7 @@ void Router::reconfigure(RouterSettings settings, const std::vector<RoomConfig>&
   for (auto& [name, room] : rooms_)
     if (room->configured && !wanted.contains(name)) removed.push_back(room.get());
   for (Room* room : removed) {
-    auto notice = make_event(ordered_json{{"op", "system"}, {"event", "reload"}, {"room", room->name},
-                                          {"reason", "room removed by the server's configuration"}});
+    auto notice = make_event(wire::system_reload(room->name, "room removed by the server's configuration"));
     while (!room->members.empty()) {
       Session& member = *room->members.back();
       remove_member(member, *room);
@@ -692,9 +585,7 @@ void Router::reconfigure(RouterSettings settings, const std::vector<RoomConfig>&
     std::string old_topic = room->topic;
     apply_room_config(*room, rc);
     if (room->topic != old_topic) {
-      ordered_json p{{"op", "presence"}, {"room", room->name}, {"event", "topic"},
-                     {"nick", "server"}, {"topic", room->topic}};
-      to_others(*room, nullptr, make_event(std::move(p)));
+      to_others(*room, nullptr, make_event(wire::presence_topic(room->name, "server", room->topic)));
     }
   }
   for (auto& [name, room] : rooms_)
@@ -725,8 +616,7 @@ bool Router::kick(std::string_view nick, std::string_view reason) {
   auto it = by_nick_.find(fold_case(nick));
   if (it == by_nick_.end()) return false;
   Session& s = *it->second;
-  ordered_json k{{"op", "system"}, {"event", "kicked"}, {"reason", reason.empty() ? "kicked by the operator" : reason}};
-  s.out->send(make_event(std::move(k)));
+  s.out->send(make_event(wire::system_kicked(reason.empty() ? "kicked by the operator" : reason)));
   Outbox* out = s.out;
   disconnect(s.id);
   out->end();

@@ -9,31 +9,6 @@ namespace roomd {
 
 using nlohmann::json;
 
-std::string_view to_string(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::bad_json: return "bad_json";
-    case ErrorCode::bad_request: return "bad_request";
-    case ErrorCode::unknown_op: return "unknown_op";
-    case ErrorCode::frame_too_large: return "frame_too_large";
-    case ErrorCode::bad_utf8: return "bad_utf8";
-    case ErrorCode::bad_nick: return "bad_nick";
-    case ErrorCode::nick_taken: return "nick_taken";
-    case ErrorCode::bad_room_name: return "bad_room_name";
-    case ErrorCode::no_such_room: return "no_such_room";
-    case ErrorCode::room_full: return "room_full";
-    case ErrorCode::bad_key: return "bad_key";
-    case ErrorCode::not_member: return "not_member";
-    case ErrorCode::read_only: return "read_only";
-    case ErrorCode::rate_limited: return "rate_limited";
-    case ErrorCode::no_such_nick: return "no_such_nick";
-    case ErrorCode::server_full: return "server_full";
-    case ErrorCode::slow_consumer: return "slow_consumer";
-    case ErrorCode::shutting_down: return "shutting_down";
-    case ErrorCode::internal: return "internal";
-  }
-  return "internal";
-}
-
 bool valid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const auto* end = p + s.size();
@@ -65,29 +40,7 @@ Mode detect_mode(std::string_view line) {
   return first != std::string_view::npos && line[first] == '{' ? Mode::json : Mode::text;
 }
 
-ordered_json error_body(ErrorCode code, std::string_view message,
-                        const std::optional<json>& id) {
-  ordered_json e;
-  e["op"] = "error";
-  if (id) e["id"] = *id;
-  e["code"] = to_string(code);
-  e["message"] = message;
-  return e;
-}
-
 namespace {
-
-std::optional<Op> op_from_name(std::string_view name) {
-  static constexpr std::pair<std::string_view, Op> table[] = {
-      {"nick", Op::nick},     {"rooms", Op::rooms},     {"join", Op::join},
-      {"leave", Op::leave},   {"say", Op::say},         {"whisper", Op::whisper},
-      {"who", Op::who},       {"topic", Op::topic},     {"history", Op::history},
-      {"ping", Op::ping},     {"echo", Op::echo},       {"bye", Op::bye},
-      {"stats", Op::stats}};
-  for (const auto& [n, op] : table)
-    if (n == name) return op;
-  return std::nullopt;
-}
 
 // Reads typed fields of a request object; the first problem becomes a bad_request.
 class Fields {
@@ -465,10 +418,8 @@ std::string render_text(const ordered_json& b) {
 }
 
 ordered_json request_json(const Request& r) {
-  static constexpr const char* names[] = {"nick",  "rooms",   "join", "leave", "say",  "whisper", "who",
-                                          "topic", "history", "ping", "echo",  "bye",  "help", "stats"};
   ordered_json j;
-  j["op"] = names[static_cast<int>(r.op)];
+  j["op"] = op_name(r.op);
   if (r.id) j["id"] = *r.id;
   switch (r.op) {
     case Op::nick: j["nick"] = r.nick; break;

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "roomd/protocol/codec.hpp"
+#include "roomd/protocol/event.hpp"
 #include "roomd/base/names.hpp"
 
 using namespace roomd;

@@ -154,7 +154,6 @@ class Router final : public SessionSink {
   void release_after(SessionId id);
   void to_others(Room& room, const Session* except, const EventPtr& event);
   void reply(Session& s, ordered_json body);
-  static std::string history_line(const Request& r, const std::string& room, const HistoryPage& page);
   void fail(Session& s, const Request& r, ErrorCode code, std::string message);
   std::string next_guest_nick();
 

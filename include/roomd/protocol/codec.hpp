@@ -1,5 +1,5 @@
 // Codec: the two wire modes. Parsing turns one frame into a Request (or a RequestError);
-// encoding turns an Event body into JSON bytes or a human line for text mode.
+// encoding turns a body (see wire.hpp) into JSON bytes or a human line for text mode.
 #pragma once
 
 #include <optional>
@@ -7,8 +7,12 @@
 #include <string_view>
 #include <variant>
 
-#include "roomd/protocol/event.hpp"
+#include "roomd/protocol/mode.hpp"
 #include "roomd/protocol/request.hpp"
+// The bodies themselves (error_body and the rest) are built in wire.hpp. It comes with the
+// codec because whoever parses requests also answers them (connection.cpp takes error_body
+// from here).
+#include "roomd/protocol/wire.hpp"
 
 namespace roomd {
 
@@ -30,10 +34,6 @@ ParseResult parse_text_line(std::string_view line);
 
 std::string encode_json(const ordered_json& body);   // one line with its '\n'
 std::string render_text(const ordered_json& body);   // zero or more lines, each with '\n'
-
-// {"op":"error","id"?,"code","message"}
-ordered_json error_body(ErrorCode code, std::string_view message,
-                        const std::optional<nlohmann::json>& id = std::nullopt);
 
 // A Request as the JSON frame a client sends (roomcat turns slash commands into these).
 ordered_json request_json(const Request& request);

@@ -5,16 +5,14 @@
 // them needs no copy and no lock.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 
-namespace roomd {
+#include "roomd/protocol/mode.hpp"
 
-using ordered_json = nlohmann::ordered_json;
+namespace roomd {
 
 // Bytes: an immutable string shared by reference count. The count is deliberately not
 // atomic: wire bytes are made, queued, written and freed on the loop thread only (what the
@@ -52,8 +50,6 @@ class Bytes {
   Rep* rep_ = nullptr;
 };
 
-enum class Mode : unsigned char { json, text };
-
 class Event {
  public:
   explicit Event(ordered_json body) : body_(std::move(body)) {}
@@ -78,8 +74,5 @@ class Event {
 using EventPtr = std::shared_ptr<const Event>;
 
 inline EventPtr make_event(ordered_json body) { return std::make_shared<const Event>(std::move(body)); }
-
-// Appends `s` as a JSON string literal, escaped exactly as nlohmann::json::dump() does.
-void append_json_string(std::string& out, std::string_view s);
 
 }  // namespace roomd
