@@ -7,7 +7,7 @@
 #include <fstream>
 #include <thread>
 
-#include "roomd/protocol/codec.hpp"
+#include "roomd/protocol/wire.hpp"
 #include "roomd/app/console_commands.hpp"
 #include "roomd/net/console.hpp"
 #include "roomd/offload/keys.hpp"
@@ -238,11 +238,11 @@ void Server::on_connection(Listener& listener) {
     if (int rc = uv_tcp_keepalive(tcp, 1, 60); rc < 0) log::debug("SO_KEEPALIVE: " + uv::error_text(rc));
   }
   const auto& s = config_.server;
-  if (shutting_down_) return conn.reject(make_event(error_body(ErrorCode::shutting_down, "the server is shutting down")));
+  if (shutting_down_) return conn.reject(make_event(wire::error_body(ErrorCode::shutting_down, "the server is shutting down")));
   if (admitted_ >= s.max_clients || (!ip.empty() && clients_per_ip_[ip] >= s.max_clients_per_ip)) {
     ++stats_.rejected;
     log::warning("client " + peer + " refused: server_full (" + std::to_string(admitted_) + " clients)");
-    return conn.reject(make_event(error_body(
+    return conn.reject(make_event(wire::error_body(
         ErrorCode::server_full, admitted_ >= s.max_clients ? "the server is full" : "too many connections from your address")));
   }
   ++admitted_;
@@ -396,7 +396,7 @@ void Server::shutdown() {
   notify::stopping();
   log::notice("shutting down: " + std::to_string(connections_.size()) + " connections to close");
   listeners_.clear();  // stop accepting; Unix socket paths are removed
-  router_->send_all(make_event(ordered_json{{"op", "system"}, {"event", "shutdown"}}));
+  router_->send_all(make_event(wire::system_shutdown()));
   for (auto& [id, conn] : connections_) conn->finish();
   shutdown_deadline_ = std::make_unique<uv::Timer>(loop(), [this] {
     log::warning("shutdown: closing connections that did not drain in time");

@@ -5,6 +5,7 @@
 
 #include "roomd/base/log.hpp"
 #include "roomd/protocol/codec.hpp"
+#include "roomd/protocol/wire.hpp"
 
 namespace roomd {
 
@@ -208,8 +209,7 @@ void Connection::emit_drop_notices() {
   auto drops = std::move(drops_);
   drops_.clear();
   for (auto& [room, count] : drops) {
-    ordered_json notice{{"op", "system"}, {"event", "dropped"}, {"room", room}, {"count", count}};
-    enqueue(make_event(std::move(notice))->bytes(mode_));
+    enqueue(make_event(wire::system_dropped(room, count))->bytes(mode_));
   }
 }
 
@@ -224,8 +224,7 @@ void Connection::slow_consumer() {
     queued_bytes_ -= out_.back()->size();
     out_.pop_back();
   }
-  enqueue(make_event(error_body(ErrorCode::slow_consumer,
-                                "you are not reading fast enough; closing"))->bytes(mode_));
+  enqueue(make_event(wire::error_slow_consumer())->bytes(mode_));
   // Called from inside the router's fan-out: the router hears it in the ended phase.
   finish();
 }
@@ -336,7 +335,7 @@ void Connection::tick(std::uint64_t now) {
     finish();
   } else if (silent >= idle_ms / 2 && !pinged_) {
     pinged_ = true;
-    if (mode_ == Mode::json) send(make_event(ordered_json{{"op", "ping"}}));
+    if (mode_ == Mode::json) send(make_event(wire::ping()));
   }
 }
 

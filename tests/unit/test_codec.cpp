@@ -4,9 +4,11 @@
 
 #include "roomd/protocol/codec.hpp"
 #include "roomd/protocol/event.hpp"
+#include "roomd/protocol/wire.hpp"
 #include "roomd/base/names.hpp"
 
 using namespace roomd;
+using wire::error_body;
 
 namespace {
 Request ok(const ParseResult& r) {

@@ -13,6 +13,7 @@
 #include "roomd/protocol/wire.hpp"
 
 using namespace roomd;
+using wire::error_body;
 
 namespace {
 

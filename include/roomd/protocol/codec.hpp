@@ -9,10 +9,6 @@
 
 #include "roomd/protocol/mode.hpp"
 #include "roomd/protocol/request.hpp"
-// The bodies themselves (error_body and the rest) are built in wire.hpp. It comes with the
-// codec because whoever parses requests also answers them (connection.cpp takes error_body
-// from here).
-#include "roomd/protocol/wire.hpp"
 
 namespace roomd {
 

@@ -122,6 +122,5 @@ ordered_json ping();                                                           /
 
 }  // namespace wire
 
-using wire::error_body;  // its name from before wire.hpp, which callers outside protocol/ use
 
 }  // namespace roomd
