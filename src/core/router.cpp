@@ -58,9 +58,34 @@ bool Router::persisted(const Room& room) const {
   return services_.persistence && room.configured && room.persist;
 }
 
-void Router::release_after(SessionId id) {
-  if (Session* s = find_session(id)) s->out->release();
-}
+// Held while some copy of it lives, released exactly once: by release(), or by the last copy
+// going (a callback dropped unrun: a pool shut down, a helper lost). Copies share that one
+// release because the callbacks it rides in are std::function, which must be copyable. It
+// watches its session without keeping it: one that ended meanwhile is simply not released.
+class Router::Hold {
+ public:
+  explicit Hold(const std::shared_ptr<Session>& session) : state_(std::make_shared<State>(session)) {}
+  // The session, if it is still there.
+  Session* session() const { return state_->session.lock().get(); }
+  void release() { state_->release(); }
+
+ private:
+  struct State {
+    explicit State(const std::shared_ptr<Session>& s) : session(s) { s->out->hold(); }
+    ~State() { release(); }
+    State(const State&) = delete;
+    State& operator=(const State&) = delete;
+    void release() {
+      if (std::exchange(released, true)) return;
+      if (auto s = session.lock()) s->out->release();
+    }
+    std::weak_ptr<Session> session;
+    bool released = false;
+  };
+  std::shared_ptr<State> state_;
+};
+
+Router::Hold Router::hold_request(Session& s) { return Hold(sessions_.at(s.id)); }
 
 void Router::restore(const std::string& name, const RoomState& state) {
   Room* room = find_room(name);
@@ -85,7 +110,7 @@ std::string Router::next_guest_nick() {
 }
 
 SessionId Router::connect(Outbox& outbox, bool admin, std::string source) {
-  auto session = std::make_unique<Session>(Session{
+  auto session = std::make_shared<Session>(Session{
       next_id_++, next_guest_nick(), &outbox,
       TokenBucket(settings_.rate, settings_.burst, clock_.mono_ms()),
       TokenBucket(settings_.query_rate, settings_.query_burst, clock_.mono_ms()), admin, {}, std::move(source)});
@@ -249,14 +274,12 @@ bool Router::paced(Session& s, const Request& r) {
 }
 
 // Holds the session for `delay_ms`, then releases it and runs `then`; a session gone by then
-// is forgotten. The backlog resumes later, from the connection's flush.
+// is forgotten. What it read meanwhile is served later, in the turn's resume phase.
 void Router::hold_then(Session& s, std::uint64_t delay_ms, std::function<void(Session&)> then) {
-  s.out->hold();
-  services_.after(delay_ms, [this, id = s.id, then = std::move(then)] {
-    Session* session = find_session(id);
-    if (!session) return;
-    session->out->release();
-    then(*session);
+  services_.after(delay_ms, [hold = hold_request(s), then = std::move(then)]() mutable {
+    Session* session = hold.session();
+    hold.release();
+    if (session) then(*session);
   });
 }
 
@@ -339,18 +362,16 @@ void Router::on_join(Session& s, const Request& r) {
       return fail(s, r, ErrorCode::rate_limited,
                   "too many wrong keys from your address: try again in " + std::to_string(retry_s) + " s");
     }
-    s.out->hold();
-    SessionId id = s.id;
     std::string hash = room->key;
-    keys_.check(hash, *r.key, [this, id, r, hash, shared, source = s.source](bool ok) {
+    keys_.check(hash, *r.key, [this, hold = hold_request(s), r, hash, shared, source = s.source](bool ok) mutable {
       if (ok && !shared) guesses_.succeeded(source);  // a right key is not a guess
-      Session* session = find_session(id);
+      Session* session = hold.session();
       if (!session) return;  // gone while its key was checked
       Room* now = find_room(r.room);
       if (!now) fail(*session, r, ErrorCode::no_such_room, "no room '" + r.room + "'");
       else if (!ok || now->key != hash) fail(*session, r, ErrorCode::bad_key, "wrong key");
       else finish_join(*session, r, *now);
-      release_after(id);
+      hold.release();
     });
     return;
   }
@@ -428,12 +449,10 @@ void Router::on_say(Session& s, const Request& r) {
   if (r.id && persisted(*room)) {
     // The ok promises durability: it waits for the batch's commit, and so do this client's
     // later requests.
-    s.out->hold();
-    SessionId id = s.id;
     auto ok = wire::ok_seq(r.id, room->next_seq);  // the seq publish() is about to give
     std::optional<nlohmann::json> request_id = r.id;
-    publish(*room, &s, s.nick, r, [this, id, ok = std::move(ok), request_id](bool committed) mutable {
-      Session* session = find_session(id);
+    publish(*room, &s, s.nick, r, [this, hold = hold_request(s), ok = std::move(ok), request_id](bool committed) mutable {
+      Session* session = hold.session();
       if (!session) return;
       if (committed) {
         reply(*session, std::move(ok));
@@ -441,7 +460,7 @@ void Router::on_say(Session& s, const Request& r) {
         reply(*session,
               wire::error_body(ErrorCode::internal, "the message was sent but could not be stored", request_id));
       }
-      session->out->release();
+      hold.release();
     });
     return;
   }
@@ -500,11 +519,9 @@ void Router::on_history(Session& s, const Request& r) {
     return fail(s, r, ErrorCode::not_member, "'" + room->name + "' is keyed: join it first");
   std::size_t limit = r.limit.value_or(50);
   if (persisted(*room)) {
-    s.out->hold();
-    SessionId id = s.id;
     HistoryQuery q{room->name, r.before, static_cast<std::uint32_t>(limit), r.search};
-    services_.persistence->query(std::move(q), [this, id, r, name = room->name](HistoryPage page) {
-      Session* session = find_session(id);
+    services_.persistence->query(std::move(q), [this, hold = hold_request(s), r, name = room->name](HistoryPage page) mutable {
+      Session* session = hold.session();
       if (!session) return;
       if (!page.error.empty()) {
         fail(*session, r, page.bad_query ? ErrorCode::bad_request : ErrorCode::internal,
@@ -512,7 +529,7 @@ void Router::on_history(Session& s, const Request& r) {
       } else {
         session->out->send(Event::from_json_line(wire::history_line(r.id, name, page.bodies, page.more)));
       }
-      session->out->release();
+      hold.release();
     });
     return;
   }

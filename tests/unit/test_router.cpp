@@ -326,6 +326,24 @@ TEST_CASE("router: a session that leaves while its query waits is simply forgott
   CHECK(abox->held == 1);           // and its connection is not touched
 }
 
+TEST_CASE("router: a held request is released exactly once, also when its callback is dropped unrun") {
+  Fixture f;
+  f.pace(1, 1);
+  auto [a, abox] = f.client("alice");
+  f.do_(a, {{"op", "rooms"}});
+  f.do_(a, {{"op", "who"}, {"room", "lobby"}});  // waits for its token
+  CHECK(abox->held == 1);
+  f.later.clear();  // the delay service dropped it (a shutdown): the session is not left held
+  CHECK(abox->held == 0);
+
+  f.do_(a, {{"op", "rooms"}});  // waits again
+  CHECK(abox->held == 1);
+  f.now += 1000;
+  CHECK(f.run_due() == 1);  // runs, releases, and its callback is destroyed: one release only
+  CHECK(abox->held == 0);
+  CHECK(abox->last()["op"] == "rooms");
+}
+
 TEST_CASE("router: query_rate 0 turns pacing off, and a reload changes the budget") {
   Fixture f;
   f.pace(0, 1);

@@ -125,6 +125,10 @@ class Router final : public SessionSink {
 
   Session* find_session(SessionId id);
   bool paced(Session& s, const Request& r);
+  // A request of a session waits outside the turn (a key check, a commit, a query, pacing):
+  // its session's Outbox is held until the Hold is released, exactly once (router.cpp).
+  class Hold;
+  Hold hold_request(Session& s);
   void hold_then(Session& s, std::uint64_t delay_ms, std::function<void(Session&)> then);
   void serve(Session& s, const Request& r);
   Room* find_room(std::string_view name) const;
@@ -151,7 +155,6 @@ class Router final : public SessionSink {
                         std::function<void(bool)> committed = {});
   void finish_join(Session& s, const Request& r, Room& room);
   bool persisted(const Room& room) const;
-  void release_after(SessionId id);
   void to_others(Room& room, const Session* except, const EventPtr& event);
   void reply(Session& s, ordered_json body);
   void fail(Session& s, const Request& r, ErrorCode code, std::string message);
@@ -163,7 +166,7 @@ class Router final : public SessionSink {
   KeyChecker keys_;  // after services_, which it uses
   GuessThrottle guesses_;
   AddressPacer address_history_;
-  std::unordered_map<SessionId, std::unique_ptr<Session>> sessions_;
+  std::unordered_map<SessionId, std::shared_ptr<Session>> sessions_;  // shared: Holds watch them
   std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> session
   std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;
   SessionId next_id_ = 1;
