@@ -384,6 +384,7 @@ void Server::reload() {
   if (history_) history_->set_max_messages(next.history.max_messages_per_room);
   config_ = std::move(next);
   connection_limits_ = connection_limits(config_);
+  for (auto& [id, conn] : connections_) conn->limits_changed();
   log::set_level(*log::parse_level(config_.log.level));
   router_->reconfigure(router_settings(config_), config_.rooms);
   ticker_->start(tick_interval_ms(), tick_interval_ms());

@@ -243,7 +243,6 @@ std::size_t Connection::gather(uv_buf_t* bufs, std::size_t max_bufs, std::size_t
 
 void Connection::consume(std::size_t bytes) {
   context_.counters->bytes_out += bytes;
-  const bool was_serving = limits().flow.may_serve(queued_bytes_);
   queued_bytes_ -= bytes;
   while (bytes > 0) {  // pop what was written; the front may be left part-written
     std::size_t left_in_front = out_.front()->size() - front_offset_;
@@ -257,9 +256,16 @@ void Connection::consume(std::size_t bytes) {
   }
   if (!limits().flow.may_serve(queued_bytes_)) return;
   if (!drops_.empty() && state_ == State::open) emit_drop_notices();
-  // Drained below half: serve what was kept (in the next resume phase), or read again.
-  if (!was_serving && framer_.unread() > 0) want_resume();
-  else if (!reading_) update_reading();
+  limits_changed();  // drained below half: serve what was kept, or read again
+}
+
+void Connection::limits_changed() {
+  // Decided from the state now, not from a crossing of the limit: a reload may have moved it.
+  if (framer_.unread() > 0) {
+    if (may_serve()) want_resume();  // served in the next resume phase
+  } else if (!reading_) {
+    update_reading();
+  }
 }
 
 void Connection::write() {
@@ -276,6 +282,7 @@ void Connection::write() {
       return close_now();
     }
     consume(static_cast<std::size_t>(written));
+    if (state_ == State::closing) return;  // consume() may have closed it (a read that cannot start)
     if (!out_.empty()) {
       n = gather(bufs, kMaxIov, &total);
       inflight_count_ = n;

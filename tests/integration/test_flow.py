@@ -1,6 +1,10 @@
 """Slow consumers by both policies, read pausing, idle ping/timeout (SPEC §2, §5)."""
+import fcntl
 import select
+import signal
+import termios
 import threading
+import time
 import harness
 from harness import DaemonTest
 
@@ -194,6 +198,51 @@ class ReadPause(DaemonTest):
         self.assertEqual(ids, list(range(len(ids))))
         self.assertEqual(len(ids), sent)
 
+
+
+def unsent_bytes(sock):
+    return int.from_bytes(fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0\0\0\0"), "little")
+
+
+class ReloadWhileBackedUp(DaemonTest):
+    """A client the server stopped serving (its output over half the limit, its requests kept
+    unread) is served again when a reload raises the limit and it drains: nothing stalls."""
+
+    def run_case(self, new_limit):
+        d = self.start(config("disconnect").replace("max_outbound_bytes = 65536", "max_outbound_bytes = 131072"))
+        c = self.connect(d, rcvbuf=4096)
+        n, text = 3000, "e" * 1000  # 3 MB of replies: more than the socket buffers hold
+        data = "".join('{"op":"echo","id":%d,"text":"%s"}\n' % (i, text) for i in range(n)).encode()
+        sender = threading.Thread(target=lambda: c.sock.sendall(data), daemon=True)
+        sender.start()
+        # The server has stopped reading when what we sent stops leaving our socket (it may
+        # all sit in the server's receive buffer: then the count stays at 0).
+        deadline, last, steady = time.monotonic() + harness.WAIT, -1, 0
+        while steady < 5:
+            self.assertLess(time.monotonic(), deadline, "the server never stopped reading")
+            time.sleep(0.05)  # polling a socket counter, bounded by the deadline
+            now = unsent_bytes(c.sock)
+            steady = steady + 1 if now == last else 0
+            last = now
+        mark = d.log.mark()
+        d.write_config(config("disconnect").replace("max_outbound_bytes = 65536", f"max_outbound_bytes = {new_limit}"))
+        d.signal(signal.SIGHUP)
+        d.log.wait_for("reloaded", start=mark)
+        ids = []
+        try:
+            while len(ids) < n:
+                ids.append(c.recv(timeout=10).get("id"))
+        except TimeoutError:
+            pass
+        sender.join(10)
+        self.assertEqual(len(ids), n, f"stalled after {len(ids)} of {n} replies")
+        self.assertEqual(ids, list(range(n)))
+
+    def test_reload_with_the_same_limit(self):
+        self.run_case(131072)
+
+    def test_reload_that_raises_the_limit(self):
+        self.run_case(4194304)
 
 if __name__ == "__main__":
     harness.run()

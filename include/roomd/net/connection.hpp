@@ -93,6 +93,8 @@ class Connection final : public Outbox {
   // Ends the session (the router hears it in the turn's ended phase) and closes once the
   // output is written.
   void finish();
+  // The limits changed (a reload): serve or read again if they now allow it.
+  void limits_changed();
   // Close at once, dropping queued output (reset, write error, deadline passed).
   void close_now();
   // Once per tick: idle ping and timeout, and deadlines of closing connections.
