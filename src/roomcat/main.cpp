@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -19,12 +20,14 @@
 #include "roomd/protocol/framer.hpp"
 #include "roomd/base/names.hpp"
 #include "roomd/base/rate_limiter.hpp"
+#include "roomd/base/uv.hpp"
 #include "roomd_build_config.hpp"
 #include "terminal.hpp"
 
 namespace {
 
 using roomd::ordered_json;
+namespace uv = roomd::uv;
 
 constexpr int kExitLost = 1;
 constexpr std::size_t kStdoutHighWater = 1 << 20;  // pause the socket above this much unprinted
@@ -38,7 +41,7 @@ class Client {
 
  private:
   static Client* from(uv_handle_t* h) { return static_cast<Client*>(h->data); }
-  uv_stream_t* sock() { return is_unix_ ? reinterpret_cast<uv_stream_t*>(&pipe_) : reinterpret_cast<uv_stream_t*>(&tcp_); }
+  uv_stream_t* sock() { return pipe_ ? pipe_->stream() : tcp_->stream(); }
 
   void connected();
   void start_socket_reads();
@@ -62,13 +65,14 @@ class Client {
   std::vector<std::string> rooms_;
   std::string current_room_;
   bool is_unix_ = false;
-  uv_tcp_t tcp_{};
-  uv_pipe_t pipe_{};
+  // Every handle is owned here (or by terminal_) and closed by close_all(), which ends the
+  // loop: nothing is left open when run() returns, except after its early return.
+  std::optional<uv::Handle<uv_tcp_t>> tcp_;  // the socket: one of these two
+  std::optional<uv::Handle<uv_pipe_t>> pipe_;
   uv_connect_t connect_req_{};
   uv_getaddrinfo_t resolve_req_{};
-  uv_pipe_t stdin_pipe_{};
-  uv_tty_t stdin_tty_{};
-  uv_stream_t* stdin_ = nullptr;
+  std::optional<uv::Handle<uv_pipe_t>> stdin_pipe_;  // stdin outside interactive mode: one of these two
+  std::optional<uv::Handle<uv_tty_t>> stdin_tty_;
   roomd::Framer server_framer_{64 << 20};
   roomd::Framer stdin_framer_{64 << 20};
   std::uint64_t next_id_ = 1;
@@ -80,8 +84,7 @@ class Client {
   int exit_code_ = 0;
   bool finished_ = false;
   std::size_t stdout_pending_ = 0;
-  uv_pipe_t stdout_pipe_{};
-  bool stdout_async_ = false;
+  std::optional<uv::Handle<uv_pipe_t>> stdout_pipe_;  // present when stdout is written asynchronously
   bool sock_paused_ = false;
   std::unique_ptr<roomcat::Terminal> terminal_;
   // Says and whispers are paced by the server's advertised rate limit, so a fast pipe is
@@ -90,8 +93,9 @@ class Client {
   std::unique_ptr<roomd::TokenBucket> bucket_;
   double rate_ = 0;
   bool welcomed_ = false;
-  uv_timer_t pace_timer_{};
-  uv_signal_t sigint_{};
+  std::optional<uv::Timer> pace_timer_;
+  bool pace_timer_active_ = false;  // a one-shot: started and not yet fired
+  std::optional<uv::Signal> sigint_;
   std::vector<char> sock_buf_ = std::vector<char>(64 * 1024);
   std::vector<char> stdin_buf_ = std::vector<char>(64 * 1024);
 };
@@ -122,12 +126,13 @@ int Client::run(const std::string& target) {
   }
   connect_req_.data = this;
   if (is_unix_) {
-    uv_pipe_init(loop_, &pipe_, 0);
-    pipe_.data = this;
-    uv_pipe_connect(&connect_req_, &pipe_, target.substr(5).c_str(), on_connected);
+    pipe_.emplace([this](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
+    pipe_->get()->data = this;
+    // void: a failure reaches on_connected
+    uv_pipe_connect(&connect_req_, pipe_->get(), target.substr(5).c_str(), on_connected);
   } else {
-    uv_tcp_init(loop_, &tcp_);
-    tcp_.data = this;
+    tcp_.emplace([this](uv_tcp_t* t) { return uv_tcp_init(loop_, t); });
+    tcp_->get()->data = this;
     resolve_req_.data = this;
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
@@ -139,8 +144,13 @@ int Client::run(const std::string& target) {
             std::fprintf(stderr, "roomcat: cannot resolve host: %s\n", uv_strerror(status));
             self->exit_code_ = kExitLost;
             self->close_all();
-          } else {
-            uv_tcp_connect(&self->connect_req_, &self->tcp_, res->ai_addr, on_connected);
+          } else if (int rc = uv_tcp_connect(&self->connect_req_, self->tcp_->get(), res->ai_addr, on_connected);
+                     rc < 0) {
+            // Refused and the like come to on_connected; this is a connect that could not
+            // even start (no route, no address family, no socket).
+            std::fprintf(stderr, "roomcat: cannot connect: %s\n", uv_strerror(rc));
+            self->exit_code_ = kExitLost;
+            self->close_all();
           }
           uv_freeaddrinfo(res);
         },
@@ -150,14 +160,18 @@ int Client::run(const std::string& target) {
       return kExitLost;
     }
   }
-  uv_timer_init(loop_, &pace_timer_);
-  pace_timer_.data = this;
+  pace_timer_.emplace(loop_, [this] {
+    pace_timer_active_ = false;
+    send_queued();
+  });
   bool interactive = uv_guess_handle(0) == UV_TTY && !json_;
   if (!interactive && (uv_guess_handle(1) == UV_NAMED_PIPE || uv_guess_handle(1) == UV_TTY)) {
     // Asynchronous stdout, so a slow terminal or reader applies backpressure to the socket.
-    if (uv_pipe_init(loop_, &stdout_pipe_, 0) == 0 && uv_pipe_open(&stdout_pipe_, 1) == 0) stdout_async_ = true;
+    // A stdout the pipe cannot open is written synchronously instead.
+    stdout_pipe_.emplace([this](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
+    if (uv_pipe_open(stdout_pipe_->get(), 1) < 0) stdout_pipe_.reset();
   }
-  uv_run(loop_, UV_RUN_DEFAULT);
+  uv_run(loop_, UV_RUN_DEFAULT);  // until close_all() has closed every handle; returns no error
   return exit_code_;
 }
 
@@ -172,7 +186,7 @@ void Client::on_connected(uv_connect_t* req, int status) {
 }
 
 void Client::start_socket_reads() {
-  uv_read_start(
+  uv::read_start(
       sock(),
       [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
         auto* self = from(h);
@@ -197,51 +211,50 @@ void Client::connected() {
   start_socket_reads();
   // stdin: a TTY or a pipe is read by the loop; anything else (a file) the same way via a pipe
   // handle when possible.
+  uv_stream_t* stdin_stream = nullptr;  // not in interactive mode, where terminal_ reads
   if (uv_guess_handle(0) == UV_TTY && !json_) {
     // Ctrl-C at the prompt leaves like Ctrl-D: acknowledged lines, bye, a restored terminal.
-    uv_signal_init(loop_, &sigint_);
-    sigint_.data = this;
-    uv_signal_start(&sigint_, [](uv_signal_t* s, int) {
-      auto* self = static_cast<Client*>(s->data);
-      uv_signal_stop(s);
-      self->on_stdin_eof();
-    }, SIGINT);
+    // Once: a second Ctrl-C has SIGINT's default effect.
+    sigint_.emplace(loop_, SIGINT, [this] {
+      sigint_->stop();
+      on_stdin_eof();
+    });
     terminal_ = std::make_unique<roomcat::Terminal>(loop_, prompt(), [this](std::optional<std::string> line) {
       if (line) on_stdin_line(*line);
       else on_stdin_eof();
     });
   } else switch (uv_guess_handle(0)) {
     case UV_TTY:
-      uv_tty_init(loop_, &stdin_tty_, 0, 1);
-      stdin_ = reinterpret_cast<uv_stream_t*>(&stdin_tty_);
+      stdin_tty_.emplace([this](uv_tty_t* t) { return uv_tty_init(loop_, t, 0, 1); });
+      stdin_stream = stdin_tty_->stream();
       break;
     default:
-      uv_pipe_init(loop_, &stdin_pipe_, 0);
-      if (uv_pipe_open(&stdin_pipe_, 0) < 0) {
+      stdin_pipe_.emplace([this](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
+      if (uv_pipe_open(stdin_pipe_->get(), 0) < 0) {
         std::fprintf(stderr, "roomcat: stdin must be a terminal or a pipe\n");
         exit_code_ = roomd::kExitUsage;
         return close_all();
       }
-      stdin_ = reinterpret_cast<uv_stream_t*>(&stdin_pipe_);
+      stdin_stream = stdin_pipe_->stream();
   }
-  if (stdin_) {
-  stdin_->data = this;
-  uv_read_start(
-      stdin_,
-      [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
-        auto* self = from(h);
-        *b = uv_buf_init(self->stdin_buf_.data(), static_cast<unsigned>(self->stdin_buf_.size()));
-      },
-      [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
-        auto* self = from(reinterpret_cast<uv_handle_t*>(s));
-        if (n > 0) {
-          self->stdin_framer_.feed({b->base, static_cast<std::size_t>(n)},
-                                   [self](std::string_view line) { self->on_stdin_line(line); }, [] {});
-        } else if (n < 0) {
-          uv_read_stop(s);
-          self->on_stdin_eof();
-        }
-      });
+  if (stdin_stream) {
+    stdin_stream->data = this;
+    uv::read_start(
+        stdin_stream,
+        [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
+          auto* self = from(h);
+          *b = uv_buf_init(self->stdin_buf_.data(), static_cast<unsigned>(self->stdin_buf_.size()));
+        },
+        [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
+          auto* self = from(reinterpret_cast<uv_handle_t*>(s));
+          if (n > 0) {
+            self->stdin_framer_.feed({b->base, static_cast<std::size_t>(n)},
+                                     [self](std::string_view line) { self->on_stdin_line(line); }, [] {});
+          } else if (n < 0) {
+            uv::check(uv_read_stop(s), "uv_read_stop");
+            self->on_stdin_eof();
+          }
+        });
   }
   if (!json_) {
     if (!nick_.empty()) on_stdin_line("/nick " + nick_);
@@ -288,14 +301,15 @@ void Client::queue_request(roomd::Request req) {
 }
 
 void Client::send_queued() {
-  if (!welcomed_) return;  // the welcome carries the limits to pace by
+  if (!welcomed_ || finished_) return;  // the welcome carries the limits to pace by
   while (!queued_.empty()) {
     const roomd::Request& next = queued_.front();
     bool limited = next.op == roomd::Op::say || next.op == roomd::Op::whisper;
     if (limited && bucket_ && !bucket_->try_take(uv_now(loop_))) {
-      if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&pace_timer_)))
-        uv_timer_start(&pace_timer_, [](uv_timer_t* t) { static_cast<Client*>(t->data)->send_queued(); },
-                       static_cast<std::uint64_t>(1000.0 / rate_) + 1, 0);
+      if (!pace_timer_active_) {
+        pace_timer_->start(static_cast<std::uint64_t>(1000.0 / rate_) + 1, 0);
+        pace_timer_active_ = true;
+      }
       return;
     }
     send_json(roomd::request_json(next));
@@ -352,7 +366,7 @@ void Client::maybe_finish() {
 void Client::print(std::string text) {
   if (text.empty()) return;
   if (terminal_) return terminal_->print(text);
-  if (!stdout_async_) {
+  if (!stdout_pipe_) {
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
     return;
@@ -361,7 +375,7 @@ void Client::print(std::string text) {
   auto* w = new WriteReq{{}, std::move(text), this};
   uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
   w->req.data = w;
-  uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&stdout_pipe_), &buf, 1, [](uv_write_t* req, int) {
+  int rc = uv_write(&w->req, stdout_pipe_->stream(), &buf, 1, [](uv_write_t* req, int) {
     auto* w = static_cast<WriteReq*>(req->data);
     Client* self = w->client;
     self->stdout_pending_ -= w->data.size();
@@ -371,9 +385,14 @@ void Client::print(std::string text) {
     }
     delete w;
   });
+  if (rc < 0) {  // stdout cannot take a write at all (a failed one comes to the callback): the text is lost
+    stdout_pending_ -= w->data.size();
+    delete w;
+    return;
+  }
   if (stdout_pending_ > kStdoutHighWater && !sock_paused_) {
     sock_paused_ = true;
-    uv_read_stop(sock());
+    uv::check(uv_read_stop(sock()), "uv_read_stop");
   }
 }
 
@@ -383,13 +402,20 @@ void Client::lost(const std::string& why) {
   close_all();
 }
 
+// Closes every handle, which lets the loop end. Handle::reset only starts uv_close; libuv
+// frees each handle from its close callback, after cancelling its pending writes (whose
+// callbacks see finished_).
 void Client::close_all() {
   if (finished_) return;
   finished_ = true;
   if (terminal_) terminal_->stop();
-  uv_walk(loop_, [](uv_handle_t* h, void*) {
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
-  }, nullptr);
+  sigint_.reset();
+  pace_timer_.reset();
+  stdin_tty_.reset();
+  stdin_pipe_.reset();
+  stdout_pipe_.reset();
+  tcp_.reset();
+  pipe_.reset();
 }
 
 }  // namespace
@@ -410,9 +436,21 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::signal(SIGPIPE, SIG_IGN);
-  uv_loop_t* loop = uv_default_loop();
-  Client client(loop, json, nick, rooms);
-  int rc = client.run(target);
-  uv_loop_close(loop);
-  return rc;
+  try {
+    uv_loop_t* loop = uv_default_loop();
+    if (!loop) throw std::runtime_error("cannot create the event loop");
+    int rc;
+    {
+      Client client(loop, json, nick, rooms);
+      rc = client.run(target);
+    }
+    // Handles the client still held (run() returned before its loop) have started closing:
+    // their close callbacks free them here.
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv::check(uv_loop_close(loop), "uv_loop_close");
+    return rc;
+  } catch (const std::exception& e) {  // a libuv call that must not fail did
+    std::fprintf(stderr, "roomcat: %s\n", e.what());
+    return kExitLost;
+  }
 }

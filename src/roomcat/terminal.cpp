@@ -32,13 +32,24 @@ Terminal::Terminal(uv_loop_t* loop, std::string prompt, OnLine on_line)
     (*current_on_line)(std::move(text));
   };
   rl_callback_handler_install(prompt_.c_str(), handler_);
-  uv_poll_init(loop, &poll_, 0);
-  poll_.data = this;
-  uv_poll_start(&poll_, UV_READABLE, [](uv_poll_t* p, int status, int) {
-    auto* self = static_cast<Terminal*>(p->data);
-    if (status < 0 || !self->active_) return;
-    rl_callback_read_char();
-  });
+  try {
+    poll_.emplace([loop](uv_poll_t* p) { return uv_poll_init(loop, p, 0); });
+    poll_->get()->data = this;
+    roomd::uv::check(uv_poll_start(poll_->get(), UV_READABLE,
+                                   [](uv_poll_t* p, int status, int) {
+                                     auto* self = static_cast<Terminal*>(p->data);
+                                     if (status < 0 || !self->active_) return;
+                                     rl_callback_read_char();
+                                   }),
+                     "uv_poll_start");
+  } catch (...) {
+    // No destructor runs for a constructor that throws: give the terminal back here.
+    poll_.reset();
+    rl_callback_handler_remove();
+    current_on_line = nullptr;
+    current = nullptr;
+    throw;
+  }
   active_ = true;
 }
 
@@ -47,7 +58,7 @@ Terminal::~Terminal() { stop(); }
 void Terminal::stop() {
   if (!active_) return;
   active_ = false;
-  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&poll_))) uv_poll_stop(&poll_);
+  poll_.reset();  // starts uv_close, which stops the poll; the fd stays open (it is stdin)
   rl_callback_handler_remove();
   current_on_line = nullptr;
   current = nullptr;

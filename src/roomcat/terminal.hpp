@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 
+#include "roomd/base/uv.hpp"
+
 namespace roomcat {
 
 class Terminal {
@@ -26,11 +28,12 @@ class Terminal {
 
   void print(std::string_view text);
   void set_prompt(std::string prompt);
-  // Restores the terminal; stops reading. Safe to call twice.
+  // Restores the terminal; stops reading and closes the poll. Safe to call twice, and from
+  // within the line callback.
   void stop();
 
  private:
-  uv_poll_t poll_{};
+  std::optional<roomd::uv::Handle<uv_poll_t>> poll_;  // while active
   void (*handler_)(char*) = nullptr;
   std::string prompt_;
   OnLine on_line_;

@@ -99,6 +99,9 @@ class Signal {
                           signum),
           "uv_signal_start");
   }
+  // No longer catches the signal; the last handle of a signal that stops gives it back its
+  // default disposition. Safe from the signal's own callback.
+  void stop() { check(uv_signal_stop(handle_.get()), "uv_signal_stop"); }
 
  private:
   Handle<uv_signal_t> handle_;
