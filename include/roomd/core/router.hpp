@@ -14,16 +14,16 @@
 #include <unordered_set>
 #include <vector>
 
+#include "roomd/base/rate_limiter.hpp"
 #include "roomd/core/address_pacer.hpp"
+#include "roomd/core/guess_throttle.hpp"
 #include "roomd/core/room_config.hpp"
 #include "roomd/core/session.hpp"
-#include "roomd/protocol/event.hpp"
-#include "roomd/core/guess_throttle.hpp"
 #include "roomd/history/persistence.hpp"
 #include "roomd/offload/key_checker.hpp"
-#include "roomd/base/rate_limiter.hpp"
-#include "roomd/protocol/request.hpp"
 #include "roomd/offload/task_runner.hpp"
+#include "roomd/protocol/event.hpp"
+#include "roomd/protocol/request.hpp"
 
 namespace roomd {
 
