@@ -696,7 +696,8 @@ void Client::on_stdin_eof() {
   if (terminal_) terminal_->stop();
   if (reconnecting_) {  // no connection to finish on
     std::size_t unsent = json_ ? raw_queue_.size() : queued_.size();
-    std::fprintf(stderr, "roomcat: end of input while disconnected; %zu lines not sent\n", unsent);
+    std::fprintf(stderr, "roomcat: end of input while disconnected; %zu line%s not sent\n", unsent,
+                 unsent == 1 ? "" : "s");
     exit_code_ = kExitLost;
     return close_all();
   }
