@@ -442,6 +442,9 @@ ordered_json Server::stats_json() const {
   j["rate_limited"] = r.rate_limited;
   j["queries_paced"] = r.queries_paced;
   j["history_paced_by_address"] = r.history_paced_by_address;
+  j["presence_summaries"] = r.presence_summaries;
+  j["resumes"] = r.resumes;
+  j["resumes_refused"] = r.resumes_refused;
   j["rejected"] = stats_.rejected;
   j["worker_tasks"] = pool_->in_flight();
   j["key_checks"] = router_->key_checker().checks_run();

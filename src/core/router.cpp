@@ -327,6 +327,7 @@ void Router::send_summary(Room& room) {
   room.summary_due = false;
   auto summary = std::exchange(room.presence, {});
   if (summary.joins + summary.leaves + summary.renames == 0) return;
+  ++stats_.presence_summaries;
   to_others(room, nullptr, make_event(wire::presence_summary(room.name, summary, room.members.size())));
 }
 
@@ -530,6 +531,7 @@ void Router::finish_join(Session& s, const Request& r, Room& room_ref) {
   if (r.since) {
     position.resumed = can_resume(*room, *r.since, r.epoch);
     if (*position.resumed) n = static_cast<std::size_t>(last_seq - *r.since);
+    ++(*position.resumed ? stats_.resumes : stats_.resumes_refused);
   }
   auto history = ordered_json::array();
   for (auto it = room->history.end() - static_cast<std::ptrdiff_t>(n); it != room->history.end(); ++it)
