@@ -578,7 +578,9 @@ void Client::connection_lost(const std::string& why) {
   }
   std::string text = "connection lost (" + (why == "shutdown" ? std::string("server shut down") : why) +
                      "); reconnecting";
-  if (unanswered > 0) text += " (" + std::to_string(unanswered) + " requests unanswered, maybe not delivered)";
+  if (unanswered > 0)
+    text += " (" + std::to_string(unanswered) + (unanswered == 1 ? " request" : " requests") +
+            " unanswered, maybe not delivered)";
   notice(text);
   schedule_retry();
 }
