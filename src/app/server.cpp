@@ -21,6 +21,8 @@ namespace roomd {
 namespace {
 constexpr std::size_t kReadBufferBytes = 64 * 1024;
 constexpr std::uint64_t kShutdownDeadlineMs = 5000;
+// How long presence may wait for more presence to share its write (Outbox::send_lazy).
+constexpr std::uint64_t kLazyFlushMs = 20;
 
 std::uint64_t wall_clock_ms() {
   using namespace std::chrono;
@@ -130,6 +132,7 @@ Server::~Server() {
   end_of_turn_.reset();
   keep_awake_.reset();
   ticker_.reset();
+  lazy_flush_.reset();
   delays_.reset();
   shutdown_deadline_.reset();
   signals_.clear();
@@ -177,6 +180,7 @@ int Server::run() {
   end_of_turn_ = std::make_unique<uv::Prepare>(loop(), [this] { on_turn(); });
   keep_awake_ = std::make_unique<uv::Idle>(loop());
   ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
+  lazy_flush_ = std::make_unique<uv::Timer>(loop(), [this] { flush_lazy(); });
   ticker_->start(tick_interval_ms(), tick_interval_ms());
   console_ = std::make_unique<Console>(
       loop(), [this, actions = ConsoleActions{.stats_line = [this] { return stats_line(); },
@@ -214,6 +218,7 @@ int Server::run() {
   std::signal(SIGINT, SIG_IGN);
   std::signal(SIGHUP, SIG_IGN);
   ticker_.reset();
+  lazy_flush_.reset();
   delays_.reset();
   shutdown_deadline_.reset();
   end_of_turn_.reset();
@@ -272,6 +277,12 @@ void Server::on_turn() {
   // The cut ones' sessions end: their rooms hear the leave in this turn, before it writes.
   if (enforce_output_budget()) retire_ended_sessions();
   write_pending();
+  // Presence waits a little for more to share its write (Outbox::send_lazy): a burst of
+  // joins into a room of 100 costs each member one write, not one per join.
+  if (!turn_.lazy.empty() && !lazy_flush_armed_) {
+    lazy_flush_armed_ = true;
+    lazy_flush_->start(kLazyFlushMs, 0);
+  }
   if (history_) history_->flush();  // this turn's messages: one transaction
   free_closed_connections();
   // What a phase queued for the next turn (output drained by a write, a write error's
@@ -279,6 +290,16 @@ void Server::on_turn() {
   if (turn_.empty()) keep_awake_->stop();
   else keep_awake_->start();
   if (shutting_down_ && connections_.empty() && (!history_ || history_->idle())) uv_stop(loop());
+}
+
+// The coalescing timer fired: presence queued since it was armed joins this turn's writes
+// (timers run before the turn, in the same loop iteration).
+void Server::flush_lazy() {
+  lazy_flush_armed_ = false;
+  std::vector<ConnectionId> batch;
+  batch.swap(turn_.lazy);
+  for (ConnectionId id : batch)
+    if (Connection* c = find_connection(id)) c->flush_lazy();
 }
 
 // Connections whose held request came back, or whose output drained, serve what they kept.

@@ -295,21 +295,21 @@ bool Router::summarizing(const Room& room) const {
 }
 
 void Router::announce_join(Room& room, const Session& s) {
-  if (!summarizing(room)) return to_others(room, &s, make_event(wire::presence_join(room.name, s.nick)));
+  if (!summarizing(room)) return presence_to_others(room, &s, make_event(wire::presence_join(room.name, s.nick)));
   ++room.presence.joins;
   if (room.presence.joined.size() < kSummaryNames) room.presence.joined.push_back(s.nick);
   schedule_summary(room);
 }
 
 void Router::announce_leave(Room& room, const Session& s) {
-  if (!summarizing(room)) return to_others(room, &s, make_event(wire::presence_leave(room.name, s.nick)));
+  if (!summarizing(room)) return presence_to_others(room, &s, make_event(wire::presence_leave(room.name, s.nick)));
   ++room.presence.leaves;
   if (room.presence.left.size() < kSummaryNames) room.presence.left.push_back(s.nick);
   schedule_summary(room);
 }
 
 void Router::announce_nick(Room& room, const Session& s, const std::string& old) {
-  if (!summarizing(room)) return to_others(room, &s, make_event(wire::presence_nick(room.name, s.nick, old)));
+  if (!summarizing(room)) return presence_to_others(room, &s, make_event(wire::presence_nick(room.name, s.nick, old)));
   ++room.presence.renames;
   if (room.presence.renamed.size() < kSummaryNames) room.presence.renamed.emplace_back(old, s.nick);
   schedule_summary(room);
@@ -328,7 +328,7 @@ void Router::send_summary(Room& room) {
   auto summary = std::exchange(room.presence, {});
   if (summary.joins + summary.leaves + summary.renames == 0) return;
   ++stats_.presence_summaries;
-  to_others(room, nullptr, make_event(wire::presence_summary(room.name, summary, room.members.size())));
+  presence_to_others(room, nullptr, make_event(wire::presence_summary(room.name, summary, room.members.size())));
 }
 
 Router::Room* Router::resolve_room(Session& s, const Request& r, bool need_existing) {
@@ -361,6 +361,11 @@ void Router::reject(SessionId id, const RequestError& e) {
 void Router::to_others(Room& room, const Session* except, const EventPtr& event) {
   for (Session* m : room.members)
     if (m != except) m->out->send_broadcast(event, room.name);
+}
+
+void Router::presence_to_others(Room& room, const Session* except, const EventPtr& event) {
+  for (Session* m : room.members)
+    if (m != except) m->out->send_lazy(event, room.name);
 }
 
 // ---- requests -------------------------------------------------------------------------

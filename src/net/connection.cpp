@@ -2,6 +2,7 @@
 #include "roomd/net/connection.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "roomd/base/log.hpp"
 #include "roomd/protocol/codec.hpp"
@@ -151,21 +152,40 @@ void Connection::send(const EventPtr& event) {
 void Connection::send_broadcast(const EventPtr& event, std::string_view room) {
   if (state_ != State::open) return;
   const Bytes& bytes = event->bytes(mode_);
-  if (bytes->empty()) return;
-  if (skipping_) return note_drop(room);  // cut by the output budget, until its queue drains
-  if (!limits().flow.fits(queued_bytes_, bytes->size())) {
-    if (limits().flow.slow_consumer == SlowConsumerPolicy::drop) return note_drop(room);
-    return slow_consumer("is a slow consumer (" + std::to_string(queued_bytes_) + " bytes queued)");
-  }
-  if (!drops_.empty()) emit_drop_notices();
-  enqueue(bytes);
+  if (admit_broadcast(bytes, room)) enqueue(bytes);
 }
 
-void Connection::enqueue(const Bytes& bytes) {
+void Connection::send_lazy(const EventPtr& event, std::string_view room) {
+  if (state_ != State::open) return;
+  const Bytes& bytes = event->bytes(mode_);
+  if (admit_broadcast(bytes, room)) enqueue(bytes, false);
+}
+
+bool Connection::admit_broadcast(const Bytes& bytes, std::string_view room) {
+  if (bytes->empty()) return false;
+  if (skipping_) {  // cut by the output budget, until its queue drains
+    note_drop(room);
+    return false;
+  }
+  if (!limits().flow.fits(queued_bytes_, bytes->size())) {
+    if (limits().flow.slow_consumer == SlowConsumerPolicy::drop) note_drop(room);
+    else slow_consumer("is a slow consumer (" + std::to_string(queued_bytes_) + " bytes queued)");
+    return false;
+  }
+  if (!drops_.empty()) emit_drop_notices();
+  return true;
+}
+
+void Connection::enqueue(const Bytes& bytes, bool urgent) {
   if (bytes->empty() || state_ == State::closing) return;
   add_queued(bytes->size());
   out_.push_back(bytes);
-  want_write();
+  if (urgent || write_wanted_) {
+    want_write();
+  } else if (!lazy_wanted_) {
+    lazy_wanted_ = true;
+    context_.turn->lazy.push_back(id_);
+  }
   // Flow control: a client that does not read its replies is neither served nor read.
   if (reading_ && !limits().flow.may_serve(queued_bytes_)) update_reading();
 }
@@ -269,8 +289,14 @@ void Connection::limits_changed() {
   }
 }
 
+void Connection::flush_lazy() {
+  if (!std::exchange(lazy_wanted_, false)) return;  // written meanwhile with urgent output
+  want_write();
+}
+
 void Connection::write() {
   write_wanted_ = false;
+  lazy_wanted_ = false;  // whatever presence is queued goes with this write
   if (state_ == State::closing || writing_) return;  // on_write continues
   if (!out_.empty()) {
     uv_buf_t bufs[kMaxIov];

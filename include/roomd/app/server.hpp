@@ -70,6 +70,7 @@ class Server {
   void retire_ended_sessions();
   bool enforce_output_budget();
   void write_pending();
+  void flush_lazy();
   void free_closed_connections();
   Connection* find_connection(ConnectionId id);
   void on_tick();
@@ -102,6 +103,8 @@ class Server {
   std::unique_ptr<uv::Prepare> end_of_turn_;
   std::unique_ptr<uv::Idle> keep_awake_;  // active while a phase left work for the next turn
   std::unique_ptr<uv::Timer> ticker_;
+  std::unique_ptr<uv::Timer> lazy_flush_;  // writes the turn's lazy list (presence) a few ms later
+  bool lazy_flush_armed_ = false;
   std::unique_ptr<uv::Timer> shutdown_deadline_;
   std::unique_ptr<uv::Timer> watchdog_;
   std::unique_ptr<uv::Timer> lag_probe_;

@@ -182,6 +182,7 @@ class Router final : public SessionSink {
   bool persisted(const Room& room) const;
   std::size_t ring_size(bool persisted_room) const;  // messages a room keeps in memory
   void to_others(Room& room, const Session* except, const EventPtr& event);
+  void presence_to_others(Room& room, const Session* except, const EventPtr& event);  // lazily written
   void reply(Session& s, ordered_json body);
   void fail(Session& s, const Request& r, ErrorCode code, std::string message);
   std::string next_guest_nick();

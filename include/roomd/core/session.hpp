@@ -24,6 +24,10 @@ class Outbox {
   // Traffic from others (room messages, presence, whispers): subject to the slow-consumer
   // policy, which may skip it (counted per `room`) or end the connection.
   virtual void send_broadcast(const EventPtr& event, std::string_view room) = 0;
+  // Presence: as send_broadcast, but not urgent. Its write may wait a few milliseconds for
+  // others to share it (a room's burst of joins becomes one write per member, not one per
+  // join); anything urgent queued after it takes it along, so the order never changes.
+  virtual void send_lazy(const EventPtr& event, std::string_view room) { send_broadcast(event, room); }
   // Flush what is queued, then close. The router has already forgotten the session.
   virtual void end() = 0;
   // A request of this session is waiting (the worker pool, a key check, pacing): serve

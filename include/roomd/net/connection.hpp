@@ -87,6 +87,7 @@ class Connection final : public Outbox {
   // Outbox
   void send(const EventPtr& event) override;
   void send_broadcast(const EventPtr& event, std::string_view room) override;
+  void send_lazy(const EventPtr& event, std::string_view room) override;
   void end() override;
   void hold() override;
   void release() override;
@@ -94,6 +95,8 @@ class Connection final : public Outbox {
   // The turn's phases (TurnQueues): serve what was read and kept; write what is queued.
   void resume();
   void write();
+  // The coalescing timer: presence queued since is written now (joins the write list).
+  void flush_lazy();
   // Ends the session (the router hears it in the turn's ended phase) and closes once the
   // output is written.
   void finish();
@@ -129,7 +132,8 @@ class Connection final : public Outbox {
   void serve(std::string_view frame);  // parse and hand to the session sink
   void serve_overlong();
   void on_eof();
-  void enqueue(const Bytes& bytes);
+  void enqueue(const Bytes& bytes, bool urgent = true);
+  bool admit_broadcast(const Bytes& bytes, std::string_view room);  // the slow-consumer policy
   void want_write();
   void want_resume();
   std::size_t gather(uv_buf_t* bufs, std::size_t max_bufs, std::size_t* total) const;
@@ -169,6 +173,7 @@ class Connection final : public Outbox {
   std::size_t inflight_bytes_ = 0;
   bool writing_ = false;
   bool write_wanted_ = false;
+  bool lazy_wanted_ = false;  // on the turn's lazy list: presence waits for the coalescing timer
   bool resume_wanted_ = false;
   bool reading_ = false;
   bool peer_eof_ = false;

@@ -7,6 +7,11 @@
 //   write   connections with output queued: one batched write each
 //   closed  connections whose handle has closed: freed last, once nobody refers to them
 //
+// and one that is not worked through every turn:
+//
+//   lazy    connections with only presence queued: written by the owner's coalescing timer
+//           a few milliseconds later (or at once, with the next urgent output)
+//
 // Connections are named by id, so a list never points at a connection already freed.
 #pragma once
 
@@ -24,6 +29,7 @@ struct TurnQueues {
   std::vector<SessionId> ended;
   std::vector<ConnectionId> write;
   std::vector<ConnectionId> closed;
+  std::vector<ConnectionId> lazy;  // not part of empty(): it waits for its timer, not the next turn
 
   bool empty() const { return resume.empty() && ended.empty() && write.empty() && closed.empty(); }
 };
