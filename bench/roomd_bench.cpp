@@ -119,6 +119,10 @@ struct Shared {
   std::atomic<std::uint64_t> deliveries{0};
   std::atomic<std::uint64_t> versus_deliveries{0};  // the part of deliveries from the versus server
   std::atomic<std::uint64_t> start_ns{0}, end_ns{0};
+  // Setup: from the first connect until every connection is ready (joined: its `joined`
+  // reply, or Redis' SUBSCRIBE confirmation, has been read). join_s in the report.
+  std::uint64_t connect_ns = 0;
+  std::atomic<std::uint64_t> ready_ns{0};
   std::uint64_t expected = 0;                  // set before any delivery can arrive
   std::mutex error_mutex;
   std::string error_text;
@@ -164,6 +168,7 @@ struct Worker {
   std::vector<std::uint32_t> quiet_latencies_us;  // storm: sent during a quiet phase
   std::vector<std::uint32_t> versus_latencies_us;  // latency --versus-port: the second server's
   std::uint64_t storm_requests = 0;
+  std::uint64_t bytes_read = 0;        // everything this loop's connections were sent
   bool storm_began = false;
   std::string filler;
   uv_timer_t timeout_timer{}, rate_timer{}, settle_timer{}, phase_timer{};
@@ -380,7 +385,10 @@ struct Worker {
     return pos;
   }
 
+  // Everything a connection is sent is read and parsed, joined or not: a flood of presence
+  // or of member lists slows the generator as it would slow a client, and shows in join_s.
   void on_bytes(Conn& c, const char* data, std::size_t n) {
+    bytes_read += n;
     c.in.append(data, n);
     std::string_view view = c.in;
     std::size_t consumed = 0;
@@ -461,7 +469,10 @@ struct Worker {
   void mark_ready(Conn& c) {
     if (c.ready) return;
     c.ready = true;
-    if (++sh.ready == sh.total_conns) sh.check(uv_async_send(&sh.first().wake), "uv_async_send");
+    if (++sh.ready == sh.total_conns) {
+      sh.ready_ns = now_ns();
+      sh.check(uv_async_send(&sh.first().wake), "uv_async_send");
+    }
   }
 
   // ---- running (worker 0) -------------------------------------------------------------
@@ -582,6 +593,12 @@ int report(Shared& sh, long rss_before_kb) {
     add(name, value);
   };
   char buf[64];
+  std::uint64_t bytes_read = 0;
+  for (auto& w : sh.workers) bytes_read += w->bytes_read;
+  if (sh.ready_ns) {
+    std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(sh.ready_ns - sh.connect_ns) / 1e9);
+    row("join_s", buf);
+  }
   if (o.scenario == "idle") {
     row("connections", std::to_string(sh.total_conns));
     row("ready", std::to_string(sh.ready));
@@ -591,6 +608,7 @@ int report(Shared& sh, long rss_before_kb) {
       std::snprintf(buf, sizeof buf, "%.0f", (static_cast<double>(w0.rss_after_kb - rss_before_kb) * 1024.0) / static_cast<double>(std::max(sh.ready.load(), 1)));
       row("bytes_per_conn", buf);
     }
+    row("bytes_read", std::to_string(bytes_read));
   } else {
     row("members", std::to_string(o.members));
     row("published", std::to_string(w0.published));
@@ -678,8 +696,9 @@ int run(Shared& sh) {
     sh.expected = static_cast<std::uint64_t>(o.messages) * static_cast<std::uint64_t>(o.members) *
                   static_cast<std::uint64_t>(std::min(o.rooms, o.publishers));
   } else if (o.scenario == "idle") {
-    // Spread over rooms: a join answers with the member list, so one 10,000-member room
-    // would measure those replies rather than idle memory.
+    // Spread over --rooms; with --rooms 1 all join one room, and the setup then measures the
+    // server's cost of a big room: every `joined` reply's member list and every presence
+    // event, all of which the generator reads (join_s), and what is still queued (bytes_per_conn).
     for (int i = 0; i < o.connections; ++i) receiver_worker().add(Role::idle, i % std::max(o.rooms, 1));
   } else {
     std::fprintf(stderr, "roomd-bench: unknown scenario '%s'\n", o.scenario.c_str());
@@ -693,6 +712,7 @@ int run(Shared& sh) {
   must(uv_timer_start(&w0.timeout_timer, [](uv_timer_t* t) { static_cast<Shared*>(t->data)->fail("timeout"); },
                       static_cast<std::uint64_t>(o.timeout * 1000), 0),
        "uv_timer_start");
+  sh.connect_ns = now_ns();
   for (auto& w : sh.workers) w->connect_more();
   for (std::size_t i = 1; i < sh.workers.size(); ++i) {
     Worker* w = sh.workers[i].get();
