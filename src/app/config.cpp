@@ -10,6 +10,7 @@
 
 #include "roomd/base/log.hpp"
 #include "roomd/base/names.hpp"
+#include "roomd/protocol/request.hpp"
 
 namespace roomd {
 
@@ -184,6 +185,7 @@ void read_server(const toml::table& t, ServerConfig& s, std::vector<ConfigError>
   r.integer("max_clients_per_ip", s.max_clients_per_ip, 1, 1000000);
   r.integer("workers", s.workers, 1, 128);
   r.boolean("dynamic_rooms", s.dynamic_rooms);
+  r.integer("max_rooms", s.max_rooms, 0, 10000000);
   r.reject_unknown();
 }
 
@@ -206,6 +208,9 @@ void read_limits(const toml::table& t, LimitsConfig& l, std::vector<ConfigError>
   r.integer("query_burst", l.query_burst, 1, 1000000000);
   r.number("address_history_rate", l.address_history_rate, 0, 1e9);
   r.integer("address_history_burst", l.address_history_burst, 1, 1000000000);
+  r.integer("member_page", l.member_page, 1, kMaxWhoPage);
+  r.integer("presence_threshold", l.presence_threshold, 0, 100000000);
+  r.integer("presence_interval_ms", l.presence_interval_ms, 10, 3600 * 1000);
   r.reject_unknown();
 }
 
@@ -213,6 +218,7 @@ void read_history(const toml::table& t, HistoryConfig& h, std::vector<ConfigErro
   TableReader r(t, "history", errors);
   r.string("path", h.path);
   r.integer("replay", h.replay, 0, 500);
+  r.integer("replay_max", h.replay_max, 0, 100000);
   r.integer("max_messages_per_room", h.max_messages_per_room, 1, 100000000);
   r.reject_unknown();
 }
@@ -253,6 +259,11 @@ void read_rooms(const toml::node& node, std::vector<RoomConfig>& rooms,
       r.fail("key", r.line("key"), "must be an argon2id hash from `roomd --hash-key`");
     r.boolean("read_only", room.read_only);
     r.string_array("speakers", room.speakers);
+    if (t.contains("presence_threshold")) {
+      std::uint32_t threshold = 0;
+      r.integer("presence_threshold", threshold, 0, 100000000);
+      room.presence_threshold = threshold;
+    }
     for (const auto& nick : room.speakers)
       if (!valid_nick(nick))
         r.fail("speakers", r.line("speakers"), "'" + nick + "' is not a valid nick");

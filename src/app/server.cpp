@@ -34,7 +34,12 @@ RouterSettings router_settings(const Config& c) {
   s.rate = c.limits.rate;
   s.burst = c.limits.burst;
   s.replay = c.history.replay;
+  s.replay_max = c.history.replay_max;
   s.max_history = c.history.max_messages_per_room;
+  s.max_rooms = c.server.max_rooms;
+  s.member_page = c.limits.member_page;
+  s.presence_threshold = c.limits.presence_threshold;
+  s.presence_interval_ms = c.limits.presence_interval_ms;
   s.max_frame_bytes = c.limits.max_frame_bytes;
   s.key_guesses = {c.limits.key_guesses, c.limits.key_guess_interval_s};
   s.query_rate = c.limits.query_rate;
@@ -48,6 +53,9 @@ ConnectionLimits connection_limits(const Config& c) {
           .flow = {.max_outbound_bytes = c.limits.max_outbound_bytes, .slow_consumer = c.limits.slow_consumer},
           .idle_timeout_s = c.limits.idle_timeout_s};
 }
+
+// What a persisted room's replay ring holds: what a join or a resume may replay.
+std::uint32_t replay_ring(const Config& c) { return std::max({c.history.replay, c.history.replay_max, 1u}); }
 
 std::size_t resident_bytes() {
   std::ifstream statm("/proc/self/statm");
@@ -111,7 +119,7 @@ Server::Server(ServerOptions options)
   // Persisted rooms go on where they stopped: seq after the stored maximum, replay ring filled.
   if (history_)
     for (const auto& room : config_.rooms)
-      if (room.persist) router_->restore(room.name, history_->load(room.name, config_.history.replay));
+      if (room.persist) router_->restore(room.name, history_->load(room.name, replay_ring(config_)));
 }
 
 Server::~Server() {
@@ -386,7 +394,12 @@ void Server::reload() {
   connection_limits_ = connection_limits(config_);
   for (auto& [id, conn] : connections_) conn->limits_changed();
   log::set_level(*log::parse_level(config_.log.level));
+  std::vector<std::string> added;  // persisted rooms the file adds go on from the store, as at start
+  if (history_)
+    for (const auto& room : config_.rooms)
+      if (room.persist && !router_->has_room(room.name)) added.push_back(room.name);
   router_->reconfigure(router_settings(config_), config_.rooms);
+  for (const auto& name : added) router_->restore(name, history_->load(name, replay_ring(config_)));
   ticker_->start(tick_interval_ms(), tick_interval_ms());
   log::notice("reloaded " + path + ": " + std::to_string(config_.rooms.size()) + " configured rooms");
 }

@@ -2,28 +2,15 @@
 #include "roomd/core/router.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <random>
+#include <set>
 #include <utility>
 
-#include "roomd/protocol/wire.hpp"
 #include "roomd/base/names.hpp"
+#include "roomd/protocol/wire.hpp"
 
 namespace roomd {
-
-struct Router::Room {
-  std::string name;
-  std::string topic;
-  bool configured = false;
-  std::uint32_t max_members = 1000;
-  bool read_only = false;
-  std::unordered_set<std::string> speakers;  // folded nicks
-  std::string key;
-  bool persist = false;
-  std::uint64_t next_seq = 1;
-  // Members in join order; a member's index here is kept in its Session so leaving is O(1).
-  std::vector<Session*> members;
-  // The newest messages, oldest first, seq consecutive.
-  std::deque<EventPtr> history;
-};
 
 struct Router::Session {
   struct Membership {
@@ -40,6 +27,54 @@ struct Router::Session {
   std::string source;             // whose budget its key guesses use
 };
 
+// A room's members by nick, in byte order: the order of `joined`, `who` and their pages.
+// Transparent, so a page can start after a nick that is no member (`who` with `after`).
+struct Router::NickOrder {
+  using is_transparent = void;
+  bool operator()(const Session* a, const Session* b) const { return a->nick < b->nick; }
+  bool operator()(const Session* a, std::string_view b) const { return a->nick < b; }
+  bool operator()(std::string_view a, const Session* b) const { return a < b->nick; }
+};
+
+struct Router::Room {
+  std::string name;
+  std::uint64_t serial = 0;  // this Room object among all the router made (a timer finds it again)
+  std::string topic;
+  bool configured = false;
+  std::uint32_t max_members = 1000;
+  bool read_only = false;
+  std::unordered_set<std::string> speakers;  // folded nicks
+  std::string key;
+  bool persist = false;
+  std::optional<std::uint32_t> presence_threshold;  // the room's own; else the server's
+  std::uint64_t next_seq = 1;
+  // Changes whenever seq starts again at 1 (a new room, a memory-only room after a restart,
+  // a new history database), so a client resuming "after seq 40" of an older room is told.
+  std::string epoch;
+  // Members in join order, for the fan-out; a member's index here is kept in its Session so
+  // leaving is O(1). The same members by nick, for the member lists.
+  std::vector<Session*> members;
+  std::set<const Session*, NickOrder> by_nick;
+  // The newest messages, oldest first, seq consecutive and ending at next_seq - 1.
+  std::deque<EventPtr> history;
+  // Presence of a big room, gathered until its interval's summary goes out.
+  wire::PresenceSummary presence;
+  bool summary_due = false;  // a summary is scheduled
+};
+
+namespace {
+// How many nicks a presence summary lists per kind of change (the counts are all of them).
+constexpr std::size_t kSummaryNames = 20;
+
+// A 64-bit mix (splitmix64's finalizer): consecutive inputs give unrelated outputs.
+std::uint64_t mix64(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
 Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Clock clock)
     : Router(std::move(settings), rooms, RouterServices{.clock = std::move(clock)}) {}
 
@@ -49,8 +84,15 @@ Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Ro
       services_(std::move(services)),
       keys_(services_.tasks, services_.verify_key),
       guesses_(settings_.key_guesses),
-      address_history_(settings_.address_history) {
+      address_history_(settings_.address_history),
+      epoch_seed_((std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}() ^ services_.clock.wall_ms()) {
   for (const auto& rc : rooms) create_room(rc.name, &rc);
+}
+
+std::size_t Router::ring_size(bool persisted_room) const {
+  // A persisted room's history is in the store; in memory it keeps what a join may replay.
+  if (persisted_room) return std::max<std::uint32_t>({settings_.replay, settings_.replay_max, 1});
+  return settings_.max_history;
 }
 
 bool Router::persisted(const Room& room) const {
@@ -91,11 +133,24 @@ void Router::restore(const std::string& name, const RoomState& state) {
   Room* room = find_room(name);
   if (!room) return;
   room->next_seq = state.last_seq + 1;
+  if (!state.epoch.empty()) room->epoch = state.epoch;
+  // The ring must be consecutive up to last_seq (a resume counts on it): keep the recent
+  // messages from the newest back to the first gap (a batch that failed to commit).
   room->history.clear();
-  for (const auto& body : state.recent) {
-    auto parsed = ordered_json::parse(body, nullptr, false);
-    if (!parsed.is_discarded()) room->history.push_back(make_event(std::move(parsed)));
+  std::uint64_t want = state.last_seq;
+  for (auto it = state.recent.rbegin(); it != state.recent.rend() && want > 0; ++it, --want) {
+    auto parsed = ordered_json::parse(*it, nullptr, false);
+    auto seq = parsed.is_object() ? parsed.find("seq") : parsed.end();
+    if (parsed.is_discarded() || seq == parsed.end() || !seq->is_number_unsigned() || seq->get<std::uint64_t>() != want)
+      break;
+    room->history.push_front(make_event(std::move(parsed)));
   }
+}
+
+std::string Router::new_epoch() {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(mix64(epoch_seed_ + room_serial_)));
+  return text;
 }
 
 Router::~Router() = default;
@@ -130,7 +185,7 @@ void Router::disconnect(SessionId id) {
   while (!s.rooms.empty()) {
     Room& room = *s.rooms.back().room;
     remove_member(s, room);
-    to_others(room, &s, make_event(wire::presence_leave(room.name, s.nick)));
+    announce_leave(room, s);
     drop_room_if_empty(room);
   }
   by_nick_.erase(fold_case(s.nick));
@@ -158,7 +213,10 @@ Router::Room* Router::find_room(std::string_view name) const {
 Router::Room* Router::create_room(const std::string& name, const RoomConfig* config) {
   auto room = std::make_unique<Room>();
   room->name = name;
+  room->serial = ++room_serial_;
+  room->epoch = new_epoch();
   if (config) apply_room_config(*room, *config);
+  else ++dynamic_rooms_;
   Room* raw = room.get();
   rooms_[name] = std::move(room);
   return raw;
@@ -171,6 +229,7 @@ void Router::apply_room_config(Room& room, const RoomConfig& c) {
   room.read_only = c.read_only;
   room.key = c.key;
   room.persist = c.persist;
+  room.presence_threshold = c.presence_threshold;
   room.speakers.clear();
   for (const auto& n : c.speakers) room.speakers.insert(fold_case(n));
 }
@@ -185,12 +244,19 @@ bool Router::may_speak(const Session& s, const Room& room) const {
   return !room.read_only || room.speakers.contains(fold_case(s.nick));
 }
 
+void Router::add_member(Session& s, Room& room) {
+  s.rooms.push_back({&room, room.members.size()});
+  room.members.push_back(&s);
+  room.by_nick.insert(&s);
+}
+
 void Router::remove_member(Session& s, Room& room) {
   auto mine = std::find_if(s.rooms.begin(), s.rooms.end(),
                            [&](const Session::Membership& m) { return m.room == &room; });
   if (mine == s.rooms.end()) return;
   std::size_t slot = mine->slot;
   s.rooms.erase(mine);
+  room.by_nick.erase(&s);
   // Swap-remove from the room, then fix the moved member's recorded slot.
   Session* moved = room.members.back();
   room.members[slot] = moved;
@@ -202,7 +268,66 @@ void Router::remove_member(Session& s, Room& room) {
 
 void Router::drop_room_if_empty(Room& room) {
   // Dynamic rooms live only while someone is in them; configured rooms stay.
-  if (!room.configured && room.members.empty()) rooms_.erase(room.name);
+  if (!room.configured && room.members.empty()) {
+    --dynamic_rooms_;
+    rooms_.erase(room.name);
+  }
+}
+
+wire::MemberPage Router::member_page(const Room& room, const std::optional<std::string>& after,
+                                     std::size_t limit) const {
+  wire::MemberPage page;
+  page.count = room.members.size();
+  auto it = after ? room.by_nick.upper_bound(std::string_view(*after)) : room.by_nick.begin();
+  page.nicks.reserve(std::min(limit, page.count));
+  for (; it != room.by_nick.end() && page.nicks.size() < limit; ++it) page.nicks.push_back((*it)->nick);
+  page.more = it != room.by_nick.end();
+  return page;
+}
+
+// ---- presence -------------------------------------------------------------------------
+
+bool Router::summarizing(const Room& room) const {
+  // A summary already gathering keeps the room summarized until it is out, so a change is
+  // never told before one that happened earlier.
+  if (!services_.after) return false;
+  return room.summary_due || room.members.size() > room.presence_threshold.value_or(settings_.presence_threshold);
+}
+
+void Router::announce_join(Room& room, const Session& s) {
+  if (!summarizing(room)) return to_others(room, &s, make_event(wire::presence_join(room.name, s.nick)));
+  ++room.presence.joins;
+  if (room.presence.joined.size() < kSummaryNames) room.presence.joined.push_back(s.nick);
+  schedule_summary(room);
+}
+
+void Router::announce_leave(Room& room, const Session& s) {
+  if (!summarizing(room)) return to_others(room, &s, make_event(wire::presence_leave(room.name, s.nick)));
+  ++room.presence.leaves;
+  if (room.presence.left.size() < kSummaryNames) room.presence.left.push_back(s.nick);
+  schedule_summary(room);
+}
+
+void Router::announce_nick(Room& room, const Session& s, const std::string& old) {
+  if (!summarizing(room)) return to_others(room, &s, make_event(wire::presence_nick(room.name, s.nick, old)));
+  ++room.presence.renames;
+  if (room.presence.renamed.size() < kSummaryNames) room.presence.renamed.emplace_back(old, s.nick);
+  schedule_summary(room);
+}
+
+void Router::schedule_summary(Room& room) {
+  if (std::exchange(room.summary_due, true)) return;
+  services_.after(settings_.presence_interval_ms, [this, name = room.name, serial = room.serial] {
+    Room* now = find_room(name);
+    if (now && now->serial == serial) send_summary(*now);  // else it is gone, and who heard it too
+  });
+}
+
+void Router::send_summary(Room& room) {
+  room.summary_due = false;
+  auto summary = std::exchange(room.presence, {});
+  if (summary.joins + summary.leaves + summary.renames == 0) return;
+  to_others(room, nullptr, make_event(wire::presence_summary(room.name, summary, room.members.size())));
 }
 
 Router::Room* Router::resolve_room(Session& s, const Request& r, bool need_existing) {
@@ -318,10 +443,13 @@ void Router::on_nick(Session& s, const Request& r) {
   std::string old = s.nick;
   by_nick_.erase(fold_case(old));
   by_nick_[folded] = &s;
+  // The member lists are ordered by nick: take the session out under the old one.
+  for (const auto& m : s.rooms) m.room->by_nick.erase(&s);
   s.nick = r.nick;
+  for (const auto& m : s.rooms) m.room->by_nick.insert(&s);
   reply(s, wire::ok_nick(r.id, s.nick));
   if (old == s.nick) return;
-  for (const auto& m : s.rooms) to_others(*m.room, &s, make_event(wire::presence_nick(m.room->name, s.nick, old)));
+  for (const auto& m : s.rooms) announce_nick(*m.room, s, old);
 }
 
 void Router::on_rooms(Session& s, const Request& r) {
@@ -337,6 +465,10 @@ void Router::on_join(Session& s, const Request& r) {
     if (r.current_room || !valid_room_name(r.room)) return;  // resolve_room answered
     if (!settings_.dynamic_rooms)
       return fail(s, r, ErrorCode::no_such_room, "no room '" + r.room + "' (dynamic rooms are off)");
+    if (dynamic_rooms_ >= settings_.max_rooms)
+      return fail(s, r, ErrorCode::no_such_room,
+                  "no room '" + r.room + "', and the server has its maximum of " +
+                      std::to_string(settings_.max_rooms) + " rooms");
     room = create_room(r.room, nullptr);
   }
   if (!is_member(s, *room) && !room->key.empty()) {
@@ -384,23 +516,36 @@ void Router::finish_join(Session& s, const Request& r, Room& room_ref) {
   if (!again) {
     if (room->members.size() >= room->max_members)
       return fail(s, r, ErrorCode::room_full, "room '" + room->name + "' is full");
-    s.rooms.push_back({room, room->members.size()});
-    room->members.push_back(&s);
+    add_member(s, *room);
   } else {
     // Joining again makes the room current (text mode) without telling anyone.
     auto mine = std::find_if(s.rooms.begin(), s.rooms.end(),
                              [&](const Session::Membership& m) { return m.room == room; });
     std::rotate(mine, mine + 1, s.rooms.end());
   }
-  std::vector<std::string> nicks;
-  nicks.reserve(room->members.size());
-  for (const Session* m : room->members) nicks.push_back(m->nick);
-  auto history = ordered_json::array();
+  const std::uint64_t last_seq = room->next_seq - 1;
+  wire::RoomPosition position{.seq = last_seq, .epoch = room->epoch, .resumed = std::nullopt};
+  // A resume replays exactly what came after `since`; anything else, the newest `replay`.
   std::size_t n = std::min<std::size_t>(settings_.replay, room->history.size());
+  if (r.since) {
+    position.resumed = can_resume(*room, *r.since, r.epoch);
+    if (*position.resumed) n = static_cast<std::size_t>(last_seq - *r.since);
+  }
+  auto history = ordered_json::array();
   for (auto it = room->history.end() - static_cast<std::ptrdiff_t>(n); it != room->history.end(); ++it)
     history.push_back((*it)->body());
-  reply(s, wire::joined(r.id, room->name, room->topic, std::move(nicks), std::move(history)));
-  if (!again) to_others(*room, &s, make_event(wire::presence_join(room->name, s.nick)));
+  reply(s, wire::joined(r.id, room->name, room->topic, member_page(*room, std::nullopt, settings_.member_page),
+                        position, std::move(history)));
+  if (!again) announce_join(*room, s);
+}
+
+bool Router::can_resume(const Room& room, std::uint64_t since, const std::optional<std::string>& epoch) const {
+  if (epoch && *epoch != room.epoch) return false;  // the room started again since
+  const std::uint64_t last_seq = room.next_seq - 1;
+  if (since > last_seq) return false;  // seen more than this room ever had: another room
+  const std::uint64_t missed = last_seq - since;
+  // The ring is consecutive and ends at last_seq, so holding `missed` messages is enough.
+  return missed <= settings_.replay_max && missed <= room.history.size();
 }
 
 void Router::on_leave(Session& s, const Request& r) {
@@ -409,7 +554,7 @@ void Router::on_leave(Session& s, const Request& r) {
   if (!is_member(s, *room)) return fail(s, r, ErrorCode::not_member, "you are not in '" + room->name + "'");
   remove_member(s, *room);
   reply(s, wire::left(r.id, room->name));
-  to_others(*room, &s, make_event(wire::presence_leave(room->name, s.nick)));
+  announce_leave(*room, s);
   drop_room_if_empty(*room);
 }
 
@@ -421,7 +566,7 @@ std::uint64_t Router::publish(Room& room, const Session* sender, const std::stri
   room.history.push_back(event);
   // A persisted room keeps only its replay in memory; history queries go to the store.
   const bool durable = persisted(room);
-  const std::size_t keep = durable ? std::max<std::uint32_t>(settings_.replay, 1) : settings_.max_history;
+  const std::size_t keep = ring_size(durable);
   while (room.history.size() > keep) room.history.pop_front();
   ++stats_.messages_in;
   stats_.deliveries += room.members.size();
@@ -487,7 +632,7 @@ void Router::on_who(Session& s, const Request& r) {
   if (!room) return;
   if (!room->key.empty() && !is_member(s, *room))
     return fail(s, r, ErrorCode::not_member, "'" + room->name + "' is keyed: join it first");
-  reply(s, wire::who(r.id, room->name, *who(room->name)));
+  reply(s, wire::who(r.id, room->name, member_page(*room, r.after, r.limit.value_or(settings_.member_page))));
 }
 
 void Router::on_topic(Session& s, const Request& r) {
@@ -599,6 +744,7 @@ void Router::reconfigure(RouterSettings settings, const std::vector<RoomConfig>&
       create_room(rc.name, &rc);
       continue;
     }
+    if (!room->configured) --dynamic_rooms_;  // a dynamic room the file now configures
     std::string old_topic = room->topic;
     apply_room_config(*room, rc);
     if (room->topic != old_topic) {
@@ -606,7 +752,7 @@ void Router::reconfigure(RouterSettings settings, const std::vector<RoomConfig>&
     }
   }
   for (auto& [name, room] : rooms_)
-    while (room->history.size() > settings_.max_history) room->history.pop_front();
+    while (room->history.size() > ring_size(persisted(*room))) room->history.pop_front();
 }
 
 std::vector<RoomInfo> Router::rooms() const {
@@ -622,11 +768,7 @@ std::vector<RoomInfo> Router::rooms() const {
 std::optional<std::vector<std::string>> Router::who(std::string_view name) const {
   Room* room = find_room(name);
   if (!room) return std::nullopt;
-  std::vector<std::string> nicks;
-  nicks.reserve(room->members.size());
-  for (const Session* m : room->members) nicks.push_back(m->nick);
-  std::sort(nicks.begin(), nicks.end());
-  return nicks;
+  return member_page(*room, std::nullopt, room->members.size()).nicks;
 }
 
 bool Router::kick(std::string_view nick, std::string_view reason) {

@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS messages(
   UNIQUE(room, seq)
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(text, content='messages', content_rowid='id');
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta(key, value) VALUES('epoch', lower(hex(randomblob(8))));
 )sql";
 
 // A prepared statement that finalizes itself, or, with `kept`, one that stays prepared on its
@@ -236,6 +238,10 @@ RoomState HistoryStore::load(const std::string& room, std::uint32_t recent) cons
   last.bind(1, room);
   last.bind(2, static_cast<std::int64_t>(recent));
   while (last && sqlite3_step(last.get()) == SQLITE_ROW) state.recent.push_back(last.column_text(0));
+  // One epoch per database, made with it: seq restarts only with a new file. (A file from a
+  // version before epochs gets one when the writer opens it.)
+  Statement epoch(r.db, "SELECT value FROM meta WHERE key = 'epoch'");
+  if (epoch && sqlite3_step(epoch.get()) == SQLITE_ROW) state.epoch = epoch.column_text(0);
   return state;
 }
 

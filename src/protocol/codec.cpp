@@ -193,9 +193,17 @@ ParseResult parse_valid_utf8_dom(std::string_view frame) {
   Fields f(obj, id);
   switch (*op) {
     case Op::nick: f.string("nick", req.nick); break;
-    case Op::join: f.string("room", req.room) && f.optional_string("key", req.key); break;
-    case Op::leave:
-    case Op::who: f.string("room", req.room); break;
+    case Op::join:
+      f.string("room", req.room) && f.optional_string("key", req.key) && f.optional_count("since", req.since, 0) &&
+          f.optional_string("epoch", req.epoch);
+      break;
+    case Op::leave: f.string("room", req.room); break;
+    case Op::who: {
+      std::optional<std::uint64_t> limit;
+      if (f.string("room", req.room) && f.optional_string("after", req.after) && f.optional_count("limit", limit, 1))
+        if (limit) req.limit = static_cast<std::uint32_t>(std::min<std::uint64_t>(*limit, kMaxWhoPage));
+      break;
+    }
     case Op::say: {
       if (!f.string("room", req.room) || !f.optional_string("text", req.text)) break;
       if (auto it = obj.find("data"); it != obj.end()) req.data = *it;
@@ -275,6 +283,7 @@ ParseResult parse_text_line(std::string_view line) {
     req.op = Op::who;
     req.room = next_word(rest);
     req.current_room = req.room.empty();
+    if (auto after = next_word(rest); !after.empty()) req.after = std::string(after);
   } else if (cmd == "msg") {
     req.op = Op::whisper;
     req.to = next_word(rest);
@@ -352,6 +361,38 @@ std::string join_nicks(const ordered_json& list) {
   return s;
 }
 
+std::string last_nick(const ordered_json& list) {
+  return list.empty() || !list.back().is_string() ? std::string() : list.back().get<std::string>();
+}
+
+// "* lobby: 12 joined (alice, bob, ...), 3 left (carol), 1 renamed (dan -> dave); 1009 members"
+std::string summary_line(const ordered_json& b) {
+  auto part = [&](const char* count_key, const char* verb, const char* list_key) {
+    std::uint64_t n = b.value(count_key, std::uint64_t{0});
+    if (n == 0) return std::string();
+    static const ordered_json none = ordered_json::array();
+    auto it = b.find(list_key);
+    const ordered_json& list = it != b.end() && it->is_array() ? *it : none;
+    std::string names;
+    for (const auto& item : list) {
+      if (!names.empty()) names += ", ";
+      if (item.is_object()) names += str(item, "old") + " -> " + str(item, "nick");
+      else names += item.is_string() ? item.get<std::string>() : item.dump();
+    }
+    if (n > list.size()) names += names.empty() ? "..." : ", ...";
+    return std::to_string(n) + " " + verb + (names.empty() ? "" : " (" + names + ")");
+  };
+  std::string out = "* " + str(b, "room") + ":";
+  bool first = true;
+  for (const auto& p : {part("joins", "joined", "joined"), part("leaves", "left", "left"),
+                        part("renames", "renamed", "renamed")}) {
+    if (p.empty()) continue;
+    out += (first ? " " : ", ") + p;
+    first = false;
+  }
+  return out + "; " + str(b, "count") + " members\n";
+}
+
 }  // namespace
 
 std::string render_text(const ordered_json& b) {
@@ -365,12 +406,18 @@ std::string render_text(const ordered_json& b) {
     else if (event == "leave") out = "* " + nick + " left " + room + "\n";
     else if (event == "nick") out = "* " + str(b, "old") + " is now known as " + nick + " in " + room + "\n";
     else if (event == "topic") out = "* " + nick + " set the topic of " + room + ": " + str(b, "topic") + "\n";
+    else if (event == "summary") out = summary_line(b);
   } else if (op == "error") {
     out = "! " + str(b, "code") + ": " + str(b, "message") + "\n";
   } else if (op == "joined") {
     out = "* you joined " + str(b, "room");
     if (auto t = str(b, "topic"); !t.empty()) out += " (topic: " + t + ")";
-    out += "; members: " + join_nicks(b["members"]) + "\n";
+    if (b.value("more", false)) {
+      out += "; " + str(b, "count") + " members: " + join_nicks(b["members"]) + ", ... (/who " + str(b, "room") +
+             " " + last_nick(b["members"]) + " for more)\n";
+    } else {
+      out += "; members: " + join_nicks(b["members"]) + "\n";
+    }
     for (const auto& m : b["history"]) message_line(out, m);
   } else if (op == "left") {
     out = "* you left " + str(b, "room") + "\n";
@@ -387,7 +434,11 @@ std::string render_text(const ordered_json& b) {
       out += '\n';
     }
   } else if (op == "who") {
-    out = "* " + str(b, "room") + ": " + join_nicks(b["members"]) + "\n";
+    out = "* " + str(b, "room") + ": " + join_nicks(b["members"]);
+    if (b.value("more", false))
+      out += ", ... (" + str(b, "count") + " members; /who " + str(b, "room") + " " + last_nick(b["members"]) +
+             " for more)";
+    out += "\n";
   } else if (op == "history") {
     for (const auto& m : b["messages"]) message_line(out, m);
     if (b["messages"].empty()) out = "* no messages\n";
@@ -426,9 +477,15 @@ ordered_json request_json(const Request& r) {
     case Op::join:
       j["room"] = r.room;
       if (r.key) j["key"] = *r.key;
+      if (r.since) j["since"] = *r.since;
+      if (r.epoch) j["epoch"] = *r.epoch;
       break;
-    case Op::leave:
-    case Op::who: j["room"] = r.room; break;
+    case Op::leave: j["room"] = r.room; break;
+    case Op::who:
+      j["room"] = r.room;
+      if (r.after) j["after"] = *r.after;
+      if (r.limit) j["limit"] = *r.limit;
+      break;
     case Op::say:
       j["room"] = r.room;
       if (r.text) j["text"] = *r.text;
@@ -464,7 +521,7 @@ std::string_view text_help() {
          "  /join ROOM [KEY]      join (or create) a room; it becomes your current room\n"
          "  /leave [ROOM]         leave a room (default: the current one)\n"
          "  /rooms                list rooms\n"
-         "  /who [ROOM]           list members\n"
+         "  /who [ROOM] [AFTER]   list members (a page; the next starts after the nick AFTER)\n"
          "  /msg NICK TEXT        whisper to one person\n"
          "  /topic ROOM TEXT      set a room's topic\n"
          "  /history [ROOM] [N]   show the last N messages\n"

@@ -125,12 +125,17 @@ ordered_json stats(const Id& id, const ordered_json& figures) {
   return b;
 }
 
-ordered_json joined(const Id& id, std::string_view room, std::string_view topic,
-                    std::vector<std::string> members, ordered_json history) {
+ordered_json joined(const Id& id, std::string_view room, std::string_view topic, MemberPage members,
+                    const RoomPosition& position, ordered_json history) {
   auto b = reply(id, "joined");
   b["room"] = room;
   b["topic"] = topic;
-  b["members"] = nick_list(std::move(members));
+  b["members"] = nick_list(std::move(members.nicks));
+  b["count"] = members.count;
+  b["more"] = members.more;
+  b["seq"] = position.seq;
+  b["epoch"] = position.epoch;
+  if (position.resumed) b["resumed"] = *position.resumed;
   b["history"] = std::move(history);
   return b;
 }
@@ -151,10 +156,12 @@ ordered_json room_entry(std::string_view name, std::string_view topic, std::size
   return ordered_json{{"name", name}, {"topic", topic}, {"members", members}, {"keyed", keyed}};
 }
 
-ordered_json who(const Id& id, std::string_view room, std::vector<std::string> members) {
+ordered_json who(const Id& id, std::string_view room, MemberPage members) {
   auto b = reply(id, "who");
   b["room"] = room;
-  b["members"] = nick_list(std::move(members));
+  b["members"] = nick_list(std::move(members.nicks));
+  b["count"] = members.count;
+  b["more"] = members.more;
   return b;
 }
 
@@ -264,6 +271,16 @@ ordered_json presence_topic(std::string_view room, std::string_view nick, std::s
   auto p = presence(room, "topic", nick);
   p["topic"] = topic;
   return p;
+}
+
+ordered_json presence_summary(std::string_view room, const PresenceSummary& summary, std::size_t count) {
+  auto renamed = ordered_json::array();
+  for (const auto& [old, nick] : summary.renamed) renamed.push_back(ordered_json{{"old", old}, {"nick", nick}});
+  return ordered_json{{"op", "presence"},        {"room", room},
+                      {"event", "summary"},      {"joins", summary.joins},
+                      {"leaves", summary.leaves}, {"renames", summary.renames},
+                      {"joined", summary.joined}, {"left", summary.left},
+                      {"renamed", std::move(renamed)}, {"count", count}};
 }
 
 // ---- notices from the server itself ------------------------------------------------------

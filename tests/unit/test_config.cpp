@@ -144,3 +144,40 @@ TEST_CASE("config: admin listeners are marked Unix sockets") {
   CHECK(r.config.server.listen == std::vector<std::string>{"127.0.0.1:7000", "unix:/run/roomd/admin.sock"});
   CHECK(r.config.server.admin == std::vector<std::string>{"unix:/run/roomd/admin.sock"});
 }
+
+TEST_CASE("config: the large-room keys") {
+  auto d = parse_config("", "t.toml");
+  REQUIRE(d.ok());
+  CHECK(d.config.server.max_rooms == 10000);
+  CHECK(d.config.limits.member_page == 100);
+  CHECK(d.config.limits.presence_threshold == 1000);
+  CHECK(d.config.limits.presence_interval_ms == 1000);
+  CHECK(d.config.history.replay_max == 1000);
+  auto r = parse_config(R"(
+[server]
+max_rooms = 5
+[limits]
+member_page = 20
+presence_threshold = 50
+presence_interval_ms = 250
+[history]
+replay_max = 300
+[[rooms]]
+name = "big"
+presence_threshold = 10
+[[rooms]]
+name = "plain"
+)", "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r.config.server.max_rooms == 5);
+  CHECK(r.config.limits.member_page == 20);
+  CHECK(r.config.limits.presence_threshold == 50);
+  CHECK(r.config.limits.presence_interval_ms == 250);
+  CHECK(r.config.history.replay_max == 300);
+  CHECK(r.config.rooms[0].presence_threshold == 10u);
+  CHECK(!r.config.rooms[1].presence_threshold);
+  CHECK(only_error("[limits]\nmember_page = 0\n").starts_with("limits.member_page@2:"));
+  CHECK(only_error("[limits]\nmember_page = 1001\n").starts_with("limits.member_page@2:"));
+  CHECK(only_error("[limits]\npresence_interval_ms = 1\n").starts_with("limits.presence_interval_ms@2:"));
+  CHECK(only_error("[[rooms]]\nname = \"x\"\npresence_threshold = -1\n").starts_with("rooms[0].presence_threshold@3:"));
+}

@@ -451,3 +451,187 @@ TEST_CASE("router: text mode's current room") {
   f.do_(a, say);
   CHECK(abox->pop()["room"] == "lobby");
 }
+
+// ---- large rooms ------------------------------------------------------------------------
+
+namespace {
+Request req(Op op, std::string room) {
+  Request r;
+  r.op = op;
+  r.room = std::move(room);
+  return r;
+}
+std::vector<std::string> nicks_of(const ordered_json& list) {
+  std::vector<std::string> out;
+  for (const auto& n : list) out.push_back(n.get<std::string>());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("router: joined lists a first page of members; who pages through all of them by nick") {
+  Fixture f;
+  f.settings.member_page = 2;
+  f.make();
+  std::vector<std::pair<SessionId, Recorder*>> cs;
+  for (const char* n : {"dora", "Carl", "bob", "ann", "eve"}) {
+    cs.push_back(f.client(n));
+    f.do_(cs.back().first, {{"op", "join"}, {"room", "lobby"}});
+  }
+  auto j = cs.back().second->pop();
+  REQUIRE(j["op"] == "joined");
+  CHECK(nicks_of(j["members"]) == std::vector<std::string>{"Carl", "ann"});  // byte order, as who always was
+  CHECK(j["count"] == 5);
+  CHECK(j["more"] == true);
+  // A small room's joined is whole.
+  auto first = cs[1].second;
+  while (first->got.size() > 0 && first->got.front()["op"] != "joined") first->pop();
+  auto small = first->pop();
+  CHECK(nicks_of(small["members"]) == std::vector<std::string>{"Carl", "dora"});
+  CHECK(small["more"] == false);
+
+  // Page through: each page starts after the last nick of the one before.
+  auto [id, box] = cs[0];
+  box->got.clear();
+  std::vector<std::string> all;
+  std::optional<std::string> after;
+  for (int page = 0; page < 10; ++page) {
+    Request w = req(Op::who, "lobby");
+    w.after = after;
+    f.do_(id, w);
+    auto reply = box->pop();
+    REQUIRE(reply["op"] == "who");
+    CHECK(reply["count"] == 5);
+    for (auto& n : nicks_of(reply["members"])) all.push_back(n);
+    if (!reply["more"].get<bool>()) break;
+    after = all.back();
+  }
+  CHECK(all == std::vector<std::string>{"Carl", "ann", "bob", "dora", "eve"});
+  // limit, and an `after` that is nobody's nick.
+  Request w = req(Op::who, "lobby");
+  w.after = "b";
+  w.limit = 10;
+  f.do_(id, w);
+  auto reply = box->pop();
+  CHECK(nicks_of(reply["members"]) == std::vector<std::string>{"bob", "dora", "eve"});
+  CHECK(reply["more"] == false);
+  // A nick change moves a member in the order.
+  f.do_(cs[3].first, {{"op", "nick"}, {"nick", "zoe"}});
+  CHECK(*f.router->who("lobby") == std::vector<std::string>{"Carl", "bob", "dora", "eve", "zoe"});
+}
+
+TEST_CASE("router: a big room's presence comes as one summary per interval; a small room's one event per change") {
+  Fixture f;
+  f.settings.presence_threshold = 3;
+  f.settings.presence_interval_ms = 1000;
+  f.settings.burst = 100;
+  f.pacing = true;
+  f.make();
+  auto [a, abox] = f.client("a");
+  auto [b, bbox] = f.client("b");
+  auto [c, cbox] = f.client("c");
+  for (SessionId id : {a, b, c}) f.do_(id, {{"op", "join"}, {"room", "lobby"}});
+  // Up to the threshold: single events, at once.
+  abox->got.clear();
+  bbox->got.clear();
+  cbox->got.clear();
+  auto [d, dbox] = f.client("d");
+  f.do_(d, {{"op", "join"}, {"room", "lobby"}});  // 4 members > 3: summarized from here
+  auto [e, ebox] = f.client("e");
+  f.do_(e, {{"op", "join"}, {"room", "lobby"}});
+  f.do_(c, {{"op", "leave"}, {"room", "lobby"}});
+  f.do_(a, {{"op", "nick"}, {"nick", "a2"}});
+  CHECK(abox->pop()["op"] == "ok");
+  CHECK(bbox->got.empty());  // nothing yet
+  CHECK(dbox->pop()["op"] == "joined");
+  REQUIRE(f.later.size() == 1);  // one summary scheduled for the room, not one per change
+  f.now += 999;
+  CHECK(f.run_due() == 0);
+  f.now += 1;
+  CHECK(f.run_due() == 1);
+  for (Recorder* box : {abox, bbox, dbox}) {
+    REQUIRE(box->got.size() == 1);
+    auto s = box->pop();
+    CHECK(s["event"] == "summary");
+    CHECK(s["joins"] == 2);
+    CHECK(s["leaves"] == 1);
+    CHECK(s["renames"] == 1);
+    CHECK(nicks_of(s["joined"]) == std::vector<std::string>{"d", "e"});
+    CHECK(nicks_of(s["left"]) == std::vector<std::string>{"c"});
+    CHECK(s["renamed"][0]["old"] == "a");
+    CHECK(s["renamed"][0]["nick"] == "a2");
+    CHECK(s["count"] == 4);
+  }
+  CHECK(cbox->pop()["op"] == "left");
+  CHECK(cbox->got.empty());  // gone before the summary
+  // Back at the threshold, after the summary went out: one event per change again.
+  f.do_(e, {{"op", "leave"}, {"room", "lobby"}});
+  CHECK(f.later.empty());
+  CHECK(bbox->pop()["event"] == "leave");
+}
+
+TEST_CASE("router: join with since replays exactly the missed messages, or says resumed false") {
+  Fixture f;
+  f.settings.burst = 100;
+  f.settings.replay_max = 4;
+  f.make();
+  auto [a, abox] = f.client("alice");
+  auto [b, bbox] = f.client("bob");
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});
+  auto joined = abox->pop();
+  const std::string epoch = joined["epoch"];
+  CHECK(joined["seq"] == 0);
+  CHECK(!joined.contains("resumed"));
+  CHECK(epoch.size() == 16);
+  for (int i = 1; i <= 4; ++i) f.do_(a, {{"op", "say"}, {"room", "lobby"}, {"text", std::to_string(i)}});
+  auto resume = [&](std::optional<std::uint64_t> since, std::optional<std::string> ep) {
+    Request r = req(Op::join, "lobby");
+    r.since = since;
+    r.epoch = ep;
+    f.do_(b, r);
+    auto reply = bbox->pop();
+    REQUIRE(reply["op"] == "joined");
+    std::vector<std::uint64_t> seqs;
+    for (const auto& m : reply["history"]) seqs.push_back(m["seq"]);
+    return std::make_pair(reply.value("resumed", false), seqs);
+  };
+  using Seqs = std::vector<std::uint64_t>;
+  CHECK(resume(1, epoch) == std::make_pair(true, Seqs{2, 3, 4}));
+  bbox->got.clear();
+  CHECK(resume(4, epoch) == std::make_pair(true, Seqs{}));
+  CHECK(resume(0, epoch) == std::make_pair(true, Seqs{1, 2, 3, 4}));
+  CHECK(resume(2, std::nullopt) == std::make_pair(true, Seqs{3, 4}));  // no epoch: seq alone
+  CHECK(resume(2, "0000000000000000") == std::make_pair(false, Seqs{3, 4}));  // another epoch: a plain join's replay
+  CHECK(resume(5, epoch) == std::make_pair(false, Seqs{3, 4}));  // more than the room ever had
+  // The ring holds 5 (max_history): seq 6..10 after ten messages; replay_max is 4.
+  for (int i = 5; i <= 10; ++i) f.do_(a, {{"op", "say"}, {"room", "lobby"}, {"text", std::to_string(i)}});
+  bbox->got.clear();
+  CHECK(resume(6, epoch) == std::make_pair(true, Seqs{7, 8, 9, 10}));
+  CHECK(resume(5, epoch) == std::make_pair(false, Seqs{9, 10}));  // 5 missed > replay_max
+  f.settings.replay_max = 100;
+  f.router->reconfigure(f.settings, f.rooms);
+  CHECK(resume(5, epoch) == std::make_pair(true, Seqs{6, 7, 8, 9, 10}));
+  CHECK(resume(4, epoch) == std::make_pair(false, Seqs{9, 10}));  // seq 5 was trimmed from the ring
+}
+
+TEST_CASE("router: a dynamic room made again has a new epoch; max_rooms bounds dynamic rooms") {
+  Fixture f;
+  f.settings.max_rooms = 1;
+  f.make();
+  auto [a, abox] = f.client("alice");
+  f.do_(a, {{"op", "join"}, {"room", "tmp"}});
+  const std::string first = abox->pop()["epoch"];
+  f.do_(a, {{"op", "join"}, {"room", "tmp2"}});
+  auto refused = abox->pop();
+  CHECK(code_of(refused) == "no_such_room");
+  CHECK(refused["message"].get<std::string>().find("maximum of 1 rooms") != std::string::npos);
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});  // configured rooms do not count
+  CHECK(abox->pop()["op"] == "joined");
+  f.do_(a, {{"op", "leave"}, {"room", "tmp"}});
+  CHECK(abox->pop()["op"] == "left");
+  f.do_(a, {{"op", "join"}, {"room", "tmp"}});
+  auto again = abox->pop();
+  REQUIRE(again["op"] == "joined");
+  CHECK(again["epoch"] != first);
+  f.do_(a, {{"op", "join"}, {"room", "tmp2"}});
+  CHECK(code_of(abox->pop()) == "no_such_room");
+}

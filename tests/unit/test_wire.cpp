@@ -73,14 +73,17 @@ TEST_CASE("wire: joined, left, rooms, who") {
   const wire::Id id = nlohmann::json("j");
   auto history = ordered_json::array();
   history.push_back(wire::message("lobby", 1, 5, "bob", "hi", nullptr));
-  auto j = wire::joined(id, "lobby", "General", {"bob", "Alice", "carol"}, history);
+  auto j = wire::joined(id, "lobby", "General", {{"bob", "Alice", "carol"}, 3, false}, {1, "e1", std::nullopt},
+                        history);
   check_body(j,
              R"({"op":"joined","id":"j","room":"lobby","topic":"General","members":["Alice","bob","carol"],)"
+             R"("count":3,"more":false,"seq":1,"epoch":"e1",)"
              R"("history":[{"op":"message","room":"lobby","seq":1,"ts":5,"from":"bob","text":"hi"}]})",
-             {"op", "id", "room", "topic", "members", "history"});
-  check_body(wire::joined(no_id, "r", "", {}, ordered_json::array()),
-             R"({"op":"joined","room":"r","topic":"","members":[],"history":[]})",
-             {"op", "room", "topic", "members", "history"});
+             {"op", "id", "room", "topic", "members", "count", "more", "seq", "epoch", "history"});
+  check_body(wire::joined(no_id, "r", "", {}, {0, "e2", false}, ordered_json::array()),
+             R"({"op":"joined","room":"r","topic":"","members":[],"count":0,"more":false,"seq":0,"epoch":"e2",)"
+             R"("resumed":false,"history":[]})",
+             {"op", "room", "topic", "members", "count", "more", "seq", "epoch", "resumed", "history"});
 
   check_body(wire::left(id, "lobby"), R"({"op":"left","id":"j","room":"lobby"})", {"op", "id", "room"});
 
@@ -95,9 +98,18 @@ TEST_CASE("wire: joined, left, rooms, who") {
              {"op", "rooms"});
   check_body(wire::rooms(id, ordered_json::array()), R"({"op":"rooms","id":"j","rooms":[]})", {"op", "id", "rooms"});
 
-  check_body(wire::who(id, "lobby", {"zed", "Bob", "amy"}),
-             R"({"op":"who","id":"j","room":"lobby","members":["Bob","amy","zed"]})",
-             {"op", "id", "room", "members"});
+  check_body(wire::who(id, "lobby", {{"zed", "Bob", "amy"}, 7, true}),
+             R"({"op":"who","id":"j","room":"lobby","members":["Bob","amy","zed"],"count":7,"more":true})",
+             {"op", "id", "room", "members", "count", "more"});
+}
+
+TEST_CASE("wire: a presence summary") {
+  wire::PresenceSummary summary{.joins = 3, .leaves = 1, .renames = 1, .joined = {"a", "b"}, .left = {"c"},
+                                .renamed = {{"d", "e"}}};
+  check_body(wire::presence_summary("big", summary, 1002),
+             R"({"op":"presence","room":"big","event":"summary","joins":3,"leaves":1,"renames":1,)"
+             R"("joined":["a","b"],"left":["c"],"renamed":[{"old":"d","nick":"e"}],"count":1002})",
+             {"op", "room", "event", "joins", "leaves", "renames", "joined", "left", "renamed", "count"});
 }
 
 TEST_CASE("wire: history, as a body and as a line spliced from stored messages") {

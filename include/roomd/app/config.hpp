@@ -22,6 +22,7 @@ struct ServerConfig {
   std::uint32_t max_clients_per_ip = 256;
   std::uint32_t workers = 4;
   bool dynamic_rooms = true;
+  std::uint32_t max_rooms = 10000;  // dynamic rooms at once (0: none may be created)
 };
 
 struct LimitsConfig {
@@ -37,11 +38,15 @@ struct LimitsConfig {
   std::uint32_t query_burst = 50;          // ... after this many at once; over it a request waits its turn
   double address_history_rate = 100;        // history pages and searches per second per client address, all its connections (0: off) ...
   std::uint32_t address_history_burst = 200; // ... after this many at once; over it one waits for the address's next slot
+  std::uint32_t member_page = 100;           // members listed in `joined`; `who`'s default page
+  std::uint32_t presence_threshold = 1000;   // above this many members a room's presence is summarized ...
+  std::uint32_t presence_interval_ms = 1000; // ... at most once per this interval
 };
 
 struct HistoryConfig {
   std::string path;  // empty: memory only
   std::uint32_t replay = 50;
+  std::uint32_t replay_max = 1000;  // messages a resuming join (`since`) may replay at most
   std::uint32_t max_messages_per_room = 100000;
 };
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,8 @@ struct RoomConfig {
   std::string key;  // argon2id hash; empty: no key needed
   bool read_only = false;
   std::vector<std::string> speakers;
+  // Above this many members presence is summarized; absent: limits.presence_threshold.
+  std::optional<std::uint32_t> presence_threshold;
 
   bool operator==(const RoomConfig&) const = default;
 };

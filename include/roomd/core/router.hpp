@@ -24,6 +24,7 @@
 #include "roomd/offload/task_runner.hpp"
 #include "roomd/protocol/event.hpp"
 #include "roomd/protocol/request.hpp"
+#include "roomd/protocol/wire.hpp"
 
 namespace roomd {
 
@@ -54,8 +55,14 @@ struct RouterSettings {
   bool dynamic_rooms = true;
   double rate = 50;
   std::uint32_t burst = 100;
-  std::uint32_t replay = 50;
+  std::uint32_t replay = 50;         // messages a plain join replays
+  std::uint32_t replay_max = 1000;   // messages a resuming join (`since`) may replay at most
   std::uint32_t max_history = 100000;
+  std::uint32_t max_rooms = 10000;   // dynamic rooms at once
+  std::uint32_t member_page = 100;   // members listed in `joined`, and `who`'s default page
+  // Rooms with more members than this get presence summaries, at most one per interval.
+  std::uint32_t presence_threshold = 1000;
+  std::uint32_t presence_interval_ms = 1000;
   std::uint32_t max_frame_bytes = 65536;
   GuessThrottle::Settings key_guesses;
   double query_rate = 20;  // join, history, who, rooms per second per session; 0: unpaced
@@ -111,9 +118,10 @@ class Router final : public SessionSink {
   // Sends one event to every session (shutdown notices).
   void send_all(const EventPtr& event);
   std::optional<std::string> nick_of(SessionId id) const;
-  // At start, for a persisted room: seq goes on after `state.last_seq` and the replay ring
-  // holds its recent messages.
+  // At start, for a persisted room: seq goes on after `state.last_seq`, the replay ring
+  // holds its recent messages and its epoch is the store's.
   void restore(const std::string& room, const RoomState& state);
+  bool has_room(std::string_view name) const { return find_room(name) != nullptr; }
   std::size_t session_count() const { return sessions_.size(); }
   const RouterStats& stats() const { return stats_; }
   const KeyChecker& key_checker() const { return keys_; }
@@ -122,6 +130,7 @@ class Router final : public SessionSink {
  private:
   struct Room;
   struct Session;
+  struct NickOrder;
 
   Session* find_session(SessionId id);
   bool paced(Session& s, const Request& r);
@@ -135,7 +144,20 @@ class Router final : public SessionSink {
   Room* resolve_room(Session& s, const Request& r, bool need_existing);
   Room* create_room(const std::string& name, const RoomConfig* config);
   void apply_room_config(Room& room, const RoomConfig& config);
+  void add_member(Session& s, Room& room);
   void remove_member(Session& s, Room& room);
+  wire::MemberPage member_page(const Room& room, const std::optional<std::string>& after, std::size_t limit) const;
+  std::string new_epoch();
+  // Presence of a join, a leave or a nick change: one event to the others, or, in a big room,
+  // a line in the room's next summary.
+  bool summarizing(const Room& room) const;
+  void announce_join(Room& room, const Session& s);
+  void announce_leave(Room& room, const Session& s);
+  void announce_nick(Room& room, const Session& s, const std::string& old);
+  void schedule_summary(Room& room);
+  void send_summary(Room& room);
+  // Whether a join with `since` (and `epoch`) can replay every message it missed.
+  bool can_resume(const Room& room, std::uint64_t since, const std::optional<std::string>& epoch) const;
   void drop_room_if_empty(Room& room);
   bool is_member(const Session& s, const Room& room) const;
   bool may_speak(const Session& s, const Room& room) const;
@@ -155,6 +177,7 @@ class Router final : public SessionSink {
                         std::function<void(bool)> committed = {});
   void finish_join(Session& s, const Request& r, Room& room);
   bool persisted(const Room& room) const;
+  std::size_t ring_size(bool persisted_room) const;  // messages a room keeps in memory
   void to_others(Room& room, const Session* except, const EventPtr& event);
   void reply(Session& s, ordered_json body);
   void fail(Session& s, const Request& r, ErrorCode code, std::string message);
@@ -169,6 +192,9 @@ class Router final : public SessionSink {
   std::unordered_map<SessionId, std::shared_ptr<Session>> sessions_;  // shared: Holds watch them
   std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> session
   std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;
+  std::size_t dynamic_rooms_ = 0;  // rooms_ that are not configured (server.max_rooms)
+  std::uint64_t room_serial_ = 0;
+  std::uint64_t epoch_seed_;       // random per router: epochs differ across restarts
   SessionId next_id_ = 1;
   std::uint64_t guest_counter_ = 0;
   RouterStats stats_;

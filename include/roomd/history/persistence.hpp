@@ -34,6 +34,7 @@ struct HistoryPage {
 
 struct RoomState {
   std::uint64_t last_seq = 0;
+  std::string epoch;                // the store's: it changes only with a new database
   std::vector<std::string> recent;  // oldest first
 };
 

@@ -79,6 +79,9 @@ constexpr std::string_view to_string(ErrorCode code) {
   return "internal";
 }
 
+// A `who` page holds at most this many members (a bigger `limit` is cut to it).
+inline constexpr std::uint32_t kMaxWhoPage = 1000;
+
 struct Request {
   Op op = Op::ping;
   std::optional<nlohmann::json> id;  // any JSON scalar, echoed in the reply
@@ -92,7 +95,10 @@ struct Request {
   std::string to;
   std::string topic;
   std::optional<std::uint64_t> before;
-  std::optional<std::uint32_t> limit;
+  std::optional<std::uint32_t> limit;   // history: messages; who: members
+  std::optional<std::uint64_t> since;   // join: resume after this seq ...
+  std::optional<std::string> epoch;     // ... of the room as it was in this epoch
+  std::optional<std::string> after;     // who: the page after this nick
   std::optional<std::string> search;
 };
 

@@ -21,6 +21,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "roomd/protocol/mode.hpp"
@@ -64,18 +65,31 @@ ordered_json bye(const Id& id);                                   // {"op":"bye"
 // {"op":"stats","id"?, ...figures' own keys, in their order}
 ordered_json stats(const Id& id, const ordered_json& figures);
 
-// {"op":"joined","id"?,"room","topic","members":[nicks, sorted],"history":[message...]}
-// `history` is an array of message bodies, oldest first.
-ordered_json joined(const Id& id, std::string_view room, std::string_view topic,
-                    std::vector<std::string> members, ordered_json history);
+// A page of a room's members: nicks in byte order, the room's member count, and whether
+// members follow the last one listed.
+struct MemberPage {
+  std::vector<std::string> nicks;
+  std::size_t count = 0;
+  bool more = false;
+};
+// Where a room's sequence stands for a joiner, and whether its `since` was honoured.
+struct RoomPosition {
+  std::uint64_t seq = 0;  // the room's last seq (0: no message yet)
+  std::string_view epoch;
+  std::optional<bool> resumed;  // set when the join asked to resume
+};
+// {"op":"joined","id"?,"room","topic","members":[nicks],"count","more","seq","epoch",
+//  "resumed"?,"history":[message...]}; `history` is an array of message bodies, oldest first.
+ordered_json joined(const Id& id, std::string_view room, std::string_view topic, MemberPage members,
+                    const RoomPosition& position, ordered_json history);
 // {"op":"left","id"?,"room"}
 ordered_json left(const Id& id, std::string_view room);
 // {"op":"rooms","id"?,"rooms":[room_entry...]}
 ordered_json rooms(const Id& id, ordered_json entries);
 // {"name","topic","members":count,"keyed"}
 ordered_json room_entry(std::string_view name, std::string_view topic, std::size_t members, bool keyed);
-// {"op":"who","id"?,"room","members":[nicks, sorted]}
-ordered_json who(const Id& id, std::string_view room, std::vector<std::string> members);
+// {"op":"who","id"?,"room","members":[nicks],"count","more"}
+ordered_json who(const Id& id, std::string_view room, MemberPage members);
 // {"op":"history","id"?,"room","messages":[message...],"more"}; messages oldest first.
 ordered_json history(const Id& id, std::string_view room, ordered_json messages, bool more);
 // The same reply as one JSON line (with its '\n') around message lines this server wrote
@@ -109,6 +123,20 @@ ordered_json presence_leave(std::string_view room, std::string_view nick);
 ordered_json presence_nick(std::string_view room, std::string_view nick, std::string_view old);
 // {"op":"presence","room","event":"topic","nick","topic"}
 ordered_json presence_topic(std::string_view room, std::string_view nick, std::string_view topic);
+// What changed in a big room over one interval (its presence is summarized, not sent one
+// event per change). The lists hold the first changes of the interval, capped; the counts are
+// all of them.
+struct PresenceSummary {
+  std::uint64_t joins = 0;
+  std::uint64_t leaves = 0;
+  std::uint64_t renames = 0;
+  std::vector<std::string> joined;                          // nicks as they joined
+  std::vector<std::string> left;                            // nicks as they left
+  std::vector<std::pair<std::string, std::string>> renamed;  // (old, new)
+};
+// {"op":"presence","room","event":"summary","joins","leaves","renames","joined":[nicks],
+//  "left":[nicks],"renamed":[{"old","nick"}],"count":members now}
+ordered_json presence_summary(std::string_view room, const PresenceSummary& summary, std::size_t count);
 
 // ---- notices from the server itself ------------------------------------------------------
 // (system_shutdown is the server's, system_dropped, ping and error_slow_consumer the
