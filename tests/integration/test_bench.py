@@ -95,6 +95,19 @@ class BenchSmoke(DaemonTest):
         # 200 members is below the presence threshold: the members hear each join and leave.
         self.assertGreater(int(kv["presence_events"]), 0)
 
+    def test_churn_in_a_room_over_its_presence_threshold(self):
+        # bench0 summarized from 50 members: the members get presence summaries, not single events.
+        with open(CONFIG) as f:
+            text = f.read()
+        self.assertIn('name = "bench0"\n', text)
+        self.d = self.start(text.replace('name = "bench0"\n', 'name = "bench0"\npresence_threshold = 50\n', 1)
+                            .replace("[limits]\n", "[limits]\npresence_interval_ms = 200\n", 1))
+        kv = self.bench("churn", "--members", "200", "--churners", "4", "--churn-rate", "100", "--duration", "2",
+                        "--settle", "0.5")
+        self.assertEqual((kv["deliveries"], kv["lost"], kv["gaps"]), ("40000", "0", "0"))
+        self.assertGreater(int(kv["presence_summaries"]), 0)
+        self.assertEqual(kv["presence_events"], "0")
+
     def test_churn_control_has_no_churn(self):
         kv = self.bench("churn", "--members", "50", "--churners", "2", "--churn-rate", "0", "--duration", "1",
                         "--settle", "0.2")
