@@ -65,6 +65,7 @@ struct Options {
   // publisher says --rate messages a second. The run starts --settle seconds after the last
   // member joined, so presence left over from the setup is not counted as the churn's.
   int churners = 20;
+  int connect_window = 128;  // connections being set up at once, per loop
   double churn_rate = 200;
   double settle = 2;
   int versus_port = 0;                    // latency: a second server, measured in alternate phases
@@ -170,10 +171,11 @@ struct Worker {
   std::vector<std::unique_ptr<Conn>> conns;
   std::vector<Conn*> publishers;
   int next_to_connect = 0;
-  // Connections connecting or joining (not ready yet), at most 128. Counting them until they
-  // are ready, not only until connected, keeps the server's accept queue short: a client that
-  // only waited for its connect could outrun the server's accepts, overflow the listen backlog
-  // and wait a second for the SYN-ACK to be resent, which join_s would then measure.
+  // Connections connecting or joining (not ready yet), at most --connect-window (128).
+  // Counting them until they are ready, not only until connected, keeps the server's accept
+  // queue short: a client that only waited for its connect could outrun the server's accepts,
+  // overflow the listen backlog and wait a second for the SYN-ACK to be resent, which join_s
+  // would then measure.
   int setting_up = 0;
   std::uint64_t pending_deliveries = 0;  // counted during one read, then added to sh.deliveries
   long published = 0;                  // worker 0
@@ -518,7 +520,7 @@ struct Worker {
   }
 
   void connect_more() {
-    while (next_to_connect < static_cast<int>(conns.size()) && setting_up < 128) {
+    while (next_to_connect < static_cast<int>(conns.size()) && setting_up < o.connect_window) {
       Conn& c = *conns[static_cast<std::size_t>(next_to_connect++)];
       sockaddr_in addr{};
       if (!sh.check(uv_ip4_addr(o.host.c_str(), c.versus ? o.versus_port : o.port, &addr), "--host")) return;
@@ -887,6 +889,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"redis", "roomd"}));
   app.add_flag("--storm-distinct-keys", o.storm_distinct_keys,
                "every storm join guesses a new key (a brute-force attack: each is an argon2id check)");
+  app.add_option("--connect-window", o.connect_window,
+                 "connections being set up (connecting or joining) at once, per generator thread")
+      ->check(CLI::Range(1, 100000));
   app.add_option("--threads", o.threads, "generator threads, each with its own loop (receivers are dealt among them)");
   app.add_option("--timeout", o.timeout, "give up after this many seconds");
   try {
