@@ -199,6 +199,7 @@ void read_limits(const toml::table& t, LimitsConfig& l, std::vector<ConfigError>
   if (policy == "disconnect") l.slow_consumer = SlowConsumerPolicy::disconnect;
   else if (policy == "drop") l.slow_consumer = SlowConsumerPolicy::drop;
   else r.fail("slow_consumer", r.line("slow_consumer"), "must be \"disconnect\" or \"drop\"");
+  r.integer("max_total_outbound_bytes", l.max_total_outbound_bytes, 0, std::int64_t{1} << 50);
   r.number("rate", l.rate, 0.001, 1e9);
   r.integer("burst", l.burst, 1, 1000000000);
   r.integer("idle_timeout_s", l.idle_timeout_s, 2, 31 * 24 * 3600);

@@ -10,6 +10,7 @@
 #include "roomd/protocol/wire.hpp"
 #include "roomd/app/console_commands.hpp"
 #include "roomd/net/console.hpp"
+#include "roomd/net/output_budget.hpp"
 #include "roomd/offload/keys.hpp"
 #include "roomd/base/log.hpp"
 #include "roomd/app/notify.hpp"
@@ -268,6 +269,8 @@ Connection* Server::find_connection(ConnectionId id) {
 void Server::on_turn() {
   resume_connections();
   retire_ended_sessions();
+  // The cut ones' sessions end: their rooms hear the leave in this turn, before it writes.
+  if (enforce_output_budget()) retire_ended_sessions();
   write_pending();
   if (history_) history_->flush();  // this turn's messages: one transaction
   free_closed_connections();
@@ -299,6 +302,23 @@ void Server::retire_ended_sessions() {
     batch.swap(turn_.ended);
     for (SessionId id : batch) router_->disconnect(id);
   }
+}
+
+// The server-wide output budget (output_budget.hpp), once per turn, before the write phase:
+// one comparison of the connections' running total; only over the budget are the queues
+// listed and the largest cut, by their policy, until the rest is at or under it. Returns
+// whether it cut any.
+bool Server::enforce_output_budget() {
+  const std::uint64_t budget = config_.limits.max_total_outbound_bytes;
+  const std::uint64_t total = stats_.connections.budgeted_bytes;
+  if (budget == 0 || total <= budget) return false;
+  std::vector<QueuedOutput> queues;
+  for (const auto& [id, conn] : connections_)
+    if (conn->counts_against_budget() && conn->queued_bytes() > 0) queues.push_back({id, conn->queued_bytes()});
+  std::vector<ConnectionId> cut = pick_over_budget(queues, total, budget);
+  for (ConnectionId id : cut)
+    if (Connection* c = find_connection(id)) c->cut_for_budget(total, budget);
+  return !cut.empty();
 }
 
 // Everything this turn queued goes out now, one batched write per connection. Writing
@@ -439,9 +459,14 @@ ordered_json Server::stats_json() const {
   j["bytes_out"] = stats_.connections.bytes_out;
   j["slow_consumers"] = stats_.connections.slow_consumers;
   j["dropped"] = stats_.connections.dropped;
+  j["outbound_bytes"] = stats_.connections.queued_bytes;
+  j["outbound_budget_cuts"] = stats_.connections.budget_cuts;
   j["rate_limited"] = r.rate_limited;
   j["queries_paced"] = r.queries_paced;
   j["history_paced_by_address"] = r.history_paced_by_address;
+  j["presence_summaries"] = r.presence_summaries;
+  j["resumes"] = r.resumes;
+  j["resumes_refused"] = r.resumes_refused;
   j["rejected"] = stats_.rejected;
   j["worker_tasks"] = pool_->in_flight();
   j["key_checks"] = router_->key_checker().checks_run();

@@ -327,6 +327,7 @@ void Router::send_summary(Room& room) {
   room.summary_due = false;
   auto summary = std::exchange(room.presence, {});
   if (summary.joins + summary.leaves + summary.renames == 0) return;
+  ++stats_.presence_summaries;
   to_others(room, nullptr, make_event(wire::presence_summary(room.name, summary, room.members.size())));
 }
 
@@ -530,12 +531,14 @@ void Router::finish_join(Session& s, const Request& r, Room& room_ref) {
   if (r.since) {
     position.resumed = can_resume(*room, *r.since, r.epoch);
     if (*position.resumed) n = static_cast<std::size_t>(last_seq - *r.since);
+    ++(*position.resumed ? stats_.resumes : stats_.resumes_refused);
   }
-  auto history = ordered_json::array();
+  std::vector<std::string_view> replay;
+  replay.reserve(n);
   for (auto it = room->history.end() - static_cast<std::ptrdiff_t>(n); it != room->history.end(); ++it)
-    history.push_back((*it)->body());
-  reply(s, wire::joined(r.id, room->name, room->topic, member_page(*room, std::nullopt, settings_.member_page),
-                        position, std::move(history)));
+    replay.push_back(*(*it)->bytes(Mode::json));
+  s.out->send(Event::from_json_line(wire::joined_line(
+      r.id, room->name, room->topic, member_page(*room, std::nullopt, settings_.member_page), position, replay)));
   if (!again) announce_join(*room, s);
 }
 

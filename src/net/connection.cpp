@@ -152,9 +152,10 @@ void Connection::send_broadcast(const EventPtr& event, std::string_view room) {
   if (state_ != State::open) return;
   const Bytes& bytes = event->bytes(mode_);
   if (bytes->empty()) return;
+  if (skipping_) return note_drop(room);  // cut by the output budget, until its queue drains
   if (!limits().flow.fits(queued_bytes_, bytes->size())) {
     if (limits().flow.slow_consumer == SlowConsumerPolicy::drop) return note_drop(room);
-    return slow_consumer();
+    return slow_consumer("is a slow consumer (" + std::to_string(queued_bytes_) + " bytes queued)");
   }
   if (!drops_.empty()) emit_drop_notices();
   enqueue(bytes);
@@ -162,7 +163,7 @@ void Connection::send_broadcast(const EventPtr& event, std::string_view room) {
 
 void Connection::enqueue(const Bytes& bytes) {
   if (bytes->empty() || state_ == State::closing) return;
-  queued_bytes_ += bytes->size();
+  add_queued(bytes->size());
   out_.push_back(bytes);
   want_write();
   // Flow control: a client that does not read its replies is neither served nor read.
@@ -187,7 +188,7 @@ void Connection::finish() {
 
 void Connection::drain() {
   if (state_ != State::open) return;
-  state_ = State::draining;
+  set_state(State::draining);
   deadline_ms_ = now_ms() + kDrainDeadlineMs;
   want_write();
 }
@@ -213,15 +214,14 @@ void Connection::emit_drop_notices() {
   }
 }
 
-void Connection::slow_consumer() {
+void Connection::slow_consumer(const std::string& why) {
   ++context_.counters->slow_consumers;
-  log::warning("client " + peer_ + " is a slow consumer (" + std::to_string(queued_bytes_) +
-               " bytes queued): disconnecting");
+  log::warning("client " + peer_ + " " + why + ": disconnecting");
   // Keep only what a write already owns, so the error follows whole lines and the client
   // can read it at once if it ever reads again.
   std::size_t keep = std::max<std::size_t>(inflight_count_, front_offset_ > 0 ? 1 : 0);
   while (out_.size() > keep) {
-    queued_bytes_ -= out_.back()->size();
+    remove_queued(out_.back()->size());
     out_.pop_back();
   }
   enqueue(make_event(wire::error_slow_consumer())->bytes(mode_));
@@ -243,7 +243,7 @@ std::size_t Connection::gather(uv_buf_t* bufs, std::size_t max_bufs, std::size_t
 
 void Connection::consume(std::size_t bytes) {
   context_.counters->bytes_out += bytes;
-  queued_bytes_ -= bytes;
+  remove_queued(bytes);
   while (bytes > 0) {  // pop what was written; the front may be left part-written
     std::size_t left_in_front = out_.front()->size() - front_offset_;
     if (bytes < left_in_front) {
@@ -255,7 +255,8 @@ void Connection::consume(std::size_t bytes) {
     out_.pop_front();
   }
   if (!limits().flow.may_serve(queued_bytes_)) return;
-  if (!drops_.empty() && state_ == State::open) emit_drop_notices();
+  if (skipping_ && queued_bytes_ == 0) set_skipping(false);  // drained: it takes broadcasts again
+  if (!drops_.empty() && state_ == State::open && !skipping_) emit_drop_notices();
   limits_changed();  // drained below half: serve what was kept, or read again
 }
 
@@ -313,7 +314,7 @@ void Connection::on_write(uv_write_t* req, int status) {
 
 void Connection::begin_shutdown() {
   if (peer_eof_) return close_now();  // nobody left to linger for
-  state_ = State::shut;
+  set_state(State::shut);
   deadline_ms_ = now_ms() + kLingerMs;
   // Keep reading (and discarding) until the peer's EOF: closing with unread input would make
   // the kernel send a reset, which can destroy the last lines we just sent.
@@ -349,10 +350,49 @@ void Connection::tick(std::uint64_t now) {
 void Connection::close_now() {
   if (state_ == State::closing) return;
   retire_session();
-  state_ = State::closing;
+  set_state(State::closing);
+  remove_queued(queued_bytes_);  // what is still queued is dropped: it no longer counts
   auto on_closed = [turn = context_.turn, id = id_] { turn->closed.push_back(id); };
   if (tcp_) tcp_->close(on_closed);
   else pipe_->close(on_closed);
+}
+
+// ---- the output budget (output_budget.hpp) ----------------------------------------------
+
+void Connection::add_queued(std::size_t bytes) {
+  queued_bytes_ += bytes;
+  context_.counters->queued_bytes += bytes;
+  if (counts_against_budget()) context_.counters->budgeted_bytes += bytes;
+}
+
+void Connection::remove_queued(std::size_t bytes) {
+  queued_bytes_ -= bytes;
+  context_.counters->queued_bytes -= bytes;
+  if (counts_against_budget()) context_.counters->budgeted_bytes -= bytes;
+}
+
+void Connection::set_state(State state) {
+  const bool counted = counts_against_budget();
+  state_ = state;
+  if (counted && !counts_against_budget()) context_.counters->budgeted_bytes -= queued_bytes_;
+}
+
+void Connection::set_skipping(bool skipping) {
+  const bool counted = counts_against_budget();
+  skipping_ = skipping;
+  if (counted && !counts_against_budget()) context_.counters->budgeted_bytes -= queued_bytes_;
+  else if (!counted && counts_against_budget()) context_.counters->budgeted_bytes += queued_bytes_;
+}
+
+void Connection::cut_for_budget(std::uint64_t total, std::uint64_t budget) {
+  if (!counts_against_budget()) return;
+  ++context_.counters->budget_cuts;
+  const std::string why = "has one of the largest queues (" + std::to_string(queued_bytes_) + " bytes) while all clients' output (" +
+                          std::to_string(total) + " bytes) is over limits.max_total_outbound_bytes (" +
+                          std::to_string(budget) + ")";
+  if (limits().flow.slow_consumer == SlowConsumerPolicy::disconnect) return slow_consumer(why);
+  log::warning("client " + peer_ + " " + why + ": skipping its broadcasts until its queue drains");
+  set_skipping(true);
 }
 
 }  // namespace roomd

@@ -140,6 +140,23 @@ ordered_json joined(const Id& id, std::string_view room, std::string_view topic,
   return b;
 }
 
+std::string joined_line(const Id& id, std::string_view room, std::string_view topic, MemberPage members,
+                        const RoomPosition& position, std::span<const std::string_view> message_lines) {
+  // The head as joined() gives it, with an empty history last: `..."history":[]}`.
+  std::string line = joined(id, room, topic, std::move(members), position, ordered_json::array())
+                         .dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  line.resize(line.size() - 2);  // "]}"
+  bool first = true;
+  for (std::string_view body : message_lines) {
+    while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.remove_suffix(1);
+    if (body.size() < 2 || body.front() != '{' || body.back() != '}') continue;  // not one of ours
+    if (!std::exchange(first, false)) line += ',';
+    line += body;
+  }
+  line += "]}\n";
+  return line;
+}
+
 ordered_json left(const Id& id, std::string_view room) {
   auto b = reply(id, "left");
   b["room"] = room;

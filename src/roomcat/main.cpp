@@ -5,15 +5,23 @@
 // command or a `say` in the current room, sent as JSON with an id, and server frames are
 // shown as human lines. At stdin's EOF roomcat waits until every id it sent is answered,
 // says bye, and exits 0 when the server closes.
+//
+// --reconnect: a connection lost after its welcome is retried with backoff; the new one
+// takes the nick back and re-joins each room with `since`/`epoch`, so the server replays
+// what was missed (docs/roomcat.md, Reconnecting).
 #include <uv.h>
 
 #include <csignal>
 #include <cstdio>
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <optional>
+#include <random>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "roomd/app/cli.hpp"
 #include "roomd/protocol/codec.hpp"
@@ -31,40 +39,86 @@ namespace uv = roomd::uv;
 
 constexpr int kExitLost = 1;
 constexpr std::size_t kStdoutHighWater = 1 << 20;  // pause the socket above this much unprinted
+// --reconnect: the delay before attempt n is drawn from [b/2, b], b = 200 ms doubling to 5 s.
+constexpr std::uint64_t kBackoffMinMs = 200;
+constexpr std::uint64_t kBackoffMaxMs = 5000;
+constexpr std::size_t kMaxQueuedOffline = 1000;  // lines typed while disconnected, at most
+constexpr std::string_view kOwnIdPrefix = "roomcat-";  // ids of the requests roomcat makes itself
 
 class Client {
  public:
-  Client(uv_loop_t* loop, bool json, std::string nick, std::vector<std::string> rooms)
-      : loop_(loop), json_(json), nick_(std::move(nick)), rooms_(std::move(rooms)) {}
+  Client(uv_loop_t* loop, bool json, bool reconnect, std::string nick, std::vector<std::string> rooms)
+      : loop_(loop),
+        json_(json),
+        reconnect_(reconnect),
+        nick_(std::move(nick)),
+        rooms_(std::move(rooms)),
+        rng_(std::random_device{}()) {}
 
   int run(const std::string& target);
 
  private:
+  // What roomcat remembers of a room it is in, to re-join it after a reconnect.
+  struct Room {
+    std::string name;
+    std::optional<std::string> key;    // given at the join
+    std::optional<std::uint64_t> seq;  // the last seq seen: joined.seq, then each message
+    std::optional<std::string> epoch;  // from the last joined
+  };
+  // One request of a re-join round: the nick ("" room) or a room; note is what the line says.
+  struct Rejoin {
+    std::string id;
+    std::string room;
+    std::string note;
+  };
+
   static Client* from(uv_handle_t* h) { return static_cast<Client*>(h->data); }
   uv_stream_t* sock() { return pipe_ ? pipe_->stream() : tcp_->stream(); }
 
+  void start_connect();
+  void connect_failed(const std::string& what, int status);
   void connected();
+  void start_stdin();
   void start_socket_reads();
   static void on_connected(uv_connect_t* req, int status);
+  void on_socket_closed();
   void on_server_line(std::string_view line);
+  void track(const ordered_json& frame, const std::string& op);
+  void on_welcome(const ordered_json& frame);
   void on_stdin_line(std::string_view line);
   void on_stdin_eof();
   void send_json(const ordered_json& frame);
   void send_raw(std::string line);
   void maybe_finish();
   void print(std::string text);
+  void print_now(std::string text);
+  void notice(const std::string& text);
   void queue_request(roomd::Request request);
   void send_queued();
+  void flush_raw();
   std::string prompt() const { return current_room_.empty() ? "> " : "[" + current_room_ + "]> "; }
   void lost(const std::string& why);
+  void connection_lost(const std::string& why);
+  void schedule_retry();
+  void begin_rejoin();
+  bool on_rejoin_reply(const std::string& id, const ordered_json& frame, const std::string& op);
+  void finish_rejoin();
+  void forget_room(const std::string& room);
+  Room* find_room(const std::string& room);
+  bool offline() const { return reconnecting_ || rejoining_; }
+  // Lines from stdin go out now: connected, the rooms re-joined, and (text mode, which paces
+  // by it) welcomed. --json sends at once, as it always has.
+  bool ready() const { return online_ && !offline() && (json_ || welcomed_); }
   void close_all();
 
   uv_loop_t* loop_;
   bool json_;
+  bool reconnect_;
   std::string nick_;
   std::vector<std::string> rooms_;
   std::string current_room_;
   bool is_unix_ = false;
+  std::string unix_path_, host_, port_;
   // Every handle is owned here (or by terminal_) and closed by close_all(), which ends the
   // loop: nothing is left open when run() returns, except after its early return.
   std::optional<uv::Handle<uv_tcp_t>> tcp_;  // the socket: one of these two
@@ -73,6 +127,7 @@ class Client {
   uv_getaddrinfo_t resolve_req_{};
   std::optional<uv::Handle<uv_pipe_t>> stdin_pipe_;  // stdin outside interactive mode: one of these two
   std::optional<uv::Handle<uv_tty_t>> stdin_tty_;
+  bool stdin_started_ = false;
   roomd::Framer server_framer_{64 << 20};
   roomd::Framer stdin_framer_{64 << 20};
   std::uint64_t next_id_ = 1;
@@ -92,12 +147,31 @@ class Client {
   std::deque<roomd::Request> queued_;
   std::unique_ptr<roomd::TokenBucket> bucket_;
   double rate_ = 0;
-  bool welcomed_ = false;
+  bool welcomed_ = false;  // this connection's welcome has come
   std::optional<uv::Timer> pace_timer_;
   bool pace_timer_active_ = false;  // a one-shot: started and not yet fired
   std::optional<uv::Signal> sigint_;
   std::vector<char> sock_buf_ = std::vector<char>(64 * 1024);
   std::vector<char> stdin_buf_ = std::vector<char>(64 * 1024);
+
+  // Reconnecting (--reconnect).
+  bool online_ = false;         // the socket is connected and not yet lost
+  bool ever_welcomed_ = false;  // a connection got as far as its welcome: from then on, retry
+  bool reconnecting_ = false;   // from a loss until the next welcome
+  bool rejoining_ = false;      // the re-join round's replies are not all in
+  std::optional<uv::Timer> retry_timer_;
+  std::uint64_t backoff_ms_ = kBackoffMinMs;
+  std::mt19937_64 rng_;
+  std::vector<Room> joined_;                                  // in the order they were joined
+  std::vector<std::pair<std::string, std::optional<std::string>>> join_keys_;  // last join sent, per room
+  std::string own_nick_;  // the nick the server last acknowledged ("" for the guest nick)
+  std::string guest_nick_;
+  std::vector<Rejoin> rejoin_;
+  std::string rejoin_nick_note_;  // why the nick could not be taken back
+  std::size_t rejoin_pending_ = 0;
+  std::string rejoin_out_;  // text mode: what the round printed, shown after its one line
+  std::uint64_t next_own_id_ = 1;
+  std::deque<std::string> raw_queue_;  // --json: lines waiting for the connection
 };
 
 struct WriteReq {
@@ -108,9 +182,9 @@ struct WriteReq {
 
 int Client::run(const std::string& target) {
   auto addr = roomd::parse_listen_address(target);
-  std::string host, port;
   if (target.starts_with("unix:")) {
     is_unix_ = true;
+    unix_path_ = target.substr(5);
   } else if (!addr) {
     // A host name: HOST:PORT, resolved by the loop.
     auto colon = target.rfind(':');
@@ -118,52 +192,17 @@ int Client::run(const std::string& target) {
       std::fprintf(stderr, "roomcat: bad target '%s' (want HOST:PORT, [V6]:PORT or unix:PATH)\n", target.c_str());
       return roomd::kExitUsage;
     }
-    host = target.substr(0, colon);
-    port = target.substr(colon + 1);
+    host_ = target.substr(0, colon);
+    port_ = target.substr(colon + 1);
   } else {
-    host = addr->host;
-    port = std::to_string(addr->port);
-  }
-  connect_req_.data = this;
-  if (is_unix_) {
-    pipe_.emplace([this](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
-    pipe_->get()->data = this;
-    // void: a failure reaches on_connected
-    uv_pipe_connect(&connect_req_, pipe_->get(), target.substr(5).c_str(), on_connected);
-  } else {
-    tcp_.emplace([this](uv_tcp_t* t) { return uv_tcp_init(loop_, t); });
-    tcp_->get()->data = this;
-    resolve_req_.data = this;
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = uv_getaddrinfo(
-        loop_, &resolve_req_,
-        [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
-          auto* self = static_cast<Client*>(req->data);
-          if (status < 0) {
-            std::fprintf(stderr, "roomcat: cannot resolve host: %s\n", uv_strerror(status));
-            self->exit_code_ = kExitLost;
-            self->close_all();
-          } else if (int rc = uv_tcp_connect(&self->connect_req_, self->tcp_->get(), res->ai_addr, on_connected);
-                     rc < 0) {
-            // Refused and the like come to on_connected; this is a connect that could not
-            // even start (no route, no address family, no socket).
-            std::fprintf(stderr, "roomcat: cannot connect: %s\n", uv_strerror(rc));
-            self->exit_code_ = kExitLost;
-            self->close_all();
-          }
-          uv_freeaddrinfo(res);
-        },
-        host.c_str(), port.c_str(), &hints);
-    if (rc < 0) {
-      std::fprintf(stderr, "roomcat: cannot resolve host: %s\n", uv_strerror(rc));
-      return kExitLost;
-    }
+    host_ = addr->host;
+    port_ = std::to_string(addr->port);
   }
   pace_timer_.emplace(loop_, [this] {
     pace_timer_active_ = false;
     send_queued();
   });
+  retry_timer_.emplace(loop_, [this] { start_connect(); });
   bool interactive = uv_guess_handle(0) == UV_TTY && !json_;
   if (!interactive && (uv_guess_handle(1) == UV_NAMED_PIPE || uv_guess_handle(1) == UV_TTY)) {
     // Asynchronous stdout, so a slow terminal or reader applies backpressure to the socket.
@@ -171,17 +210,58 @@ int Client::run(const std::string& target) {
     stdout_pipe_.emplace([this](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
     if (uv_pipe_open(stdout_pipe_->get(), 1) < 0) stdout_pipe_.reset();
   }
+  start_connect();
   uv_run(loop_, UV_RUN_DEFAULT);  // until close_all() has closed every handle; returns no error
   return exit_code_;
 }
 
+// One attempt: a fresh socket handle, then (for TCP) a lookup of the host and a connect.
+// Every way it fails ends in connect_failed, which retries or gives up.
+void Client::start_connect() {
+  if (finished_) return;
+  connect_req_.data = this;
+  if (is_unix_) {
+    pipe_.emplace([this](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
+    pipe_->get()->data = this;
+    // void: a failure reaches on_connected
+    uv_pipe_connect(&connect_req_, pipe_->get(), unix_path_.c_str(), on_connected);
+    return;
+  }
+  tcp_.emplace([this](uv_tcp_t* t) { return uv_tcp_init(loop_, t); });
+  tcp_->get()->data = this;
+  resolve_req_.data = this;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = uv_getaddrinfo(
+      loop_, &resolve_req_,
+      [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+        auto* self = static_cast<Client*>(req->data);
+        if (self->finished_) {  // given up meanwhile (stdin ended while reconnecting)
+        } else if (status < 0) {
+          self->connect_failed("cannot resolve host", status);
+        } else if (int rc = uv_tcp_connect(&self->connect_req_, self->tcp_->get(), res->ai_addr, on_connected);
+                   rc < 0) {
+          // Refused and the like come to on_connected; this is a connect that could not
+          // even start (no route, no address family, no socket).
+          self->connect_failed("cannot connect", rc);
+        }
+        uv_freeaddrinfo(res);
+      },
+      host_.c_str(), port_.c_str(), &hints);
+  if (rc < 0) connect_failed("cannot resolve host", rc);
+}
+
+void Client::connect_failed(const std::string& what, int status) {
+  if (reconnecting_) return schedule_retry();  // silent: the loss was said once
+  std::fprintf(stderr, "roomcat: %s: %s\n", what.c_str(), uv_strerror(status));
+  exit_code_ = kExitLost;
+  close_all();
+}
+
 void Client::on_connected(uv_connect_t* req, int status) {
   auto* self = static_cast<Client*>(req->data);
-  if (status < 0) {
-    std::fprintf(stderr, "roomcat: cannot connect: %s\n", uv_strerror(status));
-    self->exit_code_ = kExitLost;
-    return self->close_all();
-  }
+  if (self->finished_) return;  // the handle was closed under a pending connect
+  if (status < 0) return self->connect_failed("cannot connect", status);
   self->connected();
 }
 
@@ -198,17 +278,43 @@ void Client::start_socket_reads() {
           self->server_framer_.feed({b->base, static_cast<std::size_t>(n)},
                                     [self](std::string_view line) { self->on_server_line(line); }, [] {});
         } else if (n < 0) {
-          if (self->bye_acked_) {  // the server answered our bye: a normal end
-            self->exit_code_ = 0;
-            return self->close_all();
-          }
-          self->lost(self->closed_reason_.empty() ? "connection closed by server" : self->closed_reason_);
+          self->on_socket_closed();
         }
       });
 }
 
+// EOF or an error on the socket: the end, or (--reconnect) the start of a retry.
+void Client::on_socket_closed() {
+  if (bye_acked_) {  // the server answered our bye: a normal end
+    exit_code_ = 0;
+    return close_all();
+  }
+  std::string why = closed_reason_.empty() ? "connection closed by server" : closed_reason_;
+  // Not retried: without --reconnect, before any welcome, after our own bye or stdin's end,
+  // or when an operator kicked us.
+  if (!reconnect_ || !ever_welcomed_ || stdin_done_ || bye_sent_ || closed_reason_ == "kicked") return lost(why);
+  if (!welcomed_) {  // a retry that was closed before its welcome (server_full): try again
+    online_ = false;
+    return schedule_retry();
+  }
+  connection_lost(why);
+}
+
 void Client::connected() {
-  start_socket_reads();
+  online_ = true;
+  closed_reason_.clear();
+  server_framer_ = roomd::Framer(64 << 20);  // nothing of the last connection's half line
+  if (!sock_paused_) start_socket_reads();   // else stdout's drain starts them
+  if (stdin_started_) return;
+  stdin_started_ = true;
+  start_stdin();
+  if (!json_) {
+    if (!nick_.empty()) on_stdin_line("/nick " + nick_);
+    for (const auto& room : rooms_) on_stdin_line("/join " + room);
+  }
+}
+
+void Client::start_stdin() {
   // stdin: a TTY or a pipe is read by the loop; anything else (a file) the same way via a pipe
   // handle when possible.
   uv_stream_t* stdin_stream = nullptr;  // not in interactive mode, where terminal_ reads
@@ -256,14 +362,10 @@ void Client::connected() {
           }
         });
   }
-  if (!json_) {
-    if (!nick_.empty()) on_stdin_line("/nick " + nick_);
-    for (const auto& room : rooms_) on_stdin_line("/join " + room);
-  }
 }
 
 void Client::send_raw(std::string line) {
-  if (finished_) return;
+  if (finished_ || !online_) return;
   auto* w = new WriteReq{{}, std::move(line), this};
   uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
   w->req.data = w;
@@ -274,7 +376,28 @@ void Client::send_raw(std::string line) {
 void Client::send_json(const ordered_json& frame) { send_raw(roomd::encode_json(frame)); }
 
 void Client::on_stdin_line(std::string_view line) {
-  if (json_) return send_raw(std::string(line) + "\n");
+  if (finished_) return;
+  // While disconnected lines wait for the re-join, up to kMaxQueuedOffline of them.
+  bool full = offline() && (json_ ? raw_queue_.size() : queued_.size()) >= kMaxQueuedOffline;
+  if (json_) {
+    if (full) {
+      std::fprintf(stderr, "roomcat: line not sent: %zu lines already wait for the connection\n", raw_queue_.size());
+      return;
+    }
+    // Remember the key of a join, to re-join with it.
+    auto frame = ordered_json::parse(line, nullptr, false);
+    auto op = frame.is_object() ? frame.find("op") : frame.end();
+    if (frame.is_object() && op != frame.end() && *op == "join" && frame.contains("room") &&
+        frame["room"].is_string()) {
+      std::optional<std::string> key;
+      if (auto k = frame.find("key"); k != frame.end() && k->is_string()) key = k->get<std::string>();
+      std::string room = frame["room"].get<std::string>();
+      std::erase_if(join_keys_, [&](const auto& p) { return p.first == room; });
+      join_keys_.emplace_back(room, key);
+    }
+    raw_queue_.push_back(std::string(line) + "\n");
+    return flush_raw();
+  }
   auto parsed = roomd::parse_text_line(line);
   if (auto* e = std::get_if<roomd::RequestError>(&parsed)) {
     return print("! " + std::string(roomd::to_string(e->code)) + ": " + e->message + "\n");
@@ -282,14 +405,31 @@ void Client::on_stdin_line(std::string_view line) {
   auto req = std::get<roomd::Request>(parsed);
   if (req.op == roomd::Op::help) return print(std::string(roomd::text_help()));
   if (req.op == roomd::Op::bye) return on_stdin_eof();
+  if (full) return print("! not sent: " + std::to_string(queued_.size()) + " lines already wait for the connection\n");
   if (req.current_room) {
     if (current_room_.empty()) return print("! not_member: join a room first (/join ROOM)\n");
     req.room = current_room_;
   }
-  if (req.op == roomd::Op::join) current_room_ = req.room;
+  if (req.op == roomd::Op::join) {
+    current_room_ = req.room;
+    std::erase_if(join_keys_, [&](const auto& p) { return p.first == req.room; });
+    join_keys_.emplace_back(req.room, req.key);
+  }
   if (req.op == roomd::Op::leave && req.room == current_room_) current_room_.clear();
   if (terminal_) terminal_->set_prompt(prompt());
   queue_request(std::move(req));
+}
+
+void Client::flush_raw() {
+  if (!ready()) return;
+  while (!raw_queue_.empty()) {
+    send_raw(std::move(raw_queue_.front()));
+    raw_queue_.pop_front();
+  }
+  if (stdin_done_ && !bye_sent_) {
+    bye_sent_ = true;
+    send_json({{"op", "bye"}});
+  }
 }
 
 void Client::queue_request(roomd::Request req) {
@@ -301,7 +441,7 @@ void Client::queue_request(roomd::Request req) {
 }
 
 void Client::send_queued() {
-  if (!welcomed_ || finished_) return;  // the welcome carries the limits to pace by
+  if (!ready() || finished_) return;  // the welcome carries the limits to pace by
   while (!queued_.empty()) {
     const roomd::Request& next = queued_.front();
     bool limited = next.op == roomd::Op::say || next.op == roomd::Op::whisper;
@@ -317,6 +457,50 @@ void Client::send_queued() {
   }
 }
 
+Client::Room* Client::find_room(const std::string& room) {
+  auto it = std::find_if(joined_.begin(), joined_.end(), [&](const Room& r) { return r.name == room; });
+  return it == joined_.end() ? nullptr : &*it;
+}
+
+void Client::forget_room(const std::string& room) {
+  std::erase_if(joined_, [&](const Room& r) { return r.name == room; });
+}
+
+// What roomcat must know to reconnect, from every frame, in both modes: the nick, the rooms
+// it is in with their keys, and per room the last seq and the epoch.
+void Client::track(const ordered_json& frame, const std::string& op) {
+  auto seq_of = [](const ordered_json& f) -> std::optional<std::uint64_t> {
+    auto it = f.find("seq");
+    if (it == f.end() || !it->is_number_unsigned()) return std::nullopt;
+    return it->get<std::uint64_t>();
+  };
+  const std::string room = frame.value("room", "");
+  if (op == "message") {
+    if (Room* r = find_room(room); r && seq_of(frame)) r->seq = seq_of(frame);
+  } else if (op == "joined") {
+    Room* r = find_room(room);
+    if (!r) {
+      joined_.push_back(Room{room, std::nullopt, std::nullopt, std::nullopt});
+      r = &joined_.back();
+    }
+    if (auto k = std::find_if(join_keys_.begin(), join_keys_.end(), [&](const auto& p) { return p.first == room; });
+        k != join_keys_.end())
+      r->key = k->second;
+    // The room's last seq; a server without it: the newest message replayed.
+    r->seq = seq_of(frame);
+    if (auto h = frame.find("history"); !r->seq && h != frame.end() && h->is_array() && !h->empty())
+      r->seq = seq_of(h->back());
+    if (auto e = frame.find("epoch"); e != frame.end() && e->is_string()) r->epoch = e->get<std::string>();
+    else r->epoch.reset();
+  } else if (op == "left") {
+    forget_room(room);
+  } else if (op == "system" && frame.value("event", "") == "reload" && !room.empty()) {
+    forget_room(room);
+  } else if (op == "ok" && frame.contains("nick") && frame["nick"].is_string()) {
+    own_nick_ = frame["nick"].get<std::string>();
+  }
+}
+
 void Client::on_server_line(std::string_view line) {
   auto frame = ordered_json::parse(line, nullptr, false);
   if (frame.is_discarded() || !frame.is_object()) return print(std::string(line) + "\n");
@@ -326,44 +510,229 @@ void Client::on_server_line(std::string_view line) {
   if (op == "system" && (frame.value("event", "") == "shutdown" || frame.value("event", "") == "kicked"))
     closed_reason_ = frame.value("event", "");
   if (op == "error" && frame.value("code", "") == "slow_consumer") closed_reason_ = "slow_consumer";
+  if (auto it = frame.find("id"); rejoining_ && it != frame.end() && it->is_string()) {
+    if (on_rejoin_reply(it->get<std::string>(), frame, op)) {
+      if (json_) print(std::string(line) + "\n");
+      if (rejoin_pending_ == 0) finish_rejoin();
+      return;
+    }
+  }
+  track(frame, op);
+  if (op == "welcome") on_welcome(frame);
   if (json_) return print(std::string(line) + "\n");
+  if (op == "welcome") return;
   if (auto it = frame.find("id"); it != frame.end() && it->is_number_unsigned()) {
     unanswered_.erase(it->get<std::uint64_t>());
     if (op == "ok" && frame.contains("seq")) return maybe_finish();  // our own message is shown already
   }
   if (op == "ping") return send_json({{"op", "ping"}});  // any line keeps us alive
   if (op == "pong" && !frame.contains("id")) return;
-  if (op == "welcome") {
-    // Pace ourselves a little under the advertised limit: a refused line would be lost.
-    if (auto limits = frame.find("limits"); limits != frame.end() && limits->contains("rate")) {
-      rate_ = (*limits)["rate"].get<double>() * 0.95;
-      double burst = std::max(1.0, (*limits)["burst"].get<double>() - 1);
-      bucket_ = std::make_unique<roomd::TokenBucket>(rate_, burst, uv_now(loop_));
-    }
-    welcomed_ = true;
-    return send_queued();
-  }
   print(roomd::render_text(frame));
   maybe_finish();
 }
 
+void Client::on_welcome(const ordered_json& frame) {
+  // Pace ourselves a little under the advertised limit: a refused line would be lost.
+  if (auto limits = frame.find("limits"); limits != frame.end() && limits->contains("rate")) {
+    rate_ = (*limits)["rate"].get<double>() * 0.95;
+    double burst = std::max(1.0, (*limits)["burst"].get<double>() - 1);
+    bucket_ = std::make_unique<roomd::TokenBucket>(rate_, burst, uv_now(loop_));
+  }
+  guest_nick_ = frame.value("nick", "");
+  welcomed_ = true;
+  ever_welcomed_ = true;
+  if (reconnecting_) {
+    reconnecting_ = false;
+    return begin_rejoin();
+  }
+  if (json_) return flush_raw();
+  send_queued();
+  maybe_finish();
+}
+
+// The lost line: said once per loss, then attempts follow silently until one is welcomed.
+void Client::connection_lost(const std::string& why) {
+  online_ = false;
+  welcomed_ = false;
+  reconnecting_ = true;
+  if (rejoining_) {  // lost again before the round was done: show what it printed
+    rejoining_ = false;
+    print_now(std::move(rejoin_out_));
+    rejoin_out_.clear();
+  }
+  rejoin_.clear();
+  rejoin_pending_ = 0;
+  // Requests that went out and were not answered went with the connection. A say among them
+  // may or may not have reached the room: if it did, the replay shows it.
+  std::set<std::uint64_t> waiting;
+  for (const auto& r : queued_)
+    if (r.id && r.id->is_number_unsigned()) waiting.insert(r.id->get<std::uint64_t>());
+  std::size_t unanswered = 0;
+  for (auto it = unanswered_.begin(); it != unanswered_.end();) {
+    if (waiting.contains(*it)) {
+      ++it;
+    } else {
+      it = unanswered_.erase(it);
+      ++unanswered;
+    }
+  }
+  std::string text = "connection lost (" + (why == "shutdown" ? std::string("server shut down") : why) +
+                     "); reconnecting";
+  if (unanswered > 0)
+    text += " (" + std::to_string(unanswered) + (unanswered == 1 ? " request" : " requests") +
+            " unanswered, maybe not delivered)";
+  notice(text);
+  schedule_retry();
+}
+
+void Client::schedule_retry() {
+  tcp_.reset();
+  pipe_.reset();
+  std::uint64_t delay = backoff_ms_ / 2 + rng_() % (backoff_ms_ / 2 + 1);  // jitter: [b/2, b]
+  backoff_ms_ = std::min(backoff_ms_ * 2, kBackoffMaxMs);
+  retry_timer_->start(delay, 0);
+}
+
+// The re-join round: the nick back, then each room with since = its last seq and its epoch.
+// Its replies carry roomcat's own ids; the round ends when each has come back.
+void Client::begin_rejoin() {
+  rejoining_ = true;
+  rejoin_.clear();
+  rejoin_nick_note_.clear();
+  rejoin_out_.clear();
+  auto own_id = [this] { return std::string(kOwnIdPrefix) + std::to_string(next_own_id_++); };
+  if (!own_nick_.empty() && own_nick_ != guest_nick_) {
+    rejoin_.push_back({own_id(), "", ""});
+    send_json({{"op", "nick"}, {"id", rejoin_.back().id}, {"nick", own_nick_}});
+  }
+  for (const Room& r : joined_) {
+    rejoin_.push_back({own_id(), r.name, ""});
+    ordered_json join{{"op", "join"}, {"id", rejoin_.back().id}, {"room", r.name}};
+    if (r.key) join["key"] = *r.key;
+    if (r.seq) join["since"] = *r.seq;
+    if (r.seq && r.epoch) join["epoch"] = *r.epoch;
+    send_json(join);
+  }
+  rejoin_pending_ = rejoin_.size();
+  if (rejoin_pending_ == 0) finish_rejoin();
+}
+
+// A reply of the round (false: not one of ours). In text mode a room's replayed messages print
+// as messages, minus those seen before the loss; the round's line says what was missed.
+bool Client::on_rejoin_reply(const std::string& id, const ordered_json& frame, const std::string& op) {
+  auto it = std::find_if(rejoin_.begin(), rejoin_.end(), [&](const Rejoin& r) { return r.id == id; });
+  if (it == rejoin_.end() || op == "message") return false;
+  --rejoin_pending_;
+  const bool failed = op == "error";
+  const std::string why = failed ? frame.value("code", "") + ": " + frame.value("message", "") : "";
+  if (it->room.empty()) {  // the nick
+    if (failed) {
+      rejoin_nick_note_ = frame.value("code", "") == "nick_taken" ? "nick " + own_nick_ + " is taken"
+                                                                 : "nick " + own_nick_ + " refused: " + why;
+      own_nick_.clear();  // keep the guest nick: no second try at the next reconnect
+    } else {
+      track(frame, op);
+    }
+    return true;
+  }
+  if (failed || op != "joined") {
+    it->note = it->room + ": could not re-join (" + why + ")";
+    forget_room(it->room);
+    if (it->room == current_room_) {
+      current_room_.clear();
+      if (terminal_) terminal_->set_prompt(prompt());
+    }
+    return true;
+  }
+  Room* r = find_room(it->room);
+  const bool have_last = r && r->seq;
+  const std::uint64_t last = have_last ? *r->seq : 0;
+  std::optional<std::string> epoch = r ? r->epoch : std::nullopt;
+  const auto* history = frame.contains("history") && frame["history"].is_array() ? &frame["history"] : nullptr;
+  auto e = frame.find("epoch");
+  // Seqs compare only within one epoch: a room that started again counts from 1.
+  bool same_room = epoch && e != frame.end() && e->is_string() && e->get<std::string>() == *epoch;
+  std::size_t shown = 0;
+  if (history) {
+    for (const auto& m : *history) {
+      auto s = m.find("seq");
+      if (same_room && have_last && s != m.end() && s->is_number_unsigned() && s->get<std::uint64_t>() <= last)
+        continue;
+      ++shown;
+      if (json_) continue;
+      ordered_json msg = m;
+      msg["op"] = "message";
+      print(roomd::render_text(msg));
+    }
+  }
+  bool resumed = frame.value("resumed", false);
+  if (resumed)
+    it->note = it->room + ": resumed, " +
+               (shown == 0 ? std::string("nothing missed")
+                           : std::to_string(shown) + (shown == 1 ? " missed message" : " missed messages") + " replayed");
+  else
+    it->note = it->room + ": messages may have been missed";
+  track(frame, op);
+  return true;
+}
+
+void Client::finish_rejoin() {
+  rejoining_ = false;
+  backoff_ms_ = kBackoffMinMs;
+  std::string text = "reconnected as " + (own_nick_.empty() ? guest_nick_ : own_nick_);
+  if (!rejoin_nick_note_.empty()) text += " (" + rejoin_nick_note_ + ")";
+  for (const auto& r : rejoin_)
+    if (!r.note.empty()) text += "; " + r.note;
+  rejoin_.clear();
+  notice(text);
+  print_now(std::move(rejoin_out_));
+  rejoin_out_.clear();
+  if (json_) return flush_raw();
+  send_queued();
+  maybe_finish();
+}
+
 void Client::on_stdin_eof() {
+  if (finished_ || stdin_done_) return;
   stdin_done_ = true;
   if (terminal_) terminal_->stop();
-  if (json_) {
-    bye_sent_ = true;
-    return send_json({{"op", "bye"}});
+  if (reconnecting_) {  // no connection to finish on
+    std::size_t unsent = json_ ? raw_queue_.size() : queued_.size();
+    std::fprintf(stderr, "roomcat: end of input while disconnected; %zu line%s not sent\n", unsent,
+                 unsent == 1 ? "" : "s");
+    exit_code_ = kExitLost;
+    return close_all();
   }
+  if (json_) return flush_raw();
   maybe_finish();
 }
 
 void Client::maybe_finish() {
-  if (!stdin_done_ || bye_sent_ || !unanswered_.empty() || !queued_.empty()) return;
+  if (!stdin_done_ || bye_sent_ || !ready() || !unanswered_.empty() || !queued_.empty()) return;
   bye_sent_ = true;
   send_json({{"op", "bye"}});
 }
 
+// One line about the connection: among the human lines in text mode, on stderr with --json
+// (whose stdout holds protocol lines only).
+void Client::notice(const std::string& text) {
+  if (json_) {
+    std::fprintf(stderr, "roomcat: %s\n", text.c_str());
+    return;
+  }
+  print_now("* " + text + "\n");
+}
+
+// During a re-join round, text mode holds what it prints until the round's line is out.
 void Client::print(std::string text) {
+  if (rejoining_ && !json_) {
+    rejoin_out_ += text;
+    return;
+  }
+  print_now(std::move(text));
+}
+
+void Client::print_now(std::string text) {
   if (text.empty()) return;
   if (terminal_) return terminal_->print(text);
   if (!stdout_pipe_) {
@@ -381,7 +750,7 @@ void Client::print(std::string text) {
     self->stdout_pending_ -= w->data.size();
     if (self->sock_paused_ && self->stdout_pending_ < kStdoutHighWater / 2 && !self->finished_) {
       self->sock_paused_ = false;
-      self->start_socket_reads();
+      if (self->online_) self->start_socket_reads();  // else the next connection starts them
     }
     delete w;
   });
@@ -392,7 +761,7 @@ void Client::print(std::string text) {
   }
   if (stdout_pending_ > kStdoutHighWater && !sock_paused_) {
     sock_paused_ = true;
-    uv::check(uv_read_stop(sock()), "uv_read_stop");
+    if (online_) uv::check(uv_read_stop(sock()), "uv_read_stop");
   }
 }
 
@@ -404,13 +773,16 @@ void Client::lost(const std::string& why) {
 
 // Closes every handle, which lets the loop end. Handle::reset only starts uv_close; libuv
 // frees each handle from its close callback, after cancelling its pending writes (whose
-// callbacks see finished_).
+// callbacks see finished_) and a pending connect (whose callback sees finished_). A lookup
+// still running finishes on its own; its callback sees finished_ too.
 void Client::close_all() {
   if (finished_) return;
   finished_ = true;
+  online_ = false;
   if (terminal_) terminal_->stop();
   sigint_.reset();
   pace_timer_.reset();
+  retry_timer_.reset();
   stdin_tty_.reset();
   stdin_pipe_.reset();
   stdout_pipe_.reset();
@@ -424,11 +796,12 @@ int main(int argc, char** argv) {
   CLI::App app{"roomcat: talk to a roomd server"};
   std::string target = "127.0.0.1:7000", nick;
   std::vector<std::string> rooms;
-  bool json = false, version = false;
+  bool json = false, reconnect = false, version = false;
   app.add_option("target", target, "HOST:PORT, [V6]:PORT or unix:PATH (default 127.0.0.1:7000)");
   app.add_option("--nick", nick, "nick to take");
   app.add_option("--join", rooms, "room to join (repeatable; the last is the current room)");
   app.add_flag("--json", json, "raw protocol lines both ways");
+  app.add_flag("--reconnect", reconnect, "on a lost connection retry with backoff, re-join and resume each room");
   app.add_flag("--version", version, "print the version");
   if (auto status = roomd::parse_command_line(app, argc, argv)) return *status;
   if (version) {
@@ -441,7 +814,7 @@ int main(int argc, char** argv) {
     if (!loop) throw std::runtime_error("cannot create the event loop");
     int rc;
     {
-      Client client(loop, json, nick, rooms);
+      Client client(loop, json, reconnect, nick, rooms);
       rc = client.run(target);
     }
     // Handles the client still held (run() returned before its loop) have started closing:

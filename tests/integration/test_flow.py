@@ -1,5 +1,6 @@
 """Slow consumers by both policies, read pausing, idle ping/timeout (SPEC §2, §5)."""
 import fcntl
+import re
 import select
 import signal
 import termios
@@ -243,6 +244,185 @@ class ReloadWhileBackedUp(DaemonTest):
 
     def test_reload_that_raises_the_limit(self):
         self.run_case(4194304)
+
+def budget_config(policy, budget):
+    """A server-wide output budget well under the per-client limit, so that only the budget
+    can cut anyone; an admin socket for stats."""
+    return f"""
+[server]
+listen = ["127.0.0.1:0", {{ address = "unix:{{tmp}}/admin.sock", admin = true }}]
+[limits]
+max_outbound_bytes = 4194304
+max_total_outbound_bytes = {budget}
+slow_consumer = "{policy}"
+rate = 1000000
+burst = 1000000
+[[rooms]]
+name = "a"
+[[rooms]]
+name = "b"
+"""
+
+
+BUDGET_TEXT = "y" * 2000
+
+
+class OutputBudget(DaemonTest):
+    """limits.max_total_outbound_bytes: over it, the largest queues are cut first, by their
+    policy; a normal reader loses nothing."""
+
+    def start_budget(self, policy, budget=2097152):
+        d = self.start(budget_config(policy, budget), listen=(), expect_listeners=2)
+        admin_path = [a for a in d.addresses if a.startswith("unix:")][0][5:]
+        self.admin = self.raw(admin_path)
+        self.pub = self.connect(d, nick="pub", join=["a", "b"])
+        self.normal = self.connect(d, nick="normal", join=["a", "b"])
+        # Two clients that never read: `big` is in both rooms, `small` only in `a`, which gets
+        # a tenth of the messages. The kernel hides at most 4 MB (tcp_wmem) of either backlog,
+        # so big's queue is the larger one whatever the kernel holds.
+        self.big = self.connect(d, nick="big", join=["a", "b"], rcvbuf=4096)
+        self.small = self.connect(d, nick="small", join=["a"], rcvbuf=4096)
+        self.sent = {"a": 0, "b": 0}
+        self.got = {name: {"a": [], "b": []} for name in ("pub", "normal")}
+        self.seen = {name: [] for name in ("pub", "normal")}  # their presence events
+        return d
+
+    def stats(self):
+        return self.admin.call({"op": "stats"}, "stats")
+
+    def cut_line(self, d, client):
+        port = client.sock.getsockname()[1]
+        return re.compile(r"client 127\.0\.0\.1:%d has one of the largest queues .* over limits\.max_total_outbound_bytes" % port)
+
+    def flood_round(self, rooms=("a",) + ("b",) * 9, batch=10):
+        """pub says `batch` messages over `rooms`; pub and normal read them all before the next
+        round, so only the clients that do not read fall behind."""
+        for i in range(batch):
+            room = rooms[i % len(rooms)]
+            self.sent[room] += 1
+            self.pub.send({"op": "say", "room": room, "text": BUDGET_TEXT, "data": self.sent[room]})
+        for name, client in (("pub", self.pub), ("normal", self.normal)):
+            while sum(map(len, self.got[name].values())) < sum(self.sent.values()):
+                m = client.recv()
+                if m["op"] == "message":
+                    self.got[name][m["room"]].append(m["seq"])
+                else:
+                    self.assertEqual(m["op"], "presence", m)
+                    self.seen[name].append(m)
+
+    def flood_until(self, d, pattern=None, until=None, max_bytes=40 << 20):
+        rounds = 0
+        while not (until() if until else pattern.search(d.log.text())):
+            rounds += 1
+            self.assertLess(rounds * 10 * len(BUDGET_TEXT), max_bytes, "nobody was cut:\n" + d.log.text()[-2000:])
+            self.flood_round()
+
+    def assert_readers_got_everything(self):
+        for name in self.got:
+            for room in ("a", "b"):
+                self.assertEqual(self.got[name][room], list(range(1, self.sent[room] + 1)), (name, room))
+
+    def read_room(self, client, room, total):
+        """Reads until `total` messages of `room` are accounted for; returns the seqs received
+        and the drops reported (system/dropped); presence events go to self.presence."""
+        seqs, dropped = [], 0
+        self.presence = []
+        while len(seqs) + dropped < total:
+            m = client.recv()
+            if m["op"] == "message":
+                self.assertEqual(m["room"], room, m)
+                seqs.append(m["seq"])
+            elif m["op"] == "system":
+                self.assertEqual(m["event"], "dropped", m)
+                self.assertEqual(m["room"], room, m)
+                dropped += m["count"]
+            else:
+                self.assertEqual(m["op"], "presence", m)
+                self.presence.append(m)
+        return seqs, dropped
+
+    def wait_outbound_drained(self):
+        deadline = time.monotonic() + harness.WAIT
+        while self.stats()["outbound_bytes"] != 0:
+            self.assertLess(time.monotonic(), deadline, "queued output never drained: %s" % self.stats())
+            time.sleep(0.05)  # polling a counter, bounded by the deadline
+
+    def test_disconnect_cuts_the_largest_queue_first(self):
+        d = self.start_budget("disconnect")
+        self.flood_until(d, self.cut_line(d, self.big))
+        self.assert_readers_got_everything()
+        stats = self.stats()
+        self.assertEqual(stats["outbound_budget_cuts"], 1, d.log.text()[-2000:])
+        self.assertEqual(stats["slow_consumers"], 1)
+        self.assertGreater(stats["outbound_bytes"], 0)  # small's backlog is still queued
+        self.assertNotIn("is a slow consumer", d.log.text(), "the per-client limit tripped, not the budget")
+        self.assertIsNone(self.cut_line(d, self.small).search(d.log.text()), "the smaller queue was cut too")
+        # big: what it had, then the error, then EOF.
+        lines = self.big.wait_closed()
+        self.assertIn('"code":"slow_consumer"', lines[-1])
+        self.assertLess(len(lines), sum(self.sent.values()))
+        # small was left alone: every message of its room, in order.
+        seqs, dropped = self.read_room(self.small, "a", self.sent["a"])
+        self.assertEqual((seqs, dropped), (list(range(1, self.sent["a"] + 1)), 0))
+        if {"op": "presence", "room": "a", "event": "leave", "nick": "big"} not in self.presence:
+            self.small.wait_for("presence", room="a", event="leave", nick="big")
+        self.small.assert_quiet()
+        leave = {"op": "presence", "room": "b", "event": "leave", "nick": "big"}
+        if leave not in self.seen["normal"]:
+            self.normal.wait_for("presence", room="b", event="leave", nick="big")
+        self.wait_outbound_drained()
+
+    def test_drop_skips_the_largest_queue_until_it_drains(self):
+        d = self.start_budget("drop")
+        pattern = re.compile(self.cut_line(d, self.big).pattern + r" \(\d+\): skipping its broadcasts")
+        self.flood_until(d, pattern)
+        self.flood_round()  # at least these are skipped for big
+        self.assert_readers_got_everything()
+        stats = self.stats()
+        self.assertEqual(stats["outbound_budget_cuts"], 1, d.log.text()[-2000:])
+        self.assertEqual(stats["slow_consumers"], 0)
+        self.assertGreaterEqual(stats["dropped"], 10)
+        self.assertGreater(stats["outbound_bytes"], 0)
+        self.assertIsNone(self.cut_line(d, self.small).search(d.log.text()), "the smaller queue was cut too")
+        # small lost nothing.
+        seqs, dropped = self.read_room(self.small, "a", self.sent["a"])
+        self.assertEqual((seqs, dropped), (list(range(1, self.sent["a"] + 1)), 0))
+        self.small.assert_quiet()
+        # big: the messages queued before the cut in order, then how many it missed, per room.
+        # Its messages of both rooms interleave, so read them together.
+        seqs, dropped = {"a": [], "b": []}, {"a": 0, "b": 0}
+        while any(len(seqs[r]) + dropped[r] < self.sent[r] for r in seqs):
+            m = self.big.recv()
+            if m["op"] == "message":
+                self.assertEqual(dropped[m["room"]], 0, f"a message after the drop notice: {m}")
+                seqs[m["room"]].append(m["seq"])
+            elif m["op"] == "system":
+                self.assertEqual(m["event"], "dropped", m)
+                dropped[m["room"]] += m["count"]
+            else:
+                self.assertEqual(m["op"], "presence", m)
+        for room in seqs:
+            self.assertEqual(seqs[room], list(range(1, len(seqs[room]) + 1)), room)
+        self.assertGreater(sum(dropped.values()), 0)
+        self.big.assert_quiet()
+        # Drained, it takes broadcasts again.
+        self.pub.send({"op": "say", "room": "a", "text": "back", "id": 1})
+        self.big.wait_for("message", room="a", seq=self.sent["a"] + 1)
+        self.wait_outbound_drained()
+
+    def test_reload_applies_a_new_budget(self):
+        d = self.start_budget("disconnect", budget=0)  # off
+        self.flood_until(d, until=lambda: self.stats()["outbound_bytes"] > 1 << 20)
+        self.assertEqual(self.stats()["outbound_budget_cuts"], 0)
+        mark = d.log.mark()
+        d.write_config(budget_config("disconnect", 262144).replace("{tmp}", d.tmp.name))
+        d.signal(signal.SIGHUP)
+        d.log.wait_for("reloaded", start=mark)
+        d.log.wait_for(self.cut_line(d, self.big).pattern, start=mark)
+        lines = self.big.wait_closed()
+        self.assertIn('"code":"slow_consumer"', lines[-1])
+        self.assertGreaterEqual(self.stats()["outbound_budget_cuts"], 1)
+
 
 if __name__ == "__main__":
     harness.run()

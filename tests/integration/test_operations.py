@@ -171,7 +171,9 @@ class Console(DaemonTest):
             d.proc.stdin.flush()
             return d.out.wait_for(expect, start=mark)
 
-        self.assertIn("clients=2", command("stats", r"clients="))
+        stats = command("stats", r"clients=")
+        self.assertIn("clients=2", stats)
+        self.assertRegex(stats, r"\boutbound_bytes=\d+ outbound_budget_cuts=0\b")
         command("rooms", r"^lobby members=2")
         self.assertEqual(command("who lobby", r"^lobby:"), "lobby: alice bob")
         command("say lobby hello from the operator", r"^ok")

@@ -1,9 +1,12 @@
-"""roomcat against the real roomd: pipe mode, --json, unix target, refused, server gone."""
+"""roomcat against the real roomd: pipe mode, --json, unix target, refused, server gone, --reconnect."""
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
+import threading
 import time
 
 import harness
@@ -126,6 +129,229 @@ class Roomcat(DaemonTest):
             f.close()
 
 
+KEY = "s3cret"
+
+
+def hash_key(key):
+    r = subprocess.run([harness.ROOMD, "--hash-key"], input=(key + "\n").encode(), capture_output=True,
+                       timeout=harness.WAIT)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.decode().strip()
+
+
+class Gate:
+    """A TCP forwarder in front of a daemon: cut() ends every forwarded connection (the daemon
+    sees its client go, roomcat sees the server go) and holds new ones, unforwarded, until
+    release()."""
+
+    def __init__(self, port):
+        self.upstream = ("127.0.0.1", port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self.lock = threading.Lock()
+        self.live = []  # sockets of the forwarded connections now
+        self.all = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.all.append(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        self.open.wait()
+        up = socket.create_connection(self.upstream)
+        with self.lock:
+            self.all.append(up)
+            self.live += [client, up]
+        threading.Thread(target=self._pump, args=(up, client), daemon=True).start()
+        self._pump(client, up)
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        self.open.clear()
+        with self.lock:
+            live, self.live = self.live, []
+        for s in live:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def release(self):
+        self.open.set()
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+        self.release()
+        with self.lock:
+            for s in self.all:
+                s.close()
+
+
+class Reconnect(DaemonTest):
+    """roomcat --reconnect against a roomd killed with SIGKILL and started again on its port."""
+
+    def spawn(self, *args):
+        p = subprocess.Popen([ROOMCAT, "--reconnect", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+
+        def cleanup():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for f in (p.stdin, p.stdout, p.stderr):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self.addCleanup(cleanup)
+        return p, LineLog(p.stdout), LineLog(p.stderr)
+
+    def send(self, p, text):
+        p.stdin.write(text.encode())
+        p.stdin.flush()
+
+    def say(self, client, room, text, id):
+        client.send({"op": "say", "room": room, "text": text, "id": id})
+        client.wait_for("ok", id=id)  # in a persisted room: committed
+
+    def test_persisted_keyed_room_resumes_and_replays_what_was_missed(self):
+        state = tempfile.TemporaryDirectory(prefix="roomcat-test-")
+        self.addCleanup(state.cleanup)
+        conf = (f'[limits]\nrate = 10000\nburst = 10000\n[history]\npath = "{state.name}/history.db"\n'
+                f'[[rooms]]\nname = "vault"\npersist = true\nkey = "{hash_key(KEY)}"\n')
+        d1 = self.start(conf)
+        port = d1.port
+        p, out, err = self.spawn(f"127.0.0.1:{port}", "--nick", "ann")
+        self.send(p, f"/join vault {KEY}\n")
+        out.wait_for(r"you joined vault")
+        bob = self.connect(d1, nick="bob")
+        bob.call({"op": "join", "room": "vault", "key": KEY}, "joined")
+        self.say(bob, "vault", "before", 1)
+        out.wait_for(r"^\[vault\] bob: before$")
+
+        os.kill(d1.proc.pid, signal.SIGKILL)
+        d1.kill()  # reaps it and closes its pipes
+        lost = out.wait_for(r"connection lost")
+        self.assertEqual(lost, "* connection lost (connection closed by server); reconnecting")
+        # While roomcat's retries are refused, the room goes on in a roomd on a unix socket only,
+        # and a line is typed: it waits for the re-join.
+        d2 = self.start(conf, listen=("unix:{tmp}/d2.sock",))
+        carl = self.raw(d2.addresses[0][len("unix:"):])
+        carl.call({"op": "nick", "nick": "carl"}, "ok")
+        carl.call({"op": "join", "room": "vault", "key": KEY}, "joined")
+        self.say(carl, "vault", "away 1", 1)
+        self.say(carl, "vault", "away 2", 2)
+        self.send(p, "typed while away\n")
+        carl.close()
+        d2.stop()
+
+        mark = out.mark()
+        self.start(conf, listen=(f"127.0.0.1:{port}",))
+        line = out.wait_for(r"reconnected", start=mark)
+        self.assertEqual(line, "* reconnected as ann; vault: resumed, 2 missed messages replayed")
+        out.wait_for(r"^\[vault\] ann: typed while away$", start=mark)
+        with out.cond:
+            after = out.lines[mark:]
+        self.assertEqual(after, [line, "[vault] carl: away 1", "[vault] carl: away 2", "[vault] ann: typed while away"])
+        self.assertEqual(out.text().count("bob: before"), 1)  # replayed messages are not shown twice
+        p.stdin.close()
+        self.assertEqual(p.wait(timeout=harness.WAIT), 0, err.text())
+        self.assertEqual(err.text(), "")
+
+    def test_memory_only_room_after_restart_may_have_missed_messages(self):
+        conf = '[[rooms]]\nname = "lobby"\npersist = false\n'
+        d1 = self.start(conf)
+        port = d1.port
+        p, out, err = self.spawn("--json", f"127.0.0.1:{port}")
+        self.send(p, '{"op":"nick","nick":"jay","id":1}\n{"op":"join","room":"lobby","id":2}\n')
+        first = json.loads(out.wait_for(r'^\{"op":"joined","id":2'))
+        self.assertIsInstance(first["epoch"], str)
+        bob = self.connect(d1, nick="bob", join=["lobby"])
+        self.say(bob, "lobby", "gone soon", 1)
+        out.wait_for(r'"text":"gone soon"')
+
+        os.kill(d1.proc.pid, signal.SIGKILL)
+        d1.kill()
+        err.wait_for(r"^roomcat: connection lost \(connection closed by server\); reconnecting$")
+        self.start(conf, listen=(f"127.0.0.1:{port}",))
+        line = err.wait_for(r"reconnected")
+        self.assertEqual(line, "roomcat: reconnected as jay; lobby: messages may have been missed")
+        # The re-join round's replies are passed through, with roomcat's own ids.
+        nick = json.loads(out.wait_for(r'^\{"op":"ok","id":"roomcat-'))
+        self.assertEqual(nick["nick"], "jay")
+        joined = json.loads(out.wait_for(r'^\{"op":"joined","id":"roomcat-'))
+        self.assertEqual((joined["room"], joined["resumed"]), ("lobby", False))
+        self.assertNotEqual(joined["epoch"], first["epoch"])
+        self.assertEqual(joined["history"], [])
+        self.send(p, '{"op":"say","room":"lobby","text":"back","id":3}\n')
+        out.wait_for(r'^\{"op":"ok","id":3,"seq":1\}$')
+        p.stdin.close()
+        self.assertEqual(p.wait(timeout=harness.WAIT), 0, err.text())
+
+    def test_taken_nick_stays_the_guest_one_and_a_live_room_resumes(self):
+        d = self.start("[[rooms]]\nname = \"lobby\"\npersist = false\n")
+        gate = Gate(d.port)
+        self.addCleanup(gate.close)
+        watcher = self.connect(d, nick="watcher", join=["lobby"])
+        p, out, err = self.spawn(f"127.0.0.1:{gate.port}", "--nick", "ann", "--join", "lobby")
+        out.wait_for(r"you joined lobby")
+        watcher.wait_for("presence", event="join", nick="ann")
+        self.say(watcher, "lobby", "seen", 1)
+        out.wait_for(r"^\[lobby\] watcher: seen$")
+
+        gate.cut()  # roomcat's next attempt is held at the gate
+        out.wait_for(r"connection lost")
+        watcher.wait_for("presence", event="leave", nick="ann")
+        self.connect(d, nick="ann")  # someone takes the nick meanwhile
+        self.say(watcher, "lobby", "missed", 2)
+        mark = out.mark()
+        gate.release()
+        line = out.wait_for(r"reconnected", start=mark)
+        self.assertRegex(line, r"^\* reconnected as guest-\d+ \(nick ann is taken\); "
+                               r"lobby: resumed, 1 missed message replayed$")
+        out.wait_for(r"^\[lobby\] watcher: missed$", start=mark)
+        self.send(p, "back\n")
+        self.assertRegex(watcher.wait_for("message", text="back")["from"], r"^guest-\d+$")
+        self.assertEqual(out.text().count("watcher: seen"), 1)
+        p.stdin.close()
+        self.assertEqual(p.wait(timeout=harness.WAIT), 0, err.text())
+
+    def test_end_of_input_while_disconnected_exits_1(self):
+        d = self.start()
+        p, out, err = self.spawn(f"127.0.0.1:{d.port}", "--nick", "kim", "--join", "lobby")
+        out.wait_for(r"you joined lobby")
+        os.kill(d.proc.pid, signal.SIGKILL)
+        d.kill()
+        out.wait_for(r"connection lost")
+        # stdin's end while disconnected: nothing to finish on.
+        self.send(p, "never sent\n")
+        p.stdin.close()
+        self.assertEqual(p.wait(timeout=harness.WAIT), 1)
+        err.wait_for(r"^roomcat: end of input while disconnected; 1 line not sent$")
+
+
 class Interactive(DaemonTest):
     """A person at a terminal: roomcat in tmux, driven by send-keys, read by capture-pane."""
 
@@ -133,7 +359,9 @@ class Interactive(DaemonTest):
         super().setUp()
         if not shutil.which("tmux"):
             self.fail("tmux is required; ./quickstart.sh installs it")
-        self.tmux_socket = f"roomcat-test-{os.getpid()}"
+        # One tmux server per test: a new-session right after kill-server on the same socket
+        # can fail ("server exited unexpectedly").
+        self.tmux_socket = f"roomcat-test-{os.getpid()}-{self._testMethodName}"
 
     def tearDown(self):
         subprocess.run(["tmux", "-L", self.tmux_socket, "kill-server"], capture_output=True)

@@ -157,7 +157,7 @@ class Stats(DaemonTest):
         before = admin.call({"op": "stats", "id": 1}, "stats", id=1)
         for key in ("clients", "rooms", "members", "messages_in", "deliveries", "messages_per_s", "bytes_out",
                     "slow_consumers", "dropped", "rate_limited", "worker_tasks", "key_checks", "key_answers_reused", "loop_lag_p50_us",
-                    "loop_lag_p99_us", "uptime_s", "rss_bytes"):
+                    "loop_lag_p99_us", "uptime_s", "rss_bytes", "outbound_bytes", "outbound_budget_cuts"):
             self.assertIn(key, before)
         a = self.connect(d, join=["lobby"])
         b = self.connect(d, join=["lobby"])

@@ -125,6 +125,20 @@ TEST_CASE("config: each bad case names the key and its line") {
   CHECK(only_error("rooms = 5\n") == "rooms@1: must be an array of tables ([[rooms]])");
 }
 
+TEST_CASE("config: limits.max_total_outbound_bytes") {
+  CHECK(parse_config("", "t.toml").config.limits.max_total_outbound_bytes == 1073741824);
+  auto off = parse_config("[limits]\nmax_total_outbound_bytes = 0\n", "t.toml");
+  REQUIRE(off.ok());
+  CHECK(off.config.limits.max_total_outbound_bytes == 0);
+  auto set = parse_config("[limits]\nmax_total_outbound_bytes = 2097152\n", "t.toml");
+  REQUIRE(set.ok());
+  CHECK(set.config.limits.max_total_outbound_bytes == 2097152);
+  CHECK(only_error("[limits]\nmax_total_outbound_bytes = -1\n")
+            .starts_with("limits.max_total_outbound_bytes@2: must be between 0 and"));
+  CHECK(only_error("[limits]\n\nmax_total_outbound_bytes = \"1G\"\n") ==
+        "limits.max_total_outbound_bytes@3: must be an integer");
+}
+
 TEST_CASE("config: TOML syntax errors carry the line") {
   auto r = parse_config("[server]\nmotd = \"unterminated\n", "t.toml");
   REQUIRE(r.errors.size() == 1);

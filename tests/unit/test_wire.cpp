@@ -281,3 +281,21 @@ TEST_CASE("op table: request_json writes each op so the codec reads the same req
     CHECK(request_json(back) == frame);
   }
 }
+
+TEST_CASE("wire: joined_line splices message lines and is byte for byte joined()'s line") {
+  const wire::Id id = nlohmann::json(7);
+  std::vector<std::string> lines = {wire::message_line("lobby", 4, 9, "amy", "a \"q\"", nullptr),
+                                    wire::message_line("lobby", 5, 10, "bob", std::nullopt, nlohmann::json{{"k", 1}})};
+  std::vector<std::string_view> views(lines.begin(), lines.end());
+  auto history = ordered_json::array();
+  for (const auto& l : lines) history.push_back(ordered_json::parse(l));
+  for (bool resumed : {false, true}) {
+    wire::RoomPosition pos{5, "ab12", resumed};
+    wire::MemberPage page{{"zed", "amy"}, 9, true};
+    CHECK(wire::joined_line(id, "lobby", "T", page, pos, views) ==
+          encode_json(wire::joined(id, "lobby", "T", page, pos, history)));
+  }
+  wire::RoomPosition none{0, "e", std::nullopt};
+  CHECK(wire::joined_line(std::nullopt, "r", "", {}, none, {}) ==
+        encode_json(wire::joined(std::nullopt, "r", "", {}, none, ordered_json::array())));
+}

@@ -29,6 +29,8 @@ struct LimitsConfig {
   std::uint32_t max_frame_bytes = 65536;
   std::uint64_t max_outbound_bytes = 4194304;
   SlowConsumerPolicy slow_consumer = SlowConsumerPolicy::disconnect;
+  // All clients' queued output together; over it the largest queues are cut first (0: off).
+  std::uint64_t max_total_outbound_bytes = 1073741824;
   double rate = 50;  // messages per second per connection
   std::uint32_t burst = 100;
   std::uint32_t idle_timeout_s = 300;

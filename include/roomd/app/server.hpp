@@ -68,6 +68,7 @@ class Server {
   void on_turn();
   void resume_connections();
   void retire_ended_sessions();
+  bool enforce_output_budget();
   void write_pending();
   void free_closed_connections();
   Connection* find_connection(ConnectionId id);

@@ -77,6 +77,9 @@ struct RouterStats {
   std::uint64_t requests = 0;
   std::uint64_t queries_paced = 0;  // requests that waited for their session's query budget
   std::uint64_t history_paced_by_address = 0;  // history requests that waited for their address's budget
+  std::uint64_t presence_summaries = 0;  // summaries sent (one per big room and interval)
+  std::uint64_t resumes = 0;             // joins with since that replayed what was missed ...
+  std::uint64_t resumes_refused = 0;     // ... and those answered resumed: false
 };
 
 struct RoomInfo {

@@ -48,6 +48,10 @@ struct ConnectionCounters {
   std::uint64_t slow_consumers = 0;
   std::uint64_t dropped = 0;    // broadcasts skipped under slow_consumer = "drop"
   std::uint64_t bytes_out = 0;
+  // The output budget (output_budget.hpp), kept as queues change, never by a walk:
+  std::uint64_t queued_bytes = 0;    // every connection's queued output, until it is closed
+  std::uint64_t budgeted_bytes = 0;  // of it, connections open and taking broadcasts: what the budget limits
+  std::uint64_t budget_cuts = 0;     // connections cut because the total was over the budget
 };
 
 // What every connection of one owner shares, handed in at construction.
@@ -97,6 +101,12 @@ class Connection final : public Outbox {
   void limits_changed();
   // Close at once, dropping queued output (reset, write error, deadline passed).
   void close_now();
+  // The output budget (output_budget.hpp): this connection's queue counts against it while
+  // it is open and takes broadcasts; cut_for_budget makes it a slow consumer by its policy
+  // (disconnect, or skip broadcasts until its queue has drained), after which it does not.
+  std::size_t queued_bytes() const { return queued_bytes_; }
+  bool counts_against_budget() const { return state_ == State::open && !skipping_; }
+  void cut_for_budget(std::uint64_t total, std::uint64_t budget);
   // Once per tick: idle ping and timeout, and deadlines of closing connections.
   void tick(std::uint64_t now_ms);
 
@@ -126,7 +136,11 @@ class Connection final : public Outbox {
   void consume(std::size_t bytes);
   void note_drop(std::string_view room);
   void emit_drop_notices();
-  void slow_consumer();
+  void slow_consumer(const std::string& why);
+  void add_queued(std::size_t bytes);
+  void remove_queued(std::size_t bytes);
+  void set_state(State state);         // keeps the budget's counter right as the state moves
+  void set_skipping(bool skipping);    // likewise
   void update_reading();  // reads while serving and nothing is kept; always when closing
   void retire_session();
   void drain();
@@ -159,6 +173,7 @@ class Connection final : public Outbox {
   bool reading_ = false;
   bool peer_eof_ = false;
   int holds_ = 0;  // requests of this session waiting outside (Outbox::hold)
+  bool skipping_ = false;  // cut by the output budget under "drop": broadcasts skipped until drained
 
   std::vector<std::pair<std::string, std::uint64_t>> drops_;  // room -> skipped messages
   std::uint64_t last_activity_ms_ = 0;

@@ -82,6 +82,11 @@ struct RoomPosition {
 //  "resumed"?,"history":[message...]}; `history` is an array of message bodies, oldest first.
 ordered_json joined(const Id& id, std::string_view room, std::string_view topic, MemberPage members,
                     const RoomPosition& position, ordered_json history);
+// The same reply as one JSON line (with its '\n') around message lines this server wrote
+// (the room's ring, oldest first), spliced in as they are: a join into a busy room replays
+// its messages without copying each one's DOM. Lines are taken as history_line takes them.
+std::string joined_line(const Id& id, std::string_view room, std::string_view topic, MemberPage members,
+                        const RoomPosition& position, std::span<const std::string_view> message_lines);
 // {"op":"left","id"?,"room"}
 ordered_json left(const Id& id, std::string_view room);
 // {"op":"rooms","id"?,"rooms":[room_entry...]}
