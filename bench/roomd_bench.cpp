@@ -5,7 +5,7 @@
 // Workers share only atomics (deliveries, readiness, the finish flag) and wake each other
 // with uv_async. Receivers count deliveries and read the send time from the payload
 // ("t=<ns>;…") without parsing the JSON, so the generator stays cheap.
-// Scenarios: fanout, rooms, latency, idle, storm. Every run is bounded by --timeout.
+// Scenarios: fanout, rooms, latency, idle, storm, churn. Every run is bounded by --timeout.
 // latency --versus-port measures a second server in the same run, in alternating phases.
 #include <CLI/CLI.hpp>
 #include <uv.h>
@@ -28,7 +28,7 @@
 namespace {
 
 enum class Target { roomd, redis };
-enum class Role { publisher, receiver, idle, storm };
+enum class Role { publisher, receiver, idle, storm, churner };
 
 const char* name_of(Target t) { return t == Target::roomd ? "roomd" : "redis"; }
 
@@ -60,6 +60,18 @@ struct Options {
   // compared with the same run's quiet p99: the machine's drift cancels out. latency with a
   // versus server alternates the two servers' phases the same way.
   int phases = 14;
+  // churn: --members idle receivers in one room, --churners clients that join and leave it
+  // (--churn-rate joins + leaves a second, all together; 0: the control run) while the
+  // publisher says --rate messages a second. The run starts --settle seconds after the last
+  // member joined, so presence left over from the setup is not counted as the churn's.
+  int churners = 20;
+  // Connections being set up at once, per loop: as many as the servers' listen backlog holds
+  // (roomd and Redis both listen with 511). Fewer make a server that batches a turn's joins
+  // (roomd's presence to a room's members) look slower than its clients would find it: 128
+  // made 10,000 joins over 100 rooms take 3x as long as 500 did, with Redis' time unchanged.
+  int connect_window = 500;
+  double churn_rate = 200;
+  double settle = 2;
   int versus_port = 0;                    // latency: a second server, measured in alternate phases
   Target versus_target = Target::redis;
 };
@@ -76,6 +88,9 @@ struct Conn {
   bool ready = false;
   bool seeder = false;     // storm: fills the history room before the run
   bool storm_waiting = false;  // storm: answered during a quiet phase, resumes with the next storm
+  bool in_room = false;    // churner: its last join (true) or leave (false) was answered
+  bool churn_pending = false;  // churner: a join or leave not answered yet
+  std::uint64_t last_seq = 0;  // churn receiver: the last message's seq (Redis: the payload's n=)
   std::string in;          // unparsed input
   long sent = 0;           // publisher: messages sent
 };
@@ -119,6 +134,10 @@ struct Shared {
   std::atomic<std::uint64_t> deliveries{0};
   std::atomic<std::uint64_t> versus_deliveries{0};  // the part of deliveries from the versus server
   std::atomic<std::uint64_t> start_ns{0}, end_ns{0};
+  // Setup: from the first connect until every connection is ready (joined: its `joined`
+  // reply, or Redis' SUBSCRIBE confirmation, has been read). join_s in the report.
+  std::uint64_t connect_ns = 0;
+  std::atomic<std::uint64_t> ready_ns{0};
   std::uint64_t expected = 0;                  // set before any delivery can arrive
   std::mutex error_mutex;
   std::string error_text;
@@ -156,7 +175,12 @@ struct Worker {
   std::vector<std::unique_ptr<Conn>> conns;
   std::vector<Conn*> publishers;
   int next_to_connect = 0;
-  int in_flight_connects = 0;
+  // Connections connecting or joining (not ready yet), at most --connect-window (500).
+  // Counting them until they are ready, not only until connected, keeps the server's accept
+  // queue short: a client that only waited for its connect could outrun the server's accepts,
+  // overflow the listen backlog and wait a second for the SYN-ACK to be resent, which join_s
+  // would then measure.
+  int setting_up = 0;
   std::uint64_t pending_deliveries = 0;  // counted during one read, then added to sh.deliveries
   long published = 0;                  // worker 0
   bool began = false;                  // worker 0: all_ready() ran
@@ -164,6 +188,14 @@ struct Worker {
   std::vector<std::uint32_t> quiet_latencies_us;  // storm: sent during a quiet phase
   std::vector<std::uint32_t> versus_latencies_us;  // latency --versus-port: the second server's
   std::uint64_t storm_requests = 0;
+  std::uint64_t bytes_read = 0;        // everything this loop's connections were sent
+  // churn: counted by the members (receivers) once the run has started
+  std::uint64_t presence_events = 0;     // one presence event per change
+  std::uint64_t presence_summaries = 0;  // "event":"summary" (a big room's aggregate)
+  std::uint64_t gaps = 0;                // a message whose seq is not the last one's + 1
+  std::uint64_t churn_ops = 0;           // churner loop: joins and leaves sent
+  std::size_t churn_next = 0;            // churner loop: the next churner to act, round-robin
+  uv_timer_t churn_timer{};
   bool storm_began = false;
   std::string filler;
   uv_timer_t timeout_timer{}, rate_timer{}, settle_timer{}, phase_timer{};
@@ -181,7 +213,7 @@ struct Worker {
 
   void on_wake() {
     if (sh.finished) return uv_stop(&loop);
-    if (index != 0) return start_storm();
+    if (index != 0) return o.scenario == "churn" ? start_churn() : start_storm();
     if (!began && sh.ready == sh.total_conns) return all_ready();
     if (sh.started) pump();
   }
@@ -209,10 +241,13 @@ struct Worker {
     return s;
   }
 
-  // "t=<send ns>;" then filler up to the payload size.
+  // "t=<send ns>;" then filler up to the payload size. churn adds "n=<message number>;", the
+  // seq a Redis receiver checks (roomd's messages carry the room's own seq).
   std::string payload() {
-    char head[40];
-    int n = std::snprintf(head, sizeof head, "t=%" PRIu64 ";", now_ns());
+    char head[64];
+    int n = o.scenario == "churn"
+                ? std::snprintf(head, sizeof head, "t=%" PRIu64 ";n=%ld;", now_ns(), published + 1)
+                : std::snprintf(head, sizeof head, "t=%" PRIu64 ";", now_ns());
     std::string p(head, static_cast<std::size_t>(n));
     if (static_cast<int>(p.size()) < o.payload) p.append(filler, 0, static_cast<std::size_t>(o.payload) - p.size());
     return p;
@@ -226,6 +261,64 @@ struct Worker {
       send(c, redis_command({"PUBLISH", room, payload()}));
     ++c.sent;
     ++published;
+  }
+
+  // The churners have a loop of their own, as the storm clients do. Every millisecond they
+  // send what the rate owes since the start, one join or leave per churner in turn; a churner
+  // whose last request is unanswered is skipped (the debt stays, so churn_ops shows a server
+  // that cannot keep up). Churn ends with the publishing, after --duration.
+  void start_churn() {
+    if (!sh.started || storm_began) return;
+    storm_began = true;
+    if (o.churn_rate <= 0 || conns.empty() || conns.front()->role != Role::churner) return;
+    if (!sh.check(uv_timer_init(&loop, &churn_timer), "uv_timer_init")) return;
+    churn_timer.data = this;
+    sh.check(uv_timer_start(&churn_timer, [](uv_timer_t* t) {
+      auto* w = static_cast<Worker*>(t->data);
+      double elapsed = static_cast<double>(now_ns() - w->sh.start_ns) / 1e9;
+      if (elapsed >= w->o.duration || w->sh.finished) return void(w->sh.check(uv_timer_stop(t), "uv_timer_stop"));
+      auto owed = static_cast<std::uint64_t>(elapsed * w->o.churn_rate);
+      while (w->churn_ops < owed && w->churn_step()) {
+      }
+    }, 1, 1), "uv_timer_start");
+  }
+
+  // One join or leave by the next churner that is not waiting for an answer; false if all are.
+  bool churn_step() {
+    for (std::size_t tried = 0; tried < conns.size(); ++tried) {
+      Conn& c = *conns[churn_next];
+      churn_next = (churn_next + 1) % conns.size();
+      if (c.churn_pending) continue;
+      c.churn_pending = true;
+      ++churn_ops;
+      std::string room = room_name(c.room);
+      if (o.target == Target::roomd)
+        send(c, std::string("{\"op\":\"") + (c.in_room ? "leave" : "join") + "\",\"room\":\"" + room + "\"}\n");
+      else
+        send(c, redis_command({c.in_room ? "UNSUBSCRIBE" : "SUBSCRIBE", room}));
+      return true;
+    }
+    return false;
+  }
+
+  void on_churn_answer(Conn& c, bool in) {
+    c.in_room = in;
+    c.churn_pending = false;
+  }
+
+  // A receiver's messages come in seq order with no gap (roomd: the room's seq; Redis: n=).
+  void check_seq(Conn& c, std::string_view text, std::string_view key) {
+    auto at = text.find(key);
+    if (at == std::string_view::npos) return void(++gaps);
+    std::uint64_t seq = std::strtoull(text.data() + at + key.size(), nullptr, 10);
+    if (c.last_seq && seq != c.last_seq + 1) ++gaps;
+    c.last_seq = seq;
+  }
+
+  void on_presence(std::string_view line) {
+    if (!sh.started) return;  // the setup's, or what it left for the settle
+    if (line.find("\"event\":\"summary\"") != std::string_view::npos) ++presence_summaries;
+    else ++presence_events;
   }
 
   // The storm clients have a thread of their own: in a deployment they are other machines,
@@ -292,9 +385,10 @@ struct Worker {
     send(c, std::move(says));
   }
 
-  void on_delivery(const Conn& c, std::string_view payload_part) {
+  void on_delivery(Conn& c, std::string_view payload_part) {
     ++pending_deliveries;
-    if (o.scenario == "latency" || o.scenario == "storm") {
+    if (o.scenario == "churn") check_seq(c, payload_part, target_of(c) == Target::roomd ? "\"seq\":" : "n=");
+    if (o.scenario == "latency" || o.scenario == "storm" || o.scenario == "churn") {
       auto t = payload_part.find("t=");
       if (t != std::string_view::npos) {
         std::uint64_t sent = std::strtoull(payload_part.data() + t + 2, nullptr, 10);
@@ -317,10 +411,14 @@ struct Worker {
       if (c.role == Role::receiver) on_delivery(c, line);
       return;
     }
+    if (line.starts_with("{\"op\":\"presence\"")) {
+      if (c.role == Role::receiver && o.scenario == "churn") on_presence(line);
+      return;
+    }
     if (!c.ready) {
       if (line.starts_with("{\"op\":\"welcome\"")) {
         if (c.seeder) return send(c, "{\"op\":\"join\",\"room\":\"" + o.storm_history_room + "\"}\n");
-        if (c.role == Role::storm) return mark_ready(c);
+        if (c.role == Role::storm || c.role == Role::churner) return mark_ready(c);  // they start outside
         send(c, "{\"op\":\"join\",\"room\":\"" + room_name(c.room) + "\"}\n");
       } else if (line.starts_with("{\"op\":\"joined\"")) {
         if (c.seeder) return seed_history(c);
@@ -332,6 +430,8 @@ struct Worker {
       }
       return;
     }
+    if (c.role == Role::churner && line.starts_with("{\"op\":\"joined\"")) return on_churn_answer(c, true);
+    if (c.role == Role::churner && line.starts_with("{\"op\":\"left\"")) return on_churn_answer(c, false);
     if (c.role == Role::storm && (line.starts_with("{\"op\":\"error\"") || line.starts_with("{\"op\":\"history\"")))
       if (sh.started && !sh.finished) storm_request(c);
     if (line.starts_with("{\"op\":\"error\"") && c.role != Role::storm) sh.fail(std::string(line));
@@ -374,13 +474,18 @@ struct Worker {
     }
     if (first == "message") {
       if (c.role == Role::receiver) on_delivery(c, last);
+    } else if (c.role == Role::churner && (first == "subscribe" || first == "unsubscribe")) {
+      on_churn_answer(c, first == "subscribe");
     } else if (first == "subscribe" && !c.ready) {
       mark_ready(c);
     }
     return pos;
   }
 
+  // Everything a connection is sent is read and parsed, joined or not: a flood of presence
+  // or of member lists slows the generator as it would slow a client, and shows in join_s.
   void on_bytes(Conn& c, const char* data, std::size_t n) {
+    bytes_read += n;
     c.in.append(data, n);
     std::string_view view = c.in;
     std::size_t consumed = 0;
@@ -419,7 +524,7 @@ struct Worker {
   }
 
   void connect_more() {
-    while (next_to_connect < static_cast<int>(conns.size()) && in_flight_connects < 128) {
+    while (next_to_connect < static_cast<int>(conns.size()) && setting_up < o.connect_window) {
       Conn& c = *conns[static_cast<std::size_t>(next_to_connect++)];
       sockaddr_in addr{};
       if (!sh.check(uv_ip4_addr(o.host.c_str(), c.versus ? o.versus_port : o.port, &addr), "--host")) return;
@@ -430,7 +535,6 @@ struct Worker {
                               [](uv_connect_t* req, int status) {
         auto* c = static_cast<Conn*>(req->data);
         Worker& w = *c->worker;
-        --w.in_flight_connects;
         if (!w.sh.check(status, "connect")) return;
         if (!w.sh.check(uv_tcp_nodelay(&c->tcp, 1), "uv_tcp_nodelay")) return;
         int read = uv_read_start(
@@ -449,19 +553,23 @@ struct Worker {
           if (c->role == Role::receiver || c->role == Role::idle)
             w.send(*c, w.redis_command({"SUBSCRIBE", w.room_name(c->room)}));
           else
-            w.mark_ready(*c);
+            w.mark_ready(*c);  // (which connects the next)
         }
-        w.connect_more();
       });
       if (!sh.check(rc, "connect")) return;
-      ++in_flight_connects;
+      ++setting_up;
     }
   }
 
   void mark_ready(Conn& c) {
     if (c.ready) return;
     c.ready = true;
-    if (++sh.ready == sh.total_conns) sh.check(uv_async_send(&sh.first().wake), "uv_async_send");
+    --setting_up;
+    connect_more();
+    if (++sh.ready == sh.total_conns) {
+      sh.ready_ns = now_ns();
+      sh.check(uv_async_send(&sh.first().wake), "uv_async_send");
+    }
   }
 
   // ---- running (worker 0) -------------------------------------------------------------
@@ -479,10 +587,21 @@ struct Worker {
       }, 1000, 0), "uv_timer_start");
       return;
     }
+    if (o.scenario == "churn" && o.settle > 0) {
+      if (!sh.check(uv_timer_init(&loop, &settle_timer), "uv_timer_init")) return;
+      settle_timer.data = this;
+      sh.check(uv_timer_start(&settle_timer, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->start_run(); },
+                              static_cast<std::uint64_t>(o.settle * 1000), 0), "uv_timer_start");
+      return;
+    }
+    start_run();
+  }
+
+  void start_run() {
     sh.start_ns = now_ns();
     sh.started = true;
-    sh.wake_all();  // the storm's thread starts its flood
-    if (o.scenario == "latency" || o.scenario == "storm") {
+    sh.wake_all();  // the storm's or the churners' thread starts
+    if (o.scenario == "latency" || o.scenario == "storm" || o.scenario == "churn") {
       if (!sh.check(uv_timer_init(&loop, &rate_timer), "uv_timer_init")) return;
       rate_timer.data = this;
       // A 1 ms tick sends what the rate owes since the start: steady, whatever the tick jitter.
@@ -582,6 +701,12 @@ int report(Shared& sh, long rss_before_kb) {
     add(name, value);
   };
   char buf[64];
+  std::uint64_t bytes_read = 0;
+  for (auto& w : sh.workers) bytes_read += w->bytes_read;
+  if (sh.ready_ns) {
+    std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(sh.ready_ns - sh.connect_ns) / 1e9);
+    row("join_s", buf);
+  }
   if (o.scenario == "idle") {
     row("connections", std::to_string(sh.total_conns));
     row("ready", std::to_string(sh.ready));
@@ -591,6 +716,7 @@ int report(Shared& sh, long rss_before_kb) {
       std::snprintf(buf, sizeof buf, "%.0f", (static_cast<double>(w0.rss_after_kb - rss_before_kb) * 1024.0) / static_cast<double>(std::max(sh.ready.load(), 1)));
       row("bytes_per_conn", buf);
     }
+    row("bytes_read", std::to_string(bytes_read));
   } else {
     row("members", std::to_string(o.members));
     row("published", std::to_string(w0.published));
@@ -627,6 +753,21 @@ int report(Shared& sh, long rss_before_kb) {
         }
       }
     }
+    if (o.scenario == "churn") {
+      std::uint64_t events = 0, summaries = 0, gaps = 0;
+      for (auto& w : sh.workers) {
+        events += w->presence_events;
+        summaries += w->presence_summaries;
+        gaps += w->gaps;
+      }
+      row("gaps", std::to_string(gaps));
+      row("churners", std::to_string(o.churners));
+      row("churn_ops", std::to_string(sh.workers.back()->churn_ops));
+      std::snprintf(buf, sizeof buf, "%.0f", o.duration > 0 ? static_cast<double>(sh.workers.back()->churn_ops) / o.duration : 0.0);
+      row("churn_ops_per_s", buf);
+      row("presence_events", std::to_string(events));
+      row("presence_summaries", std::to_string(summaries));
+    }
     if (o.scenario == "storm") {
       row("storm_requests", std::to_string(sh.workers.back()->storm_requests));
       if (!quiet_us.empty() && !latencies_us.empty()) {
@@ -646,14 +787,15 @@ int report(Shared& sh, long rss_before_kb) {
 
 int run(Shared& sh) {
   const Options& o = sh.o;
-  const int loops = o.threads + (o.scenario == "storm" ? 1 : 0);  // the storm's own, last
+  const bool side_loop = o.scenario == "storm" || o.scenario == "churn";
+  const int loops = o.threads + (side_loop ? 1 : 0);  // the storm's or the churners' own, last
   for (int i = 0; i < loops; ++i) sh.workers.push_back(std::make_unique<Worker>(sh, i));
   Worker& w0 = sh.first();
   int next_receiver = 0;
   auto receiver_worker = [&]() -> Worker& {
     return *sh.workers[static_cast<std::size_t>(next_receiver++ % o.threads)];
   };
-  if (o.scenario == "fanout" || o.scenario == "latency" || o.scenario == "storm") {
+  if (o.scenario == "fanout" || o.scenario == "latency" || o.scenario == "storm" || o.scenario == "churn") {
     w0.add(Role::publisher, 0);
     for (int i = 0; i < o.members; ++i) receiver_worker().add(Role::receiver, 0);
     if (o.versus_port) {  // the same room and members on the second server: publishers[1]
@@ -666,6 +808,8 @@ int run(Shared& sh) {
         storm.add(Role::storm, 0);
         storm.conns.back()->seeder = i == 0 && o.storm_seed > 0 && o.target == Target::roomd;
       }
+    if (o.scenario == "churn")
+      for (int i = 0; i < o.churners; ++i) sh.workers.back()->add(Role::churner, 0);
     sh.expected = o.scenario == "fanout"
                       ? static_cast<std::uint64_t>(o.messages) * static_cast<std::uint64_t>(o.members)
                       : static_cast<std::uint64_t>(o.rate * o.duration) * static_cast<std::uint64_t>(o.members);
@@ -678,8 +822,9 @@ int run(Shared& sh) {
     sh.expected = static_cast<std::uint64_t>(o.messages) * static_cast<std::uint64_t>(o.members) *
                   static_cast<std::uint64_t>(std::min(o.rooms, o.publishers));
   } else if (o.scenario == "idle") {
-    // Spread over rooms: a join answers with the member list, so one 10,000-member room
-    // would measure those replies rather than idle memory.
+    // Spread over --rooms; with --rooms 1 all join one room, and the setup then measures the
+    // server's cost of a big room: every `joined` reply's member list and every presence
+    // event, all of which the generator reads (join_s), and what is still queued (bytes_per_conn).
     for (int i = 0; i < o.connections; ++i) receiver_worker().add(Role::idle, i % std::max(o.rooms, 1));
   } else {
     std::fprintf(stderr, "roomd-bench: unknown scenario '%s'\n", o.scenario.c_str());
@@ -693,6 +838,7 @@ int run(Shared& sh) {
   must(uv_timer_start(&w0.timeout_timer, [](uv_timer_t* t) { static_cast<Shared*>(t->data)->fail("timeout"); },
                       static_cast<std::uint64_t>(o.timeout * 1000), 0),
        "uv_timer_start");
+  sh.connect_ns = now_ns();
   for (auto& w : sh.workers) w->connect_more();
   for (std::size_t i = 1; i < sh.workers.size(); ++i) {
     Worker* w = sh.workers[i].get();
@@ -712,18 +858,23 @@ int main(int argc, char** argv) {
   CLI::App app{"roomd-bench: fan-out, latency, idle-memory and storm benchmarks for roomd (or Redis)"};
   Options o;
   std::string target = "roomd";
-  app.add_option("scenario", o.scenario, "fanout | rooms | latency | idle | storm")->required();
+  app.add_option("scenario", o.scenario, "fanout | rooms | latency | idle | storm | churn")->required();
   app.add_option("--target", target, "roomd or redis");
   app.add_option("--host", o.host, "server address (IPv4)");
   app.add_option("--port", o.port, "server port");
-  app.add_option("--members", o.members, "receivers per room");
+  app.add_option("--members", o.members, "receivers per room (churn: 10000 unless given)");
   app.add_option("--rooms", o.rooms, "rooms (rooms scenario; idle connections are spread over them)");
   app.add_option("--publishers", o.publishers, "publishers, one per room (rooms scenario)");
   app.add_option("--messages", o.messages, "messages per publisher (fanout, rooms)");
   app.add_option("--payload", o.payload, "payload bytes per message");
-  app.add_option("--rate", o.rate, "messages per second (latency, storm)");
+  app.add_option("--rate", o.rate, "messages per second (latency, storm; churn: 100 unless given)");
   app.add_option("--publish-rate", o.publish_rate, "messages per second per publisher (fanout, rooms; default: unlimited)");
-  app.add_option("--duration", o.duration, "seconds of publishing (latency, storm)");
+  app.add_option("--duration", o.duration, "seconds of publishing (latency, storm, churn)");
+  app.add_option("--churners", o.churners, "clients joining and leaving the room (churn)")->check(CLI::Range(0, 100000));
+  app.add_option("--churn-rate", o.churn_rate, "joins + leaves per second, all churners together (churn; 0: none, the control)")
+      ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--settle", o.settle, "seconds between the last member's join and the start of the run (churn)")
+      ->check(CLI::Range(0.0, 600.0));
   app.add_option("--connections", o.connections, "idle connections (idle)");
   app.add_option("--server-pid", o.server_pid, "read the server's RSS from /proc (idle)");
   app.add_option("--window", o.window, "messages a publisher may be ahead of its receivers");
@@ -742,6 +893,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"redis", "roomd"}));
   app.add_flag("--storm-distinct-keys", o.storm_distinct_keys,
                "every storm join guesses a new key (a brute-force attack: each is an argon2id check)");
+  app.add_option("--connect-window", o.connect_window,
+                 "connections being set up (connecting or joining) at once, per generator thread")
+      ->check(CLI::Range(1, 100000));
   app.add_option("--threads", o.threads, "generator threads, each with its own loop (receivers are dealt among them)");
   app.add_option("--timeout", o.timeout, "give up after this many seconds");
   try {
@@ -750,6 +904,10 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   o.target = target == "redis" ? Target::redis : Target::roomd;
+  if (o.scenario == "churn") {  // issue 17's case: a 10,000-member room, 100 messages a second
+    if (!app.count("--members")) o.members = 10000;
+    if (!app.count("--rate")) o.rate = 100;
+  }
   o.versus_target = versus_target == "redis" ? Target::redis : Target::roomd;
   if (o.versus_port && (o.scenario != "latency" || o.phases < 2)) {
     std::fprintf(stderr, "roomd-bench: --versus-port is for the latency scenario, with --phases of 2 or more\n");

@@ -79,6 +79,41 @@ class BenchSmoke(DaemonTest):
         self.assertEqual(kv["ready"], "20")
         self.assertIn("bytes_per_conn", kv)
 
+    def test_idle_in_one_room(self):
+        # issue 17's big room, small: everyone joins one room; the generator reads all it is sent.
+        kv = self.bench("idle", "--connections", "200", "--rooms", "1", "--server-pid", str(self.d.proc.pid))
+        self.assertEqual(kv["ready"], "200")
+        for figure in ("join_s", "bytes_per_conn", "bytes_read"):
+            self.assertIn(figure, kv)
+
+    def test_churn(self):
+        kv = self.bench("churn", "--members", "200", "--churners", "4", "--churn-rate", "100", "--duration", "2")
+        self.assertEqual((kv["published"], kv["deliveries"], kv["lost"], kv["gaps"]), ("200", "40000", "0", "0"))
+        for figure in ("p50_us", "p99_us", "join_s", "presence_events", "presence_summaries", "churn_ops"):
+            self.assertIn(figure, kv)
+        self.assertGreater(int(kv["churn_ops"]), 0)
+        # 200 members is below the presence threshold: the members hear each join and leave.
+        self.assertGreater(int(kv["presence_events"]), 0)
+
+    def test_churn_in_a_room_over_its_presence_threshold(self):
+        # bench0 summarized from 50 members: the members get presence summaries, not single events.
+        with open(CONFIG) as f:
+            text = f.read()
+        self.assertIn('name = "bench0"\n', text)
+        self.d = self.start(text.replace('name = "bench0"\n', 'name = "bench0"\npresence_threshold = 50\n', 1)
+                            .replace("[limits]\n", "[limits]\npresence_interval_ms = 200\n", 1))
+        kv = self.bench("churn", "--members", "200", "--churners", "4", "--churn-rate", "100", "--duration", "2",
+                        "--settle", "0.5")
+        self.assertEqual((kv["deliveries"], kv["lost"], kv["gaps"]), ("40000", "0", "0"))
+        self.assertGreater(int(kv["presence_summaries"]), 0)
+        self.assertEqual(kv["presence_events"], "0")
+
+    def test_churn_control_has_no_churn(self):
+        kv = self.bench("churn", "--members", "50", "--churners", "2", "--churn-rate", "0", "--duration", "1",
+                        "--settle", "0.2")
+        self.assertEqual((kv["deliveries"], kv["lost"], kv["gaps"]), ("5000", "0", "0"))
+        self.assertEqual((kv["churn_ops"], kv["presence_events"], kv["presence_summaries"]), ("0", "0", "0"))
+
     def test_storm(self):
         kv = self.bench("storm", "--members", "3", "--rate", "100", "--duration", "0.5", "--storm-clients", "2",
                         "--storm-phases", "4")
