@@ -79,6 +79,7 @@ class Client {
   void connect_failed(const std::string& what, int status);
   void connected();
   void start_stdin();
+  void read_stdin_file();  // stdin is a file: uv_fs_read, chunk by chunk
   void start_socket_reads();
   static void on_connected(uv_connect_t* req, int status);
   void on_socket_closed();
@@ -128,6 +129,7 @@ class Client {
   std::optional<uv::Handle<uv_pipe_t>> stdin_pipe_;  // stdin outside interactive mode: one of these two
   std::optional<uv::Handle<uv_tty_t>> stdin_tty_;
   bool stdin_started_ = false;
+  uv_fs_t stdin_file_read_{};  // stdin as a file: the read in progress
   roomd::Framer server_framer_{64 << 20};
   roomd::Framer stdin_framer_{64 << 20};
   std::uint64_t next_id_ = 1;
@@ -334,6 +336,10 @@ void Client::start_stdin() {
       stdin_tty_.emplace([this](uv_tty_t* t) { return uv_tty_init(loop_, t, 0, 1); });
       stdin_stream = stdin_tty_->stream();
       break;
+    case UV_FILE:
+      // A regular file or /dev/null: epoll cannot watch it, so it is read with uv_fs_read
+      // (on libuv's threadpool), one chunk after the other.
+      return read_stdin_file();
     default:
       stdin_pipe_.emplace([this](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
       if (uv_pipe_open(stdin_pipe_->get(), 0) < 0) {
@@ -362,6 +368,25 @@ void Client::start_stdin() {
           }
         });
   }
+}
+
+void Client::read_stdin_file() {
+  stdin_file_read_.data = this;
+  uv_buf_t buf = uv_buf_init(stdin_buf_.data(), static_cast<unsigned>(stdin_buf_.size()));
+  int rc = uv_fs_read(loop_, &stdin_file_read_, 0, &buf, 1, -1, [](uv_fs_t* req) {
+    auto* self = static_cast<Client*>(req->data);
+    const ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    if (self->finished_) return;
+    if (n > 0) {
+      self->stdin_framer_.feed({self->stdin_buf_.data(), static_cast<std::size_t>(n)},
+                               [self](std::string_view line) { self->on_stdin_line(line); }, [] {});
+      if (!self->finished_) self->read_stdin_file();
+    } else {
+      self->on_stdin_eof();  // end of the file, or a read error
+    }
+  });
+  if (rc < 0) on_stdin_eof();
 }
 
 void Client::send_raw(std::string line) {

@@ -37,6 +37,29 @@ class Roomcat(DaemonTest):
         self.assertEqual(got, lines)
         watcher.expect("presence", event="leave", nick="piper")
 
+    def test_stdin_a_file_or_dev_null(self):
+        # epoll cannot watch a regular file or /dev/null: they were an abort in libuv once.
+        d = self.start("[[rooms]]\nname = \"lobby\"\n")
+        watcher = self.connect(d, join=["lobby"])
+        with open(os.devnull, "rb") as null:
+            r = subprocess.run([ROOMCAT, f"127.0.0.1:{d.port}", "--join", "lobby"], stdin=null,
+                               capture_output=True, timeout=harness.WAIT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("* bye", r.stdout.decode())
+        path = os.path.join(d.tmp.name, "lines.txt")
+        with open(path, "w") as f:
+            f.write("".join(f"from a file {i}\n" for i in range(3)))
+        with open(path, "rb") as f:
+            r = subprocess.run([ROOMCAT, f"127.0.0.1:{d.port}", "--join", "lobby"], stdin=f,
+                               capture_output=True, timeout=harness.WAIT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        texts = []
+        while len(texts) < 3:
+            m = watcher.recv()
+            if m["op"] == "message":
+                texts.append(m["text"])
+        self.assertEqual(texts, [f"from a file {i}" for i in range(3)])
+
     def test_pipe_faster_than_the_rate_limit_loses_nothing(self):
         # roomcat paces itself by the limits the welcome advertises instead of being refused.
         d = self.start("[limits]\nrate = 200\nburst = 10\n[[rooms]]\nname = \"lobby\"\n")
