@@ -43,6 +43,19 @@ ordered_json nick_list(std::vector<std::string> nicks) {
   return ordered_json(std::move(nicks));
 }
 
+// Message lines this server wrote, spliced into an array being written (history_line,
+// joined_line): a trailing "\n" or "\r\n" is cut, a line that is not an object is skipped.
+template <typename Lines>
+void append_message_lines(std::string& line, const Lines& lines) {
+  bool first = true;
+  for (std::string_view body : lines) {
+    while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.remove_suffix(1);
+    if (body.size() < 2 || body.front() != '{' || body.back() != '}') continue;  // not one of ours
+    if (!std::exchange(first, false)) line += ',';
+    line += body;
+  }
+}
+
 ordered_json presence(std::string_view room, const char* event, std::string_view nick) {
   return ordered_json{{"op", "presence"}, {"room", room}, {"event", event}, {"nick", nick}};
 }
@@ -146,13 +159,7 @@ std::string joined_line(const Id& id, std::string_view room, std::string_view to
   std::string line = joined(id, room, topic, std::move(members), position, ordered_json::array())
                          .dump(-1, ' ', false, ordered_json::error_handler_t::replace);
   line.resize(line.size() - 2);  // "]}"
-  bool first = true;
-  for (std::string_view body : message_lines) {
-    while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.remove_suffix(1);
-    if (body.size() < 2 || body.front() != '{' || body.back() != '}') continue;  // not one of ours
-    if (!std::exchange(first, false)) line += ',';
-    line += body;
-  }
+  append_message_lines(line, message_lines);
   line += "]}\n";
   return line;
 }
@@ -204,13 +211,7 @@ std::string history_line(const Id& id, std::string_view room, std::span<const st
   put(line, R"(,"room":)");
   append_json_string(line, room);
   put(line, R"(,"messages":[)");
-  bool first = true;
-  for (std::string_view body : bodies) {
-    while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.remove_suffix(1);
-    if (body.size() < 2 || body.front() != '{' || body.back() != '}') continue;  // not one of ours
-    if (!std::exchange(first, false)) line += ',';
-    line += body;
-  }
+  append_message_lines(line, bodies);
   if (more) put(line, "],\"more\":true}\n");
   else put(line, "],\"more\":false}\n");
   return line;
