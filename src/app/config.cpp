@@ -140,7 +140,8 @@ const toml::table* sub_table(const toml::table& root, std::string_view key,
   return nullptr;
 }
 
-// `listen` items are "ADDRESS" or { address = "unix:PATH", admin = true }.
+// `listen` items are "ADDRESS" or { address = "unix:PATH", admin = true } or
+// { address = "IP:PORT", tls = true, websocket = true }.
 void read_listen(const toml::table& t, TableReader& r, ServerConfig& s, std::vector<ConfigError>& errors) {
   auto* node = t.get("listen");
   r.mark_read("listen");
@@ -151,12 +152,16 @@ void read_listen(const toml::table& t, TableReader& r, ServerConfig& s, std::vec
   for (const auto& item : *arr) {
     std::string address;
     bool admin = false;
+    bool tls = false;
+    bool websocket = false;
     if (auto v = item.value_exact<std::string>()) {
       address = *v;
     } else if (auto* table = item.as_table()) {
       TableReader entry(*table, "server.listen[]", errors);
       entry.string("address", address);
       entry.boolean("admin", admin);
+      entry.boolean("tls", tls);
+      entry.boolean("websocket", websocket);
       entry.reject_unknown();
       if (address.empty()) { entry.fail("address", TableReader::line_of(item), "is required"); continue; }
     } else {
@@ -172,8 +177,14 @@ void read_listen(const toml::table& t, TableReader& r, ServerConfig& s, std::vec
       r.fail("listen", TableReader::line_of(item), "admin listeners must be Unix sockets (file permissions guard them)");
       continue;
     }
+    if (admin && (tls || websocket)) {
+      r.fail("listen", TableReader::line_of(item), "admin listeners are plain Unix sockets (no tls or websocket)");
+      continue;
+    }
     s.listen.push_back(address);
     if (admin) s.admin.push_back(address);
+    if (tls) s.tls.push_back(address);
+    if (websocket) s.websocket.push_back(address);
   }
 }
 
@@ -221,6 +232,41 @@ void read_history(const toml::table& t, HistoryConfig& h, std::vector<ConfigErro
   r.integer("replay", h.replay, 0, 500);
   r.integer("replay_max", h.replay_max, 0, 100000);
   r.integer("max_messages_per_room", h.max_messages_per_room, 1, 100000000);
+  r.reject_unknown();
+}
+
+void read_tls(const toml::table& t, TlsConfig& c, std::vector<ConfigError>& errors) {
+  TableReader r(t, "tls", errors);
+  r.string("cert", c.cert);
+  r.string("key", c.key);
+  r.string("ca", c.ca);
+  r.string("min_version", c.min_version);
+  if (c.min_version != "1.2" && c.min_version != "1.3")
+    r.fail("min_version", r.line("min_version"), "must be \"1.2\" or \"1.3\"");
+  r.integer("handshake_timeout_ms", c.handshake_timeout_ms, 100, 600000);
+  r.reject_unknown();
+}
+
+void read_websocket(const toml::table& t, WebSocketConfig& c, std::vector<ConfigError>& errors) {
+  TableReader r(t, "websocket", errors);
+  r.string_array("origins", c.origins);
+  for (const auto& origin : c.origins)
+    if (!(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with("/"))
+      r.fail("origins", r.line("origins"), "'" + origin + "' is not an origin (scheme://host[:port], no path)");
+  r.string("web_root", c.web_root);
+  r.integer("ping_interval_s", c.ping_interval_s, 1, 3600);
+  r.reject_unknown();
+}
+
+void read_http(const toml::table& t, HttpConfig& c, std::vector<ConfigError>& errors) {
+  TableReader r(t, "http", errors);
+  r.string("listen", c.listen);
+  if (!c.listen.empty()) {
+    auto parsed = parse_listen_address(c.listen);
+    if (!parsed || parsed->kind == ListenAddress::Kind::unix_path)
+      r.fail("listen", r.line("listen"), "bad address '" + c.listen + "' (want IP:PORT or [IPv6]:PORT)");
+  }
+  r.integer("idle_timeout_s", c.idle_timeout_s, 1, 3600);
   r.reject_unknown();
 }
 
@@ -290,15 +336,22 @@ ConfigResult parse_config(std::string_view text, std::string_view source) {
   if (auto* t = sub_table(root, "server", errors)) read_server(*t, result.config.server, errors);
   if (auto* t = sub_table(root, "limits", errors)) read_limits(*t, result.config.limits, errors);
   if (auto* t = sub_table(root, "history", errors)) read_history(*t, result.config.history, errors);
+  if (auto* t = sub_table(root, "tls", errors)) read_tls(*t, result.config.tls, errors);
+  if (auto* t = sub_table(root, "websocket", errors)) read_websocket(*t, result.config.websocket, errors);
+  if (auto* t = sub_table(root, "http", errors)) read_http(*t, result.config.http, errors);
   if (auto* t = sub_table(root, "log", errors)) read_log(*t, result.config.log, errors);
   if (auto* node = root.get("rooms")) read_rooms(*node, result.config.rooms, errors);
   for (const auto& [k, node] : root) {
     std::string_view key = k.str();
-    if (key != "server" && key != "limits" && key != "history" && key != "log" && key != "rooms")
+    if (key != "server" && key != "limits" && key != "history" && key != "tls" && key != "websocket" &&
+        key != "http" && key != "log" && key != "rooms")
       errors.push_back({std::string(key), node.source().begin.line, "unknown key"});
   }
   if (result.config.server.listen.empty() && errors.empty())
     errors.push_back({"server.listen", 0, "needs at least one address"});
+  const Config& c = result.config;
+  if (!c.server.tls.empty() && (c.tls.cert.empty() || c.tls.key.empty()))
+    errors.push_back({"tls", 0, "a listener has tls = true: [tls] needs cert and key"});
   return result;
 }
 

@@ -195,3 +195,50 @@ name = "plain"
   CHECK(only_error("[limits]\npresence_interval_ms = 1\n").starts_with("limits.presence_interval_ms@2:"));
   CHECK(only_error("[[rooms]]\nname = \"x\"\npresence_threshold = -1\n").starts_with("rooms[0].presence_threshold@3:"));
 }
+
+TEST_CASE("config: tls, websocket and http") {
+  auto d = parse_config("", "t.toml");
+  REQUIRE(d.ok());
+  CHECK(d.config.server.tls.empty());
+  CHECK(d.config.tls.min_version == "1.2");
+  CHECK(d.config.http.listen.empty());
+  auto r = parse_config(R"(
+[server]
+listen = ["127.0.0.1:7000", { address = "127.0.0.1:7443", tls = true },
+          { address = "127.0.0.1:7080", websocket = true },
+          { address = "127.0.0.1:7444", tls = true, websocket = true }]
+[tls]
+cert = "/etc/roomd/cert.pem"
+key = "/etc/roomd/key.pem"
+ca = "/etc/roomd/ca.pem"
+min_version = "1.3"
+handshake_timeout_ms = 5000
+[websocket]
+origins = ["https://chat.example.com", "http://127.0.0.1:7080"]
+web_root = "web"
+ping_interval_s = 20
+[http]
+listen = "127.0.0.1:9464"
+idle_timeout_s = 5
+)", "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r.config.server.listen.size() == 4);
+  CHECK(r.config.server.tls == std::vector<std::string>{"127.0.0.1:7443", "127.0.0.1:7444"});
+  CHECK(r.config.server.websocket == std::vector<std::string>{"127.0.0.1:7080", "127.0.0.1:7444"});
+  CHECK(r.config.tls.ca == "/etc/roomd/ca.pem");
+  CHECK(r.config.tls.min_version == "1.3");
+  CHECK(r.config.tls.handshake_timeout_ms == 5000);
+  CHECK(r.config.websocket.origins.size() == 2);
+  CHECK(r.config.websocket.web_root == "web");
+  CHECK(r.config.websocket.ping_interval_s == 20);
+  CHECK(r.config.http.listen == "127.0.0.1:9464");
+  CHECK(r.config.http.idle_timeout_s == 5);
+
+  CHECK(only_error("[server]\nlisten = [{ address = \"127.0.0.1:1\", tls = true }]\n") ==
+        "tls@0: a listener has tls = true: [tls] needs cert and key");
+  CHECK(only_error("[tls]\nmin_version = \"1.1\"\n").starts_with("tls.min_version@2: must be"));
+  CHECK(only_error("[websocket]\norigins = [\"chat.example.com\"]\n").starts_with("websocket.origins@2: 'chat.example.com' is not an origin"));
+  CHECK(only_error("[http]\nlisten = \"unix:/x\"\n").starts_with("http.listen@2: bad address"));
+  CHECK(only_error("[server]\nlisten = [{ address = \"unix:/a\", admin = true, tls = true }]\n")
+            .starts_with("server.listen@2: admin listeners are plain Unix sockets"));
+}

@@ -17,6 +17,10 @@ struct ServerConfig {
   // Listen addresses marked `admin = true` (Unix sockets only): their clients may use the
   // `stats` op. Each is also in `listen`.
   std::vector<std::string> admin;
+  // Listen addresses marked `tls = true` (encrypted with [tls]) and `websocket = true`
+  // (an HTTP upgrade to WebSocket, and the web client at `/`). Each is also in `listen`.
+  std::vector<std::string> tls;
+  std::vector<std::string> websocket;
   std::string motd = "Welcome to roomd";
   std::uint32_t max_clients = 10000;
   std::uint32_t max_clients_per_ip = 256;
@@ -52,6 +56,31 @@ struct HistoryConfig {
   std::uint32_t max_messages_per_room = 100000;
 };
 
+// [tls]: what every `tls = true` listener serves. Reloaded on SIGHUP (a context that fails
+// to load keeps the old one).
+struct TlsConfig {
+  std::string cert;               // PEM certificate chain
+  std::string key;                // PEM private key
+  std::string ca;                 // PEM CA bundle: when set, client certificates are required
+  std::string min_version = "1.2";  // "1.2" or "1.3"
+  std::uint32_t handshake_timeout_ms = 10000;
+};
+
+// [websocket]: the `websocket = true` listeners.
+struct WebSocketConfig {
+  // Origins allowed to upgrade ("https://chat.example.com"); empty: only pages served by the
+  // same host (the Origin's host:port equals the request's Host).
+  std::vector<std::string> origins;
+  std::string web_root;  // the web client's files; empty: the installed share/roomd/web
+  std::uint32_t ping_interval_s = 30;  // a WebSocket ping to an idle browser this often
+};
+
+// [http]: the operators' endpoint (/metrics, /healthz, /readyz); off unless `listen` is set.
+struct HttpConfig {
+  std::string listen;  // IP:PORT; empty: off
+  std::uint32_t idle_timeout_s = 10;
+};
+
 struct LogConfig {
   std::string level = "info";
 };
@@ -60,6 +89,9 @@ struct Config {
   ServerConfig server;
   LimitsConfig limits;
   HistoryConfig history;
+  TlsConfig tls;
+  WebSocketConfig websocket;
+  HttpConfig http;
   LogConfig log;
   std::vector<RoomConfig> rooms;
 };
