@@ -149,7 +149,11 @@ void Server::open_listeners() {
   if (!activated.empty()) log::notice("socket activation: using " + std::to_string(activated.size()) +
                                       " sockets from systemd; server.listen is not used");
   for (const auto& sock : activated) {
-    auto listener = std::make_unique<Listener>(loop(), sock.fd, sock.is_unix, sock.name == "admin", on_conn);
+    auto listener = std::make_unique<Listener>(loop(), sock.fd, sock.is_unix,
+                                               ListenerRole{.admin = sock.name == "admin",
+                                                            .tls = sock.name == "tls" || sock.name == "wss",
+                                                            .websocket = sock.name == "ws" || sock.name == "wss"},
+                                               on_conn);
     log::info("listening on " + listener->bound_name() + (listener->admin() ? " (admin)" : ""));
     listeners_.push_back(std::move(listener));
   }
@@ -157,9 +161,15 @@ void Server::open_listeners() {
   for (const auto& text : config_.server.listen) {
     auto address = parse_listen_address(text);
     if (!address) throw std::runtime_error("bad listen address '" + text + "'");
-    bool admin = std::find(config_.server.admin.begin(), config_.server.admin.end(), text) != config_.server.admin.end();
-    auto listener = std::make_unique<Listener>(loop(), *address, admin, on_conn);
-    log::info("listening on " + listener->bound_name() + (admin ? " (admin)" : ""));
+    auto marked = [&text](const std::vector<std::string>& list) {
+      return std::find(list.begin(), list.end(), text) != list.end();
+    };
+    ListenerRole role{.admin = marked(config_.server.admin),
+                      .tls = marked(config_.server.tls),
+                      .websocket = marked(config_.server.websocket)};
+    auto listener = std::make_unique<Listener>(loop(), *address, role, on_conn);
+    log::info("listening on " + listener->bound_name() + (role.admin ? " (admin)" : "") + (role.tls ? " (tls)" : "") +
+              (role.websocket ? " (websocket)" : ""));
     listeners_.push_back(std::move(listener));
   }
 }

@@ -63,9 +63,9 @@ void on_conn(uv_stream_t* server, int status) {
 
 void Listener::accept_one() { on_connection_(*this); }
 
-Listener::Listener(uv_loop_t* loop, int fd, bool is_unix, bool admin, OnConnection on_connection)
+Listener::Listener(uv_loop_t* loop, int fd, bool is_unix, ListenerRole role, OnConnection on_connection)
     : address_{is_unix ? ListenAddress::Kind::unix_path : ListenAddress::Kind::ipv4, "", 0},
-      admin_(admin),
+      role_(role),
       on_connection_(std::move(on_connection)) {
   int rc;
   sockaddr_storage bound{};
@@ -89,8 +89,8 @@ Listener::Listener(uv_loop_t* loop, int fd, bool is_unix, bool admin, OnConnecti
   bound_name_ += " (socket activation)";
 }
 
-Listener::Listener(uv_loop_t* loop, const ListenAddress& address, bool admin, OnConnection on_connection)
-    : address_(address), admin_(admin), on_connection_(std::move(on_connection)) {
+Listener::Listener(uv_loop_t* loop, const ListenAddress& address, ListenerRole role, OnConnection on_connection)
+    : address_(address), role_(role), on_connection_(std::move(on_connection)) {
   int rc;
   if (address.kind == ListenAddress::Kind::unix_path) {
     struct stat st{};
@@ -108,7 +108,7 @@ Listener::Listener(uv_loop_t* loop, const ListenAddress& address, bool admin, On
       fail(address, why);
     };
     // Clients need write permission to connect: anyone may chat, only the owner may administer.
-    if (::chmod(address.host.c_str(), admin ? 0600 : 0666) < 0)
+    if (::chmod(address.host.c_str(), role_.admin ? 0600 : 0666) < 0)
       fail_bound(std::string("chmod: ") + std::strerror(errno));
     if ((rc = uv_listen(stream(), 511, on_conn)) < 0) fail_bound(uv::error_text(rc));
     owns_path_ = true;

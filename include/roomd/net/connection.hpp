@@ -52,6 +52,8 @@ struct ConnectionCounters {
   std::uint64_t queued_bytes = 0;    // every connection's queued output, until it is closed
   std::uint64_t budgeted_bytes = 0;  // of it, connections open and taking broadcasts: what the budget limits
   std::uint64_t budget_cuts = 0;     // connections cut because the total was over the budget
+  std::uint64_t tls_handshakes = 0;          // completed
+  std::uint64_t tls_handshake_failures = 0;  // failed or timed out
 };
 
 // What every connection of one owner shares, handed in at construction.

@@ -14,29 +14,37 @@
 
 namespace roomd {
 
+// What a listener's connections speak, from its `listen` entry.
+struct ListenerRole {
+  bool admin = false;      // Unix only: its clients may use the `stats` op
+  bool tls = false;        // encrypted ([tls])
+  bool websocket = false;  // an HTTP upgrade to WebSocket (and the web client at `/`)
+};
+
 class Listener {
  public:
   using OnConnection = std::function<void(Listener&)>;
 
   // Binds and listens; throws std::runtime_error with a readable reason on failure.
-  Listener(uv_loop_t* loop, const ListenAddress& address, bool admin, OnConnection on_connection);
+  Listener(uv_loop_t* loop, const ListenAddress& address, ListenerRole role, OnConnection on_connection);
   // Adopts a listening socket handed over by systemd (socket activation). Its path, if any,
   // belongs to systemd and is left alone.
-  Listener(uv_loop_t* loop, int fd, bool is_unix, bool admin, OnConnection on_connection);
+  Listener(uv_loop_t* loop, int fd, bool is_unix, ListenerRole role, OnConnection on_connection);
   ~Listener();
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
   uv_stream_t* stream() const;
   bool is_unix() const { return pipe_ != nullptr; }
-  bool admin() const { return admin_; }
+  bool admin() const { return role_.admin; }
+  const ListenerRole& role() const { return role_; }
   // The address actually bound (port 0 resolved to the kernel's choice).
   const std::string& bound_name() const { return bound_name_; }
   void accept_one();  // from libuv's connection callback
 
  private:
   ListenAddress address_;
-  bool admin_ = false;
+  ListenerRole role_;
   bool owns_path_ = false;
   OnConnection on_connection_;
   std::unique_ptr<uv::Handle<uv_tcp_t>> tcp_;
