@@ -54,7 +54,12 @@ RouterSettings router_settings(const Config& c) {
 ConnectionLimits connection_limits(const Config& c) {
   return {.max_frame_bytes = c.limits.max_frame_bytes,
           .flow = {.max_outbound_bytes = c.limits.max_outbound_bytes, .slow_consumer = c.limits.slow_consumer},
-          .idle_timeout_s = c.limits.idle_timeout_s};
+          .idle_timeout_s = c.limits.idle_timeout_s,
+          .tls_handshake_timeout_ms = c.tls.handshake_timeout_ms};
+}
+
+TlsFiles tls_files(const TlsConfig& c) {
+  return {.cert = c.cert, .key = c.key, .ca = c.ca, .min_version = c.min_version};
 }
 
 // What a persisted room's replay ring holds: what a join or a resume may replay.
@@ -141,6 +146,20 @@ Server::~Server() {
   uv_run(loop_.get(), UV_RUN_DEFAULT);
 }
 
+// The [tls] context, built from its files. At start a failure is fatal; on reload (`reloading`)
+// it is logged and the context in use stays.
+bool Server::load_tls(bool reloading) {
+  auto loaded = TlsContext::load(TlsContext::Side::server, tls_files(config_.tls));
+  if (auto* why = std::get_if<std::string>(&loaded)) {
+    if (!reloading) throw std::runtime_error("[tls]: " + *why);
+    log::error("reload: [tls]: " + *why + "; keeping the certificate in use");
+    return false;
+  }
+  tls_context_ = std::get<std::shared_ptr<TlsContext>>(std::move(loaded));
+  log::notice(std::string(reloading ? "reload: " : "") + "TLS certificate: " + tls_context_->summary());
+  return true;
+}
+
 void Server::open_listeners() {
   auto on_conn = [this](Listener& l) { on_connection(l); };
   // Decision: sockets from systemd win; the config's listeners are then not opened at all,
@@ -157,7 +176,12 @@ void Server::open_listeners() {
     log::info("listening on " + listener->bound_name() + (listener->admin() ? " (admin)" : ""));
     listeners_.push_back(std::move(listener));
   }
-  if (!activated.empty()) return;
+  if (!activated.empty()) {
+    for (const auto& l : listeners_)
+      if (l->role().tls && !tls_context_) load_tls(false);
+    return;
+  }
+  if (!config_.server.tls.empty()) load_tls(false);
   for (const auto& text : config_.server.listen) {
     auto address = parse_listen_address(text);
     if (!address) throw std::runtime_error("bad listen address '" + text + "'");
@@ -243,7 +267,8 @@ int Server::run() {
 void Server::on_connection(Listener& listener) {
   std::uint64_t id = next_connection_id_++;
   auto owned = std::make_unique<Connection>(
-      connection_context_, id, listener.is_unix() ? Connection::Transport::unix_socket : Connection::Transport::tcp);
+      connection_context_, id, listener.is_unix() ? Connection::Transport::unix_socket : Connection::Transport::tcp,
+      listener.role().tls ? tls_context_ : nullptr);
   Connection& conn = *owned;
   connections_.emplace(id, std::move(owned));
   if (int rc = uv_accept(listener.stream(), conn.stream()); rc < 0) {
@@ -435,6 +460,9 @@ void Server::reload() {
   if (next.server.listen != config_.server.listen)
     log::warning("reload: listener changes take effect at the next restart");
   next.server.listen = config_.server.listen;
+  next.server.admin = config_.server.admin;
+  next.server.tls = config_.server.tls;
+  next.server.websocket = config_.server.websocket;
   if (next.server.workers != config_.server.workers)
     log::warning("reload: server.workers takes effect at the next restart");
   if (next.history.path != config_.history.path)
@@ -442,6 +470,8 @@ void Server::reload() {
   next.history.path = config_.history.path;
   if (history_) history_->set_max_messages(next.history.max_messages_per_room);
   config_ = std::move(next);
+  // A new context for new connections, if the files load and match; open ones keep theirs.
+  if (tls_context_) load_tls(true);
   connection_limits_ = connection_limits(config_);
   for (auto& [id, conn] : connections_) conn->limits_changed();
   log::set_level(*log::parse_level(config_.log.level));

@@ -14,9 +14,14 @@ namespace {
 constexpr std::size_t kMaxIov = 1024;            // buffers per write call (IOV_MAX)
 constexpr std::uint64_t kDrainDeadlineMs = 5000;  // a closing client gets this long to read
 constexpr std::uint64_t kLingerMs = 2000;         // and this long after our FIN to send its own
+// TLS: ciphertext made ahead of the socket. The rest stays in out_ as shared plaintext, so a
+// slow TLS reader holds one copy of a broadcast per connection only for what is in flight.
+constexpr std::size_t kTlsAheadBytes = 64 * 1024;
+constexpr std::size_t kTlsRecordBytes = 16 * 1024;  // small lines are gathered into records this big
 }  // namespace
 
-Connection::Connection(const ConnectionContext& context, ConnectionId id, Transport transport)
+Connection::Connection(const ConnectionContext& context, ConnectionId id, Transport transport,
+                       std::shared_ptr<TlsContext> tls)
     : context_(context), id_(id), framer_(context.limits->max_frame_bytes) {
   uv_loop_t* loop = context.loop;
   if (transport == Transport::tcp) tcp_.emplace([loop](uv_tcp_t* t) { return uv_tcp_init(loop, t); });
@@ -24,7 +29,8 @@ Connection::Connection(const ConnectionContext& context, ConnectionId id, Transp
   stream()->data = this;
   write_req_.data = this;
   shutdown_req_.data = this;
-  last_activity_ms_ = now_ms();
+  last_activity_ms_ = created_ms_ = now_ms();
+  if (tls) tls_ = std::make_unique<TlsChannel>(std::move(tls));
 }
 
 Connection::~Connection() = default;
@@ -47,6 +53,7 @@ void Connection::reject(const EventPtr& refusal) {
 
 void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   auto* self = static_cast<Connection*>(stream->data);
+  if (nread > 0 && self->tls_) return self->on_cipher({buf->base, static_cast<std::size_t>(nread)});
   if (nread > 0) return self->on_bytes({buf->base, static_cast<std::size_t>(nread)});
   if (nread == 0) return;  // EAGAIN, not EOF
   if (nread == UV_EOF) return self->on_eof();
@@ -67,6 +74,77 @@ void Connection::on_bytes(std::string_view bytes) {
       bytes, [this] { return may_serve(); }, [this](std::string_view frame) { serve(frame); },
       [this] { serve_overlong(); });
   update_reading();
+}
+
+// ---- TLS (tls.hpp) ----------------------------------------------------------------------
+
+void Connection::on_cipher(std::string_view bytes) {
+  last_activity_ms_ = now_ms();
+  if (tls_->failed()) return;  // said once; what comes after is discarded
+  std::string plain;
+  TlsChannel::Status status = tls_->feed(bytes, plain);
+  if (tls_->take_handshake_news()) {
+    ++context_.counters->tls_handshakes;
+    log::debug("client " + peer_ + " TLS: " + tls_->description());
+    want_write();  // what was queued before the handshake (the welcome) can go now
+  }
+  take_tls_output();  // handshake records, tickets, alerts: every call may make some
+  if (status == TlsChannel::Status::failed) return tls_failed();
+  if (!plain.empty()) on_bytes(plain);
+  if (status == TlsChannel::Status::closed) on_eof();  // the peer's close_notify
+}
+
+void Connection::take_tls_output() {
+  std::string records = tls_->take_output();
+  if (records.empty()) return;
+  if (state_ == State::shut || state_ == State::closing) return;  // after our FIN nothing more is sent
+  add_queued(records.size());
+  cipher_bytes_ += records.size();
+  cipher_.push_back(Bytes::make(std::move(records)));
+  want_write();
+}
+
+// Plaintext goes into records while the ciphertext ahead of the socket is small; our
+// close_notify follows the last of it when the connection is draining.
+void Connection::encrypt_queued() {
+  char record[kTlsRecordBytes];
+  while (!out_.empty() && cipher_bytes_ < kTlsAheadBytes && tls_->handshake_done() && !tls_->failed()) {
+    std::size_t taken = 0, items = 0, size = 0;
+    for (auto it = out_.begin(); it != out_.end() && taken + (*it)->size() <= sizeof record; ++it, ++items) {
+      std::copy((*it)->begin(), (*it)->end(), record + taken);
+      taken += (*it)->size();
+    }
+    bool done = items > 0 ? tls_->encrypt({record, taken}) : tls_->encrypt(*out_.front());
+    if (!done) break;
+    if (items == 0) items = 1;
+    for (std::size_t i = 0; i < items; ++i) {
+      size += out_.front()->size();
+      out_.pop_front();
+    }
+    remove_queued(size);
+    take_tls_output();
+  }
+  if (tls_->failed()) {
+    if (!out_.empty()) tls_failed();  // failed just now (tls_failed empties out_)
+    return;
+  }
+  if (out_.empty() && state_ == State::draining) {
+    tls_->shutdown();
+    take_tls_output();
+  }
+}
+
+void Connection::tls_failed() {
+  if (!tls_->handshake_done()) ++context_.counters->tls_handshake_failures;
+  log::info("client " + peer_ + (tls_->handshake_done() ? " TLS error: " : " TLS handshake failed: ") + tls_->error());
+  // Nothing more can be encrypted: the plaintext is dropped, the alert OpenSSL made goes out,
+  // then FIN.
+  std::size_t size = 0;
+  for (const auto& bytes : out_) size += bytes->size();
+  out_.clear();
+  remove_queued(size);
+  finish();
+  want_write();
 }
 
 void Connection::resume() {
@@ -239,7 +317,8 @@ void Connection::slow_consumer(const std::string& why) {
   log::warning("client " + peer_ + " " + why + ": disconnecting");
   // Keep only what a write already owns, so the error follows whole lines and the client
   // can read it at once if it ever reads again.
-  std::size_t keep = std::max<std::size_t>(inflight_count_, front_offset_ > 0 ? 1 : 0);
+  // (Under TLS a write owns ciphertext only: all of out_ may go.)
+  std::size_t keep = tls_ ? 0 : std::max<std::size_t>(inflight_count_, front_offset_ > 0 ? 1 : 0);
   while (out_.size() > keep) {
     remove_queued(out_.back()->size());
     out_.pop_back();
@@ -252,7 +331,8 @@ void Connection::slow_consumer(const std::string& why) {
 std::size_t Connection::gather(uv_buf_t* bufs, std::size_t max_bufs, std::size_t* total) const {
   std::size_t n = 0;
   *total = 0;
-  for (auto it = out_.begin(); it != out_.end() && n < max_bufs; ++it, ++n) {
+  const std::deque<Bytes>& queue = wire();
+  for (auto it = queue.begin(); it != queue.end() && n < max_bufs; ++it, ++n) {
     std::size_t skip = n == 0 ? front_offset_ : 0;
     const std::string& s = **it;
     bufs[n] = uv_buf_init(const_cast<char*>(s.data() + skip), static_cast<unsigned>(s.size() - skip));
@@ -264,15 +344,17 @@ std::size_t Connection::gather(uv_buf_t* bufs, std::size_t max_bufs, std::size_t
 void Connection::consume(std::size_t bytes) {
   context_.counters->bytes_out += bytes;
   remove_queued(bytes);
+  if (tls_) cipher_bytes_ -= bytes;
+  std::deque<Bytes>& queue = wire();
   while (bytes > 0) {  // pop what was written; the front may be left part-written
-    std::size_t left_in_front = out_.front()->size() - front_offset_;
+    std::size_t left_in_front = queue.front()->size() - front_offset_;
     if (bytes < left_in_front) {
       front_offset_ += bytes;
       break;
     }
     bytes -= left_in_front;
     front_offset_ = 0;
-    out_.pop_front();
+    queue.pop_front();
   }
   if (!limits().flow.may_serve(queued_bytes_)) return;
   if (skipping_ && queued_bytes_ == 0) set_skipping(false);  // drained: it takes broadcasts again
@@ -298,7 +380,9 @@ void Connection::write() {
   write_wanted_ = false;
   lazy_wanted_ = false;  // whatever presence is queued goes with this write
   if (state_ == State::closing || writing_) return;  // on_write continues
-  if (!out_.empty()) {
+  if (tls_) encrypt_queued();
+  if (state_ == State::closing) return;
+  if (!wire().empty()) {
     uv_buf_t bufs[kMaxIov];
     std::size_t total = 0;
     std::size_t n = gather(bufs, kMaxIov, &total);
@@ -310,7 +394,7 @@ void Connection::write() {
     }
     consume(static_cast<std::size_t>(written));
     if (state_ == State::closing) return;  // consume() may have closed it (a read that cannot start)
-    if (!out_.empty()) {
+    if (!wire().empty()) {
       n = gather(bufs, kMaxIov, &total);
       inflight_count_ = n;
       inflight_bytes_ = total;
@@ -321,7 +405,7 @@ void Connection::write() {
       writing_ = true;
     }
   }
-  if (out_.empty() && state_ == State::draining) begin_shutdown();
+  if (out_.empty() && wire().empty() && state_ == State::draining) begin_shutdown();
 }
 
 void Connection::on_write(uv_write_t* req, int status) {
@@ -360,6 +444,11 @@ void Connection::tick(std::uint64_t now) {
   if (state_ == State::draining || state_ == State::shut) {
     if (now >= deadline_ms_) close_now();
     return;
+  }
+  if (tls_ && !tls_->handshake_done() && now - created_ms_ >= limits().tls_handshake_timeout_ms) {
+    ++context_.counters->tls_handshake_failures;
+    log::info("client " + peer_ + " TLS handshake not finished in " + std::to_string(now - created_ms_) + " ms: closing");
+    return close_now();
   }
   if (session_ == 0) return;
   const std::uint64_t idle_ms = std::uint64_t{limits().idle_timeout_s} * 1000;

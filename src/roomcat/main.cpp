@@ -29,6 +29,7 @@
 #include "roomd/base/names.hpp"
 #include "roomd/base/rate_limiter.hpp"
 #include "roomd/base/uv.hpp"
+#include "roomd/net/tls.hpp"
 #include "roomd_build_config.hpp"
 #include "terminal.hpp"
 
@@ -55,6 +56,8 @@ class Client {
         rooms_(std::move(rooms)),
         rng_(std::random_device{}()) {}
 
+  // tls:// targets: the client context (anchors, optional client certificate).
+  void use_tls(std::shared_ptr<roomd::TlsContext> context) { tls_context_ = std::move(context); }
   int run(const std::string& target);
 
  private:
@@ -81,6 +84,9 @@ class Client {
   void start_stdin();
   void read_stdin_file();  // stdin is a file: uv_fs_read, chunk by chunk
   void start_socket_reads();
+  void on_socket_bytes(std::string_view bytes);
+  void write_socket(std::string bytes);
+  void flush_tls();
   static void on_connected(uv_connect_t* req, int status);
   void on_socket_closed();
   void on_server_line(std::string_view line);
@@ -174,6 +180,10 @@ class Client {
   std::string rejoin_out_;  // text mode: what the round printed, shown after its one line
   std::uint64_t next_own_id_ = 1;
   std::deque<std::string> raw_queue_;  // --json: lines waiting for the connection
+  // TLS (tls://): the channel of the current connection, and what was sent before its handshake.
+  std::shared_ptr<roomd::TlsContext> tls_context_;
+  std::unique_ptr<roomd::TlsChannel> tls_;
+  std::string tls_pending_;
 };
 
 struct WriteReq {
@@ -182,7 +192,9 @@ struct WriteReq {
   Client* client;
 };
 
-int Client::run(const std::string& target) {
+int Client::run(const std::string& target_text) {
+  std::string target = target_text;
+  if (target.starts_with("tls://")) target = target.substr(6);
   auto addr = roomd::parse_listen_address(target);
   if (target.starts_with("unix:")) {
     is_unix_ = true;
@@ -191,7 +203,8 @@ int Client::run(const std::string& target) {
     // A host name: HOST:PORT, resolved by the loop.
     auto colon = target.rfind(':');
     if (colon == std::string::npos || colon == 0) {
-      std::fprintf(stderr, "roomcat: bad target '%s' (want HOST:PORT, [V6]:PORT or unix:PATH)\n", target.c_str());
+      std::fprintf(stderr, "roomcat: bad target '%s' (want HOST:PORT, [V6]:PORT, tls://HOST:PORT or unix:PATH)\n",
+                   target.c_str());
       return roomd::kExitUsage;
     }
     host_ = target.substr(0, colon);
@@ -276,13 +289,38 @@ void Client::start_socket_reads() {
       },
       [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
         auto* self = from(reinterpret_cast<uv_handle_t*>(s));
-        if (n > 0) {
-          self->server_framer_.feed({b->base, static_cast<std::size_t>(n)},
-                                    [self](std::string_view line) { self->on_server_line(line); }, [] {});
-        } else if (n < 0) {
-          self->on_socket_closed();
-        }
+        if (n > 0) self->on_socket_bytes({b->base, static_cast<std::size_t>(n)});
+        else if (n < 0) self->on_socket_closed();
       });
+}
+
+void Client::on_socket_bytes(std::string_view bytes) {
+  std::string plain;
+  if (tls_) {
+    auto status = tls_->feed(bytes, plain);
+    if (tls_->take_handshake_news() && !tls_pending_.empty()) {
+      tls_->encrypt(tls_pending_);
+      tls_pending_.clear();
+    }
+    flush_tls();
+    // A failed handshake (a certificate that does not verify) is not retried: it would fail again.
+    if (status == roomd::TlsChannel::Status::failed) {
+      std::string why = "TLS: " + tls_->error();
+      if (why.find("certificate verify failed") != std::string::npos) why += " (is --ca the server's CA?)";
+      return lost(why);
+    }
+    bytes = plain;
+    if (status == roomd::TlsChannel::Status::closed) {
+      server_framer_.feed(bytes, [this](std::string_view line) { on_server_line(line); }, [] {});
+      if (!finished_ && online_) on_socket_closed();
+      return;
+    }
+  }
+  server_framer_.feed(bytes, [this](std::string_view line) { on_server_line(line); }, [] {});
+}
+
+void Client::flush_tls() {
+  if (tls_ && tls_->has_output()) write_socket(tls_->take_output());
 }
 
 // EOF or an error on the socket: the end, or (--reconnect) the start of a retry.
@@ -306,6 +344,12 @@ void Client::connected() {
   online_ = true;
   closed_reason_.clear();
   server_framer_ = roomd::Framer(64 << 20);  // nothing of the last connection's half line
+  if (tls_context_) {
+    tls_ = std::make_unique<roomd::TlsChannel>(tls_context_, host_);
+    tls_pending_.clear();
+    tls_->start_handshake();
+    flush_tls();
+  }
   if (!sock_paused_) start_socket_reads();   // else stdout's drain starts them
   if (stdin_started_) return;
   stdin_started_ = true;
@@ -391,7 +435,18 @@ void Client::read_stdin_file() {
 
 void Client::send_raw(std::string line) {
   if (finished_ || !online_) return;
-  auto* w = new WriteReq{{}, std::move(line), this};
+  if (!tls_) return write_socket(std::move(line));
+  if (!tls_->handshake_done()) {
+    tls_pending_ += line;
+    return;
+  }
+  tls_->encrypt(line);
+  flush_tls();
+}
+
+void Client::write_socket(std::string bytes) {
+  if (finished_ || !online_) return;
+  auto* w = new WriteReq{{}, std::move(bytes), this};
   uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
   w->req.data = w;
   if (uv_write(&w->req, sock(), &buf, 1, [](uv_write_t* req, int) { delete static_cast<WriteReq*>(req->data); }) < 0)
@@ -611,6 +666,7 @@ void Client::connection_lost(const std::string& why) {
 }
 
 void Client::schedule_retry() {
+  tls_.reset();
   tcp_.reset();
   pipe_.reset();
   std::uint64_t delay = backoff_ms_ / 2 + rng_() % (backoff_ms_ / 2 + 1);  // jitter: [b/2, b]
@@ -819,10 +875,13 @@ void Client::close_all() {
 
 int main(int argc, char** argv) {
   CLI::App app{"roomcat: talk to a roomd server"};
-  std::string target = "127.0.0.1:7000", nick;
+  std::string target = "127.0.0.1:7000", nick, ca, cert, key;
   std::vector<std::string> rooms;
   bool json = false, reconnect = false, version = false;
-  app.add_option("target", target, "HOST:PORT, [V6]:PORT or unix:PATH (default 127.0.0.1:7000)");
+  app.add_option("target", target, "HOST:PORT, [V6]:PORT, tls://HOST:PORT or unix:PATH (default 127.0.0.1:7000)");
+  app.add_option("--ca", ca, "tls://: the CA bundle to verify the server against (default: the system's)");
+  app.add_option("--cert", cert, "tls://: a client certificate (PEM), with --key");
+  app.add_option("--key", key, "tls://: the client certificate's key (PEM)");
   app.add_option("--nick", nick, "nick to take");
   app.add_option("--join", rooms, "room to join (repeatable; the last is the current room)");
   app.add_flag("--json", json, "raw protocol lines both ways");
@@ -834,12 +893,29 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::signal(SIGPIPE, SIG_IGN);
+  std::shared_ptr<roomd::TlsContext> tls;
+  if (target.starts_with("tls://")) {
+    if (cert.empty() != key.empty()) {
+      std::fprintf(stderr, "roomcat: --cert and --key go together\n");
+      return roomd::kExitUsage;
+    }
+    auto loaded = roomd::TlsContext::load(roomd::TlsContext::Side::client, {.cert = cert, .key = key, .ca = ca});
+    if (auto* why = std::get_if<std::string>(&loaded)) {
+      std::fprintf(stderr, "roomcat: TLS: %s\n", why->c_str());
+      return roomd::kExitUsage;
+    }
+    tls = std::get<std::shared_ptr<roomd::TlsContext>>(std::move(loaded));
+  } else if (!ca.empty() || !cert.empty() || !key.empty()) {
+    std::fprintf(stderr, "roomcat: --ca, --cert and --key are for tls:// targets\n");
+    return roomd::kExitUsage;
+  }
   try {
     uv_loop_t* loop = uv_default_loop();
     if (!loop) throw std::runtime_error("cannot create the event loop");
     int rc;
     {
       Client client(loop, json, reconnect, nick, rooms);
+      if (tls) client.use_tls(tls);
       rc = client.run(target);
     }
     // Handles the client still held (run() returned before its loop) have started closing:

@@ -18,6 +18,7 @@
 #include "roomd/history/history_service.hpp"
 #include "roomd/offload/key_helper.hpp"
 #include "roomd/net/listener.hpp"
+#include "roomd/net/tls.hpp"
 #include "roomd/base/delay_queue.hpp"
 #include "roomd/core/router.hpp"
 #include "roomd/base/uv.hpp"
@@ -62,6 +63,7 @@ class Server {
   ordered_json stats_json() const;  // the same figures for the admin `stats` op
 
  private:
+  bool load_tls(bool reloading);
   void open_listeners();
   void on_connection(Listener& listener);
   // The end of each loop turn, phase by phase (turn_queues.hpp).
@@ -91,6 +93,7 @@ class Server {
   std::unique_ptr<DelayQueue> delays_;        // paced requests wait here
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::shared_ptr<TlsContext> tls_context_;  // new TLS connections get this one
   std::unordered_map<ConnectionId, std::unique_ptr<Connection>> connections_;
   std::unordered_map<std::string, std::uint32_t> clients_per_ip_;
   std::size_t admitted_ = 0;

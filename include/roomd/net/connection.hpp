@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -32,6 +33,7 @@
 #include "roomd/base/uv.hpp"
 #include "roomd/core/session.hpp"
 #include "roomd/net/flow_control.hpp"
+#include "roomd/net/tls.hpp"
 #include "roomd/net/turn_queues.hpp"
 #include "roomd/protocol/event.hpp"
 #include "roomd/protocol/framer.hpp"
@@ -42,6 +44,7 @@ struct ConnectionLimits {
   std::size_t max_frame_bytes = 65536;
   FlowLimits flow;
   std::uint32_t idle_timeout_s = 300;
+  std::uint32_t tls_handshake_timeout_ms = 10000;
 };
 
 struct ConnectionCounters {
@@ -70,7 +73,9 @@ class Connection final : public Outbox {
  public:
   enum class Transport { tcp, unix_socket };
 
-  Connection(const ConnectionContext& context, ConnectionId id, Transport transport);
+  // `tls`: the context of a TLS listener (null for plaintext); the connection keeps it.
+  Connection(const ConnectionContext& context, ConnectionId id, Transport transport,
+             std::shared_ptr<TlsContext> tls = nullptr);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -126,6 +131,13 @@ class Connection final : public Outbox {
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
   static void on_shutdown(uv_shutdown_t* req, int status);
+  void on_cipher(std::string_view bytes);  // TLS: decrypt, then on_bytes
+  void encrypt_queued();
+  void take_tls_output();
+  void tls_failed();
+  // What the socket is written from: the output queue itself, or (TLS) its ciphertext.
+  std::deque<Bytes>& wire() { return tls_ ? cipher_ : out_; }
+  const std::deque<Bytes>& wire() const { return tls_ ? cipher_ : out_; }
 
   const ConnectionLimits& limits() const { return *context_.limits; }
   std::uint64_t now_ms() const { return uv_now(context_.loop); }
@@ -169,7 +181,11 @@ class Connection final : public Outbox {
   State state_ = State::open;
 
   std::deque<Bytes> out_;
-  std::size_t front_offset_ = 0;
+  std::unique_ptr<TlsChannel> tls_;
+  std::deque<Bytes> cipher_;    // TLS: records made from out_, waiting for the socket
+  std::size_t cipher_bytes_ = 0;
+  std::uint64_t created_ms_ = 0;
+  std::size_t front_offset_ = 0;  // bytes of wire().front() already written
   std::size_t queued_bytes_ = 0;
   std::size_t inflight_count_ = 0;
   std::size_t inflight_bytes_ = 0;
