@@ -149,6 +149,7 @@ void read_listen(const toml::table& t, TableReader& r, ServerConfig& s, std::vec
   auto* arr = node->as_array();
   if (!arr) return r.fail("listen", TableReader::line_of(*node), "must be an array of addresses");
   s.listen.clear();
+  s.listen_flags.clear();
   for (const auto& item : *arr) {
     std::string address;
     bool admin = false;
@@ -182,6 +183,7 @@ void read_listen(const toml::table& t, TableReader& r, ServerConfig& s, std::vec
       continue;
     }
     s.listen.push_back(address);
+    s.listen_flags.push_back({.admin = admin, .tls = tls, .websocket = websocket});
     if (admin) s.admin.push_back(address);
     if (tls) s.tls.push_back(address);
     if (websocket) s.websocket.push_back(address);

@@ -84,7 +84,10 @@ void Server::LoopDeleter::operator()(uv_loop_t* loop) const {
 Server::Server(ServerOptions options)
     : options_(std::move(options)), config_(options_.config), loop_(new uv_loop_t{}) {
   uv::check(uv_loop_init(loop_.get()), "uv_loop_init");
-  if (!options_.listen_override.empty()) config_.server.listen = options_.listen_override;
+  if (!options_.listen_override.empty()) {
+    config_.server.listen = options_.listen_override;
+    config_.server.listen_flags.assign(config_.server.listen.size(), ListenFlags{});
+  }
   read_buffer_.resize(kReadBufferBytes);
   connection_limits_ = connection_limits(config_);
   // Key checks and history queries each leave a core to the loop: at most cores - 1 of
@@ -182,15 +185,14 @@ void Server::open_listeners() {
     return;
   }
   if (!config_.server.tls.empty()) load_tls(false);
-  for (const auto& text : config_.server.listen) {
+  const auto& flags = config_.server.listen_flags;
+  for (std::size_t i = 0; i < config_.server.listen.size(); ++i) {
+    const std::string& text = config_.server.listen[i];
     auto address = parse_listen_address(text);
     if (!address) throw std::runtime_error("bad listen address '" + text + "'");
-    auto marked = [&text](const std::vector<std::string>& list) {
-      return std::find(list.begin(), list.end(), text) != list.end();
-    };
-    ListenerRole role{.admin = marked(config_.server.admin),
-                      .tls = marked(config_.server.tls),
-                      .websocket = marked(config_.server.websocket)};
+    // --listen addresses are plain (flags are the file's, entry by entry).
+    ListenFlags f = i < flags.size() ? flags[i] : ListenFlags{};
+    ListenerRole role{.admin = f.admin, .tls = f.tls, .websocket = f.websocket};
     auto listener = std::make_unique<Listener>(loop(), *address, role, on_conn);
     log::info("listening on " + listener->bound_name() + (role.admin ? " (admin)" : "") + (role.tls ? " (tls)" : "") +
               (role.websocket ? " (websocket)" : ""));
@@ -457,9 +459,11 @@ void Server::reload() {
   }
   Config next = std::move(result.config);
   if (!options_.listen_override.empty()) next.server.listen = options_.listen_override;
-  if (next.server.listen != config_.server.listen)
+  if (next.server.listen != config_.server.listen ||
+      (options_.listen_override.empty() && next.server.listen_flags != config_.server.listen_flags))
     log::warning("reload: listener changes take effect at the next restart");
   next.server.listen = config_.server.listen;
+  next.server.listen_flags = config_.server.listen_flags;
   next.server.admin = config_.server.admin;
   next.server.tls = config_.server.tls;
   next.server.websocket = config_.server.websocket;

@@ -12,8 +12,17 @@
 
 namespace roomd {
 
+// What one `listen` entry speaks besides plain roomd lines.
+struct ListenFlags {
+  bool admin = false;
+  bool tls = false;
+  bool websocket = false;
+  bool operator==(const ListenFlags&) const = default;
+};
+
 struct ServerConfig {
   std::vector<std::string> listen{"127.0.0.1:7000"};
+  std::vector<ListenFlags> listen_flags{ListenFlags{}};  // one per `listen` entry, in order
   // Listen addresses marked `admin = true` (Unix sockets only): their clients may use the
   // `stats` op. Each is also in `listen`.
   std::vector<std::string> admin;
