@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 PACKAGES="g++ pkg-config meson ninja-build cmake libuv1-dev nlohmann-json3-dev
 libtomlplusplus-dev doctest-dev libcli11-dev libedit-dev libsodium-dev libsqlite3-dev libsystemd-dev
-libssl-dev libwslay-dev libhttp-parser-dev openssl python3 netcat-openbsd tmux systemd"
+libssl-dev libwslay-dev libhttp-parser-dev openssl python3 netcat-openbsd tmux systemd prometheus"
 
 install_missing() {
   missing=""

@@ -135,6 +135,7 @@ Server::Server(ServerOptions options)
 
 Server::~Server() {
   // run() tears everything down; this covers a constructor-time or bind-time failure.
+  http_.reset();
   listeners_.clear();
   for (auto& [id, c] : connections_) c->close_now();
   end_of_turn_.reset();
@@ -208,6 +209,7 @@ int Server::run() {
   signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGINT, [this] { shutdown(); }));
   try {
     open_listeners();
+    open_http();
   } catch (const std::exception& e) {
     log::error(e.what());
     return 1;
@@ -259,6 +261,7 @@ int Server::run() {
   shutdown_deadline_.reset();
   end_of_turn_.reset();
   keep_awake_.reset();
+  http_.reset();  // kept through the drain, so /readyz says "shutting down" meanwhile
   listeners_.clear();
   if (history_) history_->close();
   uv_run(loop(), UV_RUN_DEFAULT);  // runs the close callbacks
@@ -278,6 +281,7 @@ void Server::on_connection(Listener& listener) {
     return conn.close_now();
   }
   ++stats_.connections_total;
+  note_accepted(id, listener);
   std::string peer = listener.bound_name(), ip;
   if (!listener.is_unix()) {
     auto* tcp = reinterpret_cast<uv_tcp_t*>(conn.stream());
@@ -404,6 +408,7 @@ void Server::free_closed_connections() {
       }
       log::info("client " + conn.peer() + " disconnected");
     }
+    note_freed(id);
     connections_.erase(it);
   }
 }
@@ -424,6 +429,7 @@ void Server::on_lag_probe() {
   std::uint64_t now = uv_hrtime();
   std::uint64_t late_us = now > lag_probe_expected_ns_ ? (now - lag_probe_expected_ns_) / 1000 : 0;
   lag_samples_us_[lag_next_++ % lag_samples_us_.size()] = static_cast<std::uint32_t>(std::min<std::uint64_t>(late_us, UINT32_MAX));
+  lag_histogram_.observe(static_cast<double>(late_us) / 1e6);
   lag_probe_expected_ns_ = now + 100'000'000;
 }
 
@@ -469,6 +475,10 @@ void Server::reload() {
   next.server.websocket = config_.server.websocket;
   if (next.server.workers != config_.server.workers)
     log::warning("reload: server.workers takes effect at the next restart");
+  if (next.http.listen != config_.http.listen)
+    log::warning("reload: http.listen takes effect at the next restart");
+  next.http.listen = config_.http.listen;
+  if (http_) http_->set_idle_timeout(next.http.idle_timeout_s);
   if (next.history.path != config_.history.path)
     log::warning("reload: history.path takes effect at the next restart");
   next.history.path = config_.history.path;

@@ -71,4 +71,10 @@ std::size_t WorkerPool::in_flight() const {
   return n;
 }
 
+std::size_t WorkerPool::waiting() const {
+  std::size_t n = 0;
+  for (const auto& lane : lanes_) n += lane.waiting.size();
+  return n;
+}
+
 }  // namespace roomd

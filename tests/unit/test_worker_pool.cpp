@@ -71,7 +71,9 @@ TEST_CASE("worker pool: each limited lane runs at most its limit, and lanes do n
           [](int) {}, Lane::queries);
     pool.submit<int>([&query_ran] { query_ran.set_value(); return 0; }, [](int) {}, Lane::queries);
     CHECK(pool.in_flight() == 5);
+    CHECK(pool.waiting() == 3);  // the key check and one query run; three queries wait for the slot
     uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(pool.waiting() == 0);
     CHECK(key_saw_query);
     CHECK(most.load() == 1);  // the queries lane's limit
     CHECK(pool.in_flight() == 0);

@@ -14,10 +14,12 @@
 #include <vector>
 
 #include "roomd/app/config.hpp"
+#include "roomd/app/metrics.hpp"
 #include "roomd/net/connection.hpp"
 #include "roomd/history/history_service.hpp"
 #include "roomd/offload/key_helper.hpp"
 #include "roomd/net/listener.hpp"
+#include "roomd/net/http_endpoint.hpp"
 #include "roomd/net/tls.hpp"
 #include "roomd/base/delay_queue.hpp"
 #include "roomd/core/router.hpp"
@@ -61,10 +63,18 @@ class Server {
   void shutdown();
   std::string stats_line() const;  // the console's `stats`: key=value pairs
   ordered_json stats_json() const;  // the same figures for the admin `stats` op
+  // The [http] endpoint's answers (server_metrics.cpp).
+  std::string metrics_text() const;  // GET /metrics: the Prometheus text format
+  HttpResponse healthz() const;      // GET /healthz: the loop turns and has not stalled lately
+  HttpResponse readyz() const;       // GET /readyz: listeners and history store open
 
  private:
   bool load_tls(bool reloading);
   void open_listeners();
+  void open_http();  // [http] listen, if set (server_metrics.cpp)
+  // Connections by transport (tcp, unix, tls, ws, wss), for /metrics.
+  void note_accepted(ConnectionId id, const Listener& listener);
+  void note_freed(ConnectionId id);
   void on_connection(Listener& listener);
   // The end of each loop turn, phase by phase (turn_queues.hpp).
   void on_turn();
@@ -123,6 +133,15 @@ class Server {
   bool shutting_down_ = false;
   std::uint64_t started_ms_ = 0;
   ServerStats stats_;
+
+  // The operators' endpoint and what only it shows (server_metrics.cpp).
+  static constexpr std::size_t kTransports = 5;  // tcp, unix, tls, ws, wss
+  std::unique_ptr<HttpEndpoint> http_;
+  Histogram lag_histogram_{std::vector<double>{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                               2.5, 5, 10}};  // seconds late, fed by the lag probe
+  std::unordered_map<ConnectionId, std::uint8_t> transport_of_;  // open connections' transports
+  std::uint64_t open_by_transport_[kTransports] = {};
+  std::uint64_t accepted_by_transport_[kTransports] = {};
 };
 
 }  // namespace roomd

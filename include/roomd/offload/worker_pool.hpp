@@ -26,7 +26,8 @@ class WorkerPool final : public TaskRunner {
       : loop_(loop), lanes_{LaneState{key_checks, 0, {}}, LaneState{queries, 0, {}}} {}
   void run(std::function<void()> work, std::function<void()> done) override;
   void run_in(Lane lane, std::function<void()> work, std::function<void()> done) override;
-  std::size_t in_flight() const;
+  std::size_t in_flight() const;  // queued or running, waiting ones included
+  std::size_t waiting() const;    // of them, waiting in a limited lane for a slot
 
  private:
   struct LaneState {
