@@ -1,0 +1,297 @@
+"""The web client (web/) in a real browser against the real roomd (issue 18).
+
+Debian's chromium, driven by Playwright (tests/browser/chat.mjs), opens the page from a
+roomd WebSocket listener whose web_root is this source tree's web/ directory. Two pages and
+a plain TCP client share a room: everyone sees every message in one seq order; user text is
+never markup; whispers and leave work; after a restart of roomd the pages reconnect and
+rejoin with since/epoch and say whether they missed anything.
+
+chromium, node and tests/browser/node_modules are required: without them this test FAILS
+(./quickstart.sh test installs them).
+"""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import harness
+from harness import WAIT, DaemonTest
+
+SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+WEB_ROOT = os.path.join(SOURCE, "web")
+BROWSER_DIR = os.path.join(SOURCE, "tests", "browser")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = os.path.join(os.environ.get("ROOMD_BUILD_DIR", os.path.join(SOURCE, "build")), "browser-artifacts")
+
+# Console errors a page may log while the server is away (the reconnect test) or for the
+# icon the browser asks for on its own.
+EXPECTED_CONSOLE = ("WebSocket connection to", "ERR_CONNECTION_REFUSED", "favicon.ico")
+
+
+def missing_tools():
+    """What the browser test needs and this machine lacks (empty: all there)."""
+    missing = []
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    if not shutil.which("node"):
+        missing.append("node (apt-get install nodejs)")
+    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
+        missing.append(f"{BROWSER_DIR}/node_modules/playwright-core (run: npm ci in tests/browser)")
+    return missing
+
+
+class Browser:
+    """chat.mjs as a child process: one JSON command per line, one JSON reply per line."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(["node", os.path.join(BROWSER_DIR, "chat.mjs")], cwd=BROWSER_DIR,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=dict(os.environ, CHROMIUM=CHROMIUM, CHAT_TIMEOUT_MS=str(int(WAIT * 1000))))
+        self.out = harness.LineLog(self.proc.stdout)
+        self.err = harness.LineLog(self.proc.stderr)
+        self.next_id = 1
+        self.lock = threading.Lock()
+        ready = self.reply_where(lambda r: r.get("ready"), timeout=WAIT * 4)
+        self.version = ready["version"]
+
+    def reply_where(self, pred, timeout):
+        deadline = time.monotonic() + timeout
+        with self.out.cond:
+            while True:
+                for line in self.out.lines:
+                    try:
+                        r = json.loads(line)
+                    except ValueError:
+                        continue
+                    if pred(r):
+                        return r
+                left = deadline - time.monotonic()
+                if left <= 0 or self.out.closed:
+                    raise AssertionError("chat.mjs did not answer in time; stdout:\n" + self.out.text()[-3000:] +
+                                         "\nstderr:\n" + self.err.text()[-3000:])
+                self.out.cond.wait(left)
+
+    def start(self, cmd, **args):
+        """Sends a command; returns its id (wait with result)."""
+        with self.lock:
+            cid = self.next_id
+            self.next_id += 1
+            self.proc.stdin.write((json.dumps(dict(args, cmd=cmd, id=cid)) + "\n").encode())
+            self.proc.stdin.flush()
+        return cid
+
+    def result(self, cid):
+        # chat.mjs bounds each wait by WAIT; this bound only catches a stuck driver.
+        r = self.reply_where(lambda r: r.get("id") == cid, timeout=WAIT * 3)
+        if not r["ok"]:
+            raise AssertionError(f"browser: {r['error']}")
+        return r
+
+    def __call__(self, cmd, **args):
+        return self.result(self.start(cmd, **args))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.thread.join(WAIT)
+        self.err.thread.join(WAIT)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def config(history_dir, ws="127.0.0.1:0", plain="127.0.0.1:0"):
+    return f"""
+[server]
+listen = ["{plain}", {{ address = "{ws}", websocket = true }}]
+dynamic_rooms = true
+[websocket]
+web_root = "{WEB_ROOT}"
+[limits]
+rate = 1000
+burst = 1000
+[history]
+path = "{history_dir}/history.db"
+[[rooms]]
+name = "lobby"
+topic = "General"
+persist = true
+"""
+
+
+class BrowserTest(DaemonTest):
+    def setUp(self):
+        super().setUp()
+        missing = missing_tools()
+        if missing:
+            self.fail("the browser test needs: " + "; ".join(missing))
+        self.history = tempfile.TemporaryDirectory(prefix="roomd-browser-")
+        self.addCleanup(self.history.cleanup)
+        self.browser = Browser()
+        self.addCleanup(self.browser.close)
+
+    def start_web(self, ws="127.0.0.1:0", plain="127.0.0.1:0"):
+        d = self.start(config(self.history.name, ws, plain), listen=(), expect_listeners=2)
+        d.plain_port = int(d.addresses[0].rsplit(":", 1)[1])
+        d.ws_port = int(d.addresses[1].rsplit(":", 1)[1])
+        d.log.wait_for(r"listening on 127\.0\.0\.1:%d \(websocket\)" % d.ws_port)
+        return d
+
+    def tcp(self, d, nick, join=()):
+        c = harness.Client(("127.0.0.1", d.plain_port))
+        self.clients.append(c)
+        c.call({"op": "nick", "nick": nick}, "ok")
+        for room in join:
+            c.call({"op": "join", "room": room}, "joined")
+        return c
+
+    def page(self, d, name, rooms=("lobby",)):
+        b = self.browser
+        b("open", page=name, url=f"http://127.0.0.1:{d.ws_port}/")
+        b("nick", page=name, nick=name)
+        for room in rooms:
+            b("join", page=name, room=room)
+
+    def shown(self, name, room, count):
+        return [(m["seq"], m["from"], m["text"]) for m in self.browser("messages", page=name, room=room,
+                                                                        count=count)["messages"]]
+
+    def tcp_messages(self, c, room, count):
+        got = []
+        deadline = time.monotonic() + WAIT
+        while len(got) < count:
+            msg = c.recv(timeout=max(0.01, deadline - time.monotonic()))
+            if msg.get("op") == "message" and msg.get("room") == room:
+                got.append((msg["seq"], msg["from"], msg.get("text")))
+        return got
+
+    def assert_no_page_errors(self, *names):
+        for name in names:
+            errors = [e for e in self.browser("errors", page=name)["errors"]
+                      if not any(x in e for x in EXPECTED_CONSOLE)]
+            self.assertEqual(errors, [], f"page {name}")
+
+    def screenshot(self, name, file):
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        path = os.path.join(ARTIFACTS, file)
+        self.browser("screenshot", page=name, path=path)
+        self.assertGreater(os.path.getsize(path), 1000)
+        print(f"\nscreenshot: {path}", flush=True)
+
+    # -- the tests
+
+    def test_two_pages_and_a_tcp_client_see_one_order(self):
+        d = self.start_web()
+        b = self.browser
+        self.page(d, "ann")
+        self.page(d, "bob")
+        carol = self.tcp(d, "carol", ["lobby"])
+        for name in ("ann", "bob"):
+            b("members", page=name, nicks=["ann", "bob", "carol"], count=3)
+        b("line", page="ann", room="lobby", kind="presence", text="carol joined", data={"event": "join"})
+
+        # All three at once: the pages type while carol's lines are on the wire.
+        markup = '<img src=x onerror="document.title=1"><b>bold</b> & "quotes"'
+        texts = {n: [f"{n} {i}" for i in range(1, 6)] for n in ("ann", "bob")}
+        typing = [b.start("type", page=n, lines=lines) for n, lines in texts.items()]
+        for i in range(1, 6):
+            carol.send({"op": "say", "room": "lobby", "text": f"carol {i}"})
+        carol.send({"op": "say", "room": "lobby", "text": markup})
+        for cid in typing:
+            b.result(cid)
+
+        total = 16
+        seen_by_carol = self.tcp_messages(carol, "lobby", total)
+        seen_by_ann = self.shown("ann", "lobby", total)
+        seen_by_bob = self.shown("bob", "lobby", total)
+        self.assertEqual(len(seen_by_carol), total)
+        self.assertEqual(seen_by_ann, seen_by_carol)
+        self.assertEqual(seen_by_bob, seen_by_carol)
+        seqs = [s for s, _, _ in seen_by_carol]
+        self.assertEqual(seqs, list(range(seqs[0], seqs[0] + total)), "consecutive seqs")
+        for n, lines in texts.items():  # each sender's own lines keep the order typed
+            self.assertEqual([t for _, f, t in seen_by_carol if f == n], lines)
+        # User text is text: the markup arrived verbatim and made no element.
+        self.assertIn(markup, [t for _, _, t in seen_by_ann])
+        self.assertEqual(b("count", page="ann", selector="#logs img, #logs b")["count"], 0)
+
+        # Whispers both ways: a page's /msg reaches the TCP client, and back.
+        b("type", page="ann", lines=["/msg carol psst <i>carol</i>"])
+        w = carol.wait_for("whisper", **{"from": "ann"})
+        self.assertEqual(w["text"], "psst <i>carol</i>")
+        b("line", page="ann", kind="whisper", text="psst <i>carol</i>")
+        carol.call({"op": "whisper", "to": "bob", "text": "hi bob", "id": "w"}, "ok")
+        b("line", page="bob", kind="whisper", text="hi bob", data={"from": "carol"})
+
+        # A second room with a tab of its own; switching shows its members.
+        b("join", page="ann", room="side")
+        b("members", page="ann", nicks=["ann"], count=1)
+        b("type", page="ann", lines=["only in side"])
+        self.assertEqual(self.shown("ann", "side", 1), [(1, "ann", "only in side")])
+        b("activate", page="ann", room="lobby")
+        b("members", page="ann", nicks=["ann", "bob", "carol"], count=3)
+
+        self.screenshot("ann", "chat.png")
+
+        # bob leaves: his tab goes, the others see him go.
+        b("leave", page="bob", room="lobby")
+        carol.wait_for("presence", event="leave", nick="bob")
+        b("members", page="ann", nicks=["ann", "carol"], count=2)
+        b("line", page="ann", room="lobby", kind="presence", text="bob left")
+        self.assert_no_page_errors("ann", "bob")
+
+    def test_pages_resume_after_a_restart(self):
+        d = self.start_web()
+        b = self.browser
+        self.page(d, "ann", rooms=("lobby", "side"))
+        self.page(d, "bob", rooms=("lobby",))
+        carol = self.tcp(d, "carol", ["lobby"])
+        carol.send({"op": "say", "room": "lobby", "text": "before 1"})
+        carol.call({"op": "say", "room": "lobby", "text": "before 2", "id": 1}, "message")
+        carol.expect("ok", id=1)
+        b("type", page="ann", lines=["in side"])
+        for name in ("ann", "bob"):
+            self.shown(name, "lobby", 2)
+        self.shown("ann", "side", 1)
+
+        # Restart on the same ports: lobby is persisted (same epoch, its messages in the
+        # ring), side is a dynamic room (made again: a new epoch).
+        ws_port, plain_port = d.ws_port, d.plain_port
+        d.stop()
+        self.daemons.remove(d)
+        b("status", page="ann", state="reconnecting")
+        d = self.start_web(ws=f"127.0.0.1:{ws_port}", plain=f"127.0.0.1:{plain_port}")
+        carol = self.tcp(d, "carol", ["lobby"])
+        carol.call({"op": "say", "room": "lobby", "text": "while you were away", "id": 2}, "message")
+
+        for name in ("ann", "bob"):
+            b("status", page=name, state="open")
+            lines = b("line", page=name, room="lobby", kind="resume", data={"resumed": "true"})["lines"]
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn("resumed: true", lines[0])
+        side = b("line", page="ann", room="side", kind="resume", data={"resumed": "false"})["lines"]
+        self.assertEqual(len(side), 1, side)
+        self.assertIn("resumed: false", side[0])
+
+        # Nothing lost, nothing twice, one order; and the pages talk again after the resume.
+        b("type", page="bob", lines=["bob is back"])
+        want = [(1, "carol", "before 1"), (2, "carol", "before 2"), (3, "carol", "while you were away"),
+                (4, "bob", "bob is back")]
+        self.assertEqual(self.tcp_messages(carol, "lobby", 1), [want[3]])
+        b("activate", page="ann", room="lobby")
+        self.assertEqual(self.shown("ann", "lobby", 4), want)
+        self.assertEqual(self.shown("bob", "lobby", 4), want)
+        b("members", page="ann", nicks=["ann", "bob", "carol"], count=3)
+        self.screenshot("ann", "resumed.png")
+        self.assert_no_page_errors("ann", "bob")
+
+
+if __name__ == "__main__":
+    harness.run()
