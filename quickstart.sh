@@ -1,7 +1,8 @@
 #!/bin/sh
 # roomd quick start, for a fresh Debian 12 machine as root (or any machine with the packages).
 #   ./quickstart.sh run    install what is missing, build, run roomd on its embedded default
-#   ./quickstart.sh test   install what is missing, build (plain, ASan+UBSan, TSan; -Werror),
+#   ./quickstart.sh test   install what is missing (also chromium, Node and playwright-core for
+#                          the browser test), build (plain, ASan+UBSan, TSan; -Werror),
 #                          run every test in each build
 set -eu
 cd "$(dirname "$0")"
@@ -10,9 +11,9 @@ PACKAGES="g++ pkg-config meson ninja-build cmake libuv1-dev nlohmann-json3-dev
 libtomlplusplus-dev doctest-dev libcli11-dev libedit-dev libsodium-dev libsqlite3-dev libsystemd-dev
 libssl-dev libwslay-dev libhttp-parser-dev openssl python3 netcat-openbsd tmux systemd prometheus"
 
-install_missing() {
+install_missing() {  # install_missing PACKAGE... (those not installed yet)
   missing=""
-  for p in $PACKAGES; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
   done
   if [ -n "$missing" ]; then
@@ -22,19 +23,34 @@ install_missing() {
   fi
 }
 
+# The browser test (tests/integration/test_browser.py): Debian's chromium, Node and npm, and
+# playwright-core as pinned in tests/browser/package-lock.json. For `test` only.
+install_browser_test() {
+  install_missing chromium
+  # node and npm by command: a Node from elsewhere (NodeSource) brings its own npm and
+  # conflicts with Debian's npm package.
+  command -v node >/dev/null 2>&1 || install_missing nodejs
+  command -v npm >/dev/null 2>&1 || install_missing npm
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "quickstart: npm ci in tests/browser"
+    (cd tests/browser && npm ci --no-audit --no-fund)
+  fi
+}
+
 build() {  # build DIR [meson options...]
   dir=$1; shift
   [ -f "$dir/build.ninja" ] || meson setup "$dir" -Dwerror=true "$@"
   meson compile -C "$dir"
 }
 
-install_missing
+install_missing $PACKAGES
 case "${1:-run}" in
   run)
     build build
     exec ./build/roomd
     ;;
   test)
+    install_browser_test
     build build
     build build-san -Db_sanitize=address,undefined -Db_lundef=false
     build build-tsan -Db_sanitize=thread
