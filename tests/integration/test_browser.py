@@ -254,8 +254,8 @@ class BrowserTest(DaemonTest):
         self.page(d, "bob", rooms=("lobby",))
         carol = self.tcp(d, "carol", ["lobby"])
         carol.send({"op": "say", "room": "lobby", "text": "before 1"})
-        carol.call({"op": "say", "room": "lobby", "text": "before 2", "id": 1}, "message")
-        carol.expect("ok", id=1)
+        carol.send({"op": "say", "room": "lobby", "text": "before 2", "id": 1})
+        carol.wait_for("ok", id=1)
         b("type", page="ann", lines=["in side"])
         for name in ("ann", "bob"):
             self.shown(name, "lobby", 2)
@@ -269,7 +269,8 @@ class BrowserTest(DaemonTest):
         b("status", page="ann", state="reconnecting")
         d = self.start_web(ws=f"127.0.0.1:{ws_port}", plain=f"127.0.0.1:{plain_port}")
         carol = self.tcp(d, "carol", ["lobby"])
-        carol.call({"op": "say", "room": "lobby", "text": "while you were away", "id": 2}, "message")
+        carol.send({"op": "say", "room": "lobby", "text": "while you were away", "id": 2})
+        self.assertEqual(carol.wait_for("ok", id=2)["seq"], 3)
 
         for name in ("ann", "bob"):
             b("status", page=name, state="open")
