@@ -131,6 +131,11 @@ const commands = {
     return {};
   },
 
+  async click({ page: name, selector }) {
+    await get(name).click(selector);
+    return {};
+  },
+
   async status({ page: name, state }) {
     await get(name).waitForSelector(`#status[data-state=${JSON.stringify(state)}]`);
     return {};

@@ -107,7 +107,7 @@ class Browser:
         self.proc.stderr.close()
 
 
-def config(history_dir, ws="127.0.0.1:0", plain="127.0.0.1:0"):
+def config(history_dir, ws="127.0.0.1:0", plain="127.0.0.1:0", limits="", rooms=""):
     return f"""
 [server]
 listen = ["{plain}", {{ address = "{ws}", websocket = true }}]
@@ -117,12 +117,14 @@ web_root = "{WEB_ROOT}"
 [limits]
 rate = 1000
 burst = 1000
+{limits}
 [history]
 path = "{history_dir}/history.db"
 [[rooms]]
 name = "lobby"
 topic = "General"
 persist = true
+{rooms}
 """
 
 
@@ -137,8 +139,8 @@ class BrowserTest(DaemonTest):
         self.browser = Browser()
         self.addCleanup(self.browser.close)
 
-    def start_web(self, ws="127.0.0.1:0", plain="127.0.0.1:0"):
-        d = self.start(config(self.history.name, ws, plain), listen=(), expect_listeners=2)
+    def start_web(self, ws="127.0.0.1:0", plain="127.0.0.1:0", **kw):
+        d = self.start(config(self.history.name, ws, plain, **kw), listen=(), expect_listeners=2)
         d.plain_port = int(d.addresses[0].rsplit(":", 1)[1])
         d.ws_port = int(d.addresses[1].rsplit(":", 1)[1])
         d.log.wait_for(r"listening on 127\.0\.0\.1:%d \(websocket\)" % d.ws_port)
@@ -292,6 +294,31 @@ class BrowserTest(DaemonTest):
         b("members", page="ann", nicks=["ann", "bob", "carol"], count=3)
         self.screenshot("ann", "resumed.png")
         self.assert_no_page_errors("ann", "bob")
+
+    def test_member_pages_and_presence_summaries(self):
+        # Pages of 2 members; the room "big" summarizes presence above 2 members.
+        d = self.start_web(limits="member_page = 2\npresence_interval_ms = 50",
+                           rooms='[[rooms]]\nname = "big"\npresence_threshold = 2')
+        b = self.browser
+        m1 = self.tcp(d, "m1", ["big"])
+        self.tcp(d, "m2", ["big"])
+        self.tcp(d, "m3", ["big"])
+        m1.wait_for("presence", event="summary", count=3)  # m3's join, before the page is there
+        self.page(d, "ann", rooms=("big",))
+        b("line", page="ann", room="big", kind="presence", text="1 joined: ann", data={"event": "summary"})
+        # joined listed the first page (byte order); "more" reads the next one.
+        b("members", page="ann", nicks=["ann", "m1"], count=4)
+        b("click", page="ann", selector="#members-more")
+        b("members", page="ann", nicks=["ann", "m1", "m2", "m3"], count=4)
+        self.assertEqual(b("count", page="ann", selector="#members-more:not([hidden])")["count"], 0)
+        # Summaries keep the list and the count.
+        self.tcp(d, "m4", ["big"])
+        b("line", page="ann", room="big", kind="presence", text="1 joined: m4", data={"event": "summary"})
+        b("members", page="ann", nicks=["ann", "m1", "m2", "m3", "m4"], count=5)
+        m1.send({"op": "bye"})
+        b("line", page="ann", room="big", kind="presence", text="1 left: m1", data={"event": "summary"})
+        b("members", page="ann", nicks=["ann", "m2", "m3", "m4"], count=4)
+        self.assert_no_page_errors("ann")
 
 
 if __name__ == "__main__":
