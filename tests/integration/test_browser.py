@@ -12,6 +12,7 @@ chromium, node and tests/browser/node_modules are required: without them this te
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -107,6 +108,75 @@ class Browser:
         self.proc.stderr.close()
 
 
+class CutProxy:
+    """A TCP forwarder in front of the WebSocket listener, so a test can cut the page's
+    connection while roomd runs on. While it is down, new connections are accepted and closed
+    at once (the page's reconnects fail) until restore()."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.lock = threading.Lock()
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                if not self.up:
+                    conn.close()
+                    continue
+                try:
+                    upstream = socket.create_connection(self.target, timeout=WAIT)
+                except OSError:
+                    conn.close()
+                    continue
+                upstream.settimeout(None)
+                self.socks += [conn, upstream]
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            self.up = False
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def restore(self):
+        with self.lock:
+            self.up = True
+
+    def close(self):
+        self.cut()
+        self.listener.close()
+
+
 def config(history_dir, ws="127.0.0.1:0", plain="127.0.0.1:0", limits="", rooms=""):
     return f"""
 [server]
@@ -154,9 +224,9 @@ class BrowserTest(DaemonTest):
             c.call({"op": "join", "room": room}, "joined")
         return c
 
-    def page(self, d, name, rooms=("lobby",)):
+    def page(self, d, name, rooms=("lobby",), port=None):
         b = self.browser
-        b("open", page=name, url=f"http://127.0.0.1:{d.ws_port}/")
+        b("open", page=name, url=f"http://127.0.0.1:{port or d.ws_port}/")
         b("nick", page=name, nick=name)
         for room in rooms:
             b("join", page=name, room=room)
@@ -294,6 +364,37 @@ class BrowserTest(DaemonTest):
         b("members", page="ann", nicks=["ann", "bob", "carol"], count=3)
         self.screenshot("ann", "resumed.png")
         self.assert_no_page_errors("ann", "bob")
+
+    def test_page_resumes_after_a_cut_and_shows_what_it_missed(self):
+        d = self.start_web()
+        proxy = CutProxy(d.ws_port)
+        self.addCleanup(proxy.close)
+        b = self.browser
+        self.page(d, "ann", port=proxy.port)
+        carol = self.tcp(d, "carol", ["lobby"])
+        carol.send({"op": "say", "room": "lobby", "text": "one", "id": 1})
+        carol.wait_for("ok", id=1)
+        self.shown("ann", "lobby", 1)
+
+        # The page's connection is cut; roomd sees ann go; carol talks on meanwhile.
+        proxy.cut()
+        carol.wait_for("presence", event="leave", nick="ann")
+        b("status", page="ann", state="reconnecting")
+        for i, text in ((2, "two"), (3, "three")):
+            carol.send({"op": "say", "room": "lobby", "text": text, "id": i})
+            carol.wait_for("ok", id=i)
+
+        proxy.restore()
+        carol.wait_for("presence", event="join", nick="ann")  # the nick came back with the page
+        lines = b("line", page="ann", room="lobby", kind="resume", data={"resumed": "true"})["lines"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("2 messages caught up", lines[0])
+        b("type", page="ann", lines=["four"])
+        self.assertEqual(carol.wait_for("message", text="four")["seq"], 4)
+        self.assertEqual(self.shown("ann", "lobby", 4),
+                         [(1, "carol", "one"), (2, "carol", "two"), (3, "carol", "three"), (4, "ann", "four")])
+        b("line", page="ann", room="lobby", kind="notice", text="connection lost")
+        self.assert_no_page_errors("ann")
 
     def test_member_pages_and_presence_summaries(self):
         # Pages of 2 members; the room "big" summarizes presence above 2 members.
