@@ -21,6 +21,8 @@
     attempt: 0,          // reconnects since the last welcome (for the backoff)
     timer: null,
     stopped: false,      // kicked: do not come back on our own
+    nickRetries: 0,      // after a reconnect our old connection may still hold the nick
+    keys: new Map(),     // room -> the key it was joined with (a rejoin needs it again)
   };
 
   // ---- sending
@@ -123,6 +125,7 @@
     const room = state.rooms.get(name);
     if (!room) return;
     state.rooms.delete(name);
+    state.keys.delete(name);
     room.log.remove();
     room.tab.remove();
     if (state.active === name) {
@@ -250,11 +253,13 @@
     state.attempt = 0;
     setMyNick(msg.nick);
     setStatus('open', 'connected');
-    if (state.wantNick && state.wantNick !== msg.nick) send({ op: 'nick', nick: state.wantNick }, { nick: state.wantNick });
+    if (state.wantNick && state.wantNick !== msg.nick)
+      send({ op: 'nick', nick: state.wantNick }, { nick: state.wantNick, again: true });
     // A reconnect: join every room again from the last message shown, so the server replays
     // what we missed (resumed: true) or says that it cannot (resumed: false).
     for (const room of state.rooms.values()) {
       const request = { op: 'join', room: room.name };
+      if (state.keys.has(room.name)) request.key = state.keys.get(room.name);
       if (room.epoch !== undefined) {
         request.since = room.lastSeq;
         request.epoch = room.epoch;
@@ -276,8 +281,9 @@
 
   function onOk(msg, context) {
     if (context.op === 'nick' && typeof msg.nick === 'string') {
+      state.nickRetries = 0;
       setMyNick(msg.nick);
-      notice(`you are now known as ${msg.nick}`);
+      if (!context.again) notice(`you are now known as ${msg.nick}`);
     } else if (context.op === 'whisper') {
       line(activeRoom(), [['from', `→ *${context.to}*`], ['text', context.text]], 'whisper sent', { to: context.to });
     }
@@ -383,12 +389,23 @@
 
   function onError(msg, context) {
     const text = `${msg.code}: ${msg.message || ''}`;
+    if (context.op === 'nick' && context.again && msg.code === 'nick_taken' && state.nickRetries < 5) {
+      // After a reconnect the server may not have seen our old connection end yet.
+      state.nickRetries++;
+      notice(`nick ${context.nick} is still taken; trying again in 2 s`);
+      setTimeout(() => {
+        if (state.ready && state.nick !== state.wantNick)
+          send({ op: 'nick', nick: state.wantNick }, { nick: state.wantNick, again: true });
+      }, 2000);
+      return;
+    }
     if (context.op === 'nick') {
       // Keep the nick we have; after a reconnect, do not ask for the refused one again.
       state.wantNick = state.nick;
       notice(`nick ${context.nick}: ${text}`, 'error');
       return;
     }
+    if (context.op === 'join' && !state.rooms.has(context.room)) state.keys.delete(context.room);
     const room = context.room ? state.rooms.get(context.room) : null;
     line(room || activeRoom(), text, 'error', { code: msg.code });
   }
@@ -420,12 +437,14 @@
 
   // ---- what the person does
 
-  function joinRoom(name) {
-    name = name.trim();
+  // "ROOM" or "ROOM KEY" (a keyed room; the key is kept for rejoins after a reconnect).
+  function joinRoom(text) {
+    const [name, ...rest] = text.trim().split(' ');
+    const key = rest.join(' ');
     if (!name) return;
-    const room = state.rooms.get(name);
-    if (room) activate(name);
-    else send({ op: 'join', room: name }, { room: name });
+    if (state.rooms.has(name) && !key) return activate(name);
+    if (key) state.keys.set(name, key);
+    send(key ? { op: 'join', room: name, key } : { op: 'join', room: name }, { room: name });
   }
 
   function leaveRoom(name) {
