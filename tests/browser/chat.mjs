@@ -62,11 +62,12 @@ const commands = {
     return {};
   },
 
+  // `room` is what the person types: "ROOM" or "ROOM KEY".
   async join({ page: name, room }) {
     const page = get(name);
     await page.fill('#join-input', room);
     await page.press('#join-input', 'Enter');
-    await page.waitForSelector(`button.tab.active[data-room=${JSON.stringify(room)}]`);
+    await page.waitForSelector(`button.tab.active[data-room=${JSON.stringify(room.split(' ')[0])}]`);
     return {};
   },
 
@@ -156,6 +157,24 @@ const commands = {
   },
 };
 
+// For a failure's message: what the page shows (status, and the last lines of each room).
+async function shows(name) {
+  const p = pages.get(name);
+  if (!p) return '';
+  try {
+    return await p.page.evaluate(() => {
+      const out = [`page status: ${document.getElementById('status').textContent}`];
+      for (const log of document.querySelectorAll('ol.log')) {
+        out.push(`-- ${log.dataset.room || 'notices'}${log.hidden ? '' : ' (shown)'}`);
+        for (const li of [...log.children].slice(-15)) out.push(`   ${li.className}: ${li.textContent}`);
+      }
+      return out.join('\n');
+    });
+  } catch (e) {
+    return `(page not readable: ${e.message})`;
+  }
+}
+
 reply({ ready: true, version: browser.version() });
 
 const rl = createInterface({ input: process.stdin });
@@ -172,7 +191,8 @@ rl.on('line', (text) => {
   const run = commands[cmd.cmd];
   const task = (run ? run(cmd) : Promise.reject(new Error(`unknown command ${cmd.cmd}`)))
     .then((r) => reply({ id: cmd.id, ok: true, ...r }),
-          (e) => reply({ id: cmd.id, ok: false, error: String((e && e.stack) || e) }));
+          async (e) => reply({ id: cmd.id, ok: false,
+                               error: `${JSON.stringify(cmd)}: ${(e && e.stack) || e}\n${await shows(cmd.page)}` }));
   running.add(task);
   task.finally(() => running.delete(task));
 });

@@ -366,11 +366,13 @@ class BrowserTest(DaemonTest):
         self.assert_no_page_errors("ann", "bob")
 
     def test_page_resumes_after_a_cut_and_shows_what_it_missed(self):
-        d = self.start_web()
+        key_hash = subprocess.run([harness.ROOMD, "--hash-key"], input=b"sesame\n", capture_output=True,
+                                  check=True, timeout=WAIT).stdout.decode().strip()
+        d = self.start_web(rooms=f'[[rooms]]\nname = "vault"\nkey = "{key_hash}"')
         proxy = CutProxy(d.ws_port)
         self.addCleanup(proxy.close)
         b = self.browser
-        self.page(d, "ann", port=proxy.port)
+        self.page(d, "ann", rooms=("vault sesame", "lobby"), port=proxy.port)
         carol = self.tcp(d, "carol", ["lobby"])
         carol.send({"op": "say", "room": "lobby", "text": "one", "id": 1})
         carol.wait_for("ok", id=1)
@@ -389,6 +391,8 @@ class BrowserTest(DaemonTest):
         lines = b("line", page="ann", room="lobby", kind="resume", data={"resumed": "true"})["lines"]
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("2 messages caught up", lines[0])
+        # The keyed room was joined again with its key.
+        b("line", page="ann", room="vault", kind="resume", data={"resumed": "true"})
         b("type", page="ann", lines=["four"])
         self.assertEqual(carol.wait_for("message", text="four")["seq"], 4)
         self.assertEqual(self.shown("ann", "lobby", 4),
