@@ -157,6 +157,7 @@ class CutProxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        src.close()  # each socket is the source of one pump
 
     def cut(self):
         with self.lock:
