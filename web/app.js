@@ -23,6 +23,7 @@
     stopped: false,      // kicked: do not come back on our own
     nickRetries: 0,      // after a reconnect our old connection may still hold the nick
     keys: new Map(),     // room -> the key it was joined with (a rejoin needs it again)
+    maxFrame: 65536,     // the welcome's limits.max_frame_bytes: a longer message closes the connection
   };
 
   // ---- sending
@@ -33,8 +34,13 @@
       return false;
     }
     const id = state.nextId++;
+    const frame = JSON.stringify({ ...request, id });
+    if (new TextEncoder().encode(frame).length > state.maxFrame) {
+      notice(`too long for the server (over ${state.maxFrame} bytes); not sent`, 'error');
+      return false;
+    }
     state.pending.set(id, { ...context, op: request.op });
-    state.ws.send(JSON.stringify({ ...request, id }));
+    state.ws.send(frame);
     return true;
   }
 
@@ -62,13 +68,16 @@
       }
       handle(msg);
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       if (state.ws !== ws) return;
       const wasReady = state.ready;
       state.ws = null;
       state.ready = false;
       state.pending.clear();
-      if (wasReady) for (const room of state.rooms.values()) line(room, 'connection lost', 'notice');
+      // The server's close code says why: 1001 idle, 4000 + an error's place (4016
+      // slow_consumer, 4017 shutting_down), with the code as the reason.
+      const why = ev.reason ? ` (${ev.code} ${ev.reason})` : '';
+      if (wasReady) for (const room of state.rooms.values()) line(room, `connection lost${why}`, 'notice');
       scheduleReconnect();
     };
   }
@@ -251,6 +260,7 @@
   function onWelcome(msg) {
     state.ready = true;
     state.attempt = 0;
+    if (msg.limits && Number.isInteger(msg.limits.max_frame_bytes)) state.maxFrame = msg.limits.max_frame_bytes;
     setMyNick(msg.nick);
     setStatus('open', 'connected');
     if (state.wantNick && state.wantNick !== msg.nick)

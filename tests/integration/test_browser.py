@@ -313,6 +313,12 @@ class BrowserTest(DaemonTest):
 
         self.screenshot("ann", "chat.png")
 
+        # A line over max_frame_bytes is refused by the page, not sent (roomd would close
+        # the WebSocket with 1009); the connection stays.
+        b("type", page="bob", lines=["x" * 70000])
+        b("line", page="bob", kind="error", text="too long for the server")
+        carol.assert_quiet()
+
         # bob leaves: his tab goes, the others see him go.
         b("leave", page="bob", room="lobby")
         carol.wait_for("presence", event="leave", nick="bob")
