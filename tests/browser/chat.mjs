@@ -14,7 +14,7 @@ const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const browser = await chromium.launch({
   executablePath,
-  timeout,
+  timeout: timeout * 4,  // a first start on a loaded machine may be slow
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
          '--no-first-run', '--disable-component-update', '--disable-sync'],
 });
