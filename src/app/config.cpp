@@ -16,6 +16,10 @@ namespace roomd {
 
 Config default_config() {
   Config c;
+  // JSON lines and text on 7000; browsers (the web client and WebSocket) on 7080.
+  c.server.listen = {"127.0.0.1:7000", "127.0.0.1:7080"};
+  c.server.listen_flags = {ListenFlags{}, ListenFlags{.websocket = true}};
+  c.server.websocket = {"127.0.0.1:7080"};
   RoomConfig lobby;
   lobby.name = "lobby";
   lobby.topic = "General";

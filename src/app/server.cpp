@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -89,6 +90,8 @@ Server::Server(ServerOptions options)
   if (!options_.listen_override.empty()) {
     config_.server.listen = options_.listen_override;
     config_.server.listen_flags.assign(config_.server.listen.size(), ListenFlags{});
+    config_.server.tls.clear();  // --listen addresses are plain
+    config_.server.websocket.clear();
   }
   read_buffer_.resize(kReadBufferBytes);
   connection_limits_ = connection_limits(config_);
@@ -169,7 +172,12 @@ bool Server::load_tls(bool reloading) {
 // The WebSocket listeners' site: the allowed origins and the web client's files, read into
 // memory here so that serving them never touches the disk on the loop.
 void Server::load_websocket_site(bool reloading) {
-  std::string web_root = config_.websocket.web_root.empty() ? ROOMD_WEB_DIR : config_.websocket.web_root;
+  std::string web_root = config_.websocket.web_root;
+  if (web_root.empty()) {
+    // The installed client; a build that was not installed serves its source tree's.
+    std::error_code ec;
+    web_root = std::filesystem::is_directory(ROOMD_WEB_DIR, ec) ? ROOMD_WEB_DIR : ROOMD_SOURCE_WEB_DIR;
+  }
   std::string warning;
   websocket_site_ = WebSocketSite::load(config_.websocket.origins, web_root, &warning);
   if (!warning.empty()) log::warning(std::string(reloading ? "reload: " : "") + warning + "; / answers 404");

@@ -108,12 +108,7 @@ class Daemon:
         raise AssertionError("no IPv4 listener")
 
     def client(self, nick=None, join=(), **kw):
-        c = Client(("127.0.0.1", self.port), **kw)
-        if nick:
-            c.call({"op": "nick", "nick": nick}, "ok")
-        for room in join:
-            c.call({"op": "join", "room": room}, "joined")
-        return c
+        return introduce(Client(("127.0.0.1", self.port), **kw), nick, join)
 
     def signal(self, sig):
         self.proc.send_signal(sig)
@@ -160,6 +155,15 @@ class Daemon:
         self.stopped = True
         self.close_pipes()
         self.tmp.cleanup()
+
+
+def introduce(client, nick=None, join=()):
+    """Takes `nick` and joins `join` with any client that has call(); returns it."""
+    if nick:
+        client.call({"op": "nick", "nick": nick}, "ok")
+    for room in join:
+        client.call({"op": "join", "room": room}, "joined")
+    return client
 
 
 class Closed(Exception):

@@ -1,6 +1,7 @@
 """Running as a service: units, install layout, socket activation, sd_notify, stats."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,6 +47,15 @@ class Units(DaemonTest):
             self.assertIn("Type=notify", unit)
             self.assertIn("RestartPreventExitStatus=78", unit)
             self.assertIn("DynamicUser=yes", unit)
+
+    def test_the_unit_s_exposure_is_at_most_1_2(self):
+        # systemd's own reading of the sandbox (issue 20 wants <= 1.2; it read 1.8 before).
+        r = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
+                            os.path.join(BUILD, "roomd.service")], capture_output=True, timeout=60)
+        out = (r.stdout + r.stderr).decode()
+        m = re.search(r"Overall exposure level for roomd.service: ([0-9.]+)", out)
+        self.assertIsNotNone(m, out)
+        self.assertLessEqual(float(m.group(1)), 1.2, out)
 
     def test_meson_install_layout(self):
         with tempfile.TemporaryDirectory() as dest:

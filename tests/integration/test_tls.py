@@ -154,20 +154,12 @@ name = "lobby"
     def plain(self, d, nick=None, join=()):
         c = Client(("127.0.0.1", d.plain_port))
         self.clients.append(c)
-        if nick:
-            c.call({"op": "nick", "nick": nick}, "ok")
-        for room in join:
-            c.call({"op": "join", "room": room}, "joined")
-        return c
+        return harness.introduce(c, nick, join)
 
     def tls(self, d, nick=None, join=(), **kw):
         c = TlsClient(d.tls_port, self.certs.path("ca.pem"), **kw)
         self.clients.append(c)
-        if nick:
-            c.call({"op": "nick", "nick": nick}, "ok")
-        for room in join:
-            c.call({"op": "join", "room": room}, "joined")
-        return c
+        return harness.introduce(c, nick, join)
 
     def s_client(self, d, version):
         p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{d.tls_port}", "-quiet",

@@ -54,20 +54,12 @@ burst = 100000
     def ws(self, d, nick=None, join=(), **kw):
         c = WsClient(d.ws_port, **kw)
         self.clients.append(c)
-        if nick:
-            c.call({"op": "nick", "nick": nick}, "ok")
-        for room in join:
-            c.call({"op": "join", "room": room}, "joined")
-        return c
+        return harness.introduce(c, nick, join)
 
     def plain(self, d, nick=None, join=()):
         c = Client(("127.0.0.1", d.plain_port))
         self.clients.append(c)
-        if nick:
-            c.call({"op": "nick", "nick": nick}, "ok")
-        for room in join:
-            c.call({"op": "join", "room": room}, "joined")
-        return c
+        return harness.introduce(c, nick, join)
 
     def assert_alive(self, *clients):
         for c in clients:

@@ -13,7 +13,7 @@ import ssl
 import struct
 import time
 
-from harness import WAIT, Closed
+from harness import WAIT, Client, Closed
 
 TEXT, BINARY, CLOSE, PING, PONG, CONT = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -39,8 +39,9 @@ def frame(opcode, payload=b"", fin=True, mask=True, length=None):
     return head + payload
 
 
-class WsClient:
-    """Connects, upgrades (unless upgrade=False), then speaks frames."""
+class WsClient(Client):
+    """Connects, upgrades (unless upgrade=False), then speaks frames. expect, wait_for and call
+    are harness.Client's, over this class's send and recv."""
 
     def __init__(self, port, host="127.0.0.1", path="/", origin="same", headers=None, upgrade=True, sock=None,
                  welcome=True):
@@ -162,27 +163,6 @@ class WsClient:
             text = payload.decode("utf-8")
             assert not text.endswith("\n"), "a message carries its line ending"
             return json.loads(text)
-
-    def expect(self, op, **fields):
-        msg = self.recv()
-        assert msg.get("op") == op, f"expected op {op!r} with {fields}, got {msg}"
-        for k, v in fields.items():
-            assert msg.get(k) == v, f"expected {k}={v!r} in {msg}"
-        return msg
-
-    def wait_for(self, op, **fields):
-        seen = []
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            msg = self.recv(timeout=max(0.01, deadline - time.monotonic()))
-            if msg.get("op") == op and all(msg.get(k) == v for k, v in fields.items()):
-                return msg
-            seen.append(msg)
-        raise AssertionError(f"no {op} {fields}; saw {seen[-10:]}")
-
-    def call(self, request, op=None, **fields):
-        self.send(request)
-        return self.expect(op, **fields) if op else self.recv()
 
     def wait_close(self, timeout=WAIT):
         """Reads to the server's close frame and then its FIN; returns (code, reason)."""

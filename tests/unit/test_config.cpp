@@ -33,6 +33,8 @@ TEST_CASE("config: defaults and the embedded default") {
   auto d = roomd::default_config();
   REQUIRE(d.rooms.size() == 1);
   CHECK(d.rooms[0].name == "lobby");
+  CHECK(d.server.listen == std::vector<std::string>{"127.0.0.1:7000", "127.0.0.1:7080"});
+  CHECK(d.server.websocket == std::vector<std::string>{"127.0.0.1:7080"});
   CHECK(d.server.dynamic_rooms);
 }
 
