@@ -587,6 +587,8 @@ struct Worker {
     if (!o.ws()) return on_stream(c, data);
     if (!c.upgraded) {
       c.in.append(data);
+      if (c.in.size() >= 5 && !c.in.starts_with("HTTP/"))  // not a WebSocket listener: say so now
+        return sh.fail("no HTTP response: " + c.in.substr(0, std::min<std::size_t>(c.in.find('\n'), 60)));
       auto end = c.in.find("\r\n\r\n");
       if (end == std::string::npos) {
         if (c.in.size() > 16384) sh.fail("no end to the HTTP response's head");
@@ -957,7 +959,11 @@ int report(Shared& sh, long rss_before_kb) {
       }
     }
   }
-  if (!sh.error_text.empty()) add("error", "\"" + sh.error_text.substr(0, 80) + "\"");
+  if (!sh.error_text.empty()) {  // quoted; a quote inside (a JSON error line) becomes ' for the parsers
+    std::string why = sh.error_text.substr(0, 80);
+    std::replace(why.begin(), why.end(), '"', '\'');
+    add("error", "\"" + why + "\"");
+  }
   std::printf("%s\n", kv.c_str());
   std::fflush(stdout);
   return sh.error_text.empty() || (o.scenario == "idle" && sh.ready == sh.total_conns) ? 0 : 1;
