@@ -257,6 +257,7 @@ void read_websocket(const toml::table& t, WebSocketConfig& c, std::vector<Config
       r.fail("origins", r.line("origins"), "'" + origin + "' is not an origin (scheme://host[:port], no path)");
   r.string("web_root", c.web_root);
   r.integer("ping_interval_s", c.ping_interval_s, 1, 3600);
+  r.integer("handshake_timeout_ms", c.handshake_timeout_ms, 100, 600000);
   r.reject_unknown();
 }
 

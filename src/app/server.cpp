@@ -55,7 +55,9 @@ ConnectionLimits connection_limits(const Config& c) {
   return {.max_frame_bytes = c.limits.max_frame_bytes,
           .flow = {.max_outbound_bytes = c.limits.max_outbound_bytes, .slow_consumer = c.limits.slow_consumer},
           .idle_timeout_s = c.limits.idle_timeout_s,
-          .tls_handshake_timeout_ms = c.tls.handshake_timeout_ms};
+          .tls_handshake_timeout_ms = c.tls.handshake_timeout_ms,
+          .websocket_ping_interval_s = c.websocket.ping_interval_s,
+          .websocket_handshake_timeout_ms = c.websocket.handshake_timeout_ms};
 }
 
 TlsFiles tls_files(const TlsConfig& c) {
@@ -164,6 +166,17 @@ bool Server::load_tls(bool reloading) {
   return true;
 }
 
+// The WebSocket listeners' site: the allowed origins and the web client's files, read into
+// memory here so that serving them never touches the disk on the loop.
+void Server::load_websocket_site(bool reloading) {
+  std::string web_root = config_.websocket.web_root.empty() ? ROOMD_WEB_DIR : config_.websocket.web_root;
+  std::string warning;
+  websocket_site_ = WebSocketSite::load(config_.websocket.origins, web_root, &warning);
+  if (!warning.empty()) log::warning(std::string(reloading ? "reload: " : "") + warning + "; / answers 404");
+  else log::info(std::string(reloading ? "reload: " : "") + "web client: " + std::to_string(websocket_site_->files.size()) +
+                 " files from " + web_root);
+}
+
 void Server::open_listeners() {
   auto on_conn = [this](Listener& l) { on_connection(l); };
   // Decision: sockets from systemd win; the config's listeners are then not opened at all,
@@ -181,11 +194,14 @@ void Server::open_listeners() {
     listeners_.push_back(std::move(listener));
   }
   if (!activated.empty()) {
-    for (const auto& l : listeners_)
+    for (const auto& l : listeners_) {
       if (l->role().tls && !tls_context_) load_tls(false);
+      if (l->role().websocket && !websocket_site_) load_websocket_site(false);
+    }
     return;
   }
   if (!config_.server.tls.empty()) load_tls(false);
+  if (!config_.server.websocket.empty()) load_websocket_site(false);
   const auto& flags = config_.server.listen_flags;
   for (std::size_t i = 0; i < config_.server.listen.size(); ++i) {
     const std::string& text = config_.server.listen[i];
@@ -273,7 +289,7 @@ void Server::on_connection(Listener& listener) {
   std::uint64_t id = next_connection_id_++;
   auto owned = std::make_unique<Connection>(
       connection_context_, id, listener.is_unix() ? Connection::Transport::unix_socket : Connection::Transport::tcp,
-      listener.role().tls ? tls_context_ : nullptr);
+      listener.role().tls ? tls_context_ : nullptr, listener.role().websocket ? websocket_site_ : nullptr);
   Connection& conn = *owned;
   connections_.emplace(id, std::move(owned));
   if (int rc = uv_accept(listener.stream(), conn.stream()); rc < 0) {
@@ -302,6 +318,7 @@ void Server::on_connection(Listener& listener) {
   }
   ++admitted_;
   if (!ip.empty()) ++clients_per_ip_[ip];
+  if (conn.is_websocket()) return conn.start_upgrade(peer, ip);  // its session comes with the upgrade
   SessionId session = router_->connect(conn, listener.admin(), GuessThrottle::source_of(ip));
   conn.start(peer, ip, session);
   log::info("client " + peer + " connected as " + router_->nick_of(session).value_or("?"));
@@ -313,6 +330,7 @@ Connection* Server::find_connection(ConnectionId id) {
 }
 
 void Server::on_turn() {
+  start_upgraded_sessions();
   resume_connections();
   retire_ended_sessions();
   // The cut ones' sessions end: their rooms hear the leave in this turn, before it writes.
@@ -341,6 +359,19 @@ void Server::flush_lazy() {
   batch.swap(turn_.lazy);
   for (ConnectionId id : batch)
     if (Connection* c = find_connection(id)) c->flush_lazy();
+}
+
+// WebSocket connections whose upgrade was accepted this turn get their session (and welcome).
+void Server::start_upgraded_sessions() {
+  std::vector<ConnectionId> batch;
+  batch.swap(turn_.upgraded);
+  for (ConnectionId id : batch) {
+    Connection* c = find_connection(id);
+    if (!c) continue;
+    SessionId session = router_->connect(*c, false, GuessThrottle::source_of(c->ip()));
+    c->start_session(session);
+    log::info("client " + c->peer() + " (WebSocket) connected as " + router_->nick_of(session).value_or("?"));
+  }
 }
 
 // Connections whose held request came back, or whose output drained, serve what they kept.
@@ -486,6 +517,7 @@ void Server::reload() {
   config_ = std::move(next);
   // A new context for new connections, if the files load and match; open ones keep theirs.
   if (tls_context_) load_tls(true);
+  if (websocket_site_) load_websocket_site(true);
   connection_limits_ = connection_limits(config_);
   for (auto& [id, conn] : connections_) conn->limits_changed();
   log::set_level(*log::parse_level(config_.log.level));
@@ -506,7 +538,7 @@ void Server::shutdown() {
   log::notice("shutting down: " + std::to_string(connections_.size()) + " connections to close");
   listeners_.clear();  // stop accepting; Unix socket paths are removed
   router_->send_all(make_event(wire::system_shutdown()));
-  for (auto& [id, conn] : connections_) conn->finish();
+  for (auto& [id, conn] : connections_) conn->finish(CloseReason::shutting_down);
   shutdown_deadline_ = std::make_unique<uv::Timer>(loop(), [this] {
     log::warning("shutdown: closing connections that did not drain in time");
     for (auto& [id, conn] : connections_) conn->close_now();

@@ -136,6 +136,10 @@ std::string Server::metrics_text() const {
   w.counter("roomd_tls_handshakes_total", "TLS handshakes completed.", d(c.tls_handshakes));
   w.counter("roomd_tls_handshake_failures_total", "TLS handshakes that failed or timed out.",
             d(c.tls_handshake_failures));
+  w.counter("roomd_websocket_upgrades_total", "WebSocket upgrades accepted.", d(c.websocket_upgrades));
+  w.counter("roomd_websocket_refused_total", "WebSocket upgrade requests refused (Origin, version, malformed).",
+            d(c.websocket_refused));
+  w.counter("roomd_websocket_pages_total", "Web client files served by the WebSocket listeners.", d(c.websocket_pages));
   w.histogram("roomd_loop_lag_seconds", "How late the event loop's 100 ms probe timer fired.", lag_histogram_);
   w.gauge("roomd_process_resident_memory_bytes", "Resident memory (from /proc/self/statm).", d(process.resident_bytes));
   w.gauge("roomd_process_open_fds", "Open file descriptors (entries of /proc/self/fd).", d(process.open_fds));

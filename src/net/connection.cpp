@@ -18,10 +18,26 @@ constexpr std::uint64_t kLingerMs = 2000;         // and this long after our FIN
 // slow TLS reader holds one copy of a broadcast per connection only for what is in flight.
 constexpr std::size_t kTlsAheadBytes = 64 * 1024;
 constexpr std::size_t kTlsRecordBytes = 16 * 1024;  // small lines are gathered into records this big
+
+// The WebSocket close frame for a reason: 1000/1001 as RFC 6455 has them; a roomd error is
+// 4000 + its place in ErrorCode, with its wire name as the reason (docs/protocol.md).
+std::pair<std::uint16_t, std::string_view> websocket_close_of(CloseReason reason) {
+  auto roomd_error = [](ErrorCode code) {
+    return std::pair<std::uint16_t, std::string_view>{static_cast<std::uint16_t>(4000 + static_cast<int>(code)),
+                                                      to_string(code)};
+  };
+  switch (reason) {
+    case CloseReason::normal: return {1000, ""};
+    case CloseReason::idle: return {1001, "idle"};
+    case CloseReason::slow_consumer: return roomd_error(ErrorCode::slow_consumer);
+    case CloseReason::shutting_down: return roomd_error(ErrorCode::shutting_down);
+  }
+  return {1000, ""};
+}
 }  // namespace
 
 Connection::Connection(const ConnectionContext& context, ConnectionId id, Transport transport,
-                       std::shared_ptr<TlsContext> tls)
+                       std::shared_ptr<TlsContext> tls, std::shared_ptr<const WebSocketSite> websocket)
     : context_(context), id_(id), framer_(context.limits->max_frame_bytes) {
   uv_loop_t* loop = context.loop;
   if (transport == Transport::tcp) tcp_.emplace([loop](uv_tcp_t* t) { return uv_tcp_init(loop, t); });
@@ -31,6 +47,11 @@ Connection::Connection(const ConnectionContext& context, ConnectionId id, Transp
   shutdown_req_.data = this;
   last_activity_ms_ = created_ms_ = now_ms();
   if (tls) tls_ = std::make_unique<TlsChannel>(std::move(tls));
+  if (websocket) {
+    ws_ = std::make_unique<WebSocketChannel>(std::move(websocket), context.limits->websocket_max_head_bytes);
+    mode_ = Mode::websocket;  // JSON only, each line one message
+    mode_known_ = true;
+  }
 }
 
 Connection::~Connection() = default;
@@ -43,8 +64,27 @@ void Connection::start(std::string peer, std::string ip, SessionId session) {
   update_reading();
 }
 
+void Connection::start_upgrade(std::string peer, std::string ip) {
+  peer_ = std::move(peer);
+  ip_ = std::move(ip);
+  admitted_ = true;
+  update_reading();
+}
+
+void Connection::start_session(SessionId session) {
+  if (state_ != State::open) return;
+  session_ = session;
+  if (!ws_messages_.empty()) want_resume();  // sent right behind the upgrade request
+  else update_reading();
+}
+
 void Connection::reject(const EventPtr& refusal) {
-  send(refusal);
+  if (ws_) {  // before any upgrade: the refusal is an HTTP answer
+    const std::string text = refusal->body().value("message", std::string("refused"));
+    enqueue(Bytes::make(http_answer(503, "text/plain; charset=utf-8", text + "\n")));
+  } else {
+    send(refusal);
+  }
   drain();
   update_reading();  // read so the peer's EOF (or a reset) is seen while we flush
 }
@@ -68,6 +108,7 @@ bool Connection::may_serve() const {
 void Connection::on_bytes(std::string_view bytes) {
   last_activity_ms_ = now_ms();
   pinged_ = false;
+  if (ws_) return on_websocket(bytes);
   if (state_ != State::open || session_ == 0) return;  // closing: input is discarded
   framer_.set_max_frame_bytes(limits().max_frame_bytes);
   framer_.feed(
@@ -147,9 +188,58 @@ void Connection::tls_failed() {
   want_write();
 }
 
+// ---- WebSocket (websocket.hpp) ----------------------------------------------------------
+
+void Connection::on_websocket(std::string_view bytes) {
+  if (state_ != State::open) return;  // closing: input is discarded
+  const bool was_handshake = ws_->status() == WebSocketChannel::Status::handshake;
+  const auto status = ws_->feed(bytes, ws_messages_, limits().max_frame_bytes);
+  take_websocket_output();
+  using Status = WebSocketChannel::Status;
+  switch (status) {
+    case Status::handshake: break;
+    case Status::open:
+      if (was_handshake) {
+        ++context_.counters->websocket_upgrades;
+        context_.turn->upgraded.push_back(id_);  // the owner makes its session this turn
+      }
+      break;
+    case Status::answered:
+      if (ws_->refused()) ++context_.counters->websocket_refused;
+      else ++context_.counters->websocket_pages;
+      log::debug("client " + peer_ + " HTTP: " + ws_->why());
+      drain();  // the answer, then FIN
+      break;
+    case Status::closing:
+      log::info("client " + peer_ + " WebSocket " + ws_->why());
+      ws_messages_.clear();  // nothing after a close is served
+      finish();
+      break;
+  }
+  serve_messages();
+  update_reading();
+}
+
+void Connection::take_websocket_output() {
+  std::string bytes = ws_->take_output();
+  if (!bytes.empty()) enqueue(Bytes::make(std::move(bytes)));
+}
+
+void Connection::serve_messages() {
+  while (!ws_messages_.empty() && may_serve()) {
+    std::string message = std::move(ws_messages_.front());
+    ws_messages_.pop_front();
+    serve(message);
+  }
+}
+
 void Connection::resume() {
   resume_wanted_ = false;
   if (state_ != State::open || session_ == 0) return;
+  if (ws_) {
+    serve_messages();
+    return update_reading();
+  }
   framer_.resume([this] { return may_serve(); }, [this](std::string_view frame) { serve(frame); },
                  [this] { serve_overlong(); });
   update_reading();
@@ -167,7 +257,7 @@ void Connection::serve(std::string_view frame) {
     mode_ = detect_mode(frame);
     mode_known_ = true;
   }
-  ParseResult parsed = mode_ == Mode::json ? parse_json_request(frame) : parse_text_line(frame);
+  ParseResult parsed = mode_ == Mode::text ? parse_text_line(frame) : parse_json_request(frame);
   if (auto* request = std::get_if<Request>(&parsed)) context_.sessions->handle(session_, *request);
   else context_.sessions->reject(session_, std::get<RequestError>(parsed));
 }
@@ -189,7 +279,10 @@ void Connection::on_eof() {
 void Connection::update_reading() {
   if (state_ == State::closing) return;
   bool want = true;  // closing states read to see the peer's EOF, discarding input
-  if (state_ == State::open) want = may_serve() && framer_.unread() == 0;
+  if (state_ == State::open) {
+    const bool upgrading = ws_ && ws_->status() == WebSocketChannel::Status::handshake;
+    want = upgrading || (may_serve() && unread() == 0);
+  }
   if (want == reading_) return;
   int rc = want ? uv_read_start(
                       stream(),
@@ -279,15 +372,20 @@ void Connection::end() {
   drain();
 }
 
-void Connection::finish() {
+void Connection::finish(CloseReason reason) {
   retire_session();
-  drain();
+  drain(reason);
 }
 
-void Connection::drain() {
+void Connection::drain(CloseReason reason) {
   if (state_ != State::open) return;
   set_state(State::draining);
   deadline_ms_ = now_ms() + kDrainDeadlineMs;
+  if (ws_) {  // the close frame follows the last message (a no-op if one was sent already)
+    auto [code, why] = websocket_close_of(reason);
+    ws_->close(code, why);
+    take_websocket_output();
+  }
   want_write();
 }
 
@@ -325,7 +423,7 @@ void Connection::slow_consumer(const std::string& why) {
   }
   enqueue(make_event(wire::error_slow_consumer())->bytes(mode_));
   // Called from inside the router's fan-out: the router hears it in the ended phase.
-  finish();
+  finish(CloseReason::slow_consumer);
 }
 
 std::size_t Connection::gather(uv_buf_t* bufs, std::size_t max_bufs, std::size_t* total) const {
@@ -364,7 +462,7 @@ void Connection::consume(std::size_t bytes) {
 
 void Connection::limits_changed() {
   // Decided from the state now, not from a crossing of the limit: a reload may have moved it.
-  if (framer_.unread() > 0) {
+  if (unread() > 0) {
     if (may_serve()) want_resume();  // served in the next resume phase
   } else if (!reading_) {
     update_reading();
@@ -450,12 +548,21 @@ void Connection::tick(std::uint64_t now) {
     log::info("client " + peer_ + " TLS handshake not finished in " + std::to_string(now - created_ms_) + " ms: closing");
     return close_now();
   }
+  if (ws_ && ws_->status() == WebSocketChannel::Status::handshake &&
+      now - created_ms_ >= limits().websocket_handshake_timeout_ms) {
+    log::info("client " + peer_ + " sent no WebSocket upgrade in " + std::to_string(now - created_ms_) + " ms: closing");
+    return close_now();
+  }
   if (session_ == 0) return;
   const std::uint64_t idle_ms = std::uint64_t{limits().idle_timeout_s} * 1000;
   const std::uint64_t silent = now - last_activity_ms_;
   if (silent >= idle_ms) {
     log::info("client " + peer_ + " idle for " + std::to_string(silent / 1000) + " s: closing");
-    finish();
+    finish(CloseReason::idle);
+  } else if (ws_ && !pinged_ && silent >= std::uint64_t{limits().websocket_ping_interval_s} * 1000) {
+    pinged_ = true;  // a browser answers with a pong, which is activity
+    ws_->ping();
+    take_websocket_output();
   } else if (silent >= idle_ms / 2 && !pinged_) {
     pinged_ = true;
     if (mode_ == Mode::json) send(make_event(wire::ping()));

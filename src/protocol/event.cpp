@@ -2,6 +2,7 @@
 #include "roomd/protocol/event.hpp"
 
 #include "roomd/protocol/codec.hpp"
+#include "roomd/protocol/websocket_frame.hpp"
 
 namespace roomd {
 
@@ -23,9 +24,21 @@ const ordered_json& Event::body() const {
 }
 
 const Bytes& Event::bytes(Mode mode) const {
-  Bytes& slot = mode == Mode::json ? json_ : text_;
-  if (!slot) slot = Bytes::make(mode == Mode::json ? encode_json(body()) : render_text(body()));
-  return slot;
+  switch (mode) {
+    case Mode::json: break;
+    case Mode::text:
+      if (!text_) text_ = Bytes::make(render_text(body()));
+      return text_;
+    case Mode::websocket:
+      if (!websocket_) {
+        std::string_view line = *bytes(Mode::json);
+        if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+        websocket_ = Bytes::make(websocket_text_frame(line));
+      }
+      return websocket_;
+  }
+  if (!json_) json_ = Bytes::make(encode_json(body()));
+  return json_;
 }
 
 }  // namespace roomd

@@ -82,6 +82,7 @@ struct WebSocketConfig {
   std::vector<std::string> origins;
   std::string web_root;  // the web client's files; empty: the installed share/roomd/web
   std::uint32_t ping_interval_s = 30;  // a WebSocket ping to an idle browser this often
+  std::uint32_t handshake_timeout_ms = 10000;  // the upgrade request must have come by then
 };
 
 // [http]: the operators' endpoint (/metrics, /healthz, /readyz); off unless `listen` is set.

@@ -70,6 +70,7 @@ class Server {
 
  private:
   bool load_tls(bool reloading);
+  void load_websocket_site(bool reloading);
   void open_listeners();
   void open_http();  // [http] listen, if set (server_metrics.cpp)
   // Connections by transport (tcp, unix, tls, ws, wss), for /metrics.
@@ -78,6 +79,7 @@ class Server {
   void on_connection(Listener& listener);
   // The end of each loop turn, phase by phase (turn_queues.hpp).
   void on_turn();
+  void start_upgraded_sessions();
   void resume_connections();
   void retire_ended_sessions();
   bool enforce_output_budget();
@@ -104,6 +106,7 @@ class Server {
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::shared_ptr<TlsContext> tls_context_;  // new TLS connections get this one
+  std::shared_ptr<const WebSocketSite> websocket_site_;  // and new WebSocket ones this
   std::unordered_map<ConnectionId, std::unique_ptr<Connection>> connections_;
   std::unordered_map<std::string, std::uint32_t> clients_per_ip_;
   std::size_t admitted_ = 0;

@@ -35,6 +35,7 @@
 #include "roomd/net/flow_control.hpp"
 #include "roomd/net/tls.hpp"
 #include "roomd/net/turn_queues.hpp"
+#include "roomd/net/websocket.hpp"
 #include "roomd/protocol/event.hpp"
 #include "roomd/protocol/framer.hpp"
 
@@ -45,6 +46,18 @@ struct ConnectionLimits {
   FlowLimits flow;
   std::uint32_t idle_timeout_s = 300;
   std::uint32_t tls_handshake_timeout_ms = 10000;
+  std::uint32_t websocket_ping_interval_s = 30;         // a WebSocket ping after this long silent
+  std::uint32_t websocket_handshake_timeout_ms = 10000;  // the upgrade request must come by then
+  std::size_t websocket_max_head_bytes = 8192;           // and be no longer than this
+};
+
+// Why a connection ends: the one close path says it to the log and, on WebSocket, in the
+// close frame (websocket_close_code).
+enum class CloseReason {
+  normal,          // the session ended (quit), or the peer closed
+  idle,            // silent for limits.idle_timeout_s
+  slow_consumer,   // its output outgrew the limits
+  shutting_down,   // the server stops
 };
 
 struct ConnectionCounters {
@@ -57,6 +70,9 @@ struct ConnectionCounters {
   std::uint64_t budget_cuts = 0;     // connections cut because the total was over the budget
   std::uint64_t tls_handshakes = 0;          // completed
   std::uint64_t tls_handshake_failures = 0;  // failed or timed out
+  std::uint64_t websocket_upgrades = 0;      // upgrades accepted
+  std::uint64_t websocket_refused = 0;       // upgrade requests refused (Origin, version, malformed)
+  std::uint64_t websocket_pages = 0;         // web client files served
 };
 
 // What every connection of one owner shares, handed in at construction.
@@ -73,9 +89,10 @@ class Connection final : public Outbox {
  public:
   enum class Transport { tcp, unix_socket };
 
-  // `tls`: the context of a TLS listener (null for plaintext); the connection keeps it.
+  // `tls`: the context of a TLS listener (null for plaintext); `websocket`: the site of a
+  // WebSocket listener (null for line streams). The connection keeps both.
   Connection(const ConnectionContext& context, ConnectionId id, Transport transport,
-             std::shared_ptr<TlsContext> tls = nullptr);
+             std::shared_ptr<TlsContext> tls = nullptr, std::shared_ptr<const WebSocketSite> websocket = nullptr);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -88,6 +105,11 @@ class Connection final : public Outbox {
 
   // After uv_accept: start reading; `session` is the router's id for it.
   void start(std::string peer, std::string ip, SessionId session);
+  // After uv_accept on a WebSocket listener: read the upgrade request; the session comes once
+  // it is accepted (the turn's `upgraded` list, then start_session).
+  void start_upgrade(std::string peer, std::string ip);
+  void start_session(SessionId session);
+  bool is_websocket() const { return ws_ != nullptr; }
   // Refused (server_full, shutting_down): `refusal` is the only line, then close.
   void reject(const EventPtr& refusal);
 
@@ -106,7 +128,7 @@ class Connection final : public Outbox {
   void flush_lazy();
   // Ends the session (the router hears it in the turn's ended phase) and closes once the
   // output is written.
-  void finish();
+  void finish(CloseReason reason = CloseReason::normal);
   // The limits changed (a reload): serve or read again if they now allow it.
   void limits_changed();
   // Close at once, dropping queued output (reset, write error, deadline passed).
@@ -132,6 +154,10 @@ class Connection final : public Outbox {
   static void on_write(uv_write_t* req, int status);
   static void on_shutdown(uv_shutdown_t* req, int status);
   void on_cipher(std::string_view bytes);  // TLS: decrypt, then on_bytes
+  void on_websocket(std::string_view bytes);  // WebSocket: the upgrade, then messages
+  void take_websocket_output();
+  void serve_messages();  // WebSocket: the messages read and not yet served, while allowed
+  std::size_t unread() const { return framer_.unread() + ws_messages_.size(); }
   void encrypt_queued();
   void take_tls_output();
   void tls_failed();
@@ -161,7 +187,7 @@ class Connection final : public Outbox {
   void set_skipping(bool skipping);    // likewise
   void update_reading();  // reads while serving and nothing is kept; always when closing
   void retire_session();
-  void drain();
+  void drain(CloseReason reason = CloseReason::normal);
   void begin_shutdown();
 
   const ConnectionContext& context_;
@@ -184,6 +210,8 @@ class Connection final : public Outbox {
   std::unique_ptr<TlsChannel> tls_;
   std::deque<Bytes> cipher_;    // TLS: records made from out_, waiting for the socket
   std::size_t cipher_bytes_ = 0;
+  std::unique_ptr<WebSocketChannel> ws_;
+  std::deque<std::string> ws_messages_;  // WebSocket: messages read, not yet served
   std::uint64_t created_ms_ = 0;
   std::size_t front_offset_ = 0;  // bytes of wire().front() already written
   std::size_t queued_bytes_ = 0;

@@ -1,6 +1,8 @@
 // The named lists a loop turn works through (Redis' beforeSleep does the same), filled by
 // connections as things happen and emptied by their owner at the end of each turn, in order:
 //
+//   upgraded  WebSocket connections whose upgrade was accepted: the owner gives each its
+//           session (and so its welcome) first
 //   resume  connections whose held request came back or whose output drained: serve what
 //           they have read and not yet served
 //   ended   sessions whose connection ended: the router hears it here, once
@@ -25,13 +27,14 @@ namespace roomd {
 using ConnectionId = std::uint64_t;
 
 struct TurnQueues {
+  std::vector<ConnectionId> upgraded;
   std::vector<ConnectionId> resume;
   std::vector<SessionId> ended;
   std::vector<ConnectionId> write;
   std::vector<ConnectionId> closed;
   std::vector<ConnectionId> lazy;  // not part of empty(): it waits for its timer, not the next turn
 
-  bool empty() const { return resume.empty() && ended.empty() && write.empty() && closed.empty(); }
+  bool empty() const { return upgraded.empty() && resume.empty() && ended.empty() && write.empty() && closed.empty(); }
 };
 
 }  // namespace roomd

@@ -69,6 +69,7 @@ class Event {
   mutable bool body_ready_ = true;
   mutable Bytes json_;
   mutable Bytes text_;
+  mutable Bytes websocket_;
 };
 
 using EventPtr = std::shared_ptr<const Event>;
