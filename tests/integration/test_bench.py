@@ -163,7 +163,10 @@ class BenchTransports(DaemonTest):
         listen = ('listen = ["127.0.0.1:0", { address = "127.0.0.1:0", tls = true }, '
                   '{ address = "127.0.0.1:0", websocket = true }, { address = "127.0.0.1:0", websocket = true, tls = true }]')
         text = re.sub(r"^listen = .*$", listen, text, count=1, flags=re.M)
-        text = text.replace("[limits]\n", f'[tls]\ncert = "{self.cert}"\nkey = "{key}"\n[limits]\n', 1)
+        self.text = text.replace("[limits]\n", f'[tls]\ncert = "{self.cert}"\nkey = "{key}"\n[limits]\n', 1)
+        self.serve(self.text)
+
+    def serve(self, text):
         self.d = self.start(text, listen=(), expect_listeners=4)
         ports = [int(a.rsplit(":", 1)[1]) for a in self.d.addresses]
         self.ports = dict(zip(("tcp", "tls", "ws", "wss"), ports))
@@ -229,6 +232,16 @@ class BenchTransports(DaemonTest):
 
     def test_wss(self):
         self.smoke("wss", verify=True)
+
+    def test_ws_receivers_answer_pings(self):
+        # A receiver only reads: roomd pings it after ping_interval_s of silence, and its pong
+        # is the activity that keeps idle_timeout_s (3 s here) from closing it in a 5-s run.
+        self.serve(self.text.replace("idle_timeout_s = 3600", "idle_timeout_s = 3") + "[websocket]\nping_interval_s = 1\n")
+        if not self.has_websocket():
+            self.skipTest("this roomd has no WebSocket listener yet")
+        for transport in ("ws", "wss"):
+            kv = self.bench(transport, "fanout", "--members", "2", "--messages", "6", "--publish-rate", "1")
+            self.assertEqual((kv["deliveries"], kv["lost"]), ("12", "0"))
 
     def test_transport_is_refused_for_redis(self):
         r = subprocess.run([BENCH, "--target", "redis", "--transport", "tls", "fanout"], capture_output=True,
