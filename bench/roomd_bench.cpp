@@ -7,8 +7,14 @@
 // ("t=<ns>;…") without parsing the JSON, so the generator stays cheap.
 // Scenarios: fanout, rooms, latency, idle, storm, churn. Every run is bounded by --timeout.
 // latency --versus-port measures a second server in the same run, in alternating phases.
+// --transport tls|ws|wss runs any roomd scenario over TLS (roomd's own TlsChannel, memory
+// BIOs), WebSocket (wslay: one text message per JSON line) or WebSocket over TLS.
 #include <CLI/CLI.hpp>
 #include <uv.h>
+#include <openssl/ssl.h>
+#include <wslay/wslay.h>
+
+#include "roomd/net/tls.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -23,12 +29,15 @@
 #include <string>
 #include <sys/resource.h>
 #include <thread>
+#include <utility>
+#include <variant>
 #include <vector>
 
 namespace {
 
 enum class Target { roomd, redis };
 enum class Role { publisher, receiver, idle, storm, churner };
+enum class Transport { tcp, tls, ws, wss };
 
 const char* name_of(Target t) { return t == Target::roomd ? "roomd" : "redis"; }
 
@@ -74,6 +83,16 @@ struct Options {
   double settle = 2;
   int versus_port = 0;                    // latency: a second server, measured in alternate phases
   Target versus_target = Target::redis;
+  Transport transport = Transport::tcp;
+  std::string ca;         // tls, wss: the CA bundle to verify the server against
+  bool insecure = false;  // tls, wss: no certificate check (a self-signed benchmark server)
+  bool tls() const { return transport == Transport::tls || transport == Transport::wss; }
+  bool ws() const { return transport == Transport::ws || transport == Transport::wss; }
+};
+
+struct WsDeleter {
+  void operator()(wslay_event_context* ctx) const { wslay_event_context_free(ctx); }
+  void operator()(wslay_frame_context* ctx) const { wslay_frame_context_free(ctx); }
 };
 
 struct Worker;
@@ -91,8 +110,19 @@ struct Conn {
   bool in_room = false;    // churner: its last join (true) or leave (false) was answered
   bool churn_pending = false;  // churner: a join or leave not answered yet
   std::uint64_t last_seq = 0;  // churn receiver: the last message's seq (Redis: the payload's n=)
-  std::string in;          // unparsed input
+  std::string in;          // unparsed input (ws: the HTTP response's head until it is complete)
   long sent = 0;           // publisher: messages sent
+  // --transport tls, wss: the connection's TLS state, and what was sent before its handshake.
+  std::unique_ptr<roomd::TlsChannel> tls;
+  std::string tls_pending;
+  // --transport ws, wss: the WebSocket framing, once the server's 101 has been read.
+  std::unique_ptr<wslay_event_context, WsDeleter> ws;
+  bool upgraded = false;
+  std::unique_ptr<wslay_frame_context, WsDeleter> ws_frames;
+  bool ws_in_frame = false, ws_text = false, ws_fin = false;  // the frame being received
+  std::uint8_t ws_opcode = 0;
+  std::uint64_t ws_left = 0;   // its payload bytes still to come
+  std::string ws_control;      // a ping's or close's payload
 };
 
 struct Write {
@@ -138,6 +168,7 @@ struct Shared {
   // reply, or Redis' SUBSCRIBE confirmation, has been read). join_s in the report.
   std::uint64_t connect_ns = 0;
   std::atomic<std::uint64_t> ready_ns{0};
+  std::shared_ptr<roomd::TlsContext> tls_context;  // --transport tls, wss (one SSL_CTX, all threads)
   std::uint64_t expected = 0;                  // set before any delivery can arrive
   std::mutex error_mutex;
   std::string error_text;
@@ -201,6 +232,10 @@ struct Worker {
   uv_timer_t timeout_timer{}, rate_timer{}, settle_timer{}, phase_timer{};
   long rss_after_kb = -1;
   char read_buffer[1 << 16];           // one per loop: this loop's reads all land here
+  std::string plain;                   // tls, wss: one read's plaintext
+  std::string_view ws_in;              // ws, wss: what wslay's recv callback hands out
+  std::string ws_out;                  // ws, wss: what wslay's send callback collected
+  std::uint64_t mask_state = 0x9e3779b97f4a7c15ull;  // ws, wss: xorshift64 for the frames' masks
   std::thread thread;
 
   Worker(Shared& shared, int i) : sh(shared), o(shared.o), index(i) {
@@ -221,7 +256,42 @@ struct Worker {
   std::string room_name(int r) const { return "bench" + std::to_string(r); }
   Target target_of(const Conn& c) const { return c.versus ? o.versus_target : o.target; }
 
+  // What the protocol sends: JSON lines (one or more), or a Redis command. Over ws and wss
+  // each line is one text message (framed and masked by wslay); over tls and wss the bytes
+  // are encrypted before they are written.
   void send(Conn& c, std::string data) {
+    if (!o.ws()) return send_bytes(c, std::move(data));
+    std::string_view rest = data;
+    while (!rest.empty()) {
+      auto nl = rest.find('\n');
+      std::string_view line = rest.substr(0, nl);
+      rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+      if (line.empty()) continue;
+      wslay_event_msg msg{WSLAY_TEXT_FRAME, reinterpret_cast<const std::uint8_t*>(line.data()), line.size()};
+      if (wslay_event_queue_msg(c.ws.get(), &msg) != 0) return sh.fail("wslay_event_queue_msg failed");
+    }
+    if (c.upgraded) ws_flush(c);  // (before the 101, the messages wait in wslay's queue)
+  }
+
+  // wslay's queued frames (messages, pongs, a close) out through the transport.
+  void ws_flush(Conn& c) {
+    if (wslay_event_send(c.ws.get()) != 0) return sh.fail("wslay_event_send failed");
+    if (!ws_out.empty()) send_bytes(c, std::exchange(ws_out, std::string()));
+  }
+
+  // Bytes for the server: encrypted first over tls and wss (held until the handshake is done).
+  void send_bytes(Conn& c, std::string data) {
+    if (!c.tls) return write_raw(c, std::move(data));
+    if (!c.tls->handshake_done()) return void(c.tls_pending += data);
+    c.tls->encrypt(data);
+    tls_flush(c);
+  }
+
+  void tls_flush(Conn& c) {
+    if (c.tls->has_output()) write_raw(c, c.tls->take_output());
+  }
+
+  void write_raw(Conn& c, std::string data) {
     auto* w = new Write{{}, std::move(data)};
     uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
     w->req.data = w;
@@ -484,9 +554,155 @@ struct Worker {
 
   // Everything a connection is sent is read and parsed, joined or not: a flood of presence
   // or of member lists slows the generator as it would slow a client, and shows in join_s.
+  // bytes_read counts what came off the socket (over tls and wss: ciphertext).
   void on_bytes(Conn& c, const char* data, std::size_t n) {
     bytes_read += n;
-    c.in.append(data, n);
+    if (!c.tls) {
+      on_plain(c, std::string_view(data, n));
+    } else {
+      plain.clear();
+      auto status = c.tls->feed(std::string_view(data, n), plain);
+      if (c.tls->take_handshake_news()) {
+        if (o.ws()) send_upgrade(c);
+        if (!c.tls_pending.empty()) c.tls->encrypt(std::exchange(c.tls_pending, std::string()));
+      }
+      tls_flush(c);
+      if (status == roomd::TlsChannel::Status::failed) return sh.fail("TLS: " + c.tls->error());
+      if (!plain.empty()) on_plain(c, plain);
+      if (status == roomd::TlsChannel::Status::closed && !sh.finished) return sh.fail("TLS closed by the server");
+    }
+    if (pending_deliveries) {  // one atomic add per read, not per delivery
+      if (c.versus) sh.versus_deliveries += pending_deliveries;
+      sh.add_deliveries(std::exchange(pending_deliveries, 0));
+    }
+    if (index == 0 && sh.started && !sh.finished) pump();
+  }
+
+  // ws, wss: the upgrade request, once the connection (and its TLS) is up. The key is fixed:
+  // the bench does not check the server's Sec-WebSocket-Accept, only its 101.
+  void send_upgrade(Conn& c) {
+    std::string authority = o.host + ":" + std::to_string(c.versus ? o.versus_port : o.port);
+    send_bytes(c, "GET / HTTP/1.1\r\nHost: " + authority +
+                      "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                      "Origin: http://" + authority + "\r\n\r\n");
+  }
+
+  // Plaintext from the server. ws, wss: first the HTTP response's head, then WebSocket frames,
+  // each text message one JSON line (without its newline).
+  void on_plain(Conn& c, std::string_view data) {
+    if (!o.ws()) return on_stream(c, data);
+    if (!c.upgraded) {
+      c.in.append(data);
+      if (c.in.size() >= 5 && !c.in.starts_with("HTTP/"))  // not a WebSocket listener: say so now
+        return sh.fail("no HTTP response: " + c.in.substr(0, std::min<std::size_t>(c.in.find('\n'), 60)));
+      auto end = c.in.find("\r\n\r\n");
+      if (end == std::string::npos) {
+        if (c.in.size() > 16384) sh.fail("no end to the HTTP response's head");
+        return;
+      }
+      if (!c.in.starts_with("HTTP/1.1 101")) return sh.fail("no upgrade: " + c.in.substr(0, c.in.find('\r')));
+      c.upgraded = true;
+      std::string rest = c.in.substr(end + 4);
+      c.in.clear();
+      c.in.shrink_to_fit();
+      ws_flush(c);  // anything queued before the 101
+      if (rest.empty()) return;
+      return ws_receive(c, rest);
+    }
+    ws_receive(c, data);
+  }
+
+  // Frames from the server, with wslay's frame layer: wslay_event_recv would also check
+  // every text message's UTF-8 byte by byte (68 % of the generator's time in a ws fan-out
+  // 1->1000, measured with perf), which the tcp path does not do either. A data frame's
+  // payload goes into c.in (one copy, as on the tcp path); a text message is one line at its
+  // last frame's end. A ping is answered with a pong, a close ends the run.
+  void ws_receive(Conn& c, std::string_view data) {
+    ws_in = data;
+    for (;;) {
+      wslay_frame_iocb iocb{};
+      ssize_t r = wslay_frame_recv(c.ws_frames.get(), &iocb);
+      if (r < 0) {
+        if (r != WSLAY_ERR_WANT_READ || !ws_in.empty()) sh.fail("WebSocket: a bad frame from the server");
+        return;
+      }
+      if (!c.ws_in_frame) {  // a frame's first chunk: its header
+        c.ws_in_frame = true;
+        c.ws_left = iocb.payload_length;
+        c.ws_opcode = iocb.opcode;
+        c.ws_fin = iocb.fin;
+        if (iocb.opcode == WSLAY_TEXT_FRAME || iocb.opcode == WSLAY_BINARY_FRAME) {
+          c.in.clear();
+          c.ws_text = iocb.opcode == WSLAY_TEXT_FRAME;
+        }
+        if (wslay_is_ctrl_frame(iocb.opcode)) c.ws_control.clear();
+      }
+      const bool control = wslay_is_ctrl_frame(c.ws_opcode);
+      (control ? c.ws_control : c.in).append(reinterpret_cast<const char*>(iocb.data), iocb.data_length);
+      c.ws_left -= std::min<std::uint64_t>(c.ws_left, iocb.data_length);
+      if (c.ws_left > 0) continue;
+      c.ws_in_frame = false;
+      if (c.ws_opcode == WSLAY_PING) {
+        wslay_event_msg pong{WSLAY_PONG, reinterpret_cast<const std::uint8_t*>(c.ws_control.data()), c.ws_control.size()};
+        if (wslay_event_queue_msg(c.ws.get(), &pong) != 0) return sh.fail("wslay_event_queue_msg failed");
+        ws_flush(c);
+      } else if (c.ws_opcode == WSLAY_CONNECTION_CLOSE) {
+        if (!sh.finished) sh.fail("WebSocket closed by the server");
+        return;
+      } else if (!control && c.ws_fin) {
+        if (c.ws_text) on_roomd_line(c, c.in);
+        c.in.clear();
+      }
+    }
+  }
+
+  // wslay_event for sending (queued messages, masked, and the pongs), wslay_frame for receiving.
+  void make_ws(Conn& c) {
+    static const wslay_event_callbacks callbacks{
+        nullptr,  // (nothing is received through the event context)
+        // send: collected in ws_out, which ws_flush then sends
+        [](wslay_event_context_ptr, const std::uint8_t* data, std::size_t len, int, void* user) -> ssize_t {
+          static_cast<Conn*>(user)->worker->ws_out.append(reinterpret_cast<const char*>(data), len);
+          return static_cast<ssize_t>(len);
+        },
+        // genmask: xorshift64, cheap (a bench's masks need not be unpredictable)
+        [](wslay_event_context_ptr, std::uint8_t* buf, std::size_t len, void* user) -> int {
+          std::uint64_t& x = static_cast<Conn*>(user)->worker->mask_state;
+          for (std::size_t i = 0; i < len; ++i) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf[i] = static_cast<std::uint8_t>(x);
+          }
+          return 0;
+        },
+        nullptr, nullptr, nullptr, nullptr,
+    };
+    static const wslay_frame_callbacks frame_callbacks{
+        nullptr,  // (nothing is sent through the frame context)
+        // recv: what ws_receive was given; none left: "want read"
+        [](std::uint8_t* buf, std::size_t len, int, void* user) -> ssize_t {
+          Worker& w = *static_cast<Conn*>(user)->worker;
+          if (w.ws_in.empty()) return -1;
+          std::size_t n = std::min(len, w.ws_in.size());
+          std::memcpy(buf, w.ws_in.data(), n);
+          w.ws_in.remove_prefix(n);
+          return static_cast<ssize_t>(n);
+        },
+        nullptr,
+    };
+    wslay_event_context_ptr ctx = nullptr;
+    if (wslay_event_context_client_init(&ctx, &callbacks, &c) != 0) throw std::runtime_error("wslay: out of memory");
+    c.ws.reset(ctx);
+    wslay_frame_context_ptr frames = nullptr;
+    if (wslay_frame_context_init(&frames, &frame_callbacks, &c) != 0) throw std::runtime_error("wslay: out of memory");
+    c.ws_frames.reset(frames);
+  }
+
+  // The stream of a tcp or tls connection: JSON lines, or RESP.
+  void on_stream(Conn& c, std::string_view data) {
+    c.in.append(data);
     std::string_view view = c.in;
     std::size_t consumed = 0;
     if (target_of(c) == Target::roomd) {
@@ -504,11 +720,6 @@ struct Worker {
       }
     }
     c.in.erase(0, consumed);
-    if (pending_deliveries) {  // one atomic add per read, not per delivery
-      if (c.versus) sh.versus_deliveries += pending_deliveries;
-      sh.add_deliveries(std::exchange(pending_deliveries, 0));
-    }
-    if (index == 0 && sh.started && !sh.finished) pump();
   }
 
   // ---- connecting ---------------------------------------------------------------------
@@ -519,6 +730,7 @@ struct Worker {
     c->role = role;
     c->versus = versus;
     c->room = room;
+    if (o.ws()) make_ws(*c);
     if (role == Role::publisher) publishers.push_back(c.get());
     conns.push_back(std::move(c));
   }
@@ -549,6 +761,14 @@ struct Worker {
               else if (n < 0 && !c->worker->sh.finished) c->worker->sh.fail("connection closed by the server");
             });
         if (!w.sh.check(read, "uv_read_start")) return;
+        if (w.sh.tls_context) {  // the ClientHello; the upgrade (wss) follows the handshake
+          c->tls = std::make_unique<roomd::TlsChannel>(w.sh.tls_context, w.o.host);
+          c->tls->start_handshake();
+          if (c->tls->failed()) return w.sh.fail("TLS: " + c->tls->error());
+          w.tls_flush(*c);
+        } else if (w.o.ws()) {
+          w.send_upgrade(*c);
+        }
         if (w.target_of(*c) == Target::redis) {
           if (c->role == Role::receiver || c->role == Role::idle)
             w.send(*c, w.redis_command({"SUBSCRIBE", w.room_name(c->room)}));
@@ -694,7 +914,10 @@ int report(Shared& sh, long rss_before_kb) {
   std::string target = name_of(o.target);
   std::string kv = "target=" + target + " scenario=" + o.scenario;
   auto add = [&](const std::string& k, const std::string& v) { kv += " " + k + "=" + v; };
-  std::printf("roomd-bench  target=%s  scenario=%s  threads=%d\n", target.c_str(), o.scenario.c_str(), o.threads);
+  const char* transports[] = {"tcp", "tls", "ws", "wss"};
+  add("transport", transports[static_cast<int>(o.transport)]);
+  std::printf("roomd-bench  target=%s  scenario=%s  transport=%s  threads=%d\n", target.c_str(), o.scenario.c_str(),
+              transports[static_cast<int>(o.transport)], o.threads);
   std::printf("  %-22s %s\n", "figure", "value");
   auto row = [&](const char* name, const std::string& value) {
     std::printf("  %-22s %s\n", name, value.c_str());
@@ -779,7 +1002,11 @@ int report(Shared& sh, long rss_before_kb) {
       }
     }
   }
-  if (!sh.error_text.empty()) add("error", "\"" + sh.error_text.substr(0, 80) + "\"");
+  if (!sh.error_text.empty()) {  // quoted; a quote inside (a JSON error line) becomes ' for the parsers
+    std::string why = sh.error_text.substr(0, 80);
+    std::replace(why.begin(), why.end(), '"', '\'');
+    add("error", "\"" + why + "\"");
+  }
   std::printf("%s\n", kv.c_str());
   std::fflush(stdout);
   return sh.error_text.empty() || (o.scenario == "idle" && sh.ready == sh.total_conns) ? 0 : 1;
@@ -898,6 +1125,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   app.add_option("--threads", o.threads, "generator threads, each with its own loop (receivers are dealt among them)");
   app.add_option("--timeout", o.timeout, "give up after this many seconds");
+  std::string transport = "tcp";
+  app.add_option("--transport", transport,
+                 "roomd: tcp, tls, ws (WebSocket) or wss (WebSocket over TLS); --port is that listener's")
+      ->check(CLI::IsMember({"tcp", "tls", "ws", "wss"}));
+  app.add_option("--ca", o.ca, "tls, wss: the CA bundle to verify the server against (default: the system's)");
+  app.add_flag("--insecure", o.insecure, "tls, wss: do not verify the server's certificate (a self-signed bench server)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -909,6 +1142,16 @@ int main(int argc, char** argv) {
     if (!app.count("--rate")) o.rate = 100;
   }
   o.versus_target = versus_target == "redis" ? Target::redis : Target::roomd;
+  o.transport = transport == "tls" ? Transport::tls : transport == "ws" ? Transport::ws
+                : transport == "wss" ? Transport::wss : Transport::tcp;
+  if (o.transport != Transport::tcp && (o.target == Target::redis || (o.versus_port && o.versus_target == Target::redis))) {
+    std::fprintf(stderr, "roomd-bench: --transport %s is for roomd targets only\n", transport.c_str());
+    return 2;
+  }
+  if ((!o.ca.empty() || o.insecure) && !o.tls()) {
+    std::fprintf(stderr, "roomd-bench: --ca and --insecure are for --transport tls or wss\n");
+    return 2;
+  }
   if (o.versus_port && (o.scenario != "latency" || o.phases < 2)) {
     std::fprintf(stderr, "roomd-bench: --versus-port is for the latency scenario, with --phases of 2 or more\n");
     return 2;
@@ -933,6 +1176,22 @@ int main(int argc, char** argv) {
   }
   Shared shared;
   shared.o = o;
+  if (o.tls()) {
+    roomd::TlsFiles files;
+    files.ca = o.ca;
+    files.verify = !o.insecure;
+    auto loaded = roomd::TlsContext::load(roomd::TlsContext::Side::client, files);
+    if (auto* why = std::get_if<std::string>(&loaded)) {
+      std::fprintf(stderr, "roomd-bench: TLS: %s\n", why->c_str());
+      return 2;
+    }
+    shared.tls_context = std::get<std::shared_ptr<roomd::TlsContext>>(std::move(loaded));
+    // roomd's contexts give an idle connection's buffers back (SSL_MODE_RELEASE_BUFFERS); a
+    // receiver that reads all the time would then allocate, fault in and free a 16 KB record
+    // buffer for every read (a quarter of the generator's time in a TLS fan-out 1->1000,
+    // measured with perf). The generator keeps them, except for idle's many connections.
+    if (o.scenario != "idle") SSL_CTX_clear_mode(shared.tls_context->get(), SSL_MODE_RELEASE_BUFFERS);
+  }
   try {
     return run(shared);
   } catch (const std::exception& e) {

@@ -79,6 +79,8 @@ std::variant<std::shared_ptr<TlsContext>, std::string> TlsContext::load(Side sid
     // Stateless tickets for resumption; no server-side session cache to grow.
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     context->summary_ = certificate_summary(ctx);
+  } else if (!files.verify) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
   } else {
     if (!files.ca.empty()) {
       if (SSL_CTX_load_verify_locations(ctx, files.ca.c_str(), nullptr) != 1)

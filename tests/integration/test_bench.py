@@ -1,8 +1,11 @@
-"""roomd-bench must not rot: a tiny run of every scenario against the real roomd. Asserts
-only that deliveries arrive and none is lost -- speed is the benchmark's business, not a test's."""
+"""roomd-bench must not rot: a tiny run of every scenario against the real roomd, and of the
+main ones over every transport (tls, ws, wss). Asserts only that deliveries arrive and none
+is lost -- speed is the benchmark's business, not a test's."""
 import os
 import re
+import socket
 import subprocess
+import tempfile
 
 import harness
 from harness import DaemonTest
@@ -140,6 +143,111 @@ class BenchSmoke(DaemonTest):
                         "--storm-mix", "joins", "--storm-distinct-keys", "--threads", "2")
         self.assertEqual((kv["deliveries"], kv["lost"]), ("150", "0"))
         self.assertGreater(int(kv["storm_requests"]), 0)
+
+
+class BenchTransports(DaemonTest):
+    """--transport tls, ws and wss: the same tiny runs over each of roomd's other listeners,
+    against a self-signed certificate for 127.0.0.1 made for the test."""
+
+    def setUp(self):
+        super().setUp()
+        self.certs = tempfile.TemporaryDirectory(prefix="roomd-bench-tls-")
+        self.addCleanup(self.certs.cleanup)
+        self.cert = os.path.join(self.certs.name, "cert.pem")
+        key = os.path.join(self.certs.name, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-days", "2", "-keyout", key, "-out", self.cert, "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        with open(CONFIG) as f:
+            text = f.read()
+        listen = ('listen = ["127.0.0.1:0", { address = "127.0.0.1:0", tls = true }, '
+                  '{ address = "127.0.0.1:0", websocket = true }, { address = "127.0.0.1:0", websocket = true, tls = true }]')
+        text = re.sub(r"^listen = .*$", listen, text, count=1, flags=re.M)
+        self.text = text.replace("[limits]\n", f'[tls]\ncert = "{self.cert}"\nkey = "{key}"\n[limits]\n', 1)
+        self.serve(self.text)
+
+    def serve(self, text):
+        self.d = self.start(text, listen=(), expect_listeners=4)
+        ports = [int(a.rsplit(":", 1)[1]) for a in self.d.addresses]
+        self.ports = dict(zip(("tcp", "tls", "ws", "wss"), ports))
+
+    def bench(self, transport, *args, verify=False):
+        tls = ["--insecure"] if transport in ("tls", "wss") and not verify else []
+        if verify:
+            tls = ["--ca", self.cert]
+        r = subprocess.run([BENCH, "--port", str(self.ports[transport]), "--transport", transport, *tls,
+                            "--timeout", "30", *args], capture_output=True, text=True, timeout=90)
+        last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+        kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', last))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("error", kv, last)
+        self.assertEqual(kv["transport"], transport)
+        return kv
+
+    def has_websocket(self):
+        """Whether this roomd answers a WebSocket upgrade (the bench may be ahead of the server)."""
+        port = self.ports["ws"]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Origin: http://127.0.0.1:{port}\r\n\r\n".encode())
+            try:
+                return s.recv(64).startswith(b"HTTP/1.1 101")
+            except OSError:
+                return False
+
+    def smoke(self, transport, verify=False):
+        if transport in ("ws", "wss") and not self.has_websocket():
+            self.skipTest("this roomd has no WebSocket listener yet")
+        kv = self.bench(transport, "fanout", "--members", "5", "--messages", "50", verify=verify)
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("250", "0"))
+        kv = self.bench(transport, "fanout", "--members", "4", "--messages", "100", "--window", "10", "--threads", "2")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("400", "0"))
+        kv = self.bench(transport, "latency", "--members", "3", "--rate", "100", "--duration", "0.5")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("150", "0"))
+        self.assertGreater(int(kv["p99_us"]), 0)
+        kv = self.bench(transport, "idle", "--connections", "30", "--rooms", "3", "--server-pid", str(self.d.proc.pid))
+        self.assertEqual(kv["ready"], "30")
+        self.assertIn("bytes_per_conn", kv)
+        # the storm's seed is many lines in one send: over ws, one message each
+        kv = self.bench(transport, "storm", "--members", "2", "--rate", "100", "--duration", "0.5",
+                        "--storm-clients", "2", "--storm-seed", "20", "--storm-phases", "4")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("100", "0"))
+
+    def test_tls(self):
+        self.smoke("tls")
+
+    def test_tls_verified_against_the_certificate(self):
+        kv = self.bench("tls", "fanout", "--members", "2", "--messages", "10", verify=True)
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("20", "0"))
+
+    def test_tls_unverified_certificate_is_refused_without_insecure(self):
+        r = subprocess.run([BENCH, "--port", str(self.ports["tls"]), "--transport", "tls", "--timeout", "10",
+                            "fanout", "--members", "1", "--messages", "1"], capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("certificate verify failed", r.stdout)
+
+    def test_ws(self):
+        self.smoke("ws")
+
+    def test_wss(self):
+        self.smoke("wss", verify=True)
+
+    def test_ws_receivers_answer_pings(self):
+        # A receiver only reads: roomd pings it after ping_interval_s of silence, and its pong
+        # is the activity that keeps idle_timeout_s (3 s here) from closing it in a 5-s run.
+        self.serve(self.text.replace("idle_timeout_s = 3600", "idle_timeout_s = 3") + "[websocket]\nping_interval_s = 1\n")
+        if not self.has_websocket():
+            self.skipTest("this roomd has no WebSocket listener yet")
+        for transport in ("ws", "wss"):
+            kv = self.bench(transport, "fanout", "--members", "2", "--messages", "6", "--publish-rate", "1")
+            self.assertEqual((kv["deliveries"], kv["lost"]), ("12", "0"))
+
+    def test_transport_is_refused_for_redis(self):
+        r = subprocess.run([BENCH, "--target", "redis", "--transport", "tls", "fanout"], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--transport", r.stderr)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ struct TlsFiles {
   std::string ca;     // PEM bundle. Server: when set, client certificates are required and checked
                       // against it. Client: the anchors (empty: the system's default paths)
   std::string min_version = "1.2";  // "1.2" or "1.3"
+  bool verify = true;  // client: false skips the server's certificate check (roomd-bench --insecure only)
 };
 
 class TlsContext {
