@@ -148,6 +148,7 @@ void Connection::take_tls_output() {
 // Plaintext goes into records while the ciphertext ahead of the socket is small; our
 // close_notify follows the last of it when the connection is draining.
 void Connection::encrypt_queued() {
+  if (!out_.empty() && tls_->handshake_done()) tls_->set_busy(true);  // until tick() finds it idle
   char record[kTlsRecordBytes];
   while (!out_.empty() && cipher_bytes_ < kTlsAheadBytes && tls_->handshake_done() && !tls_->failed()) {
     std::size_t taken = 0, items = 0, size = 0;
@@ -543,6 +544,7 @@ void Connection::tick(std::uint64_t now) {
     if (now >= deadline_ms_) close_now();
     return;
   }
+  if (tls_ && tls_->busy() && !writing_ && out_.empty() && cipher_.empty()) tls_->set_busy(false);
   if (tls_ && !tls_->handshake_done() && now - created_ms_ >= limits().tls_handshake_timeout_ms) {
     ++context_.counters->tls_handshake_failures;
     log::info("client " + peer_ + " TLS handshake not finished in " + std::to_string(now - created_ms_) + " ms: closing");

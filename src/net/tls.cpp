@@ -51,7 +51,8 @@ std::variant<std::shared_ptr<TlsContext>, std::string> TlsContext::load(Side sid
 
   SSL_CTX_set_min_proto_version(ctx, files.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-  // Idle connections give their read and write buffers back (about 34 KB each otherwise).
+  // Idle connections give their read and write buffers back (about 34 KB each otherwise);
+  // a busy one keeps them while it writes (TlsChannel::set_busy).
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 
   if (!files.cert.empty() || side == Side::server) {
@@ -206,6 +207,17 @@ void TlsChannel::shutdown() {
   ERR_clear_error();
   SSL_shutdown(ssl_);  // queues close_notify; we do not wait for the peer's
   ERR_clear_error();
+}
+
+void TlsChannel::set_busy(bool busy) {
+  if (!ssl_ || busy == busy_) return;
+  busy_ = busy;
+  if (busy) {
+    SSL_clear_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
+  } else {
+    SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
+    SSL_free_buffers(ssl_);  // refuses (harmlessly) while a record is half read
+  }
 }
 
 bool TlsChannel::has_output() const { return out_ && BIO_ctrl_pending(out_) > 0; }

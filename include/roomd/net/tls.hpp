@@ -83,6 +83,10 @@ class TlsChannel {
   bool encrypt(std::string_view plain);
   // Queues our close_notify (once, and only after a finished handshake).
   void shutdown();
+  // A connection that is writing keeps its record buffers (with SSL_MODE_RELEASE_BUFFERS each
+  // record would allocate, clear and free 17 KB); once idle it gives them back.
+  void set_busy(bool busy);
+  bool busy() const { return busy_; }
   // Ciphertext waiting to be sent, moved out.
   std::string take_output();
   bool has_output() const;
@@ -106,6 +110,7 @@ class TlsChannel {
   bool handshake_done_ = false;
   bool handshake_news_ = false;
   bool shutdown_sent_ = false;
+  bool busy_ = false;
   bool failed_ = false;
   std::string error_;
 };
