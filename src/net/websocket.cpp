@@ -167,6 +167,9 @@ struct WebSocketCallbacks {
         static constexpr std::string_view kWhy = "binary messages are not accepted: send JSON as text";
         wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, reinterpret_cast<const uint8_t*>(kWhy.data()),
                                 kWhy.size());
+        // Nothing after it is read, as after wslay's own closes (1002, 1007, 1009): else
+        // the messages behind it in the same read would still come out.
+        wslay_event_shutdown_read(ctx);
         break;
       }
       case WSLAY_CONNECTION_CLOSE:
