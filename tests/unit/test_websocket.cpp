@@ -160,3 +160,19 @@ TEST_CASE("a binary message closes with 1003 and nothing behind it comes out, ho
     CHECK(messages.front() == "before");
   }
 }
+
+TEST_CASE("an upgrade with a body is refused, however the bytes are split") {
+  // Found by tests/fuzz (websocket_head): http-parser read the bytes after such a head as its
+  // body when they came with it, and the channel took them as frames when they came later.
+  std::string head = kUpgrade;
+  head.insert(head.size() - 2, "Content-Length: 6\r\n");
+  const std::string bytes = head + client_frame(8, "");
+  for (std::size_t cut : {std::size_t{0}, head.size() - 1, head.size()}) {
+    WebSocketChannel ws(site(), 8192);
+    std::deque<std::string> messages;
+    if (cut) ws.feed(bytes.substr(0, cut), messages, 65536);
+    const auto status = ws.feed(bytes.substr(cut), messages, 65536);
+    CHECK(status == WebSocketChannel::Status::answered);
+    CHECK(ws.why() == "400 a WebSocket upgrade has no body");
+  }
+}
