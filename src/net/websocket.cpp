@@ -167,6 +167,9 @@ struct WebSocketCallbacks {
         static constexpr std::string_view kWhy = "binary messages are not accepted: send JSON as text";
         wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, reinterpret_cast<const uint8_t*>(kWhy.data()),
                                 kWhy.size());
+        // Nothing after it is read, as after wslay's own closes (1002, 1007, 1009): else
+        // the messages behind it in the same read would still come out.
+        wslay_event_shutdown_read(ctx);
         break;
       }
       case WSLAY_CONNECTION_CLOSE:
@@ -312,6 +315,10 @@ void WebSocketChannel::on_head_complete() {
   refused_ = true;  // until it is accepted below
   if (method != HTTP_GET) return answer(405, "a WebSocket upgrade is a GET", "Allow: GET\r\n");
   if (parser_->http_major != 1 || parser_->http_minor < 1) return answer(400, "a WebSocket upgrade needs HTTP/1.1");
+  // A body would be read as body or as frames depending on how the bytes were cut (http-parser
+  // reads it before returning when it has it all, and stops at the head when it does not).
+  if (!header("transfer-encoding").empty() || (!header("content-length").empty() && header("content-length") != "0"))
+    return answer(400, "a WebSocket upgrade has no body");
   if (!has_token(header("connection"), "upgrade")) return answer(400, "Connection: Upgrade is missing");
   if (header("sec-websocket-version") != "13")
     return answer(426, "WebSocket version 13 only", "Sec-WebSocket-Version: 13\r\n");

@@ -352,6 +352,25 @@ void message_line(std::string& out, const ordered_json& m) {
   out += '\n';
 }
 
+// A body's field, or null when it has none. (A const operator[] on a missing key is undefined
+// behaviour, an assertion in nlohmann's debug builds, and value() throws on a field of
+// another type: a body missing a list or holding a flag of the wrong type renders as if it
+// were empty or false, never crashes.)
+const ordered_json& field(const ordered_json& b, const char* key) {
+  static const ordered_json none;
+  if (!b.is_object()) return none;
+  auto it = b.find(key);
+  return it == b.end() ? none : *it;
+}
+bool flag(const ordered_json& b, const char* key) {
+  const ordered_json& f = field(b, key);
+  return f.is_boolean() && f.get<bool>();
+}
+std::uint64_t count_of(const ordered_json& b, const char* key) {
+  const ordered_json& f = field(b, key);
+  return f.is_number() ? f.get<std::uint64_t>() : 0;
+}
+
 std::string join_nicks(const ordered_json& list) {
   std::string s;
   for (const auto& n : list) {
@@ -368,7 +387,7 @@ std::string last_nick(const ordered_json& list) {
 // "* lobby: 12 joined (alice, bob, ...), 3 left (carol), 1 renamed (dan -> dave); 1009 members"
 std::string summary_line(const ordered_json& b) {
   auto part = [&](const char* count_key, const char* verb, const char* list_key) {
-    std::uint64_t n = b.value(count_key, std::uint64_t{0});
+    std::uint64_t n = count_of(b, count_key);
     if (n == 0) return std::string();
     static const ordered_json none = ordered_json::array();
     auto it = b.find(list_key);
@@ -412,13 +431,13 @@ std::string render_text(const ordered_json& b) {
   } else if (op == "joined") {
     out = "* you joined " + str(b, "room");
     if (auto t = str(b, "topic"); !t.empty()) out += " (topic: " + t + ")";
-    if (b.value("more", false)) {
-      out += "; " + str(b, "count") + " members: " + join_nicks(b["members"]) + ", ... (/who " + str(b, "room") +
-             " " + last_nick(b["members"]) + " for more)\n";
+    if (flag(b, "more")) {
+      out += "; " + str(b, "count") + " members: " + join_nicks(field(b, "members")) + ", ... (/who " + str(b, "room") +
+             " " + last_nick(field(b, "members")) + " for more)\n";
     } else {
-      out += "; members: " + join_nicks(b["members"]) + "\n";
+      out += "; members: " + join_nicks(field(b, "members")) + "\n";
     }
-    for (const auto& m : b["history"]) message_line(out, m);
+    for (const auto& m : field(b, "history")) message_line(out, m);
   } else if (op == "left") {
     out = "* you left " + str(b, "room") + "\n";
   } else if (op == "ok") {
@@ -426,23 +445,23 @@ std::string render_text(const ordered_json& b) {
     else if (!b.contains("seq")) out = "* ok\n";
   } else if (op == "rooms") {
     out = "* rooms:\n";
-    for (const auto& r : b["rooms"]) {
+    for (const auto& r : field(b, "rooms")) {
       out += "  " + str(r, "name") + " (" + str(r, "members") + " members";
-      if (r.value("keyed", false)) out += ", key required";
+      if (flag(r, "keyed")) out += ", key required";
       out += ")";
       if (auto t = str(r, "topic"); !t.empty()) out += " " + t;
       out += '\n';
     }
   } else if (op == "who") {
-    out = "* " + str(b, "room") + ": " + join_nicks(b["members"]);
-    if (b.value("more", false))
-      out += ", ... (" + str(b, "count") + " members; /who " + str(b, "room") + " " + last_nick(b["members"]) +
+    out = "* " + str(b, "room") + ": " + join_nicks(field(b, "members"));
+    if (flag(b, "more"))
+      out += ", ... (" + str(b, "count") + " members; /who " + str(b, "room") + " " + last_nick(field(b, "members")) +
              " for more)";
     out += "\n";
   } else if (op == "history") {
-    for (const auto& m : b["messages"]) message_line(out, m);
-    if (b["messages"].empty()) out = "* no messages\n";
-    else if (b.value("more", false)) out += "* (older messages exist)\n";
+    for (const auto& m : field(b, "messages")) message_line(out, m);
+    if (field(b, "messages").empty()) out = "* no messages\n";
+    else if (flag(b, "more")) out += "* (older messages exist)\n";
   } else if (op == "whisper") {
     out = "*" + str(b, "from") + "* " + str(b, "text") + "\n";
   } else if (op == "welcome") {

@@ -280,3 +280,16 @@ TEST_CASE("plain say: random mutations never make the two paths disagree") {
   }
   CHECK(accepted > 100);  // the mutations did exercise the fast path
 }
+
+TEST_CASE("render_text: a body missing its lists or with flags of another type renders, never crashes") {
+  // Found by tests/fuzz (wire_render): a const operator[] on a missing key is undefined
+  // behaviour (nlohmann's assertion aborted), and value() threw on a field of another type.
+  CHECK(render_text(ordered_json::parse(R"({"op":"rooms","codes":[{"name":"lobby"}]})")) == "* rooms:\n");
+  CHECK(render_text(ordered_json::parse(R"({"op":"joined","room":"r"})")) == "* you joined r; members: \n");
+  CHECK(render_text(ordered_json::parse(R"({"op":"who","room":"r","members":["a"],"more":1})")) == "* r: a\n");
+  CHECK(render_text(ordered_json::parse(R"({"op":"history","room":"r"})")) == "* no messages\n");
+  CHECK(render_text(ordered_json::parse(R"({"op":"rooms","rooms":[1,{"name":"x","members":2,"keyed":"yes"}]})")) ==
+        "* rooms:\n   ( members)\n  x (2 members)\n");
+  CHECK(render_text(ordered_json::parse(R"({"op":"presence","event":"summary","room":"r","joins":"x","count":3})")) ==
+        "* r:; 3 members\n");
+}
