@@ -195,6 +195,9 @@ void Connection::on_websocket(std::string_view bytes) {
   if (state_ != State::open) return;  // closing: input is discarded
   const bool was_handshake = ws_->status() == WebSocketChannel::Status::handshake;
   const auto status = ws_->feed(bytes, ws_messages_, limits().max_frame_bytes);
+  // Messages that came before a close (the peer's, or one for an error) are served first, and
+  // their replies go out before the channel's close frame, which must be the last frame.
+  serve_messages();
   take_websocket_output();
   using Status = WebSocketChannel::Status;
   switch (status) {
@@ -213,11 +216,10 @@ void Connection::on_websocket(std::string_view bytes) {
       break;
     case Status::closing:
       log::info("client " + peer_ + " WebSocket " + ws_->why());
-      ws_messages_.clear();  // nothing after a close is served
+      ws_messages_.clear();  // what a hold kept from being served now is dropped with the session
       finish();
       break;
   }
-  serve_messages();
   update_reading();
 }
 
