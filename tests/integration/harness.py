@@ -283,6 +283,76 @@ class Client:
             pass
 
 
+class Gate:
+    """A TCP forwarder in front of a daemon: cut() ends every forwarded connection (the daemon
+    sees its client go, the client sees the server go) and holds new ones, unforwarded, until
+    release(). For reconnect tests (roomcat --reconnect, the web client)."""
+
+    def __init__(self, port):
+        self.upstream = ("127.0.0.1", port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self.lock = threading.Lock()
+        self.live = []  # sockets of the forwarded connections now
+        self.all = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.all.append(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        self.open.wait()
+        up = socket.create_connection(self.upstream)
+        with self.lock:
+            self.all.append(up)
+            self.live += [client, up]
+        threading.Thread(target=self._pump, args=(up, client), daemon=True).start()
+        self._pump(client, up)
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        self.open.clear()
+        with self.lock:
+            live, self.live = self.live, []
+        for s in live:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def release(self):
+        self.open.set()
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+        self.release()
+        with self.lock:
+            for s in self.all:
+                s.close()
+
+
 class DaemonTest(unittest.TestCase):
     """Base class: tracks daemons and clients and stops them cleanly after each test."""
 

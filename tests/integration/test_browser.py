@@ -108,76 +108,6 @@ class Browser:
         self.proc.stderr.close()
 
 
-class CutProxy:
-    """A TCP forwarder in front of the WebSocket listener, so a test can cut the page's
-    connection while roomd runs on. While it is down, new connections are accepted and closed
-    at once (the page's reconnects fail) until restore()."""
-
-    def __init__(self, target_port):
-        self.target = ("127.0.0.1", target_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = True
-        self.lock = threading.Lock()
-        self.socks = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                if not self.up:
-                    conn.close()
-                    continue
-                try:
-                    upstream = socket.create_connection(self.target, timeout=WAIT)
-                except OSError:
-                    conn.close()
-                    continue
-                upstream.settimeout(None)
-                self.socks += [conn, upstream]
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while True:
-                data = src.recv(1 << 16)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        src.close()  # each socket is the source of one pump
-
-    def cut(self):
-        with self.lock:
-            self.up = False
-            socks, self.socks = self.socks, []
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def restore(self):
-        with self.lock:
-            self.up = True
-
-    def close(self):
-        self.cut()
-        self.listener.close()
-
-
 def config(history_dir, ws="127.0.0.1:0", plain="127.0.0.1:0", limits="", rooms=""):
     return f"""
 [server]
@@ -197,6 +127,7 @@ topic = "General"
 persist = true
 {rooms}
 """
+
 
 
 class BrowserTest(DaemonTest):
@@ -376,7 +307,7 @@ class BrowserTest(DaemonTest):
         key_hash = subprocess.run([harness.ROOMD, "--hash-key"], input=b"sesame\n", capture_output=True,
                                   check=True, timeout=WAIT).stdout.decode().strip()
         d = self.start_web(rooms=f'[[rooms]]\nname = "vault"\nkey = "{key_hash}"')
-        proxy = CutProxy(d.ws_port)
+        proxy = harness.Gate(d.ws_port)
         self.addCleanup(proxy.close)
         b = self.browser
         self.page(d, "ann", rooms=("vault sesame", "lobby"), port=proxy.port)
@@ -393,7 +324,7 @@ class BrowserTest(DaemonTest):
             carol.send({"op": "say", "room": "lobby", "text": text, "id": i})
             carol.wait_for("ok", id=i)
 
-        proxy.restore()
+        proxy.release()
         carol.wait_for("presence", event="join", nick="ann")  # the nick came back with the page
         lines = b("line", page="ann", room="lobby", kind="resume", data={"resumed": "true"})["lines"]
         self.assertEqual(len(lines), 1, lines)

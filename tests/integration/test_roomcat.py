@@ -162,76 +162,6 @@ def hash_key(key):
     return r.stdout.decode().strip()
 
 
-class Gate:
-    """A TCP forwarder in front of a daemon: cut() ends every forwarded connection (the daemon
-    sees its client go, roomcat sees the server go) and holds new ones, unforwarded, until
-    release()."""
-
-    def __init__(self, port):
-        self.upstream = ("127.0.0.1", port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.open = threading.Event()
-        self.open.set()
-        self.lock = threading.Lock()
-        self.live = []  # sockets of the forwarded connections now
-        self.all = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.all.append(client)
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client):
-        self.open.wait()
-        up = socket.create_connection(self.upstream)
-        with self.lock:
-            self.all.append(up)
-            self.live += [client, up]
-        threading.Thread(target=self._pump, args=(up, client), daemon=True).start()
-        self._pump(client, up)
-
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self):
-        self.open.clear()
-        with self.lock:
-            live, self.live = self.live, []
-        for s in live:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def release(self):
-        self.open.set()
-
-    def close(self):
-        self.listener.close()
-        self.cut()
-        self.release()
-        with self.lock:
-            for s in self.all:
-                s.close()
-
-
 class Reconnect(DaemonTest):
     """roomcat --reconnect against a roomd killed with SIGKILL and started again on its port."""
 
@@ -335,7 +265,7 @@ class Reconnect(DaemonTest):
 
     def test_taken_nick_stays_the_guest_one_and_a_live_room_resumes(self):
         d = self.start("[[rooms]]\nname = \"lobby\"\npersist = false\n")
-        gate = Gate(d.port)
+        gate = harness.Gate(d.port)
         self.addCleanup(gate.close)
         watcher = self.connect(d, nick="watcher", join=["lobby"])
         p, out, err = self.spawn(f"127.0.0.1:{gate.port}", "--nick", "ann", "--join", "lobby")
