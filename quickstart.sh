@@ -56,6 +56,7 @@ case "${1:-run}" in
     ;;
   test)
     install_browser_test
+    install_missing clang-14 libclang-rt-14-dev  # the fuzz targets (libFuzzer)
     # The sanitizer builds at -O1 with line tables only (-g1), and as unity builds: stack
     # traces keep file:line, and they compile in a third of the time of -O2 -g file by file,
     # which is most of this command's time. The plain build stays file by file, so a
@@ -75,8 +76,12 @@ case "${1:-run}" in
     # websocket suite covers here, and no thread of roomd's.)
     TSAN_OPTIONS=halt_on_error=1 \
       meson test -C build-tsan --print-errorlogs --num-processes 2 --timeout-multiplier 3 --no-suite browser
+    # Every fuzz target (tests/fuzz, libFuzzer under ASan+UBSan) from its seed corpus for a
+    # bounded time; longer runs are `tests/fuzz/run 600` (docs/reliability.md).
+    phase "fuzz (20 s per target)"
+    tests/fuzz/run 20
     phase "done"
-    echo "quickstart: all tests passed (plain, ASan+UBSan, TSan)"
+    echo "quickstart: all tests passed (plain, ASan+UBSan, TSan; fuzz targets 20 s each)"
     ;;
   *)
     echo "usage: $0 run|test" >&2
