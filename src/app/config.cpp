@@ -257,8 +257,11 @@ void read_websocket(const toml::table& t, WebSocketConfig& c, std::vector<Config
   TableReader r(t, "websocket", errors);
   r.string_array("origins", c.origins);
   for (const auto& origin : c.origins)
-    if (!(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with("/"))
+    if (const auto rest = origin.find("://"); !(origin.starts_with("http://") || origin.starts_with("https://")) ||
+                                              origin.find('/', rest + 3) != std::string::npos)
       r.fail("origins", r.line("origins"), "'" + origin + "' is not an origin (scheme://host[:port], no path)");
+    else if ((origin.starts_with("http://") && origin.ends_with(":80")) || (origin.starts_with("https://") && origin.ends_with(":443")))
+      r.fail("origins", r.line("origins"), "'" + origin + "': leave out the scheme's default port (browsers do)");
   r.string("web_root", c.web_root);
   r.integer("ping_interval_s", c.ping_interval_s, 1, 3600);
   r.integer("handshake_timeout_ms", c.handshake_timeout_ms, 100, 600000);

@@ -375,7 +375,9 @@ void Server::start_upgraded_sessions() {
   batch.swap(turn_.upgraded);
   for (ConnectionId id : batch) {
     Connection* c = find_connection(id);
-    if (!c) continue;
+    // One that began closing since its upgrade (a TLS close_notify in the same read, a
+    // shutdown) gets no session: nothing would ever retire it from the router.
+    if (!c || !c->awaiting_session()) continue;
     SessionId session = router_->connect(*c, false, GuessThrottle::source_of(c->ip()));
     c->start_session(session);
     log::info("client " + c->peer() + " (WebSocket) connected as " + router_->nick_of(session).value_or("?"));

@@ -563,10 +563,15 @@ void Connection::tick(std::uint64_t now) {
   if (silent >= idle_ms) {
     log::info("client " + peer_ + " idle for " + std::to_string(silent / 1000) + " s: closing");
     finish(CloseReason::idle);
-  } else if (ws_ && !pinged_ && silent >= std::uint64_t{limits().websocket_ping_interval_s} * 1000) {
-    pinged_ = true;  // a browser answers with a pong, which is activity
-    ws_->ping();
-    take_websocket_output();
+  } else if (ws_) {
+    // A WebSocket ping, at the interval or at half the idle timeout if that comes first; a
+    // browser answers with a pong, which is activity.
+    const std::uint64_t ping_ms = std::min(std::uint64_t{limits().websocket_ping_interval_s} * 1000, idle_ms / 2);
+    if (!pinged_ && silent >= ping_ms) {
+      pinged_ = true;
+      ws_->ping();
+      take_websocket_output();
+    }
   } else if (silent >= idle_ms / 2 && !pinged_) {
     pinged_ = true;
     if (mode_ == Mode::json) send(make_event(wire::ping()));

@@ -79,6 +79,16 @@ std::string origin_authority(std::string_view origin) {
   return std::string(v);
 }
 
+// "127.0.0.1:7080", "[::1]:7080", "localhost:7080": a host whose address no DNS answer
+// decides (the host part before the port is an IP literal, or localhost).
+bool unbindable_host(std::string_view authority) {
+  std::string_view host = authority;
+  if (host.starts_with("[")) return host.find(']') != std::string_view::npos;  // an IPv6 literal
+  host = host.substr(0, host.rfind(':') == std::string_view::npos ? host.size() : host.rfind(':'));
+  if (host == "localhost") return true;
+  return !host.empty() && host.find_first_not_of("0123456789.") == std::string_view::npos;
+}
+
 std::string host_authority(std::string_view host) {
   std::string h = lower(host);
   for (std::string_view default_port : {":80", ":443"})
@@ -125,13 +135,19 @@ std::shared_ptr<const WebSocketSite> WebSocketSite::load(std::vector<std::string
     if (warning) *warning = "web client folder " + site->web_root + ": " + ec.message();
     return site;
   }
+  constexpr std::uintmax_t kMaxFileBytes = 1 << 20;
   for (const auto& entry : dir) {
-    if (!entry.is_regular_file(ec)) continue;
+    const std::string name = entry.path().filename().string();
+    // Not hidden files or editor backups (".env", "index.html~"); nothing big.
+    if (name.starts_with(".") || name.ends_with("~") || !entry.is_regular_file(ec)) continue;
+    if (entry.file_size(ec) > kMaxFileBytes || ec) {
+      if (warning) *warning += (warning->empty() ? "" : "; ") + name + " skipped (over 1 MiB)";
+      continue;
+    }
     std::ifstream in(entry.path(), std::ios::binary);
     std::ostringstream body;
     body << in.rdbuf();
     if (!in) continue;
-    const std::string name = entry.path().filename().string();
     const std::string answer = http_answer(200, content_type_of(entry.path()), body.str(), "Cache-Control: no-cache\r\n");
     site->files.emplace("/" + name, Bytes::make(answer));
     if (name == "index.html") site->files.emplace("/", Bytes::make(answer));
@@ -142,6 +158,19 @@ std::shared_ptr<const WebSocketSite> WebSocketSite::load(std::vector<std::string
 // ---- wslay's callbacks -------------------------------------------------------------------
 
 struct WebSocketCallbacks {
+  // Each buffered fragment costs wslay three allocations (~100 bytes of heap, even for a
+  // 1-byte fragment), and its 1009 check counts payload only: so the fragments of one
+  // message are capped too. Browsers send a message in one frame.
+  static constexpr int kMaxFragments = 1024;
+  static void on_frame_start(wslay_event_context_ptr ctx, const wslay_event_on_frame_recv_start_arg* arg, void* user) {
+    auto* self = static_cast<WebSocketChannel*>(user);
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) self->fragments_ = 1;
+    else if (arg->opcode == WSLAY_CONTINUATION_FRAME && ++self->fragments_ > kMaxFragments) {
+      static constexpr std::string_view kWhy = "too many fragments";
+      wslay_event_queue_close(ctx, WSLAY_CODE_MESSAGE_TOO_BIG, reinterpret_cast<const uint8_t*>(kWhy.data()), kWhy.size());
+      wslay_event_shutdown_read(ctx);
+    }
+  }
   static ssize_t recv(wslay_event_context_ptr ctx, uint8_t* buf, size_t len, int, void* user) {
     auto* self = static_cast<WebSocketChannel*>(user);
     if (self->input_.empty()) {
@@ -303,7 +332,7 @@ void WebSocketChannel::on_head_complete() {
     auto file = site_->files.find(path);
     if (file == site_->files.end()) {
       return answer(404, path == "/" && site_->files.empty()
-                             ? "the web client is not installed here (websocket.web_root = " + site_->web_root + ")"
+                             ? "the web client is not installed here (see websocket.web_root)"
                              : "not found");
     }
     status_ = Status::answered;
@@ -327,7 +356,11 @@ void WebSocketChannel::on_head_complete() {
   if (const std::string_view origin = header("origin"); !origin.empty()) {
     bool allowed = false;
     if (site_->origins.empty()) {
-      allowed = !origin_authority(origin).empty() && origin_authority(origin) == host_authority(header("host"));
+      // Same host, and a host DNS cannot point elsewhere (an IP address or localhost): a
+      // name that resolves to us only for this visit is a DNS-rebinding page, which would
+      // otherwise bring its own matching Host and Origin. Named hosts go in `origins`.
+      const std::string host = host_authority(header("host"));
+      allowed = !origin_authority(origin).empty() && origin_authority(origin) == host && unbindable_host(host);
     } else {
       for (const auto& o : site_->origins) allowed = allowed || lower(o) == lower(origin);
     }
@@ -347,8 +380,8 @@ void WebSocketChannel::answer(int status, std::string_view text, std::string_vie
 
 void WebSocketChannel::open_frames() {
   static const wslay_event_callbacks callbacks{
-      WebSocketCallbacks::recv, WebSocketCallbacks::send, nullptr, nullptr, nullptr, nullptr,
-      WebSocketCallbacks::on_message};
+      WebSocketCallbacks::recv, WebSocketCallbacks::send, nullptr, WebSocketCallbacks::on_frame_start, nullptr,
+      nullptr, WebSocketCallbacks::on_message};
   if (wslay_event_context_server_init(&frames_, &callbacks, this) != 0) throw std::bad_alloc();
   status_ = Status::open;
   // The head's parser is done with: an open channel keeps only wslay's context.

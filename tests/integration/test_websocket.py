@@ -318,6 +318,40 @@ burst = 100000
         self.assertEqual(status, 503)
         self.assertIn(b"full", body)
 
+    def test_an_upgrade_and_a_close_notify_in_one_write_leave_no_session(self):
+        # The upgrade is accepted in the read that also ends the connection: no session may be
+        # made for it afterwards (it would never be retired; a whisper to it would reach a
+        # freed connection).
+        d = self.start_ws(tls=True)
+        ctx = ssl.create_default_context(cafile=self.certs.path("ca.pem"))
+        raw = socket.create_connection(("127.0.0.1", d.wss_port), timeout=WAIT)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        while True:  # the handshake, by hand over the socket
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        raw.sendall(outgoing.read())
+        import base64
+        key = base64.b64encode(os.urandom(16)).decode()
+        tls.write((f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{d.wss_port}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        try:
+            tls.unwrap()  # our close_notify, right behind the request
+        except ssl.SSLWantReadError:
+            pass
+        raw.sendall(outgoing.read())  # both records in one write
+        raw.close()
+        d.log.wait_for("client 127.0.0.1:[0-9]+ disconnected|WebSocket")
+        probe = self.plain(d, "probe")
+        guest = int(probe.welcome["nick"].split("-")[1])
+        for n in range(1, guest):
+            reply = probe.call({"op": "whisper", "to": f"guest-{n}", "text": "hello?"})
+            self.assertEqual(reply.get("code"), "no_such_nick", reply)
+
     def test_wss_chats_with_plain_and_ws(self):
         d = self.start_ws(tls=True)
         ctx = ssl.create_default_context(cafile=self.certs.path("ca.pem"))

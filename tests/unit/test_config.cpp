@@ -240,6 +240,8 @@ idle_timeout_s = 5
         "tls@0: a listener has tls = true: [tls] needs cert and key");
   CHECK(only_error("[tls]\nmin_version = \"1.1\"\n").starts_with("tls.min_version@2: must be"));
   CHECK(only_error("[websocket]\norigins = [\"chat.example.com\"]\n").starts_with("websocket.origins@2: 'chat.example.com' is not an origin"));
+  CHECK(only_error("[websocket]\norigins = [\"https://x.example/app\"]\n").find("is not an origin") != std::string::npos);
+  CHECK(only_error("[websocket]\norigins = [\"https://x.example:443\"]\n").find("default port") != std::string::npos);
   CHECK(only_error("[http]\nlisten = \"unix:/x\"\n").starts_with("http.listen@2: bad address"));
   CHECK(only_error("[server]\nlisten = [{ address = \"unix:/a\", admin = true, tls = true }]\n")
             .starts_with("server.listen@2: admin listeners are plain Unix sockets"));

@@ -101,6 +101,7 @@ TEST_CASE("origins: same host by default, the list when one is set, none without
   CHECK_FALSE(upgrade_from("https://evil.example", {}));
   CHECK(upgrade_from("", {}));
   CHECK(upgrade_from("https://chat.example.com", {"https://chat.example.com"}));
+  CHECK(upgrade_from("https://Chat.Example.com", {"https://chat.example.com"}));
   CHECK_FALSE(upgrade_from("http://127.0.0.1:7080", {"https://chat.example.com"}));
 }
 
@@ -175,4 +176,35 @@ TEST_CASE("an upgrade with a body is refused, however the bytes are split") {
     CHECK(status == WebSocketChannel::Status::answered);
     CHECK(ws.why() == "400 a WebSocket upgrade has no body");
   }
+}
+
+TEST_CASE("same-host mode: only hosts DNS cannot re-point (IP literals, localhost)") {
+  auto upgrade_at = [](const std::string& host) {
+    std::string req = "GET / HTTP/1.1\r\nHost: " + host +
+                      "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://" +
+                      host + "\r\n\r\n";
+    WebSocketChannel ws(site(), 8192);
+    std::deque<std::string> messages;
+    return ws.feed(req, messages, 65536) == WebSocketChannel::Status::open;
+  };
+  CHECK(upgrade_at("127.0.0.1:7080"));
+  CHECK(upgrade_at("localhost:7080"));
+  CHECK(upgrade_at("[::1]:7080"));
+  CHECK_FALSE(upgrade_at("rebind.attacker.example:7080"));  // a DNS-rebinding page
+  CHECK_FALSE(upgrade_at("chat.example.com"));              // named hosts belong in websocket.origins
+}
+
+TEST_CASE("a message in more than 1024 fragments is closed with 1009") {
+  WebSocketChannel ws(site(), 8192);
+  std::deque<std::string> messages;
+  REQUIRE(ws.feed(kUpgrade, messages, 65536) == WebSocketChannel::Status::open);
+  ws.take_output();
+  std::string frames = client_frame(1, "x", false);
+  for (int i = 0; i < 1100; ++i) frames += client_frame(0, "x", false);
+  CHECK(ws.feed(frames, messages, 65536) == WebSocketChannel::Status::closing);
+  const std::string out = ws.take_output();
+  REQUIRE(out.size() >= 4);
+  CHECK(((static_cast<unsigned char>(out[2]) << 8) | static_cast<unsigned char>(out[3])) == 1009);
+  CHECK(messages.empty());
 }

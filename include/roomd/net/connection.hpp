@@ -110,6 +110,10 @@ class Connection final : public Outbox {
   void start_upgrade(std::string peer, std::string ip);
   void start_session(SessionId session);
   bool is_websocket() const { return ws_ != nullptr; }
+  // Upgraded, still open, and without a session yet.
+  bool awaiting_session() const {
+    return state_ == State::open && session_ == 0 && ws_ && ws_->status() == WebSocketChannel::Status::open;
+  }
   // Refused (server_full, shutting_down): `refusal` is the only line, then close.
   void reject(const EventPtr& refusal);
 

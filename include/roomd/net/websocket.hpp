@@ -114,6 +114,7 @@ class WebSocketChannel {
   wslay_event_context* frames_ = nullptr;
   std::string_view input_;  // what wslay's read callback takes from
   std::deque<std::string>* messages_ = nullptr;
+  int fragments_ = 0;  // data frames of the message being read
 };
 
 }  // namespace roomd
