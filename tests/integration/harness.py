@@ -166,6 +166,17 @@ def introduce(client, nick=None, join=()):
     return client
 
 
+def say_until_cut(daemon, writer, text, count, every=10, room="lobby"):
+    """`writer` says `text` (numbered) up to `count` times, each acknowledged, until the daemon
+    logs a slow consumer; returns how many it said (the last index), or fails."""
+    for i in range(count):  # bounded by count
+        writer.send({"op": "say", "room": room, "text": f"{i}:{text}", "id": i})
+        writer.wait_for("ok", id=i)
+        if i % every == 0 and "is a slow consumer" in daemon.log.text():
+            return i
+    raise AssertionError(f"no slow consumer after {count} messages")
+
+
 class Closed(Exception):
     pass
 

@@ -331,14 +331,7 @@ name = "lobby"
         writer = self.plain(d, "writer", ["lobby"])
         watcher = self.tls(d, "watcher", ["lobby"])
         text = "y" * 2000
-        cut = False
-        for i in range(2000):  # bounded: 4 MB at most, far over the 64 KB limit
-            writer.send({"op": "say", "room": "lobby", "text": f"{i}:{text}", "id": i})
-            writer.wait_for("ok", id=i)
-            if i % 20 == 0 and "is a slow consumer" in d.log.text():
-                cut = True
-                break
-        self.assertTrue(cut, "the stuck TLS reader was never cut")
+        i = harness.say_until_cut(d, writer, text, 2000, every=20)  # 4 MB at most, far over the 64 KB limit
         writer.send({"op": "who", "room": "lobby", "id": "w"})
         who = writer.wait_for("who", id="w")  # the stuck one's leave may come first
         self.assertNotIn("stuck", who["members"])

@@ -279,15 +279,7 @@ burst = 100000
         writer = self.plain(d, "writer", ["lobby"])
         # Big messages, so the kernel's buffers fill soon; the stuck client's receive buffer
         # is left as it is, so that it can read fast once it starts (before the drain deadline).
-        text = "y" * 16000
-        cut = False
-        for i in range(1500):  # bounded: 24 MB at most
-            writer.send({"op": "say", "room": "lobby", "text": f"{i}:{text}", "id": i})
-            writer.wait_for("ok", id=i)
-            if i % 10 == 0 and "is a slow consumer" in d.log.text():
-                cut = True
-                break
-        self.assertTrue(cut, "the stuck reader was never cut")
+        harness.say_until_cut(d, writer, "y" * 16000, 1500)  # 24 MB at most
         # It reads now: what was queued, the error, then the close frame naming the code.
         seen = []
         while True:
