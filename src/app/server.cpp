@@ -22,8 +22,6 @@ namespace roomd {
 namespace {
 constexpr std::size_t kReadBufferBytes = 64 * 1024;
 constexpr std::uint64_t kShutdownDeadlineMs = 5000;
-// How long presence may wait for more presence to share its write (Outbox::send_lazy).
-constexpr std::uint64_t kLazyFlushMs = 20;
 
 std::uint64_t wall_clock_ms() {
   using namespace std::chrono;
@@ -345,10 +343,10 @@ void Server::on_turn() {
   if (enforce_output_budget()) retire_ended_sessions();
   write_pending();
   // Presence waits a little for more to share its write (Outbox::send_lazy): a burst of
-  // joins into a room of 100 costs each member one write, not one per join.
+  // joins into rooms of 100 costs each member one write per window, not one per join.
   if (!turn_.lazy.empty() && !lazy_flush_armed_) {
     lazy_flush_armed_ = true;
-    lazy_flush_->start(kLazyFlushMs, 0);
+    lazy_flush_->start(lazy_window_.ms(), 0);
   }
   if (history_) history_->flush();  // this turn's messages: one transaction
   free_closed_connections();
@@ -365,8 +363,10 @@ void Server::flush_lazy() {
   lazy_flush_armed_ = false;
   std::vector<ConnectionId> batch;
   batch.swap(turn_.lazy);
+  std::size_t written = 0;
   for (ConnectionId id : batch)
-    if (Connection* c = find_connection(id)) c->flush_lazy();
+    if (Connection* c = find_connection(id); c && c->flush_lazy()) ++written;
+  lazy_window_.after_flush(written);
 }
 
 // WebSocket connections whose upgrade was accepted this turn get their session (and welcome).

@@ -472,9 +472,10 @@ void Connection::limits_changed() {
   }
 }
 
-void Connection::flush_lazy() {
-  if (!std::exchange(lazy_wanted_, false)) return;  // written meanwhile with urgent output
+bool Connection::flush_lazy() {
+  if (!std::exchange(lazy_wanted_, false)) return false;  // written meanwhile with urgent output
   want_write();
+  return true;
 }
 
 void Connection::write() {

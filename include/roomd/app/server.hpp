@@ -20,6 +20,7 @@
 #include "roomd/offload/key_helper.hpp"
 #include "roomd/net/listener.hpp"
 #include "roomd/net/http_endpoint.hpp"
+#include "roomd/net/lazy_window.hpp"
 #include "roomd/net/tls.hpp"
 #include "roomd/base/delay_queue.hpp"
 #include "roomd/core/router.hpp"
@@ -121,6 +122,7 @@ class Server {
   std::unique_ptr<uv::Timer> ticker_;
   std::unique_ptr<uv::Timer> lazy_flush_;  // writes the turn's lazy list (presence) a few ms later
   bool lazy_flush_armed_ = false;
+  LazyWindow lazy_window_;  // how long the lazy list waits: longer while flushes are busy
   std::unique_ptr<uv::Timer> shutdown_deadline_;
   std::unique_ptr<uv::Timer> watchdog_;
   std::unique_ptr<uv::Timer> lag_probe_;

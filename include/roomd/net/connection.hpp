@@ -129,7 +129,7 @@ class Connection final : public Outbox {
   void resume();
   void write();
   // The coalescing timer: presence queued since is written now (joins the write list).
-  void flush_lazy();
+  bool flush_lazy();  // false: written meanwhile, or not on the lazy list
   // Ends the session (the router hears it in the turn's ended phase) and closes once the
   // output is written.
   void finish(CloseReason reason = CloseReason::normal);
