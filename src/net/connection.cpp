@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "roomd/base/log.hpp"
+#include "roomd/net/http_text.hpp"
 #include "roomd/protocol/codec.hpp"
 #include "roomd/protocol/wire.hpp"
 

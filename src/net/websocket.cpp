@@ -13,6 +13,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "roomd/net/http_text.hpp"
+
 namespace roomd {
 
 namespace {
@@ -38,21 +40,6 @@ bool has_token(std::string_view value, std::string_view token) {
     pos = end + 1;
   }
   return false;
-}
-
-const char* reason_phrase(int status) {
-  switch (status) {
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 426: return "Upgrade Required";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Error";
-  }
 }
 
 std::string content_type_of(const std::filesystem::path& file) {
@@ -109,18 +96,6 @@ std::string websocket_accept_key(std::string_view client_key) {
   unsigned char encoded[64];
   int n = EVP_EncodeBlock(encoded, digest, static_cast<int>(digest_len));
   return std::string(reinterpret_cast<char*>(encoded), static_cast<std::size_t>(n));
-}
-
-std::string http_answer(int status, std::string_view content_type, std::string_view body, std::string_view extra_headers,
-                        bool head_only) {
-  std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\n";
-  out += "Content-Type: " + std::string(content_type) + "\r\n";
-  out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
-  out += "X-Content-Type-Options: nosniff\r\n";
-  out += extra_headers;
-  out += "Connection: close\r\n\r\n";
-  if (!head_only) out += body;
-  return out;
 }
 
 std::shared_ptr<const WebSocketSite> WebSocketSite::load(std::vector<std::string> origins, std::string web_root,
@@ -367,7 +342,7 @@ void WebSocketChannel::on_head_complete() {
     if (!allowed) return answer(403, "Origin " + std::string(origin) + " is not allowed (websocket.origins)");
   }
   refused_ = false;
-  output_ += "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+  output_ += http_status_line(101) + "Upgrade: websocket\r\nConnection: Upgrade\r\n";
   output_ += "Sec-WebSocket-Accept: " + websocket_accept_key(key) + "\r\n\r\n";
   open_frames();
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "fuzz_input.hpp"
+#include "roomd/net/http_text.hpp"
 #include "roomd/net/websocket.hpp"
 #include "roomd/protocol/codec.hpp"
 

@@ -6,6 +6,7 @@
 #include <deque>
 #include <string>
 
+#include "roomd/net/http_text.hpp"
 #include "roomd/net/websocket.hpp"
 #include "roomd/protocol/event.hpp"
 #include "roomd/protocol/websocket_frame.hpp"

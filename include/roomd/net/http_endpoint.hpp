@@ -1,13 +1,9 @@
 // HttpEndpoint: the operators' small HTTP/1.1 server ([http] listen): a listener and its
-// connections, on the daemon's loop, parsed with http-parser. It serves a fixed table of
-// paths handed in (the app's /metrics, /healthz, /readyz) and nothing else:
+// connections, on the daemon's loop. It serves a fixed table of paths handed in (the app's
+// /metrics, /healthz, /readyz) and nothing else. What a request gets is HttpExchange's
+// (net/http_exchange.hpp: the parsing, the routing, the answers' bytes); the connection adds:
 //
-//   - GET and HEAD only (others: 405 with Allow); a path not in the table: 404; the query
-//     string is ignored;
-//   - a request head over `max_head_bytes`: 431, then close; a malformed request: 400, then
-//     close; a request with a body is answered and then closed (its body is never read);
-//   - keep-alive as HTTP/1.1 says (Connection: close, HTTP/1.0 without keep-alive: close);
-//     one request at a time: what a client pipelines waits, unread past one read, until the
+//   - one request at a time: what a client pipelines waits, unread past one read, until the
 //     answer before it is written;
 //   - each request must arrive complete within `idle_timeout_s` of the connection's accept
 //     or its previous answer, so a silent connection and a slow-loris one are both closed;
@@ -23,7 +19,6 @@
 #include <uv.h>
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,20 +27,10 @@
 
 #include "roomd/base/names.hpp"
 #include "roomd/base/uv.hpp"
+#include "roomd/net/http_exchange.hpp"
 #include "roomd/net/listener.hpp"
 
 namespace roomd {
-
-struct HttpResponse {
-  int status = 200;
-  std::string content_type = "text/plain; charset=utf-8";
-  std::string body;
-};
-
-struct HttpRoute {
-  std::string path;                     // "/metrics"
-  std::function<HttpResponse()> answer;  // runs on the loop, once per GET or HEAD
-};
 
 struct HttpLimits {
   std::size_t max_head_bytes = 8192;

@@ -48,9 +48,6 @@ struct WebSocketSite {
 
 // The value of Sec-WebSocket-Accept for a client's Sec-WebSocket-Key (RFC 6455 §4.2.2).
 std::string websocket_accept_key(std::string_view client_key);
-// A whole HTTP/1.1 answer that closes the connection.
-std::string http_answer(int status, std::string_view content_type, std::string_view body,
-                        std::string_view extra_headers = "", bool head_only = false);
 
 class WebSocketChannel {
  public:
