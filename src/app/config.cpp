@@ -200,6 +200,8 @@ void read_server(const toml::table& t, ServerConfig& s, std::vector<ConfigError>
   r.string("motd", s.motd);
   r.integer("max_clients", s.max_clients, 1, 1000000);
   r.integer("max_clients_per_ip", s.max_clients_per_ip, 1, 1000000);
+  r.number("connect_rate", s.connect_rate, 0, 1e9);
+  r.integer("connect_burst", s.connect_burst, 1, 1000000000);
   r.integer("workers", s.workers, 1, 128);
   r.boolean("dynamic_rooms", s.dynamic_rooms);
   r.integer("max_rooms", s.max_rooms, 0, 10000000);
@@ -224,6 +226,8 @@ void read_limits(const toml::table& t, LimitsConfig& l, std::vector<ConfigError>
   r.integer("key_guess_interval_s", l.key_guess_interval_s, 1, 24 * 3600);
   r.number("query_rate", l.query_rate, 0, 1e9);
   r.integer("query_burst", l.query_burst, 1, 1000000000);
+  r.number("churn_rate", l.churn_rate, 0, 1e9);
+  r.integer("churn_burst", l.churn_burst, 1, 1000000000);
   r.number("address_history_rate", l.address_history_rate, 0, 1e9);
   r.integer("address_history_burst", l.address_history_burst, 1, 1000000000);
   r.integer("member_page", l.member_page, 1, kMaxWhoPage);

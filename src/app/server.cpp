@@ -8,6 +8,8 @@
 #include <fstream>
 #include <thread>
 
+#include <sys/resource.h>
+
 #include "roomd/protocol/wire.hpp"
 #include "roomd/app/console_commands.hpp"
 #include "roomd/net/console.hpp"
@@ -46,6 +48,8 @@ RouterSettings router_settings(const Config& c) {
   s.key_guesses = {c.limits.key_guesses, c.limits.key_guess_interval_s};
   s.query_rate = c.limits.query_rate;
   s.query_burst = c.limits.query_burst;
+  s.churn_rate = c.limits.churn_rate;
+  s.churn_burst = c.limits.churn_burst;
   s.address_history = {c.limits.address_history_rate, c.limits.address_history_burst};
   return s;
 }
@@ -83,8 +87,23 @@ void Server::LoopDeleter::operator()(uv_loop_t* loop) const {
 }
 
 Server::Server(ServerOptions options)
-    : options_(std::move(options)), config_(options_.config), loop_(new uv_loop_t{}) {
+    : options_(std::move(options)),
+      config_(options_.config),
+      loop_(new uv_loop_t{}),
+      connects_({config_.server.connect_rate, config_.server.connect_burst}) {
   uv::check(uv_loop_init(loop_.get()), "uv_loop_init");
+  // (main raised the soft limit to the hard one already.) New connections are refused while
+  // the descriptor they got is within the reserve of it: the store, the helpers and the HTTP
+  // endpoint keep descriptors to work with, and a refusal can still be written.
+  if (rlimit nofile{}; getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+    fd_limit_ = nofile.rlim_cur;
+    fd_reserve_ = std::clamp<std::uint64_t>(fd_limit_ / 16, 8, 256);
+    if (config_.server.max_clients + fd_reserve_ + 32 > fd_limit_)
+      log::warning("the file descriptor limit (" + std::to_string(fd_limit_) + ") leaves room for about " +
+                   std::to_string(fd_limit_ > fd_reserve_ + 32 ? fd_limit_ - fd_reserve_ - 32 : 0) +
+                   " clients, fewer than server.max_clients (" + std::to_string(config_.server.max_clients) +
+                   "): raise it (LimitNOFILE=) or lower max_clients");
+  }
   if (!options_.listen_override.empty()) {
     config_.server.listen = options_.listen_override;
     config_.server.listen_flags.assign(config_.server.listen.size(), ListenFlags{});
@@ -314,20 +333,62 @@ void Server::on_connection(Listener& listener) {
     if (int rc = uv_tcp_nodelay(tcp, 1); rc < 0) log::debug("TCP_NODELAY: " + uv::error_text(rc));
     if (int rc = uv_tcp_keepalive(tcp, 1, 60); rc < 0) log::debug("SO_KEEPALIVE: " + uv::error_text(rc));
   }
-  const auto& s = config_.server;
-  if (shutting_down_) return conn.reject(make_event(wire::error_body(ErrorCode::shutting_down, "the server is shutting down")));
-  if (admitted_ >= s.max_clients || (!ip.empty() && clients_per_ip_[ip] >= s.max_clients_per_ip)) {
-    ++stats_.rejected;
-    log::warning("client " + peer + " refused: server_full (" + std::to_string(admitted_) + " clients)");
-    return conn.reject(make_event(wire::error_body(
-        ErrorCode::server_full, admitted_ >= s.max_clients ? "the server is full" : "too many connections from your address")));
-  }
+  if (auto refused = refusal(conn, peer, ip)) return conn.reject(make_event(std::move(*refused)));
   ++admitted_;
   if (!ip.empty()) ++clients_per_ip_[ip];
   if (conn.is_websocket()) return conn.start_upgrade(peer, ip);  // its session comes with the upgrade
   SessionId session = router_->connect(conn, listener.admin(), GuessThrottle::source_of(ip));
   conn.start(peer, ip, session);
   log::info("client " + peer + " connected as " + router_->nick_of(session).value_or("?"));
+}
+
+// A new connection is refused, its error the only line it gets, when the server is stopping,
+// full (for everyone or for its address), running out of file descriptors, or when its address
+// opens connections faster than server.connect_rate. Refusals can come by the thousand a
+// second, so each kind is logged once per interval with its count.
+std::optional<ordered_json> Server::refusal(Connection& conn, const std::string& peer, const std::string& ip) {
+  if (shutting_down_) return wire::error_body(ErrorCode::shutting_down, "the server is shutting down");
+  const auto& s = config_.server;
+  const std::uint64_t now = now_ms();
+  // Descriptors are handed out lowest first, so this one's number says that all below it are
+  // in use.
+  uv_os_fd_t fd = -1;
+  if (fd_limit_ > 0 && uv_fileno(reinterpret_cast<uv_handle_t*>(conn.stream()), &fd) == 0 &&
+      static_cast<std::uint64_t>(fd) + fd_reserve_ >= fd_limit_) {
+    ++stats_.rejected;
+    ++stats_.fd_refused;
+    if (std::uint64_t count = fd_log_.note(now))
+      log::warning("connections refused: file descriptor " + std::to_string(fd) + " of the limit " +
+                   std::to_string(fd_limit_) + " (the last " + std::to_string(fd_reserve_) + " are kept in reserve); " +
+                   std::to_string(count) + " refused since the last report; raise LimitNOFILE= or lower max_clients");
+    return wire::error_body(ErrorCode::server_full, "the server is out of file descriptors");
+  }
+  const auto per_ip = ip.empty() ? clients_per_ip_.end() : clients_per_ip_.find(ip);
+  if (admitted_ >= s.max_clients || (per_ip != clients_per_ip_.end() && per_ip->second >= s.max_clients_per_ip)) {
+    ++stats_.rejected;
+    if (std::uint64_t count = full_log_.note(now))
+      log::warning("client " + peer + " refused: server_full (" + std::to_string(admitted_) + " clients); " +
+                   std::to_string(count) + " refused since the last report");
+    return wire::error_body(ErrorCode::server_full, admitted_ >= s.max_clients ? "the server is full"
+                                                                               : "too many connections from your address");
+  }
+  if (ip.empty()) return std::nullopt;  // Unix sockets: no address to budget
+  if (std::uint64_t wait_ms = connects_.admit(GuessThrottle::source_of(ip), now)) {
+    ++stats_.connect_rate_refused;
+    const std::uint64_t retry_s = (wait_ms + 999) / 1000;
+    if (std::uint64_t count = connect_rate_log_.note(now))
+      log::warning("client " + peer + " refused: its address opens connections faster than server.connect_rate; " +
+                   std::to_string(count) + " refused since the last report");
+    return wire::error_body(ErrorCode::rate_limited,
+                            "too many connections from your address: try again in " + std::to_string(retry_s) + " s");
+  }
+  return std::nullopt;
+}
+
+std::uint64_t Server::accept_failures() const {
+  std::uint64_t total = stats_.accept_failures;
+  for (const auto& l : listeners_) total += l->accept_failures();
+  return total;
 }
 
 Connection* Server::find_connection(ConnectionId id) {
@@ -536,6 +597,7 @@ void Server::reload() {
     for (const auto& room : config_.rooms)
       if (room.persist && !router_->has_room(room.name)) added.push_back(room.name);
   router_->reconfigure(router_settings(config_), config_.rooms);
+  connects_.reconfigure({config_.server.connect_rate, config_.server.connect_burst});
   for (const auto& name : added) router_->restore(name, history_->load(name, replay_ring(config_)));
   ticker_->start(tick_interval_ms(), tick_interval_ms());
   log::notice("reloaded " + path + ": " + std::to_string(config_.rooms.size()) + " configured rooms");
@@ -546,6 +608,7 @@ void Server::shutdown() {
   shutting_down_ = true;
   notify::stopping();
   log::notice("shutting down: " + std::to_string(connections_.size()) + " connections to close");
+  stats_.accept_failures = accept_failures();  // what /metrics keeps showing while connections drain
   listeners_.clear();  // stop accepting; Unix socket paths are removed
   router_->send_all(make_event(wire::system_shutdown()));
   for (auto& [id, conn] : connections_) conn->finish(CloseReason::shutting_down);
@@ -585,6 +648,10 @@ ordered_json Server::stats_json() const {
   j["resumes"] = r.resumes;
   j["resumes_refused"] = r.resumes_refused;
   j["rejected"] = stats_.rejected;
+  j["rejected_fd_limit"] = stats_.fd_refused;
+  j["connect_rate_limited"] = stats_.connect_rate_refused;
+  j["accept_failures"] = accept_failures();
+  j["churn_refused"] = r.churn_refused;
   j["worker_tasks"] = pool_->in_flight();
   j["key_checks"] = router_->key_checker().checks_run();
   j["key_answers_reused"] = router_->key_checker().answers_reused();

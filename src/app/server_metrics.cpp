@@ -103,6 +103,14 @@ std::string Server::metrics_text() const {
     w.sample("roomd_connections_accepted_total", {{"transport", kTransportNames[t]}}, d(accepted_by_transport_[t]));
   w.gauge("roomd_clients", "Clients admitted now (what server.max_clients limits).", d(admitted_));
   w.counter("roomd_connections_rejected_total", "Connections refused with server_full.", d(stats_.rejected));
+  w.counter("roomd_connections_rejected_fd_limit_total",
+            "Of them, refused because file descriptors ran low (within the reserve of the limit).",
+            d(stats_.fd_refused));
+  w.counter("roomd_connections_rate_limited_total",
+            "Connections refused with rate_limited: their address was over server.connect_rate.",
+            d(stats_.connect_rate_refused));
+  w.counter("roomd_accept_failures_total", "Accepts that failed on a listener (out of file descriptors, memory).",
+            d(accept_failures()));
 
   w.gauge("roomd_rooms", "Rooms that exist now.", d(rooms.size()));
   w.gauge("roomd_room_members", "Members of all rooms together (a client in two rooms counts twice).", d(members));
@@ -118,6 +126,8 @@ std::string Server::metrics_text() const {
   w.counter("roomd_dropped_messages_total", "Broadcasts skipped for slow consumers under slow_consumer = \"drop\".",
             d(c.dropped));
   w.counter("roomd_rate_limited_total", "Says and whispers refused with rate_limited.", d(r.rate_limited));
+  w.counter("roomd_churn_refused_total", "Nick changes and leaves refused with rate_limited (limits.churn_rate).",
+            d(r.churn_refused));
   w.counter("roomd_queries_paced_total", "Requests that waited for their connection's query budget.",
             d(r.queries_paced));
   w.counter("roomd_history_paced_by_address_total", "History requests that waited for their address's budget.",

@@ -24,6 +24,23 @@ std::uint64_t AddressPacer::reserve(const std::string& source, std::uint64_t now
   return wait > 0 ? static_cast<std::uint64_t>(std::ceil(wait)) : 0;
 }
 
+std::uint64_t AddressPacer::admit(const std::string& source, std::uint64_t now_ms) {
+  if (settings_.rate <= 0) return 0;
+  const double now = static_cast<double>(now_ms);
+  const double interval = 1000.0 / settings_.rate;
+  const double tolerance = interval * (std::max<std::uint32_t>(settings_.burst, 1) - 1);
+  auto it = next_due_.find(source);
+  const double due = it == next_due_.end() ? now : std::max(it->second, now);
+  const double wait = due - tolerance - now;
+  if (wait > 0) return static_cast<std::uint64_t>(std::ceil(wait));
+  if (it == next_due_.end()) {
+    if (next_due_.size() >= sweep_at_) forget_recovered(now);
+    it = next_due_.emplace(source, now).first;
+  }
+  it->second = due + interval;
+  return 0;
+}
+
 void AddressPacer::forget_recovered(double now_ms) {
   for (auto it = next_due_.begin(); it != next_due_.end();)
     it = it->second <= now_ms ? next_due_.erase(it) : std::next(it);

@@ -22,6 +22,7 @@ struct Router::Session {
   Outbox* out;
   TokenBucket bucket;   // says and whispers: refused when empty
   TokenBucket queries;  // joins, history, who, rooms: wait when empty
+  TokenBucket churn;    // nick changes and leaves: refused when empty
   bool admin;
   std::vector<Membership> rooms;  // join order: the last one is the "current" room
   std::string source;             // whose budget its key guesses use
@@ -168,7 +169,8 @@ SessionId Router::connect(Outbox& outbox, bool admin, std::string source) {
   auto session = std::make_shared<Session>(Session{
       next_id_++, next_guest_nick(), &outbox,
       TokenBucket(settings_.rate, settings_.burst, clock_.mono_ms()),
-      TokenBucket(settings_.query_rate, settings_.query_burst, clock_.mono_ms()), admin, {}, std::move(source)});
+      TokenBucket(settings_.query_rate, settings_.query_burst, clock_.mono_ms()),
+      TokenBucket(settings_.churn_rate, settings_.churn_burst, clock_.mono_ms()), admin, {}, std::move(source)});
   Session& s = *session;
   by_nick_[fold_case(s.nick)] = &s;
   sessions_.emplace(s.id, std::move(session));
@@ -404,6 +406,17 @@ bool Router::paced(Session& s, const Request& r) {
   return true;
 }
 
+// Nick changes and leaves each make every member of the rooms concerned hear presence, so a
+// client cycling them as fast as it can would cost the server a fan-out per request. They have
+// a budget per session, and over it they are refused (rate_limited), as says are: the client
+// keeps its nick or its room, and nobody hears anything.
+bool Router::churn_allowed(Session& s, const Request& r) {
+  if (settings_.churn_rate <= 0 || s.churn.try_take(clock_.mono_ms())) return true;
+  ++stats_.churn_refused;
+  fail(s, r, ErrorCode::rate_limited, "slow down: too many nick changes and leaves");
+  return false;
+}
+
 // Holds the session for `delay_ms`, then releases it and runs `then`; a session gone by then
 // is forgotten. What it read meanwhile is served later, in the turn's resume phase.
 void Router::hold_then(Session& s, std::uint64_t delay_ms, std::function<void(Session&)> then) {
@@ -446,6 +459,7 @@ void Router::on_nick(Session& s, const Request& r) {
   auto it = by_nick_.find(folded);
   if (it != by_nick_.end() && it->second != &s)
     return fail(s, r, ErrorCode::nick_taken, "'" + r.nick + "' is taken");
+  if (r.nick != s.nick && !churn_allowed(s, r)) return;
   std::string old = s.nick;
   by_nick_.erase(fold_case(old));
   by_nick_[folded] = &s;
@@ -560,6 +574,7 @@ void Router::on_leave(Session& s, const Request& r) {
   Room* room = resolve_room(s, r, true);
   if (!room) return;
   if (!is_member(s, *room)) return fail(s, r, ErrorCode::not_member, "you are not in '" + room->name + "'");
+  if (!churn_allowed(s, r)) return;
   remove_member(s, *room);
   reply(s, wire::left(r.id, room->name));
   announce_leave(*room, s);
@@ -728,6 +743,7 @@ void Router::reconfigure(RouterSettings settings, const std::vector<RoomConfig>&
   for (auto& [id, s] : sessions_) {
     s->bucket.reconfigure(settings_.rate, settings_.burst);
     s->queries.reconfigure(settings_.query_rate, settings_.query_burst);
+    s->churn.reconfigure(settings_.churn_rate, settings_.churn_burst);
   }
   guesses_.reconfigure(settings_.key_guesses);
   address_history_.reconfigure(settings_.address_history);

@@ -56,12 +56,23 @@ namespace {
 void on_conn(uv_stream_t* server, int status) {
   auto* self = static_cast<Listener*>(server->data);
   if (!self) return;
-  if (status < 0) return log::warning("accept failed on " + self->bound_name() + ": " + uv::error_text(status));
+  if (status < 0) return self->accept_failed(status);
   self->accept_one();
 }
 }  // namespace
 
 void Listener::accept_one() { on_connection_(*this); }
+
+// libuv calls back with an error for each accept that failed (out of file descriptors when its
+// own spare descriptor could not shed the connection, out of memory): possibly thousands a
+// second while the condition lasts, so the log gets one line per interval with their count.
+void Listener::accept_failed(int status) {
+  ++accept_failures_;
+  if (std::uint64_t count = failure_log_.note(uv_now(stream()->loop)))
+    log::warning("accept failed on " + bound_name_ + ": " + uv::error_text(status) + " (" + std::to_string(count) +
+                 (count == 1 ? " time" : " times") + " since the last report; reported at most every " +
+                 std::to_string(kAcceptFailureLogMs / 1000) + " s)");
+}
 
 Listener::Listener(uv_loop_t* loop, int fd, bool is_unix, ListenerRole role, OnConnection on_connection)
     : address_{is_unix ? ListenAddress::Kind::unix_path : ListenAddress::Kind::ipv4, "", 0},

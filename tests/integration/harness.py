@@ -65,7 +65,7 @@ class Daemon:
     """One roomd process. `config` is TOML text (None: the embedded default)."""
 
     def __init__(self, config=None, listen=("127.0.0.1:0",), args=(), stdin=subprocess.DEVNULL, env=None,
-                 expect_listeners=None):
+                 expect_listeners=None, preexec_fn=None):
         self.tmp = tempfile.TemporaryDirectory(prefix="roomd-test-")
         self.config_path = None
         cmd = [ROOMD]
@@ -77,7 +77,8 @@ class Daemon:
             cmd += ["--listen", addr.replace("{tmp}", self.tmp.name)]
         cmd += list(args)
         full_env = dict(os.environ, **(env or {}))
-        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
+        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+                                     preexec_fn=preexec_fn)
         self.log = LineLog(self.proc.stderr)
         self.out = LineLog(self.proc.stdout)
         self.addresses = []

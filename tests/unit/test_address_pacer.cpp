@@ -22,6 +22,20 @@ TEST_CASE("address pacer: a burst at once, then slots one interval apart, in arr
   for (int i = 0; i < 3; ++i) CHECK(p.reserve("10.0.0.1", 2000) == 0);  // all of it, 300 ms after its last
 }
 
+TEST_CASE("address pacer: admit refuses over the burst without pushing the address's slots back") {
+  AddressPacer p({10, 3});  // a slot every 100 ms after 3 at once (server.connect_rate)
+  for (int i = 0; i < 3; ++i) CHECK(p.admit("10.0.0.1", 1000) == 0);
+  CHECK(p.admit("10.0.0.1", 1000) == 100);  // refused: due in 100 ms ...
+  CHECK(p.admit("10.0.0.1", 1000) == 100);  // ... and refusals take nothing: still 100
+  for (int i = 0; i < 1000; ++i) p.admit("10.0.0.1", 1050);  // a flood of refusals
+  CHECK(p.admit("10.0.0.1", 1050) == 50);
+  CHECK(p.admit("10.0.0.2", 1050) == 0);  // another address has its own budget
+  CHECK(p.admit("10.0.0.1", 1100) == 0);  // the slot came on time
+  CHECK(p.admit("10.0.0.1", 1100) == 100);
+  AddressPacer off({0, 1});
+  for (int i = 0; i < 10; ++i) CHECK(off.admit("a", 0) == 0);
+}
+
 TEST_CASE("address pacer: slow rates, rate 0, and reload") {
   AddressPacer slow({0.5, 1});
   CHECK(slow.reserve("a", 0) == 0);

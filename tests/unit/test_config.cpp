@@ -29,6 +29,10 @@ TEST_CASE("config: defaults and the embedded default") {
   CHECK(r.config.limits.query_burst == 50);
   CHECK(r.config.limits.address_history_rate == doctest::Approx(100));
   CHECK(r.config.limits.address_history_burst == 200);
+  CHECK(r.config.limits.churn_rate == doctest::Approx(2));
+  CHECK(r.config.limits.churn_burst == 30);
+  CHECK(r.config.server.connect_rate == doctest::Approx(20));
+  CHECK(r.config.server.connect_burst == 256);
   CHECK(r.config.rooms.empty());
   auto d = roomd::default_config();
   REQUIRE(d.rooms.size() == 1);
@@ -45,6 +49,8 @@ listen = ["127.0.0.1:7000", "[::1]:7000", "unix:/run/roomd/roomd.sock"]
 motd = "hi"
 max_clients = 5
 max_clients_per_ip = 2
+connect_rate = 0.5
+connect_burst = 4
 workers = 2
 dynamic_rooms = false
 [limits]
@@ -60,6 +66,8 @@ query_rate = 0
 query_burst = 7
 address_history_rate = 12.5
 address_history_burst = 30
+churn_rate = 0
+churn_burst = 9
 [history]
 path = "/tmp/x.db"
 replay = 10
@@ -87,6 +95,10 @@ speakers = ["alice"]
   CHECK(r.config.limits.query_burst == 7);
   CHECK(r.config.limits.address_history_rate == doctest::Approx(12.5));
   CHECK(r.config.limits.address_history_burst == 30);
+  CHECK(r.config.limits.churn_rate == 0);
+  CHECK(r.config.limits.churn_burst == 9);
+  CHECK(r.config.server.connect_rate == doctest::Approx(0.5));
+  CHECK(r.config.server.connect_burst == 4);
   CHECK(r.config.history.path == "/tmp/x.db");
   REQUIRE(r.config.rooms.size() == 1);
   CHECK(r.config.rooms[0].read_only);
@@ -111,6 +123,10 @@ TEST_CASE("config: each bad case names the key and its line") {
   CHECK(only_error("[limits]\nquery_burst = 0\n").starts_with("limits.query_burst@2: must be between 1"));
   CHECK(only_error("[limits]\naddress_history_rate = -0.5\n").starts_with("limits.address_history_rate@2: must be between 0"));
   CHECK(only_error("[limits]\naddress_history_burst = 0\n").starts_with("limits.address_history_burst@2: must be between 1"));
+  CHECK(only_error("[limits]\nchurn_rate = -1\n").starts_with("limits.churn_rate@2: must be between 0"));
+  CHECK(only_error("[limits]\nchurn_burst = 0\n").starts_with("limits.churn_burst@2: must be between 1"));
+  CHECK(only_error("[server]\nconnect_rate = -1\n").starts_with("server.connect_rate@2: must be between 0"));
+  CHECK(only_error("[server]\nconnect_burst = 0\n").starts_with("server.connect_burst@2: must be between 1"));
   CHECK(only_error("[history]\nreplay = 501\n").starts_with("history.replay@2: must be between"));
   CHECK(only_error("[log]\nlevel = \"loud\"\n").starts_with("log.level@2: must be one of"));
   CHECK(only_error("server = 3\n") == "server@1: must be a table");

@@ -276,6 +276,39 @@ TEST_CASE("router: rate limit refuses, does not drop silently") {
   CHECK(abox->last()["op"] == "message");
 }
 
+TEST_CASE("router: nick changes and leaves over the churn budget are refused; others hear nothing of them") {
+  Fixture f;
+  f.settings.churn_rate = 1;
+  f.settings.churn_burst = 3;
+  f.make();
+  auto [a, abox] = f.client();  // the guest nick is given, not a change
+  auto [b, bbox] = f.client("bob");
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});
+  f.do_(b, {{"op", "join"}, {"room", "lobby"}});
+  abox->got.clear();
+  bbox->got.clear();
+  for (int i = 0; i < 3; ++i) f.do_(a, {{"op", "nick"}, {"nick", "n" + std::to_string(i)}});
+  CHECK(bbox->got.size() == 3);  // three presence nick events
+  f.do_(a, {{"op", "nick"}, {"nick", "n2"}});  // its own nick again: no change, no cost
+  CHECK(abox->last()["op"] == "ok");
+  f.do_(a, {{"op", "nick"}, {"nick", "n3"}});
+  CHECK(code_of(abox->last()) == "rate_limited");
+  CHECK(*f.router->nick_of(a) == "n2");  // kept its nick
+  f.do_(a, {{"op", "leave"}, {"room", "lobby"}});
+  CHECK(code_of(abox->last()) == "rate_limited");  // leaves share the budget
+  CHECK(bbox->got.size() == 3);  // the refused ones told nobody anything
+  CHECK(f.router->stats().churn_refused == 2);
+  CHECK(f.router->stats().rate_limited == 0);  // says and whispers only
+  f.do_(a, {{"op", "join"}, {"room", "lobby"}});  // joins are not in it (and this one is no change)
+  CHECK(abox->last()["op"] == "joined");
+  f.now += 1000;  // one more a second
+  f.do_(a, {{"op", "leave"}, {"room", "lobby"}});
+  CHECK(abox->last()["op"] == "left");
+  CHECK(bbox->last()["event"] == "leave");
+  f.do_(b, {{"op", "nick"}, {"nick", "bobby"}});  // another session has its own budget
+  CHECK(bbox->last()["op"] == "ok");
+}
+
 TEST_CASE("router: queries over their budget wait their turn, in order; nothing is refused") {
   Fixture f;
   f.pace(2, 2);  // a token every 500 ms

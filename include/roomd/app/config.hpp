@@ -33,6 +33,8 @@ struct ServerConfig {
   std::string motd = "Welcome to roomd";
   std::uint32_t max_clients = 10000;
   std::uint32_t max_clients_per_ip = 256;
+  double connect_rate = 20;           // new connections per second per client address (0: off) ...
+  std::uint32_t connect_burst = 256;  // ... after this many at once; over it one is refused (rate_limited)
   std::uint32_t workers = 4;
   bool dynamic_rooms = true;
   std::uint32_t max_rooms = 10000;  // dynamic rooms at once (0: none may be created)
@@ -51,6 +53,8 @@ struct LimitsConfig {
   std::uint32_t key_guess_interval_s = 10; // ... then one per this many seconds; right keys give theirs back
   double query_rate = 20;                  // join/history/who/rooms per second per connection (0: unpaced) ...
   std::uint32_t query_burst = 50;          // ... after this many at once; over it a request waits its turn
+  double churn_rate = 2;                   // nick changes and leaves per second per connection (0: off) ...
+  std::uint32_t churn_burst = 30;          // ... after this many at once; over it one is refused (rate_limited)
   double address_history_rate = 100;        // history pages and searches per second per client address, all its connections (0: off) ...
   std::uint32_t address_history_burst = 200; // ... after this many at once; over it one waits for the address's next slot
   std::uint32_t member_page = 100;           // members listed in `joined`; `who`'s default page

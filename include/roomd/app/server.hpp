@@ -23,6 +23,8 @@
 #include "roomd/net/lazy_window.hpp"
 #include "roomd/net/tls.hpp"
 #include "roomd/base/delay_queue.hpp"
+#include "roomd/base/log_throttle.hpp"
+#include "roomd/core/address_pacer.hpp"
 #include "roomd/core/router.hpp"
 #include "roomd/base/uv.hpp"
 #include "roomd/offload/worker_pool.hpp"
@@ -33,7 +35,10 @@ class Console;
 
 struct ServerStats {
   std::uint64_t connections_total = 0;
-  std::uint64_t rejected = 0;
+  std::uint64_t rejected = 0;          // refused with server_full (fd_refused included)
+  std::uint64_t fd_refused = 0;        // ... because file descriptors ran low
+  std::uint64_t connect_rate_refused = 0;  // refused with rate_limited: over server.connect_rate
+  std::uint64_t accept_failures = 0;   // of listeners already closed (open ones count their own)
   ConnectionCounters connections;  // kept by the connections themselves
 };
 
@@ -78,6 +83,9 @@ class Server {
   void note_accepted(ConnectionId id, const Listener& listener);
   void note_freed(ConnectionId id);
   void on_connection(Listener& listener);
+  // Why a new connection is refused (its error body), or nothing: admitted.
+  std::optional<ordered_json> refusal(Connection& conn, const std::string& peer, const std::string& ip);
+  std::uint64_t accept_failures() const;
   // The end of each loop turn, phase by phase (turn_queues.hpp).
   void on_turn();
   void start_upgraded_sessions();
@@ -110,6 +118,15 @@ class Server {
   std::shared_ptr<const WebSocketSite> websocket_site_;  // and new WebSocket ones this
   std::unordered_map<ConnectionId, std::unique_ptr<Connection>> connections_;
   std::unordered_map<std::string, std::uint32_t> clients_per_ip_;
+  AddressPacer connects_;  // server.connect_rate, per client address
+  // File descriptors: the soft limit, and how many below it new connections are refused, so
+  // the history store, the helpers and refusals themselves always find one.
+  std::uint64_t fd_limit_ = 0;
+  std::uint64_t fd_reserve_ = 0;
+  // Refusals come in floods: one log line per interval for each kind, with its count.
+  LogThrottle full_log_{10000};
+  LogThrottle fd_log_{10000};
+  LogThrottle connect_rate_log_{10000};
   std::size_t admitted_ = 0;
   std::uint64_t next_connection_id_ = 1;
   std::vector<char> read_buffer_;

@@ -10,6 +10,8 @@
 // retries and a busy address costs O(1) per lookup, however many of its connections wait. Sources
 // are the key-guess budget's (GuessThrottle::source_of).
 //
+// The same arithmetic serves the connection budget (server.connect_rate), through admit().
+//
 // Pure logic: time comes from the caller. A source is forgotten once it has its whole burst
 // again, so the table holds only addresses that looked things up recently.
 #pragma once
@@ -33,6 +35,10 @@ class AddressPacer {
   // A lookup from `source` at `now_ms`: takes the source's next slot and returns how many
   // milliseconds until it is due (0: now).
   std::uint64_t reserve(const std::string& source, std::uint64_t now_ms);
+  // The same budget for something that is refused rather than made to wait (a connection):
+  // takes the source's slot only if it is due now (returns 0); otherwise takes nothing and
+  // returns how many milliseconds until one is, so refusals never push the source's slots back.
+  std::uint64_t admit(const std::string& source, std::uint64_t now_ms);
   // Reload: slots already given keep their times; later ones follow the new limits.
   void reconfigure(Settings settings) { settings_ = settings; }
 

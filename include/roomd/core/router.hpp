@@ -67,6 +67,11 @@ struct RouterSettings {
   GuessThrottle::Settings key_guesses;
   double query_rate = 20;  // join, history, who, rooms per second per session; 0: unpaced
   std::uint32_t query_burst = 50;
+  // Nick changes and leaves per second per session, the churn every other member hears
+  // (joins are paced with the queries, and a join needs a leave before it can be repeated);
+  // over it they are refused with rate_limited. 0: no budget.
+  double churn_rate = 2;
+  std::uint32_t churn_burst = 30;
   AddressPacer::Settings address_history;  // history pages and searches per client address
 };
 
@@ -76,6 +81,7 @@ struct RouterStats {
   std::uint64_t rate_limited = 0;
   std::uint64_t requests = 0;
   std::uint64_t queries_paced = 0;  // requests that waited for their session's query budget
+  std::uint64_t churn_refused = 0;  // nick changes and leaves refused over the churn budget
   std::uint64_t history_paced_by_address = 0;  // history requests that waited for their address's budget
   std::uint64_t presence_summaries = 0;  // summaries sent (one per big room and interval)
   std::uint64_t resumes = 0;             // joins with since that replayed what was missed ...
@@ -137,6 +143,7 @@ class Router final : public SessionSink {
 
   Session* find_session(SessionId id);
   bool paced(Session& s, const Request& r);
+  bool churn_allowed(Session& s, const Request& r);  // answers rate_limited when not
   // A request of a session waits outside the turn (a key check, a commit, a query, pacing):
   // its session's Outbox is held until the Hold is released, exactly once (router.cpp).
   class Hold;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "roomd/base/log_throttle.hpp"
 #include "roomd/base/names.hpp"
 #include "roomd/base/uv.hpp"
 
@@ -41,6 +42,11 @@ class Listener {
   // The address actually bound (port 0 resolved to the kernel's choice).
   const std::string& bound_name() const { return bound_name_; }
   void accept_one();  // from libuv's connection callback
+  void accept_failed(int status);  // ditto, with an error: counted, logged once per interval
+  // Accepts that failed (EMFILE, ENFILE, ENOMEM ...) since the listener opened.
+  std::uint64_t accept_failures() const { return accept_failures_; }
+
+  static constexpr std::uint64_t kAcceptFailureLogMs = 10000;
 
  private:
   ListenAddress address_;
@@ -50,6 +56,8 @@ class Listener {
   std::unique_ptr<uv::Handle<uv_tcp_t>> tcp_;
   std::unique_ptr<uv::Handle<uv_pipe_t>> pipe_;
   std::string bound_name_;
+  std::uint64_t accept_failures_ = 0;
+  LogThrottle failure_log_{kAcceptFailureLogMs};
 };
 
 // "1.2.3.4:5678" / "[::1]:5678" for a sockaddr from getsockname/getpeername.
