@@ -3,6 +3,8 @@
 
 #include <utility>
 
+#include "roomd/base/log.hpp"
+
 namespace roomd {
 
 HistoryService::HistoryService(uv_loop_t* loop, TaskRunner& tasks, std::string path, std::size_t heavy_slots,
@@ -11,7 +13,11 @@ HistoryService::HistoryService(uv_loop_t* loop, TaskRunner& tasks, std::string p
       store_(std::move(path)),
       writer_(tasks, store_, max_messages_per_room),
       helpers_(loop, std::move(helper_program), store_.path(), heavy_slots,
-               [this](HistoryQuery q, HistoryHelpers::Done done) { query_on_pool(std::move(q), std::move(done)); }) {}
+               [this](HistoryQuery q, HistoryHelpers::Done done) { query_on_pool(std::move(q), std::move(done)); }) {
+  if (store_.opened_after_crash())
+    log::warning("history " + store_.path() + " was not closed cleanly (a crash or kill -9): persisted rooms "
+                 "begin a new epoch, so a client resuming across the crash is told resumed: false");
+}
 
 void HistoryService::append(StoredMessage message, std::function<void(bool)> committed) {
   writer_.append(std::move(message), std::move(committed));

@@ -171,6 +171,20 @@ HistoryStore::HistoryStore(std::string path) : path_(std::move(path)) {
       throw std::runtime_error("cannot prepare history database " + path_ + ": " + err);
     }
   }
+  // 'open' is 1 while a writer has the file: found so at open, the last one died with it.
+  {
+    Statement open(writer_, "SELECT value FROM meta WHERE key = 'open'");
+    opened_after_crash_ = open && sqlite3_step(open.get()) == SQLITE_ROW && open.column_text(0) == "1";
+  }
+  const char* mark = opened_after_crash_
+                         ? "BEGIN IMMEDIATE; UPDATE meta SET value = lower(hex(randomblob(8))) WHERE key = 'epoch';"
+                           " INSERT OR REPLACE INTO meta(key, value) VALUES('open', '1'); COMMIT"
+                         : "INSERT OR REPLACE INTO meta(key, value) VALUES('open', '1')";
+  if (auto err = exec(writer_, mark); !err.empty()) {
+    sqlite3_close(writer_);
+    writer_ = nullptr;
+    throw std::runtime_error("cannot prepare history database " + path_ + ": " + err);
+  }
 }
 
 HistoryStore::HistoryStore(std::string path, ReadOnly) : path_(std::move(path)) {
@@ -179,6 +193,7 @@ HistoryStore::HistoryStore(std::string path, ReadOnly) : path_(std::move(path)) 
 
 HistoryStore::~HistoryStore() {
   for (sqlite3* db : idle_readers_) close_reader(db);
+  if (writer_) exec(writer_, "INSERT OR REPLACE INTO meta(key, value) VALUES('open', '0')");  // a clean close
   sqlite3_close(writer_);
 }
 
@@ -238,8 +253,8 @@ RoomState HistoryStore::load(const std::string& room, std::uint32_t recent) cons
   last.bind(1, room);
   last.bind(2, static_cast<std::int64_t>(recent));
   while (last && sqlite3_step(last.get()) == SQLITE_ROW) state.recent.push_back(last.column_text(0));
-  // One epoch per database, made with it: seq restarts only with a new file. (A file from a
-  // version before epochs gets one when the writer opens it.)
+  // One epoch per database, made with it and made again when the writer opens it after a
+  // crash. (A file from a version before epochs gets one when the writer opens it.)
   Statement epoch(r.db, "SELECT value FROM meta WHERE key = 'epoch'");
   if (epoch && sqlite3_step(epoch.get()) == SQLITE_ROW) state.epoch = epoch.column_text(0);
   return state;

@@ -376,9 +376,15 @@ class History(DaemonTest):
         a = self.connect(d, join=["lobby", "scratch"])
         self.say_many(a, 7)
         a.call({"op": "say", "room": "scratch", "text": "not kept", "id": "s"}, "message")
+        a.send({"op": "join", "room": "lobby", "id": "e"})
+        epoch = a.wait_for("joined", id="e")["epoch"]
         d.stop()
         d2 = self.start(self.conf)
         b = self.connect(d2)
+        j = b.call({"op": "join", "room": "lobby", "since": 5, "epoch": epoch}, "joined")
+        self.assertEqual((j["epoch"], j["resumed"]), (epoch, True), "a clean restart keeps the epoch: resumes span it")
+        self.assertEqual([m["text"] for m in j["history"]], ["msg 5", "msg 6"])
+        b.call({"op": "leave", "room": "lobby"}, "left")
         j = b.call({"op": "join", "room": "lobby"}, "joined")
         self.assertEqual([m["text"] for m in j["history"]], [f"msg {i}" for i in range(2, 7)])
         b.send({"op": "say", "room": "lobby", "text": "after", "id": "x"})
@@ -391,12 +397,20 @@ class History(DaemonTest):
         a = self.connect(d, join=["lobby"])
         acked = self.say_many(a, 200)
         self.assertEqual(acked, list(range(1, 201)))
+        a.send({"op": "join", "room": "lobby", "id": "e"})
+        epoch = a.wait_for("joined", id="e")["epoch"]
         d.proc.send_signal(signal.SIGKILL)
         d.kill()
         d2 = self.start(self.conf)
         b = self.connect(d2)
         h = b.call({"op": "history", "room": "lobby", "limit": 500}, "history")
         self.assertEqual([m["seq"] for m in h["messages"]], list(range(1, 201)))
+        # Messages delivered but never committed died with the daemon and their seqs go to
+        # others now: the room has a new epoch, so no resume spans the crash.
+        j = b.call({"op": "join", "room": "lobby", "since": 199, "epoch": epoch}, "joined")
+        self.assertNotEqual(j["epoch"], epoch)
+        self.assertEqual((j["resumed"], j["seq"]), (False, 200))
+        self.assertTrue(d2.log.wait_for("was not closed cleanly"), "the new epoch is logged")
 
     def test_bad_history_path_is_a_clear_error(self):
         conf = self.conf.replace(f'path = "{self.dir}/state/history.db"', 'path = "/proc/nope/history.db"')

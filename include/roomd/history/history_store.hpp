@@ -19,7 +19,9 @@ namespace roomd {
 class HistoryStore {
  public:
   // Opens (creating the file, its directory and the schema); throws std::runtime_error with
-  // a readable reason when it cannot.
+  // a readable reason when it cannot. A file the last writer did not close (kill -9, a
+  // crash, power loss) gets a new epoch: messages that were delivered but died uncommitted
+  // had seqs that now go to others, so no resume may span the crash.
   explicit HistoryStore(std::string path);
   // Readers only (a history query helper): the file and its schema must exist; append and
   // trim refuse.
@@ -31,6 +33,8 @@ class HistoryStore {
   HistoryStore& operator=(const HistoryStore&) = delete;
 
   const std::string& path() const { return path_; }
+  // The last writer of this file did not close it (so the epoch changed at this open).
+  bool opened_after_crash() const { return opened_after_crash_; }
 
   // Writer side (one at a time). Returns an error text, empty on success.
   std::string append(const std::vector<StoredMessage>& batch);
@@ -49,6 +53,7 @@ class HistoryStore {
 
   std::string path_;
   ::sqlite3* writer_ = nullptr;
+  bool opened_after_crash_ = false;
   mutable std::mutex readers_mutex_;           // pool threads only; the loop never reads
   mutable std::vector<::sqlite3*> idle_readers_;
 };
