@@ -174,8 +174,9 @@ SessionId Router::connect(Outbox& outbox, bool admin, std::string source) {
   Session& s = *session;
   by_nick_[fold_case(s.nick)] = &s;
   sessions_.emplace(s.id, std::move(session));
-  const wire::Limits limits{settings_.rate, settings_.burst, settings_.query_rate, settings_.query_burst,
-                            settings_.max_frame_bytes};
+  const wire::Limits limits{settings_.rate,       settings_.burst,           settings_.query_rate,
+                            settings_.query_burst, settings_.max_frame_bytes, settings_.churn_rate,
+                            settings_.churn_burst};
   s.out->send(make_event(wire::welcome(settings_.version, s.nick, settings_.motd, limits)));
   return s.id;
 }

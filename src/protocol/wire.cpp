@@ -93,7 +93,9 @@ ordered_json welcome(std::string_view version, std::string_view nick, std::strin
                  {"burst", limits.burst},
                  {"query_rate", limits.query_rate},
                  {"query_burst", limits.query_burst},
-                 {"max_frame_bytes", limits.max_frame_bytes}};
+                 {"max_frame_bytes", limits.max_frame_bytes},
+                 {"churn_rate", limits.churn_rate},
+                 {"churn_burst", limits.churn_burst}};
   return w;
 }
 

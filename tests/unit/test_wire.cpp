@@ -38,13 +38,14 @@ const wire::Id no_id = std::nullopt;
 }  // namespace
 
 TEST_CASE("wire: the welcome") {
-  auto w = wire::welcome("1.2", "guest-1", "hi \"there\"", {50, 100, 20, 50, 65536});
+  auto w = wire::welcome("1.2", "guest-1", "hi \"there\"", {50, 100, 20, 50, 65536, 2, 30});
   check_body(w,
              R"({"op":"welcome","server":"roomd","version":"1.2","proto":1,"nick":"guest-1","motd":"hi \"there\"",)"
              R"("hint":"send JSON lines, or type /help for text mode",)"
-             R"("limits":{"rate":50.0,"burst":100,"query_rate":20.0,"query_burst":50,"max_frame_bytes":65536}})",
+             R"("limits":{"rate":50.0,"burst":100,"query_rate":20.0,"query_burst":50,"max_frame_bytes":65536,"churn_rate":2.0,"churn_burst":30}})",
              {"op", "server", "version", "proto", "nick", "motd", "hint", "limits"});
-  CHECK(keys(w["limits"]) == std::vector<std::string>{"rate", "burst", "query_rate", "query_burst", "max_frame_bytes"});
+  CHECK(keys(w["limits"]) == std::vector<std::string>{"rate", "burst", "query_rate", "query_burst", "max_frame_bytes",
+                                                      "churn_rate", "churn_burst"});
   CHECK(render_text(w) == "* hi \"there\"\n");
 }
 

@@ -45,9 +45,11 @@ struct Limits {
   double query_rate;
   std::uint32_t query_burst;
   std::uint32_t max_frame_bytes;
+  double churn_rate;          // nick changes and leaves
+  std::uint32_t churn_burst;
 };
 // {"op":"welcome","server":"roomd","version","proto":1,"nick","motd","hint",
-//  "limits":{"rate","burst","query_rate","query_burst","max_frame_bytes"}}
+//  "limits":{"rate","burst","query_rate","query_burst","max_frame_bytes","churn_rate","churn_burst"}}
 ordered_json welcome(std::string_view version, std::string_view nick, std::string_view motd,
                      const Limits& limits);
 
