@@ -163,7 +163,7 @@ def hash_key(key):
 
 
 class Reconnect(DaemonTest):
-    """roomcat --reconnect against a roomd killed with SIGKILL and started again on its port."""
+    """roomcat --reconnect against a roomd stopped (or killed with SIGKILL) and started again on its port."""
 
     def spawn(self, *args):
         p = subprocess.Popen([ROOMCAT, "--reconnect", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
