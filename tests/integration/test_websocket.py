@@ -75,7 +75,7 @@ burst = 100000
         self.assertEqual(c.call({"op": "nick", "nick": "ann", "id": 1}, "ok"), {"op": "ok", "id": 1, "nick": "ann"})
         joined = c.call({"op": "join", "room": "lobby"}, "joined")
         self.assertEqual(joined["members"], ["ann"])
-        self.assertIn("WebSocket) connected as guest-", d.log.text())
+        self.assertTrue(d.log.wait_for(r"WebSocket\) connected as guest-"), "the session is logged")
         # Text mode does not exist here: a plain line is bad JSON, answered, and the session goes on.
         reply = c.call("hello there", "error")
         self.assertEqual(reply["code"], "bad_json")
