@@ -699,7 +699,7 @@ async def run(args, roomd, tmp, config_path, key_hash, chat_rooms):
     for j in range(2):  # the keyed room, with the right key (one argon2id check, then remembered)
         chat.append(s.chatter(f"v{j}", "vault", s.source("healthy", k), args.say_every, key="soak-key")); k += 1
     for j in range(4):  # the flood room: 8 KB messages, which the slow readers never read
-        chat.append(s.chatter(f"f{j}", "flood", s.source("healthy", k), 0.05, pad=8000)); k += 1
+        chat.append(s.chatter(f"f{j}", "flood", s.source("healthy", k), 0.1, pad=8000)); k += 1
     chat_tasks = [asyncio.ensure_future(c) for c in chat]
     idle_count = max(0, int(n * 0.6) - len(chat))
     in_chat = min(idle_count, len(chat_rooms) * 40)
@@ -738,8 +738,9 @@ async def run(args, roomd, tmp, config_path, key_hash, chat_rooms):
         s.spawn("halfclose", sc(20 * d), sc(40), 1 / sc(20), s.fault_halfclose),
         s.spawn("garbage", sc(8 * d), sc(20), 1 / sc(8), s.fault_garbage),
         s.spawn("slowloris", sc(200) * 3, sc(200), 0.05, s.fault_slowloris),
-        s.spawn("slowreader", sc(48) * 4, sc(48), 0.2, s.fault_slowreader),
-        s.spawn("hoarder", sc(48) * 2, sc(48), 0.2, s.fault_hoarder),
+        # not scaled: their memory is what the budget limits, the same in a short and a long run
+        s.spawn("slowreader", int(48 * 4 * d / 45) + 1, 48, 0.2, s.fault_slowreader),
+        s.spawn("hoarder", 96 + int(d) // 2, 48, 0.2, s.fault_hoarder),
         s.spawn("text", sc(6 * d), sc(30), 1 / sc(6), s.fault_text),
         s.spawn("keyed", sc(4 * d), sc(10), 1 / sc(4), s.fault_keyed),
         s.storms(sc(300), 5),
