@@ -31,6 +31,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -754,6 +755,9 @@ async def run(args, roomd, tmp, config_path, key_hash, chat_rooms):
             if t.done() and t.exception():
                 raise t.exception()
     s.stop_faults = True
+    # a trim from here on is the one after the faults (the loop may be quiet before every
+    # faulty task has wound down)
+    trims_before = sum(1 for l in roomd.log_lines() if "heap trimmed" in l)
     peak_rss = max(r for _, r, _ in s.rss_samples)
     peak_fds = max(f for _, _, f in s.rss_samples)
     # the faulty clients go: those still open are reset or closed now
@@ -765,7 +769,6 @@ async def run(args, roomd, tmp, config_path, key_hash, chat_rooms):
     for c in list(s.faulty):
         c.reset()
     stopped_t = time.monotonic()
-    trims_before = sum(1 for l in roomd.log_lines() if "heap trimmed" in l)
 
     # ---- fds back to the baseline (closing connections linger at most 2 s; slow consumers drain at most 5 s)
     fds_back = None
@@ -787,9 +790,11 @@ async def run(args, roomd, tmp, config_path, key_hash, chat_rooms):
     while time.monotonic() < deadline:
         lines = [l for l in roomd.log_lines() if "heap trimmed" in l]
         if len(lines) > trims_before:
-            trim_line = lines[-1]
-            if not args.sanitizer:
-                await asyncio.sleep(0.5)
+            trim_line = lines[trims_before]
+            # RSS before it, as the daemon saw it then ("resident A -> B MiB")
+            m = re.search(r"resident (\d+) -> (\d+) MiB", trim_line)
+            if m:
+                rss_after_faults = int(m.group(1)) * MiB
             rss_after_trim = roomd.rss()
             break
         await asyncio.sleep(0.25)
@@ -830,6 +835,11 @@ async def run(args, roomd, tmp, config_path, key_hash, chat_rooms):
     try:
         rc = await asyncio.get_running_loop().run_in_executor(None, lambda: roomd.proc.wait(30 * args.slow))
     except subprocess.TimeoutExpired:
+        # where it hangs, if gdb is at hand, before the kill
+        stacks = subprocess.run(["gdb", "-p", str(roomd.pid), "-batch", "-ex", "thread apply all bt"],
+                                capture_output=True, text=True, timeout=60) if shutil.which("gdb") else None
+        if stacks:
+            print(stacks.stdout[-6000:], file=sys.stderr)
         roomd.proc.kill()
         rc = "killed after 30 s"
     exit_s = time.monotonic() - t_term
