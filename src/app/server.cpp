@@ -292,6 +292,10 @@ int Server::run() {
   http_.reset();  // kept through the drain, so /readyz says "shutting down" meanwhile
   listeners_.clear();
   if (history_) history_->close();
+  // The run below also waits for every pool task, and a key check waits for its helper,
+  // which runs at idle priority and may be kept off the CPU for minutes on a busy machine:
+  // the helpers go now, and a check still waiting fails closed.
+  key_helpers_->shutdown();
   uv_run(loop(), UV_RUN_DEFAULT);  // runs the close callbacks
   log::notice("roomd stopped");
   return 0;
