@@ -3,7 +3,8 @@
 #   ./quickstart.sh run    install what is missing, build, run roomd on its embedded default
 #   ./quickstart.sh test   install what is missing (also chromium, Node and playwright-core for
 #                          the browser test), build (plain, ASan+UBSan, TSan; -Werror),
-#                          run every test in each build
+#                          run every test in each build, the faulted soak (plain, ASan+UBSan)
+#                          and the fuzz targets
 set -eu
 cd "$(dirname "$0")"
 
@@ -76,12 +77,20 @@ case "${1:-run}" in
     # websocket suite covers here, and no thread of roomd's.)
     TSAN_OPTIONS=halt_on_error=1 \
       meson test -C build-tsan --print-errorlogs --num-processes 2 --timeout-multiplier 3 --no-suite browser
+    # The faulted soak (tests/soak, docs/reliability.md): about 1.5 minutes each. Against the
+    # plain build, where RSS and the heap trim mean something; against ASan+UBSan for its
+    # reports (RSS not checked there: ASan's allocator keeps freed memory in quarantine).
+    phase "soak (plain, 45 s of faults)"
+    tests/soak/soak.py --roomd build/roomd --duration 45 --connections 3000
+    phase "soak (ASan+UBSan, 45 s of faults)"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      tests/soak/soak.py --roomd build-san/roomd --duration 45 --connections 1500 --sanitizer
     # Every fuzz target (tests/fuzz, libFuzzer under ASan+UBSan) from its seed corpus for a
     # bounded time; longer runs are `tests/fuzz/run 600` (docs/reliability.md).
     phase "fuzz (20 s per target)"
     tests/fuzz/run 20
     phase "done"
-    echo "quickstart: all tests passed (plain, ASan+UBSan, TSan; fuzz targets 20 s each)"
+    echo "quickstart: all tests passed (plain, ASan+UBSan, TSan; soak plain and ASan+UBSan; fuzz targets 20 s each)"
     ;;
   *)
     echo "usage: $0 run|test" >&2

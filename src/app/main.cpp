@@ -121,6 +121,8 @@ int main(int argc, char** argv) {
   // libsodium mapped and unmapped 64 MiB per key check on a pool thread, inside the daemon (a
   // storm of keyed joins raised message p99 several-fold). The checks now run in helper
   // processes (this line is not reached there); the setting stays, unmeasured without it.
+  // Free memory is still given back, only not from free(): the server trims the heap in a
+  // quiet moment of the loop, after a burst has passed (Server::trim_heap_when_quiet).
   mallopt(M_ARENA_MAX, 1);
   mallopt(M_MMAP_THRESHOLD, 128 * 1024 * 1024);
   mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);

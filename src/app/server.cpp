@@ -1,6 +1,8 @@
 // Server: owns the loop and everything on it; accepts, limits, reloads and shuts down.
 #include "roomd/app/server.hpp"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -104,6 +106,8 @@ Server::Server(ServerOptions options)
                    " clients, fewer than server.max_clients (" + std::to_string(config_.server.max_clients) +
                    "): raise it (LimitNOFILE=) or lower max_clients");
   }
+  // The time the loop waits in epoll: how quiet it is, for the heap trim (trim_heap_when_quiet).
+  uv::check(uv_loop_configure(loop_.get(), UV_METRICS_IDLE_TIME), "uv_loop_configure");
   if (!options_.listen_override.empty()) {
     config_.server.listen = options_.listen_override;
     config_.server.listen_flags.assign(config_.server.listen.size(), ListenFlags{});
@@ -255,7 +259,7 @@ int Server::run() {
     log::error(e.what());
     return 1;
   }
-  started_ms_ = now_ms();
+  started_ms_ = heap_check_ms_ = now_ms();
   end_of_turn_ = std::make_unique<uv::Prepare>(loop(), [this] { on_turn(); });
   keep_awake_ = std::make_unique<uv::Idle>(loop());
   ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
@@ -305,6 +309,10 @@ int Server::run() {
   http_.reset();  // kept through the drain, so /readyz says "shutting down" meanwhile
   listeners_.clear();
   if (history_) history_->close();
+  // The run below also waits for every pool task, and a key check waits for its helper,
+  // which runs at idle priority and may be kept off the CPU for minutes on a busy machine:
+  // the helpers go now, and a check still waiting fails closed.
+  key_helpers_->shutdown();
   uv_run(loop(), UV_RUN_DEFAULT);  // runs the close callbacks
   log::notice("roomd stopped");
   return 0;
@@ -524,6 +532,31 @@ void Server::on_tick() {
   std::uint64_t now = now_ms();
   for (auto& [id, conn] : connections_) conn->tick(now);
   if (now - last_status_ms_ >= 2000) update_status();
+  if (now - heap_check_ms_ >= HeapTrimPolicy::kCheckIntervalMs) trim_heap_when_quiet(now);
+}
+
+// The heap's free memory goes back to the system here, in a quiet moment, and never from
+// free() on the hot path (main.cpp's M_TRIM_THRESHOLD): after a storm has passed and the
+// loop has idled for a while, one malloc_trim(0) returns the free pages (it walks the free
+// chunks and madvises them away, which may take milliseconds, so not mid-storm).
+void Server::trim_heap_when_quiet(std::uint64_t now) {
+  const std::uint64_t idle_ns = uv_metrics_idle_time(loop());
+  const double elapsed_ns = static_cast<double>(now - heap_check_ms_) * 1e6;
+  const double idle_share = static_cast<double>(idle_ns - heap_check_idle_ns_) / elapsed_ns;
+  heap_check_ms_ = now;
+  heap_check_idle_ns_ = idle_ns;
+  if (!heap_trim_.note_interval(std::clamp(1.0 - idle_share, 0.0, 1.0))) return;
+  const struct mallinfo2 heap = mallinfo2();
+  const std::uint64_t resident = resident_bytes(), in_use = heap.uordblks + heap.hblkhd;
+  if (!heap_trim_.worth_trimming(resident, in_use)) return;
+  const std::uint64_t started_ns = uv_hrtime();
+  malloc_trim(0);
+  const std::uint64_t took_us = (uv_hrtime() - started_ns) / 1000;
+  const std::uint64_t after = resident_bytes();
+  heap_trim_.trimmed(after);
+  auto mib = [](std::uint64_t bytes) { return std::to_string(bytes >> 20); };
+  log::info("heap trimmed in a quiet moment: resident " + mib(resident) + " -> " + mib(after) + " MiB (" +
+            mib(in_use) + " MiB in use), " + std::to_string(took_us) + " us");
 }
 
 void Server::on_lag_probe() {

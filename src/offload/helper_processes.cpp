@@ -168,16 +168,33 @@ bool reap_helper(pid_t pid, bool wait) {
 }
 
 bool HelperProcesses::start(Helper& h) {
+  {
+    std::lock_guard lock(mutex_);
+    if (closed_) return false;
+  }
   auto spawned = spawn_helper(argv_, name_);
   if (!spawned) return false;
   h = *spawned;
+  std::lock_guard lock(mutex_);
+  running_.push_back(h.pid);
+  if (closed_) ::kill(h.pid, SIGKILL);  // shut down meanwhile: the call fails at once
   return true;
 }
 
 void HelperProcesses::stop(Helper& h) {
   if (h.fd >= 0) ::close(h.fd);  // its EOF: the helper exits
   reap_helper(h.pid);
+  {
+    std::lock_guard lock(mutex_);
+    std::erase(running_, h.pid);
+  }
   h = Helper{};
+}
+
+void HelperProcesses::shutdown() {
+  std::lock_guard lock(mutex_);
+  closed_ = true;
+  for (pid_t pid : running_) ::kill(pid, SIGKILL);  // a waiting call reads EOF; reaped by stop()
 }
 
 std::optional<HelperFields> HelperProcesses::call(const HelperFields& request) {
@@ -196,7 +213,12 @@ std::optional<HelperFields> HelperProcesses::call(const HelperFields& request) {
     if (write_fields(h.fd, request, true) && read_fields(h.fd, fields)) {
       answer = std::move(fields);
     } else {
-      log::warning("the " + name_ + " helper (pid " + std::to_string(h.pid) + ") went away; starting another");
+      bool closing;
+      {
+        std::lock_guard lock(mutex_);
+        closing = closed_;
+      }
+      if (!closing) log::warning("the " + name_ + " helper (pid " + std::to_string(h.pid) + ") went away; starting another");
       stop(h);
     }
   }

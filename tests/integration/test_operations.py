@@ -118,6 +118,39 @@ class Shutdown(DaemonTest):
         self.assertFalse(os.path.exists(sock_path))
         d.log.wait_for(r"roomd stopped")
 
+    def test_sigterm_does_not_wait_for_a_key_check_stuck_in_its_helper(self):
+        """A key-check helper runs at idle priority and may get no CPU for minutes on a busy
+        machine (the faulted soak saw it). The exit waits for every pool task; a check waiting
+        for its helper must not hold it: the helpers are killed and the check fails closed."""
+        key_hash = subprocess.run([harness.ROOMD, "--hash-key"], input=b"right\n", capture_output=True,
+                                  check=True).stdout.decode().strip()
+        d = self.start(f'[limits]\nkey_guesses = 0\n[[rooms]]\nname = "vault"\npersist = false\nkey = "{key_hash}"\n')
+        a = self.connect(d)
+        a.call({"op": "join", "room": "vault", "key": "right"}, "joined")  # the helper is started
+        helpers = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and self.is_key_helper_of(pid, d.proc.pid)]
+        self.assertEqual(len(helpers), 1, helpers)
+        os.kill(helpers[0], signal.SIGSTOP)  # as starved as it gets
+        try:
+            b = self.connect(d)
+            b.send({"op": "join", "room": "vault", "key": "wrong", "id": 1})  # a check it never answers
+            a.call({"op": "ping", "id": 2}, "pong")  # the loop goes on meanwhile
+            d.stop()  # fails if roomd does not exit 0 within the wait
+        finally:
+            try:
+                os.kill(helpers[0], signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    @staticmethod
+    def is_key_helper_of(pid, parent):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return ppid == parent and b"--key-check-helper" in f.read()
+        except (OSError, ValueError, IndexError):
+            return False
+
 
 class Listeners(DaemonTest):
     def test_unix_socket(self):

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "roomd/app/config.hpp"
+#include "roomd/app/heap_trim.hpp"
 #include "roomd/app/metrics.hpp"
 #include "roomd/net/connection.hpp"
 #include "roomd/history/history_service.hpp"
@@ -99,6 +100,7 @@ class Server {
   void on_tick();
   std::uint64_t tick_interval_ms() const;
   void on_lag_probe();
+  void trim_heap_when_quiet(std::uint64_t now);
   void update_status();
 
   struct LoopDeleter {
@@ -150,6 +152,9 @@ class Server {
   std::uint64_t rate_window_count_ = 0;
   double messages_per_s_ = 0;
   std::uint64_t last_status_ms_ = 0;
+  HeapTrimPolicy heap_trim_;
+  std::uint64_t heap_check_ms_ = 0;      // the previous heap check (loop time) ...
+  std::uint64_t heap_check_idle_ns_ = 0;  // ... and the loop's idle time then (uv_metrics_idle_time)
   std::vector<std::unique_ptr<uv::Signal>> signals_;
   std::unique_ptr<Console> console_;
   bool shutting_down_ = false;

@@ -59,6 +59,10 @@ class HelperProcesses {
   // Blocking: call from a pool thread. The answer's fields, or nothing when no helper could
   // answer (it died twice, or cannot be started).
   std::optional<HelperFields> call(const HelperFields& request);
+  // Kills every helper now, also one a pool thread is waiting for: that call answers nothing,
+  // and no helper starts again. For the daemon's exit, which waits for every pool task: a
+  // helper at idle priority can be kept off the CPU for minutes on a busy machine. Idempotent.
+  void shutdown();
 
  private:
   using Helper = SpawnedHelper;
@@ -71,6 +75,8 @@ class HelperProcesses {
   std::mutex mutex_;
   std::condition_variable freed_;
   std::vector<std::size_t> free_;   // indexes into helpers_, guarded by mutex_
+  std::vector<pid_t> running_;      // the helpers' pids, guarded by mutex_
+  bool closed_ = false;             // shutdown() was called; guarded by mutex_
 };
 
 // The helper's side. First: die with the daemon, leave SIGINT/SIGHUP to it, ignore SIGPIPE,

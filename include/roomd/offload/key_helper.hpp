@@ -24,6 +24,8 @@ class KeyHelpers {
 
   // Blocking: call from a pool thread. False for a wrong key and on any failure.
   bool verify(const std::string& hash, const std::string& key);
+  // At exit: the helpers go at once; a check still waiting for one fails closed.
+  void shutdown() { helpers_.shutdown(); }
 
  private:
   HelperProcesses helpers_;
