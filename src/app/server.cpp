@@ -410,6 +410,7 @@ void Server::on_turn() {
   retire_ended_sessions();
   // The cut ones' sessions end: their rooms hear the leave in this turn, before it writes.
   if (enforce_output_budget()) retire_ended_sessions();
+  stats_.budgeted_bytes_checked = stats_.connections.budgeted_bytes;
   write_pending();
   // Presence waits a little for more to share its write (Outbox::send_lazy): a burst of
   // joins into rooms of 100 costs each member one write per window, not one per join.
@@ -674,6 +675,7 @@ ordered_json Server::stats_json() const {
   j["dropped"] = stats_.connections.dropped;
   j["outbound_bytes"] = stats_.connections.queued_bytes;
   j["outbound_budget_cuts"] = stats_.connections.budget_cuts;
+  j["outbound_budgeted_bytes"] = stats_.budgeted_bytes_checked;
   j["rate_limited"] = r.rate_limited;
   j["queries_paced"] = r.queries_paced;
   j["history_paced_by_address"] = r.history_paced_by_address;

@@ -40,6 +40,9 @@ struct ServerStats {
   std::uint64_t fd_refused = 0;        // ... because file descriptors ran low
   std::uint64_t connect_rate_refused = 0;  // refused with rate_limited: over server.connect_rate
   std::uint64_t accept_failures = 0;   // of listeners already closed (open ones count their own)
+  // The queued output the budget limits, as the last turn's check left it (mid-turn a turn's
+  // own output is not checked yet): at most limits.max_total_outbound_bytes.
+  std::uint64_t budgeted_bytes_checked = 0;
   ConnectionCounters connections;  // kept by the connections themselves
 };
 
