@@ -155,8 +155,12 @@ void RedisLink::check_deadlines() {
   if (poll_error_ < 0) return fail(RedisCloseReason::reset, "uv_poll_start: " + uv::error_text(poll_error_));
   if (state_ == State::connecting && now - connect_started_ms_ >= settings_.connect_timeout_ms)
     return fail(RedisCloseReason::timeout, "no connection within " + std::to_string(settings_.connect_timeout_ms) + " ms");
-  if (state_ == State::open && !sent_at_.empty() && now - sent_at_.front() >= settings_.command_timeout_ms)
-    return fail(RedisCloseReason::timeout, "no reply within " + std::to_string(settings_.command_timeout_ms) + " ms");
+  auto overdue = [&] { return state_ == State::open && !sent_at_.empty() && now - sent_at_.front() >= settings_.command_timeout_ms; };
+  if (!overdue()) return;
+  // Timers run before the loop polls: after a long busy turn the reply may be waiting unread
+  // in the socket. Read once before calling Redis frozen (this may also end the link).
+  redisAsyncHandleRead(context_);
+  if (overdue()) fail(RedisCloseReason::timeout, "no reply within " + std::to_string(settings_.command_timeout_ms) + " ms");
 }
 
 // ---- hiredis' event hooks ----------------------------------------------------------------
