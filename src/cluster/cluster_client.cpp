@@ -150,6 +150,9 @@ void ClusterClient::connect() {
       if (!r || is_error(r)) init_failed("subscriber", "AUTH", r);
     });
   }
+  // Named, so an operator's CLIENT LIST shows whose connection is whose.
+  commands_->command({"CLIENT", "SETNAME", "roomd:" + settings_.node_id + ":commands"}, {});
+  subscriber_->command({"CLIENT", "SETNAME", "roomd:" + settings_.node_id + ":subscriber"}, {});
   // At every connect: a Redis restarted without persistence has forgotten it.
   commands_->command({"FUNCTION", "LOAD", "REPLACE", function_library()}, [this, init_failed](const redisReply* r) {
     if (!r || is_error(r)) return init_failed("command", "FUNCTION LOAD", r);
@@ -296,7 +299,11 @@ void ClusterClient::on_push(const redisReply& reply) {
   // "roomd:{ROOM}" -> ROOM
   if (!name.starts_with("roomd:{") || !name.ends_with("}")) return;
   std::string room = name.substr(7, name.size() - 8);
-  if (kind == "message") return on_message(room, std::string_view(reply.element[2]->str, reply.element[2]->len));
+  if (kind == "message") {
+    const redisReply* payload = reply.element[2];
+    if (payload->type == REDIS_REPLY_STRING) on_message(room, std::string_view(payload->str, payload->len));
+    return;
+  }
   if (kind != "subscribe") return;
   auto it = feeds_.find(room);
   if (it == feeds_.end() || it->second.subscribed) return;
@@ -398,6 +405,8 @@ void ClusterClient::fill(const std::string& room, Feed& feed, std::uint64_t upto
   if (feed.next_seq > feed.fill_to) return drain(room, feed);  // nothing missing after all
   feed.filling = true;
   ++stats_.gap_fills;
+  log::info("cluster: '" + room + "' reading seqs " + std::to_string(feed.next_seq) + ".." + std::to_string(feed.fill_to) +
+            " from its stream");
   const std::uint64_t serial = feed.serial;
   commands_->command(
       {"XRANGE", key(room, "log"), std::to_string(feed.next_seq) + "-0", std::to_string(feed.fill_to) + "-0", "COUNT",

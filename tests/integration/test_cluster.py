@@ -62,6 +62,32 @@ class Redis:
             self.proc.kill()
             self.proc.wait()
 
+    def command(self, *args):
+        """One command over a socket of our own; returns the raw reply."""
+        payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=WAIT) as s:
+            s.sendall(payload.encode())
+            data = b""
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline:
+                chunk = s.recv(65536)
+                data += chunk
+                if not chunk or data.startswith((b"+", b"-", b":")) and data.endswith(b"\r\n"):
+                    break
+                if data.startswith(b"$"):
+                    size = int(data[1:data.index(b"\r\n")])
+                    if len(data) >= data.index(b"\r\n") + 2 + size + 2:
+                        break
+            return data.decode()
+
+    def kill_client(self, name):
+        """CLIENT KILL of the connection named `name` (roomd names its own)."""
+        for line in self.command("CLIENT", "LIST").splitlines():
+            fields = dict(f.split("=", 1) for f in line.split(" ") if "=" in f)
+            if fields.get("name") == name:
+                return self.command("CLIENT", "KILL", "ID", fields["id"])
+        raise AssertionError(f"no client named {name}")
+
     def close(self):
         self.kill()
         self.dir.cleanup()
@@ -242,6 +268,21 @@ class ClusterTest(DaemonTest):
         o = self.connect(other, join=["hall"])
         c.call({"op": "say", "room": "hall", "text": "both", "id": "b"})
         self.assertEqual(read_messages(o, "hall", 1, WAIT)[0]["text"], "both")
+
+    def test_a_lost_subscription_is_filled_from_the_stream(self):
+        a, b = self.node("node-a"), self.node("node-b")
+        alice = self.connect(a, nick="alice", join=["hall"])
+        bob = self.connect(b, nick="bob", join=["hall"])
+        count = 50
+        self.assertIn(":1", self.redis.kill_client("roomd:node-b:subscriber"))
+        # node-a never noticed: it goes on ordering while node-b reconnects and catches up.
+        for i in range(count):
+            alice.send({"op": "say", "room": "hall", "text": str(i), "id": i})
+        got = read_messages(alice, "hall", count, WAIT)
+        b.log.wait_for("cluster: Redis at .*subscriber link reset")
+        seen = read_messages(bob, "hall", count, WAIT)
+        self.assertEqual([m["seq"] for m in seen], list(range(1, count + 1)))
+        self.assertEqual([m["text"] for m in seen], [m["text"] for m in got])
 
     def test_frozen_redis_is_noticed_and_forgiven(self):
         a = self.node("node-a")
