@@ -282,7 +282,7 @@ void Router::remove_member(Session& s, Room& room) {
   if (room.clustered && room.members.empty()) {
     services_.cluster->unwatch(room.name);
     room.synced = false;
-    release_cluster_waits(room, UINT64_MAX);  // nothing more will be delivered here
+    release_cluster_waits(room, UINT64_MAX, true);  // nothing more will be delivered here
   }
 }
 
@@ -688,9 +688,11 @@ void Router::say_clustered(Session& s, const Request& r, Room& room) {
   });
 }
 
-void Router::release_cluster_waits(Room& room, std::uint64_t upto) {
-  auto joins = std::exchange(room.waiting_joins, {});
-  for (auto& answer : joins) answer();
+void Router::release_cluster_waits(Room& room, std::uint64_t upto, bool joins_too) {
+  if (joins_too) {
+    auto joins = std::exchange(room.waiting_joins, {});
+    for (auto& answer : joins) answer();
+  }
   while (!room.waiting_acks.empty() && room.waiting_acks.front().first <= upto) {
     auto ack = std::move(room.waiting_acks.front().second);
     room.waiting_acks.pop_front();
@@ -706,7 +708,7 @@ void Router::cluster_synced(const std::string& name, const RoomState& state) {
   room->history.clear();
   fill_ring(*room, state);
   room->synced = true;
-  release_cluster_waits(*room, state.last_seq);
+  release_cluster_waits(*room, state.last_seq, true);
 }
 
 void Router::cluster_deliver(const std::string& name, std::uint64_t seq, const std::string& epoch, std::string line) {
@@ -722,12 +724,12 @@ void Router::cluster_deliver(const std::string& name, std::uint64_t seq, const s
   while (room->history.size() > ring_size(false)) room->history.pop_front();
   stats_.deliveries += room->members.size();
   for (Session* m : room->members) m->out->send_broadcast(event, room->name);
-  release_cluster_waits(*room, seq);
+  release_cluster_waits(*room, seq, false);
 }
 
 void Router::cluster_lost() {
   for (auto& [name, room] : rooms_)
-    if (room->clustered) release_cluster_waits(*room, UINT64_MAX);
+    if (room->clustered) release_cluster_waits(*room, UINT64_MAX, true);
 }
 
 void Router::on_whisper(Session& s, const Request& r) {

@@ -178,8 +178,9 @@ class Router final : public SessionSink {
   void fill_ring(Room& room, const RoomState& state);
   void send_joined(Session& s, const Request& r, Room& room);
   void say_clustered(Session& s, const Request& r, Room& room);
-  // Runs the joins waiting for the room's sync and the acks waiting for a seq up to `upto`.
-  void release_cluster_waits(Room& room, std::uint64_t upto);
+  // Runs the acks waiting for a seq up to `upto`, and with `joins_too` the joins waiting for
+  // the room's sync (answered from what the router knows now).
+  void release_cluster_waits(Room& room, std::uint64_t upto, bool joins_too);
   bool is_member(const Session& s, const Room& room) const;
   bool may_speak(const Session& s, const Room& room) const;
 
