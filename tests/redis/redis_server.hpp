@@ -55,11 +55,13 @@ inline std::string redis_server_path() {
 
 class RedisServer {
  public:
-  RedisServer() : port_(free_loopback_port()) {
+  // `unix_socket`: a path it also listens on.
+  explicit RedisServer(const std::string& unix_socket = {}) : port_(free_loopback_port()) {
     std::string bin = redis_server_path();
     std::string port = std::to_string(port_);
     std::vector<std::string> args = {bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                      "--loglevel", "warning", "--daemonize", "no"};
+    if (!unix_socket.empty()) args.insert(args.end(), {"--unixsocket", unix_socket, "--unixsocketperm", "700"});
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -99,6 +99,23 @@ TEST_CASE("a missing Unix socket is refused") {
   CHECK(p.closed->reason == RedisCloseReason::refused);
 }
 
+TEST_CASE("a Unix socket works like TCP") {
+  char dir[] = "/tmp/roomd-redis-XXXXXX";
+  REQUIRE(mkdtemp(dir));
+  const std::string path = std::string(dir) + "/redis.sock";
+  {
+    test::RedisServer redis(path);
+    Loop l;
+    Probe p(&l.loop, ListenAddress{ListenAddress::Kind::unix_path, path, 0});
+    std::string pong;
+    p.link->command({"PING"}, [&](const redisReply* r) { pong = str(r); });
+    REQUIRE(l.run_until([&] { return pong == "PONG"; }));
+    CHECK(p.connected);
+  }
+  std::remove(path.c_str());
+  rmdir(dir);
+}
+
 TEST_CASE("CLIENT KILL resets the link: its pending reply gets nullptr, the owner hears reset") {
   test::RedisServer redis;
   Loop l;
