@@ -8,9 +8,12 @@
 set -eu
 cd "$(dirname "$0")"
 
+# libhiredis-dev and redis-server: [cluster] (docs/cluster.md) and its tests, which start their
+# own redis-server on a loopback port (a packaged one on 6379 is not used).
 PACKAGES="g++ pkg-config meson ninja-build cmake libuv1-dev nlohmann-json3-dev
 libtomlplusplus-dev doctest-dev libcli11-dev libedit-dev libsodium-dev libsqlite3-dev libsystemd-dev
-libssl-dev libwslay-dev libhttp-parser-dev openssl python3 netcat-openbsd tmux systemd prometheus"
+libssl-dev libwslay-dev libhttp-parser-dev libhiredis-dev redis-server openssl python3 netcat-openbsd tmux
+systemd prometheus"
 
 install_missing() {  # install_missing PACKAGE... (those not installed yet)
   missing=""

@@ -3,6 +3,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -284,6 +285,22 @@ void read_http(const toml::table& t, HttpConfig& c, std::vector<ConfigError>& er
   r.reject_unknown();
 }
 
+void read_cluster(const toml::table& t, ClusterConfig& c, std::vector<ConfigError>& errors) {
+  TableReader r(t, "cluster", errors);
+  c.enabled = true;
+  r.string("redis", c.redis);
+  if (auto parsed = parse_listen_address(c.redis); !parsed || (parsed->kind != ListenAddress::Kind::unix_path && parsed->port == 0))
+    r.fail("redis", r.line("redis"), "bad address '" + c.redis + "' (want IP:PORT, [IPv6]:PORT or unix:PATH)");
+  r.string("node_id", c.node_id);
+  if (t.contains("node_id") &&
+      (c.node_id.empty() || c.node_id.size() > 128 ||
+       !std::all_of(c.node_id.begin(), c.node_id.end(), [](unsigned char ch) { return ch > ' ' && ch < 127; })))
+    r.fail("node_id", r.line("node_id"), "must be 1 to 128 printable characters, no spaces");
+  r.integer("heartbeat_ms", c.heartbeat_ms, 50, 60000);
+  r.string("password", c.password);
+  r.reject_unknown();
+}
+
 void read_log(const toml::table& t, LogConfig& lc, std::vector<ConfigError>& errors) {
   TableReader r(t, "log", errors);
   r.string("level", lc.level);
@@ -315,6 +332,7 @@ void read_rooms(const toml::node& node, std::vector<RoomConfig>& rooms,
     r.string("topic", room.topic);
     r.integer("max_members", room.max_members, 1, 10000000);
     r.boolean("persist", room.persist);
+    r.boolean("cluster", room.cluster);
     r.string("key", room.key);
     if (!room.key.empty() && !room.key.starts_with("$argon2id$"))
       r.fail("key", r.line("key"), "must be an argon2id hash from `roomd --hash-key`");
@@ -353,12 +371,13 @@ ConfigResult parse_config(std::string_view text, std::string_view source) {
   if (auto* t = sub_table(root, "tls", errors)) read_tls(*t, result.config.tls, errors);
   if (auto* t = sub_table(root, "websocket", errors)) read_websocket(*t, result.config.websocket, errors);
   if (auto* t = sub_table(root, "http", errors)) read_http(*t, result.config.http, errors);
+  if (auto* t = sub_table(root, "cluster", errors)) read_cluster(*t, result.config.cluster, errors);
   if (auto* t = sub_table(root, "log", errors)) read_log(*t, result.config.log, errors);
   if (auto* node = root.get("rooms")) read_rooms(*node, result.config.rooms, errors);
   for (const auto& [k, node] : root) {
     std::string_view key = k.str();
     if (key != "server" && key != "limits" && key != "history" && key != "tls" && key != "websocket" &&
-        key != "http" && key != "log" && key != "rooms")
+        key != "http" && key != "cluster" && key != "log" && key != "rooms")
       errors.push_back({std::string(key), node.source().begin.line, "unknown key"});
   }
   if (result.config.server.listen.empty() && errors.empty())
@@ -366,6 +385,14 @@ ConfigResult parse_config(std::string_view text, std::string_view source) {
   const Config& c = result.config;
   if (!c.server.tls.empty() && (c.tls.cert.empty() || c.tls.key.empty()))
     errors.push_back({"tls", 0, "a listener has tls = true: [tls] needs cert and key"});
+  // A clustered room's history is Redis' stream; keeping it durable on every node as well is
+  // still to come (docs/cluster.md), so a room cannot be both yet.
+  if (c.cluster.enabled && !c.history.path.empty())
+    for (std::size_t i = 0; i < c.rooms.size(); ++i)
+      if (c.rooms[i].persist && c.rooms[i].cluster)
+        errors.push_back({"rooms[" + std::to_string(i) + "]", 0,
+                          "room '" + c.rooms[i].name +
+                              "' is persisted and clustered: not supported yet; set persist = false or cluster = false"});
   return result;
 }
 

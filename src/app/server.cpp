@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "roomd/protocol/wire.hpp"
 #include "roomd/app/console_commands.hpp"
@@ -138,6 +139,23 @@ Server::Server(ServerOptions options)
       .after = [delays = delays_.get()](std::uint64_t delay_ms,
                                         std::function<void()> callback) { delays->after(delay_ms, std::move(callback)); },
   };
+  if (config_.cluster.enabled) {
+    const auto& c = config_.cluster;
+    ClusterSettings settings{.redis = *parse_listen_address(c.redis),
+                             .password = c.password,
+                             .node_id = c.node_id,
+                             .heartbeat_ms = c.heartbeat_ms,
+                             .max_messages_per_room = config_.history.max_messages_per_room,
+                             .recent = replay_ring(config_)};
+    // The router exists by the time the client reports anything (it starts in run()).
+    cluster_ = std::make_unique<ClusterClient>(
+        loop_.get(), std::move(settings),
+        ClusterSink{.synced = [this](const std::string& room, const RoomState& state) { router_->cluster_synced(room, state); },
+                    .deliver = [this](const std::string& room, std::uint64_t seq, const std::string& epoch,
+                                      std::string line) { router_->cluster_deliver(room, seq, epoch, std::move(line)); },
+                    .lost = [this] { router_->cluster_lost(); }});
+    services.cluster = cluster_.get();
+  }
   if (!config_.history.path.empty()) {
     // Queries go to idle-priority helper processes, one per heavy slot, and to the pool when
     // a helper cannot answer (history_service.hpp).
@@ -169,6 +187,7 @@ Server::~Server() {
   ticker_.reset();
   lazy_flush_.reset();
   delays_.reset();
+  cluster_.reset();
   shutdown_deadline_.reset();
   signals_.clear();
   console_.reset();
@@ -260,6 +279,14 @@ int Server::run() {
     return 1;
   }
   started_ms_ = heap_check_ms_ = now_ms();
+  if (cluster_) {
+    // The default node id: this host and the port it serves on.
+    char host[256] = "roomd";
+    gethostname(host, sizeof host - 1);
+    std::string port = listeners_.empty() ? "0" : listeners_.front()->bound_name();
+    port = port.substr(port.rfind(':') + 1);
+    cluster_->start(std::string(host) + ":" + port);
+  }
   end_of_turn_ = std::make_unique<uv::Prepare>(loop(), [this] { on_turn(); });
   keep_awake_ = std::make_unique<uv::Idle>(loop());
   ticker_ = std::make_unique<uv::Timer>(loop(), [this] { on_tick(); });
@@ -303,6 +330,7 @@ int Server::run() {
   ticker_.reset();
   lazy_flush_.reset();
   delays_.reset();
+  cluster_.reset();  // pending says are dropped: their clients are gone
   shutdown_deadline_.reset();
   end_of_turn_.reset();
   keep_awake_.reset();
@@ -619,6 +647,8 @@ void Server::reload() {
     log::warning("reload: history.path takes effect at the next restart");
   next.history.path = config_.history.path;
   if (history_) history_->set_max_messages(next.history.max_messages_per_room);
+  if (next.cluster != config_.cluster) log::warning("reload: [cluster] takes effect at the next restart");
+  next.cluster = config_.cluster;
   config_ = std::move(next);
   // A new context for new connections, if the files load and match; open ones keep theirs.
   if (tls_context_) load_tls(true);
@@ -695,6 +725,18 @@ ordered_json Server::stats_json() const {
   j["loop_lag_p99_us"] = pct(0.99);
   j["uptime_s"] = (now_ms() - started_ms_) / 1000;
   j["rss_bytes"] = resident_bytes();
+  if (cluster_) {
+    const auto& c = cluster_->stats();
+    j["cluster_available"] = cluster_->available() ? 1 : 0;
+    j["cluster_connects"] = c.connects;
+    j["cluster_link_failures"] = c.link_failures;
+    j["cluster_says"] = c.says;
+    j["cluster_says_refused"] = c.says_refused;
+    j["cluster_says_retried"] = c.says_retried;
+    j["cluster_delivered"] = c.delivered;
+    j["cluster_gap_fills"] = c.gap_fills;
+    j["cluster_skipped"] = c.skipped;
+  }
   return j;
 }
 

@@ -26,6 +26,7 @@ struct Router::Session {
   bool admin;
   std::vector<Membership> rooms;  // join order: the last one is the "current" room
   std::string source;             // whose budget its key guesses use
+  std::uint64_t says = 0;         // into clustered rooms: each say's id for the cluster
 };
 
 // A room's members by nick, in byte order: the order of `joined`, `who` and their pages.
@@ -61,6 +62,12 @@ struct Router::Room {
   // Presence of a big room, gathered until its interval's summary goes out.
   wire::PresenceSummary presence;
   bool summary_due = false;  // a summary is scheduled
+  // Clustered ([cluster]): the seq, epoch and order are the cluster's (docs/cluster.md).
+  bool clustered = false;
+  bool synced = false;  // its position came from the cluster since it was last watched
+  std::vector<std::function<void()>> waiting_joins;  // joined replies waiting for the sync
+  // Acks of this node's says, by seq: each goes out once its message was delivered here.
+  std::deque<std::pair<std::uint64_t, std::function<void()>>> waiting_acks;
 };
 
 namespace {
@@ -135,6 +142,11 @@ void Router::restore(const std::string& name, const RoomState& state) {
   if (!room) return;
   room->next_seq = state.last_seq + 1;
   if (!state.epoch.empty()) room->epoch = state.epoch;
+  fill_ring(*room, state);
+}
+
+void Router::fill_ring(Room& room_ref, const RoomState& state) {
+  Room* room = &room_ref;
   // The ring must be consecutive up to last_seq (a resume counts on it): keep the recent
   // messages from the newest back to the first gap (a batch that failed to commit).
   room->history.clear();
@@ -218,6 +230,7 @@ Router::Room* Router::create_room(const std::string& name, const RoomConfig* con
   room->name = name;
   room->serial = ++room_serial_;
   room->epoch = new_epoch();
+  room->clustered = services_.cluster && (!config || config->cluster);
   if (config) apply_room_config(*room, *config);
   else ++dynamic_rooms_;
   Room* raw = room.get();
@@ -251,6 +264,8 @@ void Router::add_member(Session& s, Room& room) {
   s.rooms.push_back({&room, room.members.size()});
   room.members.push_back(&s);
   room.by_nick.insert(&s);
+  // A node hears a clustered room while it has members there.
+  if (room.clustered && room.members.size() == 1) services_.cluster->watch(room.name);
 }
 
 void Router::remove_member(Session& s, Room& room) {
@@ -267,6 +282,11 @@ void Router::remove_member(Session& s, Room& room) {
   if (moved != &s)
     for (auto& m : moved->rooms)
       if (m.room == &room) m.slot = slot;
+  if (room.clustered && room.members.empty()) {
+    services_.cluster->unwatch(room.name);
+    room.synced = false;
+    release_cluster_waits(room, UINT64_MAX, true);  // nothing more will be delivered here
+  }
 }
 
 void Router::drop_room_if_empty(Room& room) {
@@ -544,6 +564,23 @@ void Router::finish_join(Session& s, const Request& r, Room& room_ref) {
                              [&](const Session::Membership& m) { return m.room == room; });
     std::rotate(mine, mine + 1, s.rooms.end());
   }
+  if (room->clustered && !room->synced && services_.cluster->available()) {
+    // Where the room stands comes from the cluster first: the reply waits for it (and so do
+    // this client's later requests); the others hear of the join now.
+    room->waiting_joins.push_back([this, hold = hold_request(s), r, name = room->name, serial = room->serial]() mutable {
+      Session* session = hold.session();
+      Room* now = find_room(name);
+      if (session && now && now->serial == serial && is_member(*session, *now)) send_joined(*session, r, *now);
+      hold.release();
+    });
+  } else {
+    send_joined(s, r, *room);
+  }
+  if (!again) announce_join(*room, s);
+}
+
+void Router::send_joined(Session& s, const Request& r, Room& room_ref) {
+  Room* room = &room_ref;
   const std::uint64_t last_seq = room->next_seq - 1;
   wire::RoomPosition position{.seq = last_seq, .epoch = room->epoch, .resumed = std::nullopt};
   // A resume replays exactly what came after `since`; anything else, the newest `replay`.
@@ -559,7 +596,6 @@ void Router::finish_join(Session& s, const Request& r, Room& room_ref) {
     replay.push_back(*(*it)->bytes(Mode::json));
   s.out->send(Event::from_json_line(wire::joined_line(
       r.id, room->name, room->topic, member_page(*room, std::nullopt, settings_.member_page), position, replay)));
-  if (!again) announce_join(*room, s);
 }
 
 bool Router::can_resume(const Room& room, std::uint64_t since, const std::optional<std::string>& epoch) const {
@@ -615,6 +651,7 @@ void Router::on_say(Session& s, const Request& r) {
     ++stats_.rate_limited;
     return fail(s, r, ErrorCode::rate_limited, "slow down: too many messages");
   }
+  if (room->clustered) return say_clustered(s, r, *room);
   if (r.id && persisted(*room)) {
     // The ok promises durability: it waits for the batch's commit, and so do this client's
     // later requests.
@@ -635,6 +672,80 @@ void Router::on_say(Session& s, const Request& r) {
   }
   std::uint64_t seq = publish(*room, &s, s.nick, r);
   if (r.id) reply(s, wire::ok_seq(r.id, seq));
+}
+
+// A clustered room's say: the cluster gives it its seq and sends it back to every node, this one
+// included, which delivers it then. The session is held until its ok (or error) is out, so its
+// replies keep the order of its requests; the ok follows its own message here.
+void Router::say_clustered(Session& s, const Request& r, Room& room) {
+  if (!services_.cluster->available())
+    return fail(s, r, ErrorCode::unavailable, "the cluster is unreachable: the message was not sent; try again shortly");
+  auto parts = wire::message_line_parts(room.name, clock_.wall_ms(), s.nick, r.text, r.data);
+  ClusterSay say{room.name, std::to_string(s.id) + ":" + std::to_string(++s.says), std::move(parts.head),
+                 std::move(parts.tail)};
+  services_.cluster->say(std::move(say), [this, hold = hold_request(s), id = r.id, name = room.name,
+                                          serial = room.serial](ClusterSaid said) mutable {
+    if (!said.ok) {
+      if (Session* session = hold.session())
+        reply(*session, wire::error_body(ErrorCode::unavailable,
+                                         "the cluster is unreachable: the message may not have been sent", id));
+      hold.release();
+      return;
+    }
+    ++stats_.messages_in;
+    auto ack = [this, hold, id, seq = said.seq]() mutable {
+      if (Session* session = hold.session(); session && id) reply(*session, wire::ok_seq(id, seq));
+      hold.release();
+    };
+    Room* room = find_room(name);
+    const bool delivered = room && room->epoch == said.epoch && room->next_seq > said.seq;
+    if (!room || room->serial != serial || delivered || !services_.cluster->available()) return ack();
+    room->waiting_acks.emplace_back(said.seq, std::move(ack));
+  });
+}
+
+void Router::release_cluster_waits(Room& room, std::uint64_t upto, bool joins_too) {
+  if (joins_too) {
+    auto joins = std::exchange(room.waiting_joins, {});
+    for (auto& answer : joins) answer();
+  }
+  while (!room.waiting_acks.empty() && room.waiting_acks.front().first <= upto) {
+    auto ack = std::move(room.waiting_acks.front().second);
+    room.waiting_acks.pop_front();
+    ack();
+  }
+}
+
+void Router::cluster_synced(const std::string& name, const RoomState& state) {
+  Room* room = find_room(name);
+  if (!room || !room->clustered) return;
+  room->next_seq = state.last_seq + 1;
+  room->epoch = state.epoch;
+  room->history.clear();
+  fill_ring(*room, state);
+  room->synced = true;
+  release_cluster_waits(*room, state.last_seq, true);
+}
+
+void Router::cluster_deliver(const std::string& name, std::uint64_t seq, const std::string& epoch, std::string line) {
+  Room* room = find_room(name);
+  if (!room || !room->clustered) return;
+  // The ring holds consecutive seqs: after a jump (messages the cluster no longer had, a new
+  // epoch) it starts again from this one.
+  if (epoch != room->epoch || seq != room->next_seq) room->history.clear();
+  room->epoch = epoch;
+  room->next_seq = seq + 1;
+  EventPtr event = Event::from_json_line(std::move(line));
+  room->history.push_back(event);
+  while (room->history.size() > ring_size(false)) room->history.pop_front();
+  stats_.deliveries += room->members.size();
+  for (Session* m : room->members) m->out->send_broadcast(event, room->name);
+  release_cluster_waits(*room, seq, false);
+}
+
+void Router::cluster_lost() {
+  for (auto& [name, room] : rooms_)
+    if (room->clustered) release_cluster_waits(*room, UINT64_MAX, true);
 }
 
 void Router::on_whisper(Session& s, const Request& r) {
@@ -814,6 +925,14 @@ std::optional<std::string> Router::server_say(std::string_view name, std::string
   r.op = Op::say;
   r.room = room->name;
   r.text = std::string(text);
+  if (room->clustered) {
+    if (!services_.cluster->available()) return "the cluster is unreachable";
+    auto parts = wire::message_line_parts(room->name, clock_.wall_ms(), "server", r.text, r.data);
+    services_.cluster->say({room->name, "server:" + std::to_string(++server_says_), std::move(parts.head),
+                            std::move(parts.tail)},
+                           [](ClusterSaid) {});
+    return std::nullopt;
+  }
   publish(*room, nullptr, "server", r);
   return std::nullopt;
 }

@@ -273,6 +273,18 @@ std::string message_line(std::string_view room, std::uint64_t seq, std::uint64_t
   return line;
 }
 
+MessageLineParts message_line_parts(std::string_view room, std::uint64_t ts, std::string_view from,
+                                    std::optional<std::string_view> text, const nlohmann::json& data) {
+  std::string line = message_line(room, 0, ts, from, text, data);
+  // The room comes first and its name is JSON-plain, so the first "seq": is the field.
+  constexpr std::string_view seq_field = R"("seq":0,)";
+  const std::size_t at = line.find(seq_field);
+  MessageLineParts parts;
+  parts.head = line.substr(0, at + seq_field.size() - 2);
+  parts.tail = line.substr(at + seq_field.size() - 1);
+  return parts;
+}
+
 ordered_json whisper(std::string_view from, std::string_view to, std::string_view text, std::uint64_t ts) {
   return ordered_json{{"op", "whisper"}, {"from", from}, {"to", to}, {"text", text}, {"ts", ts}};
 }

@@ -262,3 +262,64 @@ idle_timeout_s = 5
   CHECK(only_error("[server]\nlisten = [{ address = \"unix:/a\", admin = true, tls = true }]\n")
             .starts_with("server.listen@2: admin listeners are plain Unix sockets"));
 }
+
+TEST_CASE("config: [cluster]") {
+  SUBCASE("absent: no cluster, rooms clustered by default once there is one") {
+    auto r = parse_config("[[rooms]]\nname = \"a\"\n", "t.toml");
+    REQUIRE(r.ok());
+    CHECK_FALSE(r.config.cluster.enabled);
+    CHECK(r.config.rooms[0].cluster);
+    CHECK_FALSE(roomd::default_config().cluster.enabled);
+  }
+  SUBCASE("an empty table: the defaults") {
+    auto r = parse_config("[cluster]\n", "t.toml");
+    REQUIRE(r.ok());
+    CHECK(r.config.cluster.enabled);
+    CHECK(r.config.cluster.redis == "127.0.0.1:6379");
+    CHECK(r.config.cluster.node_id.empty());
+    CHECK(r.config.cluster.heartbeat_ms == 1000);
+    CHECK(r.config.cluster.password.empty());
+  }
+  SUBCASE("every key, and a node-local room") {
+    auto r = parse_config(R"(
+[cluster]
+redis = "unix:/run/redis/redis.sock"
+node_id = "node-1"
+heartbeat_ms = 250
+password = "s3cret"
+[[rooms]]
+name = "here"
+cluster = false
+persist = false
+)", "t.toml");
+    REQUIRE(r.ok());
+    CHECK(r.config.cluster.redis == "unix:/run/redis/redis.sock");
+    CHECK(r.config.cluster.node_id == "node-1");
+    CHECK(r.config.cluster.heartbeat_ms == 250);
+    CHECK(r.config.cluster.password == "s3cret");
+    CHECK_FALSE(r.config.rooms[0].cluster);
+  }
+  SUBCASE("IPv6") {
+    CHECK(parse_config("[cluster]\nredis = \"[::1]:6380\"\n", "t.toml").ok());
+  }
+  SUBCASE("bad values name their key and line") {
+    CHECK(only_error("[cluster]\nredis = \"localhost:6379\"\n") ==
+          "cluster.redis@2: bad address 'localhost:6379' (want IP:PORT, [IPv6]:PORT or unix:PATH)");
+    CHECK(only_error("[cluster]\nredis = \"127.0.0.1:0\"\n") ==
+          "cluster.redis@2: bad address '127.0.0.1:0' (want IP:PORT, [IPv6]:PORT or unix:PATH)");
+    CHECK(only_error("[cluster]\nnode_id = \"a b\"\n") == "cluster.node_id@2: must be 1 to 128 printable characters, no spaces");
+    CHECK(only_error("[cluster]\nnode_id = \"\"\n") == "cluster.node_id@2: must be 1 to 128 printable characters, no spaces");
+    CHECK(only_error("[cluster]\nheartbeat_ms = 10\n") == "cluster.heartbeat_ms@2: must be between 50 and 60000");
+    CHECK(only_error("[cluster]\npassword = 5\n") == "cluster.password@2: must be a string");
+    CHECK(only_error("[cluster]\nredis_url = \"x\"\n") == "cluster.redis_url@2: unknown key");
+    CHECK(only_error("cluster = true\n") == "cluster@1: must be a table");
+    CHECK(only_error("[[rooms]]\nname = \"a\"\ncluster = \"no\"\n") == "rooms[0].cluster@3: must be true or false");
+  }
+  SUBCASE("a persisted room must not be clustered yet (with a history path)") {
+    CHECK(only_error("[cluster]\n[history]\npath = \"/tmp/h.db\"\n[[rooms]]\nname = \"a\"\n") ==
+          "rooms[0]@0: room 'a' is persisted and clustered: not supported yet; set persist = false or cluster = false");
+    CHECK(parse_config("[cluster]\n[history]\npath = \"/tmp/h.db\"\n[[rooms]]\nname = \"a\"\ncluster = false\n", "t.toml").ok());
+    CHECK(parse_config("[cluster]\n[history]\npath = \"/tmp/h.db\"\n[[rooms]]\nname = \"a\"\npersist = false\n", "t.toml").ok());
+    CHECK(parse_config("[history]\npath = \"/tmp/h.db\"\n[[rooms]]\nname = \"a\"\n", "t.toml").ok());
+  }
+}

@@ -95,6 +95,18 @@ struct HttpConfig {
   std::uint32_t idle_timeout_s = 10;
 };
 
+// [cluster]: rooms that span nodes through one Redis (docs/cluster.md). Absent: this node
+// alone, exactly as without it.
+struct ClusterConfig {
+  bool enabled = false;                 // the file has a [cluster] table
+  std::string redis = "127.0.0.1:6379";  // IP:PORT, [IPv6]:PORT or unix:PATH
+  std::string node_id;                  // empty: hostname:port of the first listener
+  std::uint32_t heartbeat_ms = 1000;    // Redis is pinged this often; 3 missed (at least 2 s) end the link
+  std::string password;                 // empty: no AUTH
+
+  bool operator==(const ClusterConfig&) const = default;
+};
+
 struct LogConfig {
   std::string level = "info";
 };
@@ -106,6 +118,7 @@ struct Config {
   TlsConfig tls;
   WebSocketConfig websocket;
   HttpConfig http;
+  ClusterConfig cluster;
   LogConfig log;
   std::vector<RoomConfig> rooms;
 };

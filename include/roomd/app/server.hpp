@@ -16,6 +16,7 @@
 #include "roomd/app/config.hpp"
 #include "roomd/app/heap_trim.hpp"
 #include "roomd/app/metrics.hpp"
+#include "roomd/cluster/cluster_client.hpp"
 #include "roomd/net/connection.hpp"
 #include "roomd/history/history_service.hpp"
 #include "roomd/offload/key_helper.hpp"
@@ -117,6 +118,7 @@ class Server {
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<HistoryService> history_;   // with history.path
   std::unique_ptr<DelayQueue> delays_;        // paced requests wait here
+  std::unique_ptr<ClusterClient> cluster_;    // with [cluster]
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::shared_ptr<TlsContext> tls_context_;  // new TLS connections get this one

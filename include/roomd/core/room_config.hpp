@@ -18,6 +18,8 @@ struct RoomConfig {
   std::vector<std::string> speakers;
   // Above this many members presence is summarized; absent: limits.presence_threshold.
   std::optional<std::uint32_t> presence_threshold;
+  // With [cluster]: false keeps the room on this node (its own seq, no Redis).
+  bool cluster = true;
 
   bool operator==(const RoomConfig&) const = default;
 };

@@ -16,6 +16,7 @@
 
 #include "roomd/base/rate_limiter.hpp"
 #include "roomd/core/address_pacer.hpp"
+#include "roomd/core/cluster_bus.hpp"
 #include "roomd/core/guess_throttle.hpp"
 #include "roomd/core/room_config.hpp"
 #include "roomd/core/session.hpp"
@@ -47,6 +48,8 @@ struct RouterServices {
   // Runs a callback on the loop `delay_ms` from now (the server's DelayQueue). Absent: requests
   // are not paced.
   std::function<void(std::uint64_t delay_ms, std::function<void()>)> after{};
+  // Rooms that span nodes ([cluster], docs/cluster.md). Absent: every room is this node's.
+  ClusterBus* cluster = nullptr;
 };
 
 struct RouterSettings {
@@ -131,6 +134,16 @@ class Router final : public SessionSink {
   // holds its recent messages and its epoch is the store's.
   void restore(const std::string& room, const RoomState& state);
   bool has_room(std::string_view name) const { return find_room(name) != nullptr; }
+
+  // The cluster's side of clustered rooms (cluster_bus.hpp). Where a watched room stands
+  // (its seq, epoch and newest messages): joins that waited for it are answered.
+  void cluster_synced(const std::string& room, const RoomState& state);
+  // The room's next message, in the cluster's seq order, to every local member (the sender's
+  // own copy included: there is one ordering path); acks that waited for it go out.
+  void cluster_deliver(const std::string& room, std::uint64_t seq, const std::string& epoch, std::string line);
+  // The cluster became unreachable: nothing waits for it any more (joins are answered from
+  // what this node knows, acks of messages the cluster took go out).
+  void cluster_lost();
   std::size_t session_count() const { return sessions_.size(); }
   const RouterStats& stats() const { return stats_; }
   const KeyChecker& key_checker() const { return keys_; }
@@ -169,6 +182,12 @@ class Router final : public SessionSink {
   // Whether a join with `since` (and `epoch`) can replay every message it missed.
   bool can_resume(const Room& room, std::uint64_t since, const std::optional<std::string>& epoch) const;
   void drop_room_if_empty(Room& room);
+  void fill_ring(Room& room, const RoomState& state);
+  void send_joined(Session& s, const Request& r, Room& room);
+  void say_clustered(Session& s, const Request& r, Room& room);
+  // Runs the acks waiting for a seq up to `upto`, and with `joins_too` the joins waiting for
+  // the room's sync (answered from what the router knows now).
+  void release_cluster_waits(Room& room, std::uint64_t upto, bool joins_too);
   bool is_member(const Session& s, const Room& room) const;
   bool may_speak(const Session& s, const Room& room) const;
 
@@ -208,6 +227,7 @@ class Router final : public SessionSink {
   std::uint64_t epoch_seed_;       // random per router: epochs differ across restarts
   SessionId next_id_ = 1;
   std::uint64_t guest_counter_ = 0;
+  std::uint64_t server_says_ = 0;  // the console's says into clustered rooms
   RouterStats stats_;
 };
 

@@ -50,7 +50,7 @@ constexpr std::optional<Op> op_from_name(std::string_view name) {
 enum class ErrorCode {
   bad_json, bad_request, unknown_op, frame_too_large, bad_utf8, bad_nick, nick_taken,
   bad_room_name, no_such_room, room_full, bad_key, not_member, read_only, rate_limited,
-  no_such_nick, server_full, slow_consumer, shutting_down, internal
+  no_such_nick, server_full, slow_consumer, shutting_down, internal, unavailable
 };
 
 // The code as the wire names it.
@@ -75,6 +75,7 @@ constexpr std::string_view to_string(ErrorCode code) {
     case ErrorCode::slow_consumer: return "slow_consumer";
     case ErrorCode::shutting_down: return "shutting_down";
     case ErrorCode::internal: return "internal";
+    case ErrorCode::unavailable: return "unavailable";
   }
   return "internal";
 }

@@ -120,6 +120,14 @@ ordered_json message(std::string_view room, std::uint64_t seq, std::uint64_t ts,
 // make of it, written directly into one reserved string.
 std::string message_line(std::string_view room, std::uint64_t seq, std::uint64_t ts, std::string_view from,
                          std::optional<std::string_view> text, const nlohmann::json& data);
+// message_line() cut around its seq, for a clustered room whose seq the cluster gives:
+// head + seq + tail is the line message_line() would make with that seq.
+struct MessageLineParts {
+  std::string head;
+  std::string tail;
+};
+MessageLineParts message_line_parts(std::string_view room, std::uint64_t ts, std::string_view from,
+                                    std::optional<std::string_view> text, const nlohmann::json& data);
 // {"op":"whisper","from","to","text","ts"}
 ordered_json whisper(std::string_view from, std::string_view to, std::string_view text, std::uint64_t ts);
 

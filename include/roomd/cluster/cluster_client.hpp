@@ -1,0 +1,145 @@
+// ClusterClient: this node's side of rooms that span nodes, over one Redis (docs/cluster.md).
+// It implements the router's ClusterBus with two RedisLinks on the loop: one for commands
+// (the `roomd` Redis Function that orders a say, state reads, gap fills, heartbeat pings) and
+// one subscribed to the channels of the rooms this node has members in.
+//
+// Per watched room it keeps a feed: the next seq this node is to deliver and the room's epoch.
+// Messages reach the router strictly in seq order; one that arrives ahead of a gap waits while
+// the gap is read from the room's stream (XRANGE). Either link failing ends both; the client
+// reconnects with backoff and jitter, loads the function again, resubscribes and catches each
+// room up from its stream (or, if Redis lost the room, starts it again under its new epoch).
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "roomd/base/names.hpp"
+#include "roomd/base/uv.hpp"
+#include "roomd/core/cluster_bus.hpp"
+#include "roomd/history/persistence.hpp"
+#include "roomd/net/redis_link.hpp"
+
+namespace roomd {
+
+struct ClusterSettings {
+  ListenAddress redis;
+  std::string password;             // empty: no AUTH
+  std::string node_id;              // for logs and say ids
+  std::uint32_t heartbeat_ms = 1000;  // a PING this often; no reply within 3 of them ends the links
+  std::uint32_t max_messages_per_room = 100000;  // the stream's MAXLEN ~
+  std::uint32_t recent = 1000;      // messages a sync reads into the room's ring
+  std::uint32_t backoff_min_ms = 100;
+  std::uint32_t backoff_max_ms = 2000;
+};
+
+// Where the client reports to (the router, wired by the server).
+struct ClusterSink {
+  std::function<void(const std::string& room, const RoomState& state)> synced;
+  std::function<void(const std::string& room, std::uint64_t seq, const std::string& epoch, std::string line)> deliver;
+  std::function<void()> lost;  // was available, no longer is
+};
+
+struct ClusterStats {
+  std::uint64_t connects = 0;      // times both links came up ready
+  std::uint64_t link_failures = 0;
+  std::uint64_t says = 0;          // ordered by Redis
+  std::uint64_t says_refused = 0;  // unavailable
+  std::uint64_t says_retried = 0;  // sent again after a lost reply
+  std::uint64_t delivered = 0;     // messages handed to the router
+  std::uint64_t gap_fills = 0;     // XRANGE reads for messages the subscription missed
+  std::uint64_t skipped = 0;       // seqs the stream no longer had
+};
+
+class ClusterClient final : public ClusterBus {
+ public:
+  ClusterClient(uv_loop_t* loop, ClusterSettings settings, ClusterSink sink);
+  ~ClusterClient() override;
+  ClusterClient(const ClusterClient&) = delete;
+  ClusterClient& operator=(const ClusterClient&) = delete;
+
+  // Starts connecting (and keeps trying), as `default_node_id` if the settings name none.
+  void start(const std::string& default_node_id);
+
+  bool available() const override { return ready_; }
+  void say(ClusterSay say, std::function<void(ClusterSaid)> done) override;
+  void watch(const std::string& room) override;
+  void unwatch(const std::string& room) override;
+
+  const ClusterStats& stats() const { return stats_; }
+  const ClusterSettings& settings() const { return settings_; }
+
+  // The Redis Function library, loaded with FUNCTION LOAD REPLACE at every connect.
+  static const char* function_library();
+
+ private:
+  struct Feed {
+    std::uint64_t serial = 0;  // this feed among all the client made (replies find it again)
+    bool known = false;        // epoch and next_seq are the cluster's (a sync answered)
+    std::string epoch;
+    std::uint64_t next_seq = 1;
+    bool subscribed = false;   // the subscription is confirmed on the current link
+    bool syncing = false;
+    bool filling = false;
+    std::uint64_t fill_to = 0;  // the fill in flight goes on up to this seq
+    struct Early {
+      std::string epoch;
+      std::string line;
+    };
+    std::map<std::uint64_t, Early> early;  // arrived ahead of next_seq
+  };
+  struct PendingSay {
+    ClusterSay say;
+    std::string candidate_epoch;
+    std::function<void(ClusterSaid)> done;
+    std::uint64_t deadline_ms;  // after a lost reply: retried until then, then refused
+  };
+
+  void connect();
+  void on_link_up(bool command_link);
+  void maybe_ready();
+  void link_failed(const char* which, RedisCloseReason reason, const std::string& detail);
+  void schedule_reconnect();
+  void heartbeat();
+  void send_say(std::shared_ptr<PendingSay> pending);
+  void on_push(const redisReply& reply);
+  void on_message(const std::string& room, std::string_view payload);
+  void sync(const std::string& room, Feed& feed);
+  void fill(const std::string& room, Feed& feed, std::uint64_t upto);
+  void drain(const std::string& room, Feed& feed);
+  Feed* find_feed(const std::string& room, std::uint64_t serial);
+  std::string key(const std::string& room, const char* what) const;
+  std::string channel(const std::string& room) const;
+  std::string random_epoch();
+
+  uv_loop_t* loop_;
+  ClusterSettings settings_;
+  ClusterSink sink_;
+  std::string incarnation_;  // random per process: say ids never repeat across restarts
+  std::mt19937_64 random_;
+  std::unique_ptr<RedisLink> commands_;
+  std::unique_ptr<RedisLink> subscriber_;
+  bool command_ready_ = false;
+  bool subscriber_ready_ = false;
+  bool ready_ = false;
+  bool started_ = false;
+  bool reconnect_pending_ = false;
+  std::uint32_t backoff_ms_ = 0;
+  std::string last_failure_;  // logged once until the next success
+  uv::Timer reconnect_;
+  uv::Timer heartbeat_;
+  std::unordered_map<std::string, Feed> feeds_;  // watched rooms
+  std::uint64_t feed_serial_ = 0;
+  std::vector<std::shared_ptr<PendingSay>> retry_;  // says whose reply a lost link took
+  ClusterStats stats_;
+};
+
+}  // namespace roomd
