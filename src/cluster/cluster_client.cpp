@@ -4,10 +4,10 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 
 #include "roomd/base/log.hpp"
+#include "roomd/cluster/redis_replies.hpp"
 
 namespace roomd {
 
@@ -15,23 +15,8 @@ namespace {
 constexpr std::size_t kFillBatch = 1000;       // stream entries per XRANGE of a gap fill
 constexpr std::uint64_t kSaidTtlMs = 600000;   // how long a say id is remembered (retries come sooner)
 
-std::string text_of(const redisReply* r) {
-  return r && r->str ? std::string(r->str, r->len) : std::string();
-}
-
-bool is_error(const redisReply* r) { return r && r->type == REDIS_REPLY_ERROR; }
-
-std::optional<std::uint64_t> number(std::string_view text) {
-  std::uint64_t n = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return n;
-}
-
-// A message line as the function stores it: one JSON object and its '\n'.
-bool plausible_line(std::string_view line) {
-  return line.size() >= 3 && line.front() == '{' && line.ends_with("}\n");
-}
+using redis_replies::is_error;
+using redis_replies::text_of;
 }  // namespace
 
 // One library, two functions. Redis runs a function to the end before anything else, so the
@@ -263,13 +248,14 @@ void ClusterClient::send_say(std::shared_ptr<PendingSay> p) {
        std::to_string(settings_.max_messages_per_room), s.head, s.tail, p->candidate_epoch, std::to_string(kSaidTtlMs)},
       [this, p, lost](const redisReply* r) {
         if (!r) return lost(p);
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER) {
-          log::warning("cluster: roomd_say in '" + p->say.room + "' failed: " + (is_error(r) ? text_of(r) : "odd reply"));
+        auto said = redis_replies::read_say(r);
+        if (!said) {
+          log::warning("cluster: roomd_say in '" + p->say.room + "' failed: " + said.error);
           ++stats_.says_refused;
           return p->done({});
         }
         ++stats_.says;
-        p->done({true, static_cast<std::uint64_t>(r->element[0]->integer), text_of(r->element[1])});
+        p->done({true, said.value->seq, std::move(said.value->epoch)});
       });
   if (!sent) lost(p);
 }
@@ -293,43 +279,27 @@ ClusterClient::Feed* ClusterClient::find_feed(const std::string& room, std::uint
 }
 
 void ClusterClient::on_push(const redisReply& reply) {
-  if (reply.type != REDIS_REPLY_ARRAY || reply.elements < 3) return;
-  const std::string kind = text_of(reply.element[0]);
-  std::string name = text_of(reply.element[1]);
-  // "roomd:{ROOM}" -> ROOM
-  if (!name.starts_with("roomd:{") || !name.ends_with("}")) return;
-  std::string room = name.substr(7, name.size() - 8);
-  if (kind == "message") {
-    const redisReply* payload = reply.element[2];
-    if (payload->type == REDIS_REPLY_STRING) on_message(room, std::string_view(payload->str, payload->len));
-    return;
-  }
-  if (kind != "subscribe") return;
-  auto it = feeds_.find(room);
+  auto push = redis_replies::read_push(&reply);
+  if (!push) return;
+  if (push->kind == redis_replies::Push::Kind::message) return on_message(push->room, std::move(push->message));
+  auto it = feeds_.find(push->room);
   if (it == feeds_.end() || it->second.subscribed) return;
   it->second.subscribed = true;
   // Subscribed first, then read where the room stands: nothing published in between is lost
   // (it is in the state, or it arrives, or both; duplicates are dropped by seq).
-  sync(room, it->second);
+  sync(push->room, it->second);
 }
 
-// "SEQ EPOCH LINE", as the function publishes it.
-void ClusterClient::on_message(const std::string& room, std::string_view payload) {
+void ClusterClient::on_message(const std::string& room, redis_replies::Message message) {
   auto it = feeds_.find(room);
   if (it == feeds_.end()) return;
   Feed& feed = it->second;
-  const auto first = payload.find(' ');
-  const auto second = first == std::string_view::npos ? first : payload.find(' ', first + 1);
-  if (second == std::string_view::npos) return;
-  auto seq = number(payload.substr(0, first));
-  std::string epoch(payload.substr(first + 1, second - first - 1));
-  std::string_view line = payload.substr(second + 1);
-  if (!seq || !plausible_line(line)) return;
-  if (feed.known && *seq < feed.next_seq && epoch == feed.epoch) return;  // had it already
-  feed.early[*seq] = {epoch, std::string(line)};
+  if (feed.known && message.seq < feed.next_seq && message.epoch == feed.epoch) return;  // had it already
+  const bool other_epoch = feed.known && message.epoch != feed.epoch;
+  feed.early[message.seq] = {std::move(message.epoch), std::move(message.line)};
   // A message of another incarnation: Redis lost the room while we were connected (a flush,
   // a failover). Read where it stands now.
-  if (feed.known && epoch != feed.epoch && !feed.syncing) return sync(room, feed);
+  if (other_epoch && !feed.syncing) return sync(room, feed);
   drain(room, feed);
 }
 
@@ -344,19 +314,14 @@ void ClusterClient::sync(const std::string& room, Feed& feed) {
         if (!f) return;
         f->syncing = false;
         if (!r) return;  // the link went; the reconnect syncs again
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_INTEGER ||
-            r->element[2]->type != REDIS_REPLY_ARRAY) {
-          return link_failed("command", RedisCloseReason::owner,
-                             "roomd_state: " + (is_error(r) ? text_of(r) : std::string("odd reply")));
-        }
-        const auto seq = static_cast<std::uint64_t>(r->element[0]->integer);
-        std::string epoch = text_of(r->element[1]);
+        auto read = redis_replies::read_state(r);
+        if (!read) return link_failed("command", RedisCloseReason::owner, "roomd_state: " + read.error);
+        RoomState& state = *read.value;
+        const std::uint64_t seq = state.last_seq;
+        const std::string epoch = state.epoch;
         if (!f->known) {
           // New to this node: the room starts here, from Redis; the joins waiting for it get
           // its newest messages as their history.
-          RoomState state{seq, epoch, {}};
-          const redisReply* lines = r->element[2];
-          for (std::size_t i = 0; i < lines->elements; ++i) state.recent.push_back(text_of(lines->element[i]));
           f->known = true;
           f->epoch = epoch;
           f->next_seq = seq + 1;
@@ -416,25 +381,18 @@ void ClusterClient::fill(const std::string& room, Feed& feed, std::uint64_t upto
         if (!f) return;
         f->filling = false;
         if (!r) return;
-        if (r->type != REDIS_REPLY_ARRAY)
-          return link_failed("command", RedisCloseReason::owner, "XRANGE: " + text_of(r));
-        for (std::size_t i = 0; i < r->elements; ++i) {
-          const redisReply* entry = r->element[i];
-          if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
-          std::string id = text_of(entry->element[0]);
-          auto seq = number(std::string_view(id).substr(0, id.find('-')));
-          const redisReply* fields = entry->element[1];
-          if (!seq || *seq < f->next_seq || fields->type != REDIS_REPLY_ARRAY || fields->elements != 2) continue;
-          std::string line = text_of(fields->element[1]);
-          if (!plausible_line(line)) continue;
-          if (*seq > f->next_seq) stats_.skipped += *seq - f->next_seq;  // trimmed away: a jump
-          f->next_seq = *seq + 1;
+        auto read = redis_replies::read_range(r);
+        if (!read) return link_failed("command", RedisCloseReason::owner, "XRANGE: " + read.error);
+        for (auto& entry : read.value->entries) {
+          if (entry.seq < f->next_seq) continue;
+          if (entry.seq > f->next_seq) stats_.skipped += entry.seq - f->next_seq;  // trimmed away: a jump
+          f->next_seq = entry.seq + 1;
           ++stats_.delivered;
-          sink_.deliver(room, *seq, f->epoch, std::move(line));
+          sink_.deliver(room, entry.seq, f->epoch, std::move(entry.line));
           if (!(f = find_feed(room, serial))) return;
         }
         if (f->next_seq <= f->fill_to) {
-          if (r->elements == kFillBatch) return fill(room, *f, f->fill_to);  // more to read
+          if (read.value->held == kFillBatch) return fill(room, *f, f->fill_to);  // more to read
           // The stream no longer has them (MAXLEN): the room goes on after the hole.
           log::warning("cluster: '" + room + "' messages " + std::to_string(f->next_seq) + ".." +
                        std::to_string(f->fill_to) + " are no longer in Redis; skipped");

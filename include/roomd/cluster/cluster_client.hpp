@@ -24,6 +24,7 @@
 
 #include "roomd/base/names.hpp"
 #include "roomd/base/uv.hpp"
+#include "roomd/cluster/redis_replies.hpp"
 #include "roomd/core/cluster_bus.hpp"
 #include "roomd/history/persistence.hpp"
 #include "roomd/net/redis_link.hpp"
@@ -111,7 +112,7 @@ class ClusterClient final : public ClusterBus {
   void heartbeat();
   void send_say(std::shared_ptr<PendingSay> pending);
   void on_push(const redisReply& reply);
-  void on_message(const std::string& room, std::string_view payload);
+  void on_message(const std::string& room, redis_replies::Message message);
   void sync(const std::string& room, Feed& feed);
   void fill(const std::string& room, Feed& feed, std::uint64_t upto);
   void drain(const std::string& room, Feed& feed);
