@@ -10,35 +10,35 @@ namespace roomd {
 std::uint64_t AddressPacer::reserve(const std::string& source, std::uint64_t now_ms) {
   if (settings_.rate <= 0) return 0;
   const double now = static_cast<double>(now_ms);
-  const double interval = 1000.0 / settings_.rate;
-  const double tolerance = interval * (std::max<std::uint32_t>(settings_.burst, 1) - 1);
-  auto it = next_due_.find(source);
-  if (it == next_due_.end()) {
-    if (next_due_.size() >= sweep_at_) forget_recovered(now);
-    it = next_due_.emplace(source, now).first;
-  }
-  double& due = it->second;
+  double& due = due_of(source, now);
   due = std::max(due, now);
-  const double wait = due - tolerance - now;
-  due += interval;
+  const double wait = due - tolerance_ms() - now;
+  due += interval_ms();
   return wait > 0 ? static_cast<std::uint64_t>(std::ceil(wait)) : 0;
 }
 
 std::uint64_t AddressPacer::admit(const std::string& source, std::uint64_t now_ms) {
   if (settings_.rate <= 0) return 0;
   const double now = static_cast<double>(now_ms);
-  const double interval = 1000.0 / settings_.rate;
-  const double tolerance = interval * (std::max<std::uint32_t>(settings_.burst, 1) - 1);
   auto it = next_due_.find(source);
   const double due = it == next_due_.end() ? now : std::max(it->second, now);
-  const double wait = due - tolerance - now;
+  const double wait = due - tolerance_ms() - now;
   if (wait > 0) return static_cast<std::uint64_t>(std::ceil(wait));
-  if (it == next_due_.end()) {
-    if (next_due_.size() >= sweep_at_) forget_recovered(now);
-    it = next_due_.emplace(source, now).first;
-  }
-  it->second = due + interval;
+  due_of(source, now) = due + interval_ms();
   return 0;
+}
+
+double AddressPacer::interval_ms() const { return 1000.0 / settings_.rate; }
+
+double AddressPacer::tolerance_ms() const { return interval_ms() * (std::max<std::uint32_t>(settings_.burst, 1) - 1); }
+
+double& AddressPacer::due_of(const std::string& source, double now_ms) {
+  auto it = next_due_.find(source);
+  if (it == next_due_.end()) {
+    if (next_due_.size() >= sweep_at_) forget_recovered(now_ms);
+    it = next_due_.emplace(source, now_ms).first;
+  }
+  return it->second;
 }
 
 void AddressPacer::forget_recovered(double now_ms) {

@@ -46,6 +46,9 @@ class AddressPacer {
 
  private:
   void forget_recovered(double now_ms);
+  double interval_ms() const;   // between two admissions at the rate
+  double tolerance_ms() const;  // how far ahead of its schedule the burst lets an address be
+  double& due_of(const std::string& source, double now_ms);  // its next due time, added at now
 
   Settings settings_;
   // Per source: when its next slot would be due if it had no burst (the "theoretical arrival
