@@ -25,6 +25,10 @@ import harness
 from harness import Client, LineLog, introduce
 
 BUILD = os.path.abspath(os.environ.get("ROOMD_BUILD_DIR", os.path.dirname(harness.ROOMD)))
+
+
+def under_tmp(path):
+    return os.path.realpath(path) == "/tmp" or os.path.realpath(path).startswith("/tmp/")
 INIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_init.py")
 NOBODY = 65534
 # --kill-child: if the test kills unshare, the namespace's PID 1 (and so all in it) goes too.
@@ -58,9 +62,13 @@ class Sandbox(unittest.TestCase):
     def setUp(self):
         self.proc = None
         self.pid = None
-        # Not under /tmp: the sandbox puts a private tmpfs there.
-        self.base = tempfile.mkdtemp(prefix="sandbox-", dir=BUILD)
+        # Not under /tmp: the sandbox puts a private tmpfs there (PrivateTmp). Nor is the
+        # daemon: from a checkout under /tmp it runs a copy, as the unit runs /usr/bin/roomd.
+        self.base = tempfile.mkdtemp(prefix="sandbox-", dir="/var/tmp" if under_tmp(BUILD) else BUILD)
         os.chmod(self.base, 0o755)
+        self.roomd = harness.ROOMD
+        if under_tmp(self.roomd):
+            self.roomd = shutil.copy2(harness.ROOMD, os.path.join(self.base, "roomd"))
 
     def tearDown(self):
         if self.proc:
@@ -78,8 +86,8 @@ class Sandbox(unittest.TestCase):
 
     def start(self):
         root = os.geteuid() == 0
-        if root and not (traversable_by_others(harness.ROOMD) and traversable_by_others(self.base)):
-            self.skipTest(f"nobody cannot reach {harness.ROOMD} or {self.base} (a folder above is not o+x)")
+        if root and not (traversable_by_others(self.roomd) and traversable_by_others(self.base)):
+            self.skipTest(f"nobody cannot reach {self.roomd} or {self.base} (a folder above is not o+x)")
         self.state = os.path.join(self.base, "state")
         self.runtime = os.path.join(self.base, "run")
         for d in (self.state, self.runtime):
@@ -91,7 +99,7 @@ class Sandbox(unittest.TestCase):
             f.write(f'[server]\nlisten = ["127.0.0.1:0", {{ address = "unix:{self.runtime}/admin.sock", admin = true }}]\n'
                     f'[history]\npath = "{self.state}/history.db"\n[[rooms]]\nname = "lobby"\n')
         os.chmod(config, 0o644)
-        cmd = [sys.executable, INIT, self.state, self.runtime, "--", harness.ROOMD, "-c", config]
+        cmd = [sys.executable, INIT, self.state, self.runtime, "--", self.roomd, "-c", config]
         if root and shutil.which("unshare"):
             probe = subprocess.run(UNSHARE + ["true"], capture_output=True, text=True, timeout=30)
             if probe.returncode == 0:
@@ -108,7 +116,7 @@ class Sandbox(unittest.TestCase):
         for line in text.splitlines():
             if line.startswith("sandbox: skipped"):
                 print(line, file=sys.stderr)  # said, not silent: the test log shows what this machine cannot do
-        roomd = [p for p in descendants(self.proc.pid) if os.path.realpath(f"/proc/{p}/exe") == os.path.realpath(harness.ROOMD)]
+        roomd = [p for p in descendants(self.proc.pid) if os.path.realpath(f"/proc/{p}/exe") == os.path.realpath(self.roomd)]
         self.assertEqual(len(roomd), 1, roomd)
         self.pid = roomd[0]
 
