@@ -98,18 +98,34 @@ class SlowConsumer(DaemonTest):
         normal.wait_for("presence", event="join", nick="slow")
         total, per_send = 8000, 16  # ~9 MB: more than socket buffers hide from the slow one
         text = "p" * 1000  # 16 say frames of ~1 KB: one ~16 KB send
+        # `normal` is a bystander, not the subject: it must never fall a whole limit (64 KB,
+        # ~60 copies) behind, or it is rightly cut, which a starved reader thread on a loaded
+        # machine can do. So pub keeps at most `window` says ahead of what normal has read.
+        # The window is above half the limit, so pub's own queue can still reach the point
+        # where the server stops taking its requests.
+        window = 40
         got = {"pub": [], "normal": []}
         other = {"pub": [], "normal": []}
+        progress = threading.Condition()
 
         def read_all(name, client):
             try:
                 while len(got[name]) < total:
                     m = client.recv()
                     (got[name] if m["op"] == "message" else other[name]).append(m)
+                    if name == "normal":
+                        with progress:
+                            progress.notify_all()
                     if m.get("code") == "slow_consumer":
                         return
             except (harness.Closed, TimeoutError, OSError) as e:
                 other[name].append({"op": "closed", "why": str(e)[:80]})
+            with progress:
+                progress.notify_all()
+
+        def normal_caught_up(start):
+            return len(got["normal"]) >= start + per_send - window or any(
+                m["op"] in ("closed", "error") for m in other["normal"])
 
         readers = [threading.Thread(target=read_all, args=(n, c), daemon=True)
                    for n, c in (("pub", pub), ("normal", normal))]
@@ -117,6 +133,9 @@ class SlowConsumer(DaemonTest):
             r.start()
         try:
             for start in range(0, total, per_send):
+                with progress:
+                    self.assertTrue(progress.wait_for(lambda: normal_caught_up(start), harness.WAIT),
+                                    f"normal stopped reading at {len(got['normal'])}")
                 pub.send("".join('{"op":"say","room":"lobby","text":"%s","data":%d}\n' % (text, i)
                                  for i in range(start, start + per_send)))
         except OSError as e:  # the server cut the publisher off
