@@ -24,6 +24,8 @@
     nickRetries: 0,      // after a reconnect our old connection may still hold the nick
     keys: new Map(),     // room -> the key it was joined with (a rejoin needs it again)
     maxFrame: 65536,     // the welcome's limits.max_frame_bytes: a longer message closes the connection
+    lameDuckAt: null,    // the server is draining (system lame_duck): reconnect at this time (Date.now() ms)
+    moveTimer: null,     // ... when this page leaves by itself, if the server has not closed it first
   };
 
   // ---- sending
@@ -74,9 +76,23 @@
       state.ws = null;
       state.ready = false;
       state.pending.clear();
-      // The server's close code says why: 1001 idle, 4000 + an error's place (4016
-      // slow_consumer, 4017 shutting_down), with the code as the reason.
+      // The server's close code says why: 1001 idle or lame_duck, 4000 + an error's place
+      // (4016 slow_consumer, 4017 shutting_down), with the code as the reason.
       const why = ev.reason ? ` (${ev.code} ${ev.reason})` : '';
+      const announced = state.lameDuckAt;
+      state.lameDuckAt = null;
+      clearTimeout(state.moveTimer);
+      state.moveTimer = null;
+      if (announced !== null && !state.stopped) {
+        // A draining server named the time: come back then, to the same URL, where the load
+        // balancer (which sees the old server no longer ready) picks another one.
+        if (wasReady)
+          for (const room of state.rooms.values()) line(room, `moving: the server is draining${why}`, 'notice');
+        const delay = Math.max(0, announced - Date.now());
+        setStatus('reconnecting', `the server is draining; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+        state.timer = setTimeout(connect, delay);
+        return;
+      }
       if (wasReady) for (const room of state.rooms.values()) line(room, `connection lost${why}`, 'notice');
       scheduleReconnect();
     };
@@ -438,8 +454,23 @@
         notice(`kicked by an operator${msg.reason ? ': ' + msg.reason : ''}`, 'error');
         return;
       case 'shutdown':
+        state.lameDuckAt = null;  // stopping now after all: back off as after any loss
+        clearTimeout(state.moveTimer);
         notice('the server is restarting or stopping');
         return;
+      case 'lame_duck': {
+        // The server drains for a restart and will close this connection in reconnect_ms: the
+        // page then reconnects at once, and leaves by itself at that time if it is still open.
+        const ms = Number.isInteger(msg.reconnect_ms) && msg.reconnect_ms > 0 ? msg.reconnect_ms : 0;
+        state.lameDuckAt = Date.now() + ms;
+        notice(`the server is draining for a restart; reconnecting in about ${Math.ceil(ms / 1000)} s`);
+        clearTimeout(state.moveTimer);
+        const ws = state.ws;
+        state.moveTimer = setTimeout(() => {
+          if (state.ws === ws && ws) ws.close(1000, 'moving');
+        }, ms);
+        return;
+      }
       default:
         notice(`server: ${msg.event}`);
     }

@@ -206,6 +206,14 @@ void read_server(const toml::table& t, ServerConfig& s, std::vector<ConfigError>
   r.integer("workers", s.workers, 1, 128);
   r.boolean("dynamic_rooms", s.dynamic_rooms);
   r.integer("max_rooms", s.max_rooms, 0, 10000000);
+  r.integer("lame_duck_duration_s", s.lame_duck_duration_s, 1, 24 * 3600);
+  r.integer("lame_duck_grace_s", s.lame_duck_grace_s, 0, 24 * 3600);
+  if (s.lame_duck_grace_s >= s.lame_duck_duration_s) {
+    const char* key = t.contains("lame_duck_grace_s") ? "lame_duck_grace_s" : "lame_duck_duration_s";
+    r.fail(key, r.line(key), "the grace (" + std::to_string(s.lame_duck_grace_s) +
+                                 " s) must be shorter than server.lame_duck_duration_s (" +
+                                 std::to_string(s.lame_duck_duration_s) + " s)");
+  }
   r.reject_unknown();
 }
 

@@ -189,6 +189,7 @@ Server::~Server() {
   delays_.reset();
   cluster_.reset();
   shutdown_deadline_.reset();
+  lame_duck_timer_.reset();
   signals_.clear();
   console_.reset();
   if (history_) history_->close();
@@ -271,6 +272,7 @@ int Server::run() {
   signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGHUP, [this] { reload(); }));
   signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGTERM, [this] { shutdown(); }));
   signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGINT, [this] { shutdown(); }));
+  signals_.push_back(std::make_unique<uv::Signal>(loop(), SIGUSR2, [this] { lame_duck(); }));
   try {
     open_listeners();
     open_http();
@@ -327,11 +329,13 @@ int Server::run() {
   std::signal(SIGTERM, SIG_IGN);
   std::signal(SIGINT, SIG_IGN);
   std::signal(SIGHUP, SIG_IGN);
+  std::signal(SIGUSR2, SIG_IGN);
   ticker_.reset();
   lazy_flush_.reset();
   delays_.reset();
   cluster_.reset();  // pending says are dropped: their clients are gone
   shutdown_deadline_.reset();
+  lame_duck_timer_.reset();
   end_of_turn_.reset();
   keep_awake_.reset();
   http_.reset();  // kept through the drain, so /readyz says "shutting down" meanwhile
@@ -452,6 +456,10 @@ void Server::on_turn() {
   // session) must not wait for the next event: the loop then polls without blocking.
   if (turn_.empty()) keep_awake_->stop();
   else keep_awake_->start();
+  if (lame_duck_ && !shutting_down_ && connections_.empty()) {
+    log::notice("lame duck: every connection is closed");
+    shutdown();
+  }
   if (shutting_down_ && connections_.empty() && (!history_ || history_->idle())) uv_stop(loop());
 }
 
@@ -479,6 +487,7 @@ void Server::start_upgraded_sessions() {
     SessionId session = router_->connect(*c, false, GuessThrottle::source_of(c->ip()));
     c->start_session(session);
     log::info("client " + c->peer() + " (WebSocket) connected as " + router_->nick_of(session).value_or("?"));
+    if (lame_duck_) tell_lame_duck(*c);  // upgraded while the server drains: its time follows the welcome
   }
 }
 
@@ -607,8 +616,8 @@ void Server::update_status() {
   last_status_ms_ = now;
   char rate[32];
   std::snprintf(rate, sizeof rate, "%.1f", messages_per_s_);
-  notify::status("clients=" + std::to_string(admitted_) + " rooms=" + std::to_string(router_->rooms().size()) +
-                 " msgs/s=" + rate);
+  notify::status(std::string(lame_duck_ && !shutting_down_ ? "lame duck: " : "") + "clients=" +
+                 std::to_string(admitted_) + " rooms=" + std::to_string(router_->rooms().size()) + " msgs/s=" + rate);
 }
 
 void Server::reload() {
@@ -723,6 +732,7 @@ ordered_json Server::stats_json() const {
   j["key_guesses_refused"] = router_->guess_throttle().refused();
   j["loop_lag_p50_us"] = pct(0.50);
   j["loop_lag_p99_us"] = pct(0.99);
+  j["lame_duck"] = lame_duck_ ? 1 : 0;
   j["uptime_s"] = (now_ms() - started_ms_) / 1000;
   j["rss_bytes"] = resident_bytes();
   if (cluster_) {

@@ -74,6 +74,9 @@ HttpResponse Server::healthz() const {
 
 HttpResponse Server::readyz() const {
   if (shutting_down_) return text(503, "shutting down");
+  // Draining for a restart: out of the load balancer, though the clients still here are served.
+  if (lame_duck_)
+    return text(503, "lame_duck: draining for a restart; " + std::to_string(connections_.size()) + " connections left");
   if (listeners_.empty()) return text(503, "no listeners open");
   // The store is opened before the listeners, and a store that cannot open stops the start;
   // it is closed only after the loop stops. So while this can answer, a configured one is open.
@@ -102,6 +105,7 @@ std::string Server::metrics_text() const {
   for (std::size_t t = 0; t < kTransports; ++t)
     w.sample("roomd_connections_accepted_total", {{"transport", kTransportNames[t]}}, d(accepted_by_transport_[t]));
   w.gauge("roomd_clients", "Clients admitted now (what server.max_clients limits).", d(admitted_));
+  w.gauge("roomd_lame_duck", "1 while draining for a restart (SIGUSR2, lame duck), else 0.", lame_duck_ ? 1 : 0);
   w.counter("roomd_connections_rejected_total", "Connections refused with server_full.", d(stats_.rejected));
   w.counter("roomd_connections_rejected_fd_limit_total",
             "Of them, refused because file descriptors ran low (within the reserve of the limit).",

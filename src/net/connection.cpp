@@ -20,8 +20,9 @@ constexpr std::uint64_t kLingerMs = 2000;         // and this long after our FIN
 constexpr std::size_t kTlsAheadBytes = 64 * 1024;
 constexpr std::size_t kTlsRecordBytes = 16 * 1024;  // small lines are gathered into records this big
 
-// The WebSocket close frame for a reason: 1000/1001 as RFC 6455 has them; a roomd error is
-// 4000 + its place in ErrorCode, with its wire name as the reason (docs/protocol.md).
+// The WebSocket close frame for a reason: 1000/1001 as RFC 6455 has them (1001, going away:
+// `idle`, `lame_duck`); a roomd error is 4000 + its place in ErrorCode, with its wire name as
+// the reason (docs/protocol.md).
 std::pair<std::uint16_t, std::string_view> websocket_close_of(CloseReason reason) {
   auto roomd_error = [](ErrorCode code) {
     return std::pair<std::uint16_t, std::string_view>{static_cast<std::uint16_t>(4000 + static_cast<int>(code)),
@@ -32,6 +33,8 @@ std::pair<std::uint16_t, std::string_view> websocket_close_of(CloseReason reason
     case CloseReason::idle: return {1001, "idle"};
     case CloseReason::slow_consumer: return roomd_error(ErrorCode::slow_consumer);
     case CloseReason::shutting_down: return roomd_error(ErrorCode::shutting_down);
+    // Not an error: "going away", as a server that goes down; the reason says to come back.
+    case CloseReason::lame_duck: return {1001, "lame_duck"};
   }
   return {1000, ""};
 }

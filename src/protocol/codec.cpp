@@ -477,6 +477,9 @@ std::string render_text(const ordered_json& b) {
     out = "! system: " + event;
     if (b.contains("room")) out += " " + str(b, "room");
     if (b.contains("count")) out += " (" + str(b, "count") + " messages skipped)";
+    if (auto ms = b.find("reconnect_ms"); ms != b.end() && ms->is_number_unsigned())  // lame_duck
+      out += ": this server is going away; you will be disconnected in about " +
+             std::to_string((ms->get<std::uint64_t>() + 999) / 1000) + " s, then connect again";
     if (auto reason = str(b, "reason"); !reason.empty()) out += ": " + reason;
     out += '\n';
   } else if (op == "help") {

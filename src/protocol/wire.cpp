@@ -339,6 +339,12 @@ ordered_json system_dropped(std::string_view room, std::uint64_t count) {
   return b;
 }
 
+ordered_json system_lame_duck(std::uint64_t reconnect_ms) {
+  auto b = system_event("lame_duck");
+  b["reconnect_ms"] = reconnect_ms;
+  return b;
+}
+
 ordered_json ping() { return ordered_json{{"op", "ping"}}; }
 
 }  // namespace wire

@@ -8,7 +8,9 @@
 //
 // --reconnect: a connection lost after its welcome is retried with backoff; the new one
 // takes the nick back and re-joins each room with `since`/`epoch`, so the server replays
-// what was missed (docs/roomcat.md, Reconnecting).
+// what was missed (docs/roomcat.md, Reconnecting). Given several servers (the nodes of a
+// cluster), each new attempt goes to the next one; a server that announces it is draining
+// (system lame_duck) is left for the next one at the time it names, with no backoff.
 #include <uv.h>
 
 #include <csignal>
@@ -46,6 +48,42 @@ constexpr std::uint64_t kBackoffMaxMs = 5000;
 constexpr std::size_t kMaxQueuedOffline = 1000;  // lines typed while disconnected, at most
 constexpr std::string_view kOwnIdPrefix = "roomcat-";  // ids of the requests roomcat makes itself
 
+// One server to connect to, from the command line.
+struct Target {
+  std::string text;  // as given, for messages
+  bool tls = false;  // tls://
+  bool is_unix = false;
+  std::string unix_path, host, port;
+};
+
+// HOST:PORT, [V6]:PORT, tls://HOST:PORT or unix:PATH; nothing for anything else.
+std::optional<Target> parse_target(const std::string& text) {
+  Target t;
+  t.text = text;
+  std::string rest = text;
+  if (rest.starts_with("tls://")) {
+    t.tls = true;
+    rest = rest.substr(6);
+  }
+  if (rest.starts_with("unix:")) {
+    if (rest.size() == 5) return std::nullopt;
+    t.is_unix = true;
+    t.unix_path = rest.substr(5);
+    return t;
+  }
+  if (auto addr = roomd::parse_listen_address(rest)) {
+    t.host = addr->host;
+    t.port = std::to_string(addr->port);
+    return t;
+  }
+  // A host name: HOST:PORT, resolved by the loop.
+  auto colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size()) return std::nullopt;
+  t.host = rest.substr(0, colon);
+  t.port = rest.substr(colon + 1);
+  return t;
+}
+
 class Client {
  public:
   Client(uv_loop_t* loop, bool json, bool reconnect, std::string nick, std::vector<std::string> rooms)
@@ -58,7 +96,8 @@ class Client {
 
   // tls:// targets: the client context (anchors, optional client certificate).
   void use_tls(std::shared_ptr<roomd::TlsContext> context) { tls_context_ = std::move(context); }
-  int run(const std::string& target);
+  // The servers, tried in this order (at least one).
+  int run(std::vector<Target> targets);
 
  private:
   // What roomcat remembers of a room it is in, to re-join it after a reconnect.
@@ -106,13 +145,18 @@ class Client {
   std::string prompt() const { return current_room_.empty() ? "> " : "[" + current_room_ + "]> "; }
   void lost(const std::string& why);
   void connection_lost(const std::string& why);
-  void schedule_retry();
+  void schedule_retry(std::optional<std::uint64_t> delay_ms = std::nullopt);
+  const Target& target() const { return targets_[current_]; }
+  void next_target() { current_ = (current_ + 1) % targets_.size(); }
+  bool on_lame_duck(const ordered_json& frame);
+  void move_when_idle();
+  std::size_t in_flight() const;
   void begin_rejoin();
   bool on_rejoin_reply(const std::string& id, const ordered_json& frame, const std::string& op);
   void finish_rejoin();
   void forget_room(const std::string& room);
   Room* find_room(const std::string& room);
-  bool offline() const { return reconnecting_ || rejoining_; }
+  bool offline() const { return reconnecting_ || rejoining_ || moving_; }
   // Lines from stdin go out now: connected, the rooms re-joined, and (text mode, which paces
   // by it) welcomed. --json sends at once, as it always has.
   bool ready() const { return online_ && !offline() && (json_ || welcomed_); }
@@ -124,8 +168,9 @@ class Client {
   std::string nick_;
   std::vector<std::string> rooms_;
   std::string current_room_;
-  bool is_unix_ = false;
-  std::string unix_path_, host_, port_;
+  std::vector<Target> targets_;
+  std::size_t current_ = 0;   // the target connected to, or tried next
+  std::size_t first_tries_ = 0;  // before any welcome: targets tried (each once, then exit 1)
   // Every handle is owned here (or by terminal_) and closed by close_all(), which ends the
   // loop: nothing is left open when run() returns, except after its early return.
   std::optional<uv::Handle<uv_tcp_t>> tcp_;  // the socket: one of these two
@@ -168,6 +213,11 @@ class Client {
   bool reconnecting_ = false;   // from a loss until the next welcome
   bool rejoining_ = false;      // the re-join round's replies are not all in
   std::optional<uv::Timer> retry_timer_;
+  // Lame duck: the server said when it will close us (loop time); at that time roomcat moves
+  // to the next target itself, once its requests in flight are answered (moving_).
+  std::optional<std::uint64_t> lame_duck_at_;
+  std::optional<uv::Timer> move_timer_;
+  bool moving_ = false;
   std::uint64_t backoff_ms_ = kBackoffMinMs;
   std::mt19937_64 rng_;
   std::vector<Room> joined_;                                  // in the order they were joined
@@ -192,32 +242,18 @@ struct WriteReq {
   Client* client;
 };
 
-int Client::run(const std::string& target_text) {
-  std::string target = target_text;
-  if (target.starts_with("tls://")) target = target.substr(6);
-  auto addr = roomd::parse_listen_address(target);
-  if (target.starts_with("unix:")) {
-    is_unix_ = true;
-    unix_path_ = target.substr(5);
-  } else if (!addr) {
-    // A host name: HOST:PORT, resolved by the loop.
-    auto colon = target.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-      std::fprintf(stderr, "roomcat: bad target '%s' (want HOST:PORT, [V6]:PORT, tls://HOST:PORT or unix:PATH)\n",
-                   target.c_str());
-      return roomd::kExitUsage;
-    }
-    host_ = target.substr(0, colon);
-    port_ = target.substr(colon + 1);
-  } else {
-    host_ = addr->host;
-    port_ = std::to_string(addr->port);
-  }
+int Client::run(std::vector<Target> targets) {
+  targets_ = std::move(targets);
   pace_timer_.emplace(loop_, [this] {
     pace_timer_active_ = false;
     send_queued();
   });
   retry_timer_.emplace(loop_, [this] { start_connect(); });
+  move_timer_.emplace(loop_, [this] {
+    if (!online_) return;  // gone meanwhile: connection_lost took over
+    moving_ = true;        // new lines wait for the next server
+    move_when_idle();
+  });
   bool interactive = uv_guess_handle(0) == UV_TTY && !json_;
   if (!interactive && (uv_guess_handle(1) == UV_NAMED_PIPE || uv_guess_handle(1) == UV_TTY)) {
     // Asynchronous stdout, so a slow terminal or reader applies backpressure to the socket.
@@ -235,11 +271,11 @@ int Client::run(const std::string& target_text) {
 void Client::start_connect() {
   if (finished_) return;
   connect_req_.data = this;
-  if (is_unix_) {
+  if (target().is_unix) {
     pipe_.emplace([this](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
     pipe_->get()->data = this;
     // void: a failure reaches on_connected
-    uv_pipe_connect(&connect_req_, pipe_->get(), unix_path_.c_str(), on_connected);
+    uv_pipe_connect(&connect_req_, pipe_->get(), target().unix_path.c_str(), on_connected);
     return;
   }
   tcp_.emplace([this](uv_tcp_t* t) { return uv_tcp_init(loop_, t); });
@@ -262,13 +298,24 @@ void Client::start_connect() {
         }
         uv_freeaddrinfo(res);
       },
-      host_.c_str(), port_.c_str(), &hints);
+      target().host.c_str(), target().port.c_str(), &hints);
   if (rc < 0) connect_failed("cannot resolve host", rc);
 }
 
 void Client::connect_failed(const std::string& what, int status) {
   if (reconnecting_) return schedule_retry();  // silent: the loss was said once
-  std::fprintf(stderr, "roomcat: %s: %s\n", what.c_str(), uv_strerror(status));
+  if (targets_.size() == 1) {
+    std::fprintf(stderr, "roomcat: %s: %s\n", what.c_str(), uv_strerror(status));
+  } else {
+    // The first connection: each server is tried once before giving up.
+    std::fprintf(stderr, "roomcat: %s: %s: %s\n", target().text.c_str(), what.c_str(), uv_strerror(status));
+    if (++first_tries_ < targets_.size()) {  // the next one, from the loop (not inside this request's callback)
+      tcp_.reset();
+      pipe_.reset();
+      next_target();
+      return retry_timer_->start(0, 0);
+    }
+  }
   exit_code_ = kExitLost;
   close_all();
 }
@@ -344,8 +391,8 @@ void Client::connected() {
   online_ = true;
   closed_reason_.clear();
   server_framer_ = roomd::Framer(64 << 20);  // nothing of the last connection's half line
-  if (tls_context_) {
-    tls_ = std::make_unique<roomd::TlsChannel>(tls_context_, host_);
+  if (target().tls) {
+    tls_ = std::make_unique<roomd::TlsChannel>(tls_context_, target().host);
     tls_pending_.clear();
     tls_->start_handshake();
     flush_tls();
@@ -589,6 +636,7 @@ void Client::on_server_line(std::string_view line) {
   if (op == "bye") bye_acked_ = true;
   if (op == "system" && (frame.value("event", "") == "shutdown" || frame.value("event", "") == "kicked"))
     closed_reason_ = frame.value("event", "");
+  if (op == "system" && frame.value("event", "") == "lame_duck" && on_lame_duck(frame) && !json_) return;
   if (op == "error" && frame.value("code", "") == "slow_consumer") closed_reason_ = "slow_consumer";
   if (auto it = frame.find("id"); rejoining_ && it != frame.end() && it->is_string()) {
     if (on_rejoin_reply(it->get<std::string>(), frame, op)) {
@@ -603,6 +651,7 @@ void Client::on_server_line(std::string_view line) {
   if (op == "welcome") return;
   if (auto it = frame.find("id"); it != frame.end() && it->is_number_unsigned()) {
     unanswered_.erase(it->get<std::uint64_t>());
+    if (moving_ && in_flight() == 0) move_timer_->start(0, 0);  // moves outside this read
     if (op == "ok" && frame.contains("seq")) return maybe_finish();  // our own message is shown already
   }
   if (op == "ping") return send_json({{"op", "ping"}});  // any line keeps us alive
@@ -631,10 +680,15 @@ void Client::on_welcome(const ordered_json& frame) {
 }
 
 // The lost line: said once per loss, then attempts follow silently until one is welcomed.
+// After a lame_duck the loss was announced: the next server is tried at the time the old one
+// named, and only requests lost in flight are worth a line.
 void Client::connection_lost(const std::string& why) {
   online_ = false;
   welcomed_ = false;
   reconnecting_ = true;
+  moving_ = false;
+  move_timer_->stop();
+  std::optional<std::uint64_t> announced = std::exchange(lame_duck_at_, std::nullopt);
   if (rejoining_) {  // lost again before the round was done: show what it printed
     rejoining_ = false;
     print_now(std::move(rejoin_out_));
@@ -656,22 +710,65 @@ void Client::connection_lost(const std::string& why) {
       ++unanswered;
     }
   }
+  const std::string requests = std::to_string(unanswered) + (unanswered == 1 ? " request" : " requests") +
+                               " unanswered, maybe not delivered";
+  if (announced && why != "shutdown") {
+    if (unanswered > 0) notice("the draining server closed the connection (" + requests + "); moving");
+    const std::uint64_t now = uv_now(loop_);
+    return schedule_retry(*announced > now ? *announced - now : 0);
+  }
   std::string text = "connection lost (" + (why == "shutdown" ? std::string("server shut down") : why) +
                      "); reconnecting";
-  if (unanswered > 0)
-    text += " (" + std::to_string(unanswered) + (unanswered == 1 ? " request" : " requests") +
-            " unanswered, maybe not delivered)";
+  if (unanswered > 0) text += " (" + requests + ")";
   notice(text);
   schedule_retry();
 }
 
-void Client::schedule_retry() {
+// The next attempt, at the next target: after `delay_ms`, or after the backoff's.
+void Client::schedule_retry(std::optional<std::uint64_t> delay_ms) {
   tls_.reset();
   tcp_.reset();
   pipe_.reset();
-  std::uint64_t delay = backoff_ms_ / 2 + rng_() % (backoff_ms_ / 2 + 1);  // jitter: [b/2, b]
-  backoff_ms_ = std::min(backoff_ms_ * 2, kBackoffMaxMs);
+  next_target();
+  std::uint64_t delay = delay_ms.value_or(backoff_ms_ / 2 + rng_() % (backoff_ms_ / 2 + 1));  // jitter: [b/2, b]
+  if (!delay_ms) backoff_ms_ = std::min(backoff_ms_ * 2, kBackoffMaxMs);
   retry_timer_->start(delay, 0);
+}
+
+// system lame_duck: the server drains for a restart and will close this connection in
+// reconnect_ms. With --reconnect roomcat leaves then for the next target by itself, once what
+// it sent is answered (whichever of the two ends comes first, the next attempt is at that time).
+// Returns whether roomcat will move (and said so).
+bool Client::on_lame_duck(const ordered_json& frame) {
+  std::uint64_t in_ms = 0;
+  if (auto it = frame.find("reconnect_ms"); it != frame.end() && it->is_number_unsigned()) in_ms = it->get<std::uint64_t>();
+  closed_reason_ = "lame_duck";
+  if (!reconnect_ || stdin_done_ || bye_sent_) return false;  // the server's close ends it
+  lame_duck_at_ = uv_now(loop_) + in_ms;
+  move_timer_->start(in_ms, 0);
+  if (!json_) {  // instead of the server's own line, which tells a person to connect again
+    const std::string next = targets_.size() > 1 ? "moving to " + targets_[(current_ + 1) % targets_.size()].text
+                                                 : std::string("reconnecting");
+    notice("the server is draining for a restart (lame duck); " + next + " in about " +
+           std::to_string((in_ms + 999) / 1000) + " s");
+  }
+  return true;
+}
+
+// Requests sent and not answered yet (those still queued here are not in flight).
+std::size_t Client::in_flight() const {
+  std::size_t queued = 0;
+  for (const auto& r : queued_)
+    if (r.id && r.id->is_number_unsigned() && unanswered_.contains(r.id->get<std::uint64_t>())) ++queued;
+  return unanswered_.size() - queued;
+}
+
+// Time to move (moving_): once nothing is in flight, close and go to the next target now. The
+// server closes us at about this time anyway; either way connection_lost goes on.
+void Client::move_when_idle() {
+  if (finished_ || !moving_ || !online_) return;
+  if (!json_ && in_flight() > 0) return;  // each reply checks again
+  connection_lost("moving");
 }
 
 // The re-join round: the nick back, then each room with since = its last seq and its epoch.
@@ -760,7 +857,9 @@ bool Client::on_rejoin_reply(const std::string& id, const ordered_json& frame, c
 void Client::finish_rejoin() {
   rejoining_ = false;
   backoff_ms_ = kBackoffMinMs;
-  std::string text = "reconnected as " + (own_nick_.empty() ? guest_nick_ : own_nick_);
+  // With several servers the line names the one reached.
+  std::string text = "reconnected " + (targets_.size() > 1 ? "to " + target().text + " " : std::string()) + "as " +
+                     (own_nick_.empty() ? guest_nick_ : own_nick_);
   if (!rejoin_nick_note_.empty()) text += " (" + rejoin_nick_note_ + ")";
   for (const auto& r : rejoin_)
     if (!r.note.empty()) text += "; " + r.note;
@@ -847,7 +946,10 @@ void Client::print_now(std::string text) {
 }
 
 void Client::lost(const std::string& why) {
-  std::fprintf(stderr, "roomcat: %s\n", why == "shutdown" ? "server shut down" : why.c_str());
+  std::string text = why == "shutdown"    ? "server shut down"
+                     : why == "lame_duck" ? "server went away (lame duck: it drains for a restart)"
+                                          : why;
+  std::fprintf(stderr, "roomcat: %s\n", text.c_str());
   exit_code_ = kExitLost;
   close_all();
 }
@@ -864,6 +966,7 @@ void Client::close_all() {
   sigint_.reset();
   pace_timer_.reset();
   retry_timer_.reset();
+  move_timer_.reset();
   stdin_tty_.reset();
   stdin_pipe_.reset();
   stdout_pipe_.reset();
@@ -875,17 +978,22 @@ void Client::close_all() {
 
 int main(int argc, char** argv) {
   CLI::App app{"roomcat: talk to a roomd server"};
-  std::string target = "127.0.0.1:7000", nick, ca, cert, key;
+  std::vector<std::string> target_texts;
+  std::string nick, ca, cert, key;
   std::vector<std::string> rooms;
   bool json = false, reconnect = false, version = false;
-  app.add_option("target", target, "HOST:PORT, [V6]:PORT, tls://HOST:PORT or unix:PATH (default 127.0.0.1:7000)");
+  app.add_option("target", target_texts,
+                 "HOST:PORT, [V6]:PORT, tls://HOST:PORT or unix:PATH (default 127.0.0.1:7000); several (the nodes of "
+                 "a cluster): the first is used, and each reconnect goes to the next");
   app.add_option("--ca", ca, "tls://: the CA bundle to verify the server against (default: the system's)");
   app.add_option("--cert", cert, "tls://: a client certificate (PEM), with --key");
   app.add_option("--key", key, "tls://: the client certificate's key (PEM)");
   app.add_option("--nick", nick, "nick to take");
   app.add_option("--join", rooms, "room to join (repeatable; the last is the current room)");
   app.add_flag("--json", json, "raw protocol lines both ways");
-  app.add_flag("--reconnect", reconnect, "on a lost connection retry with backoff, re-join and resume each room");
+  app.add_flag("--reconnect", reconnect,
+               "on a lost connection retry with backoff (at the next target), re-join and resume each room; on a "
+               "server's lame_duck, move to the next target at the time it names");
   app.add_flag("--version", version, "print the version");
   if (auto status = roomd::parse_command_line(app, argc, argv)) return *status;
   if (version) {
@@ -893,8 +1001,21 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::signal(SIGPIPE, SIG_IGN);
+  if (target_texts.empty()) target_texts.push_back("127.0.0.1:7000");
+  std::vector<Target> targets;
+  bool any_tls = false;
+  for (const auto& text : target_texts) {
+    auto t = parse_target(text);
+    if (!t) {
+      std::fprintf(stderr, "roomcat: bad target '%s' (want HOST:PORT, [V6]:PORT, tls://HOST:PORT or unix:PATH)\n",
+                   text.c_str());
+      return roomd::kExitUsage;
+    }
+    any_tls = any_tls || t->tls;
+    targets.push_back(std::move(*t));
+  }
   std::shared_ptr<roomd::TlsContext> tls;
-  if (target.starts_with("tls://")) {
+  if (any_tls) {
     if (cert.empty() != key.empty()) {
       std::fprintf(stderr, "roomcat: --cert and --key go together\n");
       return roomd::kExitUsage;
@@ -916,7 +1037,7 @@ int main(int argc, char** argv) {
     {
       Client client(loop, json, reconnect, nick, rooms);
       if (tls) client.use_tls(tls);
-      rc = client.run(target);
+      rc = client.run(std::move(targets));
     }
     // Handles the client still held (run() returned before its loop) have started closing:
     // their close callbacks free them here.

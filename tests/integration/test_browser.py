@@ -12,6 +12,7 @@ chromium, node and tests/browser/node_modules are required: without them this te
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -108,11 +109,12 @@ class Browser:
         self.proc.stderr.close()
 
 
-def config(history_dir, ws="127.0.0.1:0", plain="127.0.0.1:0", limits="", rooms=""):
+def config(history_dir, ws="127.0.0.1:0", plain="127.0.0.1:0", limits="", rooms="", server=""):
     return f"""
 [server]
 listen = ["{plain}", {{ address = "{ws}", websocket = true }}]
 dynamic_rooms = true
+{server}
 [websocket]
 web_root = "{WEB_ROOT}"
 [limits]
@@ -336,6 +338,34 @@ class BrowserTest(DaemonTest):
         self.assertEqual(self.shown("ann", "lobby", 4),
                          [(1, "carol", "one"), (2, "carol", "two"), (3, "carol", "three"), (4, "ann", "four")])
         b("line", page="ann", room="lobby", kind="notice", text="connection lost")
+        self.assert_no_page_errors("ann")
+
+    def test_page_leaves_a_draining_server_and_resumes(self):
+        # Lame duck (SIGUSR2): the page is told its time, leaves then for its own URL, and
+        # resumes on whatever answers there (here the next roomd on the freed ports).
+        lame = "lame_duck_grace_s = 1\nlame_duck_duration_s = 2"
+        d = self.start_web(server=lame)
+        b = self.browser
+        self.page(d, "ann")
+        carol = self.tcp(d, "carol", ["lobby"])
+        carol.send({"op": "say", "room": "lobby", "text": "one", "id": 1})
+        carol.wait_for("ok", id=1)
+        self.shown("ann", "lobby", 1)
+        ws_port, plain_port = d.ws_port, d.plain_port
+        d.signal(signal.SIGUSR2)
+        b("line", page="ann", room="lobby", kind="notice", text="the server is draining for a restart")
+        b("line", page="ann", room="lobby", kind="notice", text="moving: the server is draining")
+        self.assertEqual(d.wait_exit(), 0)  # both left (or were closed): it exits by itself
+        d.stop()
+        self.daemons.remove(d)
+        d = self.start_web(ws=f"127.0.0.1:{ws_port}", plain=f"127.0.0.1:{plain_port}", server=lame)
+        b("status", page="ann", state="open")
+        lines = b("line", page="ann", room="lobby", kind="resume", data={"resumed": "true"})["lines"]
+        self.assertEqual(len(lines), 1, lines)
+        carol = self.tcp(d, "carol", ["lobby"])
+        carol.send({"op": "say", "room": "lobby", "text": "two", "id": 2})
+        self.assertEqual(carol.wait_for("ok", id=2)["seq"], 2)
+        self.assertEqual(self.shown("ann", "lobby", 2), [(1, "carol", "one"), (2, "carol", "two")])
         self.assert_no_page_errors("ann")
 
     def test_member_pages_and_presence_summaries(self):

@@ -125,6 +125,20 @@ class Roomcat(DaemonTest):
         self.assertIn("cannot connect", r.stderr.decode())
         self.assertEqual(roomcat("--no-such-option").returncode, 2)
 
+    def test_several_targets_the_first_refused_tries_the_next(self):
+        d = self.start()
+        gone = self.start()
+        port = gone.port
+        gone.stop()
+        r = roomcat(f"127.0.0.1:{port}", f"127.0.0.1:{d.port}", "--join", "lobby", stdin=b"second one\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("second one", r.stdout.decode())
+        self.assertIn(f"roomcat: 127.0.0.1:{port}: cannot connect", r.stderr.decode())
+        r = roomcat(f"127.0.0.1:{port}", f"127.0.0.1:{port}")  # each tried once, then the end
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.decode().count("cannot connect"), 2)
+        self.assertEqual(roomcat(f"127.0.0.1:{d.port}", "nonsense").returncode, 2)
+
     def test_server_killed_while_stdin_open(self):
         d = self.start()
         p = subprocess.Popen([ROOMCAT, f"127.0.0.1:{d.port}", "--join", "lobby"], stdin=subprocess.PIPE,

@@ -323,3 +323,19 @@ persist = false
     CHECK(parse_config("[history]\npath = \"/tmp/h.db\"\n[[rooms]]\nname = \"a\"\n", "t.toml").ok());
   }
 }
+
+TEST_CASE("config: the lame-duck keys") {
+  auto d = parse_config("", "t.toml");
+  REQUIRE(d.ok());
+  CHECK(d.config.server.lame_duck_duration_s == 30);
+  CHECK(d.config.server.lame_duck_grace_s == 5);
+  auto r = parse_config("[server]\nlame_duck_duration_s = 120\nlame_duck_grace_s = 0\n", "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r.config.server.lame_duck_duration_s == 120);
+  CHECK(r.config.server.lame_duck_grace_s == 0);
+  CHECK(only_error("[server]\nlame_duck_duration_s = 0\n").starts_with("server.lame_duck_duration_s@2: must be between 1"));
+  // The grace must leave time to close the clients in.
+  CHECK(only_error("[server]\nlame_duck_duration_s = 3\nlame_duck_grace_s = 3\n")
+            .starts_with("server.lame_duck_grace_s@3: the grace (3 s) must be shorter"));
+  CHECK(only_error("[server]\nlame_duck_duration_s = 2\n").starts_with("server.lame_duck_duration_s@2: the grace (5 s)"));
+}

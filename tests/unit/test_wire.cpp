@@ -189,6 +189,10 @@ TEST_CASE("wire: notices from the server") {
   check_body(wire::ping(), R"({"op":"ping"})", {"op"});
   CHECK(render_text(wire::system_dropped("lobby", 12)) == "! system: dropped lobby (12 messages skipped)\n");
   CHECK(render_text(wire::ping()).empty());
+  check_body(wire::system_lame_duck(11500), R"({"op":"system","event":"lame_duck","reconnect_ms":11500})",
+             {"op", "event", "reconnect_ms"});
+  CHECK(render_text(wire::system_lame_duck(11500)) ==
+        "! system: lame_duck: this server is going away; you will be disconnected in about 12 s, then connect again\n");
 }
 
 TEST_CASE("wire: the fast message line is the DOM dump of the same body") {

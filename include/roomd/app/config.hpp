@@ -38,6 +38,10 @@ struct ServerConfig {
   std::uint32_t workers = 4;
   bool dynamic_rooms = true;
   std::uint32_t max_rooms = 10000;  // dynamic rooms at once (0: none may be created)
+  // Lame duck (SIGUSR2, a rolling restart): no client is closed for the grace period, then they
+  // are closed one by one over the rest of the duration, and roomd exits when none is left.
+  std::uint32_t lame_duck_duration_s = 30;
+  std::uint32_t lame_duck_grace_s = 5;
 };
 
 struct LimitsConfig {

@@ -15,6 +15,7 @@
 
 #include "roomd/app/config.hpp"
 #include "roomd/app/heap_trim.hpp"
+#include "roomd/app/lame_duck.hpp"
 #include "roomd/app/metrics.hpp"
 #include "roomd/cluster/cluster_client.hpp"
 #include "roomd/net/connection.hpp"
@@ -72,6 +73,9 @@ class Server {
   // For the console and signals.
   void reload();
   void shutdown();
+  // SIGUSR2: lame duck for a rolling restart (server_lame_duck.cpp): stop accepting, tell every
+  // client when it will be closed, close them one by one, then shut down. Once: a second does nothing.
+  void lame_duck();
   std::string stats_line() const;  // the console's `stats`: key=value pairs
   ordered_json stats_json() const;  // the same figures for the admin `stats` op
   // The [http] endpoint's answers (server_metrics.cpp).
@@ -106,6 +110,9 @@ class Server {
   void on_lag_probe();
   void trim_heap_when_quiet(std::uint64_t now);
   void update_status();
+  // Lame duck (server_lame_duck.cpp): one client told its closing time; the timer's work.
+  void tell_lame_duck(Connection& conn);
+  void close_lame_duck_due();
 
   struct LoopDeleter {
     void operator()(uv_loop_t* loop) const;
@@ -163,6 +170,8 @@ class Server {
   std::vector<std::unique_ptr<uv::Signal>> signals_;
   std::unique_ptr<Console> console_;
   bool shutting_down_ = false;
+  std::unique_ptr<LameDuckPlan> lame_duck_;  // from SIGUSR2 on: who is closed when
+  std::unique_ptr<uv::Timer> lame_duck_timer_;
   std::uint64_t started_ms_ = 0;
   ServerStats stats_;
 

@@ -58,6 +58,7 @@ enum class CloseReason {
   idle,            // silent for limits.idle_timeout_s
   slow_consumer,   // its output outgrew the limits
   shutting_down,   // the server stops
+  lame_duck,       // the server drains for a restart (SIGUSR2): reconnect, elsewhere
 };
 
 struct ConnectionCounters {
@@ -102,6 +103,7 @@ class Connection final : public Outbox {
   const std::string& peer() const { return peer_; }
   const std::string& ip() const { return ip_; }
   bool admitted() const { return admitted_; }
+  bool in_session() const { return session_ != 0; }  // the router knows it (and it had its welcome)
 
   // After uv_accept: start reading; `session` is the router's id for it.
   void start(std::string peer, std::string ip, SessionId session);

@@ -154,13 +154,16 @@ struct PresenceSummary {
 ordered_json presence_summary(std::string_view room, const PresenceSummary& summary, std::size_t count);
 
 // ---- notices from the server itself ------------------------------------------------------
-// (system_shutdown is the server's, system_dropped, ping and error_slow_consumer the
-// connection's; system_reload and system_kicked the router's.)
+// (system_shutdown and system_lame_duck are the server's, system_dropped, ping and
+// error_slow_consumer the connection's; system_reload and system_kicked the router's.)
 
 ordered_json system_shutdown();                                                // {"op":"system","event":"shutdown"}
 ordered_json system_reload(std::string_view room, std::string_view reason);    // ...,"room","reason"}
 ordered_json system_kicked(std::string_view reason);                           // ...,"reason"}
 ordered_json system_dropped(std::string_view room, std::uint64_t count);       // ...,"room","count"}
+// This node is draining (lame duck, SIGUSR2): it will close the connection in about
+// `reconnect_ms`; reconnect then (elsewhere). {"op":"system","event":"lame_duck","reconnect_ms"}
+ordered_json system_lame_duck(std::uint64_t reconnect_ms);
 ordered_json ping();                                                           // {"op":"ping"}
 
 }  // namespace wire
