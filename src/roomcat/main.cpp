@@ -200,6 +200,12 @@ class Client {
   std::deque<roomd::Request> queued_;
   std::unique_ptr<roomd::TokenBucket> bucket_;
   double rate_ = 0;
+  // Paced requests sent and not yet answered, at most paced_window_ (0: no limit). The pacing
+  // alone cannot keep a refusal away: a server that stalls reads lines sent over a while in
+  // one go, with its bucket full at only `burst`. With w in flight and our own burst b,
+  // what it reads at once is at most w + b <= its burst (and our rate is below its rate).
+  std::set<std::uint64_t> paced_in_flight_;
+  std::size_t paced_window_ = 0;
   bool welcomed_ = false;  // this connection's welcome has come
   std::optional<uv::Timer> pace_timer_;
   bool pace_timer_active_ = false;  // a one-shot: started and not yet fired
@@ -572,6 +578,7 @@ void Client::send_queued() {
   while (!queued_.empty()) {
     const roomd::Request& next = queued_.front();
     bool limited = next.op == roomd::Op::say || next.op == roomd::Op::whisper;
+    if (limited && paced_window_ && paced_in_flight_.size() >= paced_window_) return;  // an answer resumes
     if (limited && bucket_ && !bucket_->try_take(uv_now(loop_))) {
       if (!pace_timer_active_) {
         pace_timer_->start(static_cast<std::uint64_t>(1000.0 / rate_) + 1, 0);
@@ -579,6 +586,7 @@ void Client::send_queued() {
       }
       return;
     }
+    if (limited && next.id && next.id->is_number_unsigned()) paced_in_flight_.insert(next.id->get<std::uint64_t>());
     send_json(roomd::request_json(next));
     queued_.pop_front();
   }
@@ -646,6 +654,9 @@ void Client::on_server_line(std::string_view line) {
     }
   }
   track(frame, op);
+  if (auto it = frame.find("id"); it != frame.end() && it->is_number_unsigned() &&
+                                  paced_in_flight_.erase(it->get<std::uint64_t>()))
+    send_queued();
   if (op == "welcome") on_welcome(frame);
   if (json_) return print(std::string(line) + "\n");
   if (op == "welcome") return;
@@ -664,7 +675,9 @@ void Client::on_welcome(const ordered_json& frame) {
   // Pace ourselves a little under the advertised limit: a refused line would be lost.
   if (auto limits = frame.find("limits"); limits != frame.end() && limits->contains("rate")) {
     rate_ = (*limits)["rate"].get<double>() * 0.95;
-    double burst = std::max(1.0, (*limits)["burst"].get<double>() - 1);
+    double advertised_burst = std::max(2.0, (*limits)["burst"].get<double>());
+    paced_window_ = static_cast<std::size_t>(advertised_burst / 2);
+    double burst = std::max(1.0, advertised_burst - static_cast<double>(paced_window_));
     bucket_ = std::make_unique<roomd::TokenBucket>(rate_, burst, uv_now(loop_));
   }
   guest_nick_ = frame.value("nick", "");
@@ -696,6 +709,7 @@ void Client::connection_lost(const std::string& why) {
   }
   rejoin_.clear();
   rejoin_pending_ = 0;
+  paced_in_flight_.clear();
   // Requests that went out and were not answered went with the connection. A say among them
   // may or may not have reached the room: if it did, the replay shows it.
   std::set<std::uint64_t> waiting;
