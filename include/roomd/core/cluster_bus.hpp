@@ -6,11 +6,19 @@
 // bus in seq order (Router::cluster_deliver) and delivers only those. The router watches a
 // room while it has local members, and the bus tells it where the room stands
 // (Router::cluster_synced) before the first message.
+//
+// Members and nicks are the cluster's too: the router tells the bus who joins, leaves and
+// renames here, and hears the other nodes' members of its watched rooms back
+// (Router::cluster_members, Router::cluster_presence); a nick is claimed from the bus before it
+// is taken, and a nick the bus could not keep is handed back (Router::cluster_nick_lost).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace roomd {
 
@@ -28,6 +36,31 @@ struct ClusterSaid {
   bool ok = false;  // false: the cluster is unreachable and the message was not taken
   std::uint64_t seq = 0;
   std::string epoch;
+};
+
+// A change of a room's members on another node, as every node hears it.
+struct ClusterPresence {
+  enum class Kind { join, leave, nick };
+  Kind kind = Kind::join;
+  std::vector<std::string> nicks;  // join, leave: one or more nicks; nick: the old, then the new
+};
+
+// A page of a room's members on all nodes, by nick (byte order), as `who` pages it.
+struct ClusterMemberPage {
+  std::vector<std::string> nicks;
+  std::size_t count = 0;  // members on all nodes
+  bool more = false;      // members follow the last one listed
+};
+
+struct ClusterRoomCount {
+  std::string room;
+  std::size_t members = 0;
+};
+
+enum class NickClaim {
+  ok,          // this node holds the nick now (and no longer the one it replaced)
+  taken,       // a client on another node has it
+  unavailable  // the cluster could not be asked, or did not answer
 };
 
 class ClusterBus {
