@@ -477,6 +477,7 @@ std::string render_text(const ordered_json& b) {
     out = "! system: " + event;
     if (b.contains("room")) out += " " + str(b, "room");
     if (b.contains("count")) out += " (" + str(b, "count") + " messages skipped)";
+    if (b.contains("old")) out += " " + str(b, "old") + " -> " + str(b, "nick");
     if (auto reason = str(b, "reason"); !reason.empty()) out += ": " + reason;
     out += '\n';
   } else if (op == "help") {

@@ -339,6 +339,14 @@ ordered_json system_dropped(std::string_view room, std::uint64_t count) {
   return b;
 }
 
+ordered_json system_renamed(std::string_view nick, std::string_view old, std::string_view reason) {
+  auto b = system_event("renamed");
+  b["nick"] = nick;
+  b["old"] = old;
+  b["reason"] = reason;
+  return b;
+}
+
 ordered_json ping() { return ordered_json{{"op", "ping"}}; }
 
 }  // namespace wire

@@ -73,6 +73,26 @@ class ClusterBus {
   // The room has local members (watch) or no longer has (unwatch).
   virtual void watch(const std::string& room) = 0;
   virtual void unwatch(const std::string& room) = 0;
+
+  // Guest nicks are the node's own, never claimed: they start with this, which no other node
+  // uses ("guest-" and a tag per process), and clients may not take nicks starting "guest-".
+  virtual std::string guest_prefix() const { return "guest-"; }
+  // Claims `nick` (folded) for a client of this node, releasing `replaced` (folded; empty for
+  // none) once it is held. `done` runs on the loop.
+  virtual void claim_nick(const std::string& nick, const std::string& replaced, std::function<void(NickClaim)> done) = 0;
+  // The client holding `nick` (folded) has let it go (a rename already released it).
+  virtual void release_nick(const std::string& nick) = 0;
+  // A client of this node joined, left or renamed itself in a clustered room (nicks as shown).
+  virtual void member_joined(const std::string& room, const std::string& nick) = 0;
+  virtual void member_left(const std::string& room, const std::string& nick) = 0;
+  virtual void member_renamed(const std::string& room, const std::string& old, const std::string& nick) = 0;
+  // A page of a room's members on all nodes (for rooms this node does not watch); nullopt when
+  // the cluster could not answer.
+  virtual void who(const std::string& room, const std::optional<std::string>& after, std::size_t limit,
+                   std::function<void(std::optional<ClusterMemberPage>)> done) = 0;
+  // The member count of every clustered room with members on some node; nullopt when the
+  // cluster could not answer.
+  virtual void room_counts(std::function<void(std::optional<std::vector<ClusterRoomCount>>)> done) = 0;
 };
 
 }  // namespace roomd
