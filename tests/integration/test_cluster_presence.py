@@ -244,13 +244,13 @@ class PresenceTest(DaemonTest):
 
         killed_at = time.monotonic()
         c.proc.send_signal(signal.SIGKILL)
+        c.proc.wait()
+        c.kill()  # reaped; its pipes and files go
         for m in (alice, bob):
             m.wait("presence", event="leave", room="hall", nick="dee",
                    timeout=max(0.01, killed_at + 2 * heartbeat_ms / 1000 - time.monotonic()))
         took = time.monotonic() - killed_at
         print(f"kill -9: the leave reached both other nodes' members {took * 1000:.0f} ms after (heartbeat {heartbeat_ms} ms)")
-        c.proc.wait()
-        c.kill()  # reaped; its pipes and files go
 
         for i in range(5):
             alice.ask({"op": "say", "room": "hall", "text": f"while away {i}"})
