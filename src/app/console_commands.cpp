@@ -13,7 +13,8 @@ std::string run_console_command(Router& router, const ConsoleActions& server, st
   if (cmd == "rooms") {
     std::string out;
     for (const auto& r : router.rooms())
-      out += r.name + " members=" + std::to_string(r.members) + " seq=" + std::to_string(r.last_seq) +
+      out += r.name + " members=" + std::to_string(r.members + r.remote_members) +
+             (r.remote_members ? " here=" + std::to_string(r.members) : std::string()) + " seq=" + std::to_string(r.last_seq) +
              (r.configured ? " configured" : " dynamic") + (r.keyed ? " keyed" : "") + " topic=" + r.topic + "\n";
     return out.empty() ? "no rooms\n" : out;
   }

@@ -153,7 +153,12 @@ Server::Server(ServerOptions options)
         ClusterSink{.synced = [this](const std::string& room, const RoomState& state) { router_->cluster_synced(room, state); },
                     .deliver = [this](const std::string& room, std::uint64_t seq, const std::string& epoch,
                                       std::string line) { router_->cluster_deliver(room, seq, epoch, std::move(line)); },
-                    .lost = [this] { router_->cluster_lost(); }});
+                    .lost = [this] { router_->cluster_lost(); },
+                    .members = [this](const std::string& room,
+                                      std::vector<std::string> others) { router_->cluster_members(room, std::move(others)); },
+                    .presence = [this](const std::string& room,
+                                       const ClusterPresence& presence) { router_->cluster_presence(room, presence); },
+                    .nick_lost = [this](const std::string& nick) { router_->cluster_nick_lost(nick); }});
     services.cluster = cluster_.get();
   }
   if (!config_.history.path.empty()) {
@@ -460,7 +465,11 @@ void Server::on_turn() {
     log::notice("lame duck: every connection is closed");
     shutdown();
   }
-  if (shutting_down_ && connections_.empty() && (!history_ || history_->idle())) uv_stop(loop());
+  // The cluster's last commands (the leaves and nick releases of the clients just closed) are
+  // answered before the exit, so the other nodes hear of them now, not when this node's lease
+  // runs out (bounded by the link's command deadline).
+  if (shutting_down_ && connections_.empty() && (!history_ || history_->idle()) && (!cluster_ || cluster_->idle()))
+    uv_stop(loop());
 }
 
 // The coalescing timer fired: presence queued since it was armed joins this turn's writes
@@ -746,6 +755,14 @@ ordered_json Server::stats_json() const {
     j["cluster_delivered"] = c.delivered;
     j["cluster_gap_fills"] = c.gap_fills;
     j["cluster_skipped"] = c.skipped;
+    j["cluster_nick_claims"] = c.nick_claims;
+    j["cluster_nicks_taken"] = c.nicks_taken;
+    j["cluster_nicks_lost"] = c.nicks_lost;
+    j["cluster_presence_in"] = c.presence_in;
+    j["cluster_member_reads"] = c.member_reads;
+    j["cluster_sweeps"] = c.sweeps;
+    j["cluster_swept_members"] = c.swept_members;
+    j["cluster_reregistered"] = c.reregistered;
   }
   return j;
 }

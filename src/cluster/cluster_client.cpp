@@ -19,10 +19,12 @@ using redis_replies::is_error;
 using redis_replies::text_of;
 }  // namespace
 
-// One library, two functions. Redis runs a function to the end before anything else, so the
-// seq, the stream entry and the publish of a message are one step, and publish order is seq
-// order on every subscriber. KEYS are the room's (one hash tag, so a Redis Cluster could hold
-// them in one slot).
+// One library. Redis runs a function to the end before anything else, so the seq, the stream
+// entry and the publish of a message are one step, and publish order is seq order on every
+// subscriber; so are a member change, its version and its publish, and a sweep of a node.
+// A say's and a state's KEYS are the room's (one hash tag); the member and nick functions name
+// keys of several rooms and nodes, so roomd needs one Redis (with replicas if wanted), not a
+// Redis Cluster (docs/cluster.md).
 const char* ClusterClient::function_library() {
   return R"LUA(#!lua name=roomd
 
@@ -70,8 +72,259 @@ local function state(keys, args)
   return {seq, epoch, lines}
 end
 
+-- ---- members, presence and nicks ---------------------------------------------------------
+-- A NODE is a node id and its process' incarnation: a node restarted under the same id is
+-- another node, and the old one's members are swept. The keys (named here, not passed as KEYS:
+-- roomd runs on one Redis, not a Redis Cluster):
+--   roomd:nodes             zset    NODE -> the end of its lease (Redis' clock, ms)
+--   roomd:node:NODE:rooms   set     rooms the node has members in
+--   roomd:node:NODE:nicks   set     nicks (folded) the node's clients hold
+--   roomd:nick:NICK         string  the NODE holding the nick (folded), PX a lease
+--   roomd:rooms             set     rooms with members on some node
+--   roomd:{ROOM}:who        zset    the room's members, score 0: byte order, for pages
+--   roomd:{ROOM}:on:NODE    set     the room's members on that node
+--   roomd:{ROOM}:nodes      set     nodes with members in the room
+--   roomd:{ROOM}:mv         the room's membership version
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function rkey(room, what) return 'roomd:{' .. room .. '}:' .. what end
+local function nkey(node, what) return 'roomd:node:' .. node .. ':' .. what end
+
+-- Every change of a room's members is published on its channel, next to its messages:
+-- "p VERSION NODE join|leave NICK..." or "p VERSION NODE nick OLD NEW", the version one more
+-- each time, so nodes apply them in order and read the members again after a gap.
+local function announce(room, node, what)
+  local version = redis.call('INCR', rkey(room, 'mv'))
+  redis.call('PUBLISH', 'roomd:{' .. room .. '}', 'p ' .. version .. ' ' .. node .. ' ' .. what)
+end
+
+local function add_member(room, node, nick)
+  if redis.call('SADD', rkey(room, 'on:' .. node), nick) == 0 then return false end
+  redis.call('ZADD', rkey(room, 'who'), 0, nick)
+  redis.call('SADD', rkey(room, 'nodes'), node)
+  redis.call('SADD', nkey(node, 'rooms'), room)
+  redis.call('SADD', 'roomd:rooms', room)
+  return true
+end
+
+local function remove_member(room, node, nick)
+  if redis.call('SREM', rkey(room, 'on:' .. node), nick) == 0 then return false end
+  redis.call('ZREM', rkey(room, 'who'), nick)
+  return true
+end
+
+-- After removals: a node with no member left in the room, a room with none left anywhere.
+local function tidy(room, node)
+  if redis.call('EXISTS', rkey(room, 'on:' .. node)) == 0 then
+    redis.call('SREM', rkey(room, 'nodes'), node)
+    redis.call('SREM', nkey(node, 'rooms'), room)
+  end
+  if redis.call('EXISTS', rkey(room, 'who')) == 0 then redis.call('SREM', 'roomd:rooms', room) end
+end
+
+-- Every member the node has in the room leaves it, as one published change.
+local function empty_out(room, node)
+  local nicks = redis.call('SMEMBERS', rkey(room, 'on:' .. node))
+  for _, nick in ipairs(nicks) do redis.call('ZREM', rkey(room, 'who'), nick) end
+  redis.call('DEL', rkey(room, 'on:' .. node))
+  tidy(room, node)
+  if #nicks > 0 then announce(room, node, 'leave ' .. table.concat(nicks, ' ')) end
+  return #nicks
+end
+
+-- ARGV: join|leave|nick, room, node, nick, the old nick (nick). A change already made (a
+-- registration again) publishes nothing.
+local function member(keys, args)
+  local kind, room, node, nick = args[1], args[2], args[3], args[4]
+  if kind == 'join' then
+    if add_member(room, node, nick) then announce(room, node, 'join ' .. nick) end
+  elseif kind == 'leave' then
+    if remove_member(room, node, nick) then
+      tidy(room, node)
+      announce(room, node, 'leave ' .. nick)
+    end
+  elseif kind == 'nick' then
+    if remove_member(room, node, args[5]) then
+      add_member(room, node, nick)
+      announce(room, node, 'nick ' .. args[5] .. ' ' .. nick)
+    elseif add_member(room, node, nick) then
+      announce(room, node, 'join ' .. nick)
+    end
+  end
+  return 1
+end
+
+-- ARGV: node, then per room ROOM, COUNT and COUNT nicks. The node's members are exactly these
+-- (after a reconnect, or when it found itself swept): the differences are published as
+-- leaves and joins, and rooms not listed are left.
+local function enter(keys, args)
+  local node = args[1]
+  local listed = {}
+  local i = 2
+  while i + 1 <= #args do
+    local room, count = args[i], tonumber(args[i + 1])
+    local want = {}
+    for k = i + 2, i + 1 + count do want[args[k]] = true end
+    listed[room] = true
+    local gone, came = {}, {}
+    for _, nick in ipairs(redis.call('SMEMBERS', rkey(room, 'on:' .. node))) do
+      if not want[nick] then
+        remove_member(room, node, nick)
+        gone[#gone + 1] = nick
+      end
+    end
+    for k = i + 2, i + 1 + count do
+      if add_member(room, node, args[k]) then came[#came + 1] = args[k] end
+    end
+    tidy(room, node)
+    if #gone > 0 then announce(room, node, 'leave ' .. table.concat(gone, ' ')) end
+    if #came > 0 then announce(room, node, 'join ' .. table.concat(came, ' ')) end
+    i = i + 2 + count
+  end
+  for _, room in ipairs(redis.call('SMEMBERS', nkey(node, 'rooms'))) do
+    if not listed[room] then empty_out(room, node) end
+  end
+  return 1
+end
+
+-- SET NX PX: the nick is the node's if nobody holds it; a nick the node holds already gets its
+-- lease again.
+local function hold_nick(node, nick, lease)
+  local key = 'roomd:nick:' .. nick
+  if not redis.call('SET', key, node, 'NX', 'PX', lease) then
+    if redis.call('GET', key) ~= node then return false end
+    redis.call('PEXPIRE', key, lease)
+  end
+  redis.call('SADD', nkey(node, 'nicks'), nick)
+  return true
+end
+
+-- Compare and delete: only the holder frees a nick.
+local function free_nick(node, nick)
+  local key = 'roomd:nick:' .. nick
+  if redis.call('GET', key) == node then redis.call('DEL', key) end
+  redis.call('SREM', nkey(node, 'nicks'), nick)
+end
+
+-- ARGV: node, lease ms, nick, the nick it replaces ('' for none); nicks folded. 1: the node
+-- holds the nick (and no longer the one replaced), 0: another node has it.
+local function claim(keys, args)
+  if not hold_nick(args[1], args[3], args[2]) then return 0 end
+  if args[4] ~= '' and args[4] ~= args[3] then free_nick(args[1], args[4]) end
+  return 1
+end
+
+-- ARGV: node, nick (folded).
+local function release(keys, args)
+  free_nick(args[1], args[2])
+  return 1
+end
+
+-- ARGV: node, lease ms, nick...: the node holds exactly these nicks (after a reconnect).
+-- Returns those another node holds now.
+local function reclaim(keys, args)
+  local node, lease = args[1], args[2]
+  local want = {}
+  for i = 3, #args do want[args[i]] = true end
+  for _, nick in ipairs(redis.call('SMEMBERS', nkey(node, 'nicks'))) do
+    if not want[nick] then free_nick(node, nick) end
+  end
+  local lost = {}
+  for i = 3, #args do
+    if not hold_nick(node, args[i], lease) then lost[#lost + 1] = args[i] end
+  end
+  return lost
+end
+
+-- ARGV: node, lease ms, the nicks' lease ms ('0': not this time). The node's lease goes on,
+-- and its nicks' (a nick whose key expired is held again if nobody took it). Returns {1 if the
+-- node was not registered (new, or swept), the nicks another node holds now, up to 16 nodes
+-- whose lease has run out}.
+local function beat(keys, args)
+  local node, lease, nick_lease = args[1], args[2], args[3]
+  local now = now_ms()
+  local fresh = redis.call('ZADD', 'roomd:nodes', string.format('%d', now + tonumber(lease)), node)
+  local lost = {}
+  if nick_lease ~= '0' then
+    for _, nick in ipairs(redis.call('SMEMBERS', nkey(node, 'nicks'))) do
+      if not hold_nick(node, nick, nick_lease) then
+        redis.call('SREM', nkey(node, 'nicks'), nick)
+        lost[#lost + 1] = nick
+      end
+    end
+  end
+  local expired = redis.call('ZRANGEBYSCORE', 'roomd:nodes', '-inf', string.format('(%d', now), 'LIMIT', 0, 16)
+  return {fresh, lost, expired}
+end
+
+-- ARGV: node. A node whose lease ran out (killed, frozen, cut off): its members leave their
+-- rooms and its nicks are free. Done once: a node swept already, or beating again, is left
+-- alone (-1).
+local function sweep(keys, args)
+  local node = args[1]
+  local lease_end = redis.call('ZSCORE', 'roomd:nodes', node)
+  if not lease_end or tonumber(lease_end) >= now_ms() then return -1 end
+  local removed = 0
+  for _, room in ipairs(redis.call('SMEMBERS', nkey(node, 'rooms'))) do removed = removed + empty_out(room, node) end
+  for _, nick in ipairs(redis.call('SMEMBERS', nkey(node, 'nicks'))) do free_nick(node, nick) end
+  redis.call('DEL', nkey(node, 'rooms'), nkey(node, 'nicks'))
+  redis.call('ZREM', 'roomd:nodes', node)
+  return removed
+end
+
+-- ARGV: room. {version, {{node, nick...}...}}: the members by node, at that version.
+local function members(keys, args)
+  local room = args[1]
+  local by_node = {}
+  for _, node in ipairs(redis.call('SMEMBERS', rkey(room, 'nodes'))) do
+    local entry = redis.call('SMEMBERS', rkey(room, 'on:' .. node))
+    table.insert(entry, 1, node)
+    by_node[#by_node + 1] = entry
+  end
+  return {tonumber(redis.call('GET', rkey(room, 'mv')) or '0'), by_node}
+end
+
+-- ARGV: room, 1 if a page starts after a nick (else 0), that nick, limit. {count, {nick...}, more}
+local function who(keys, args)
+  local key = rkey(args[1], 'who')
+  local from = '-'
+  if args[2] == '1' then from = '(' .. args[3] end
+  local limit = tonumber(args[4])
+  local nicks = redis.call('ZRANGEBYLEX', key, from, '+', 'LIMIT', 0, limit + 1)
+  local more = 0
+  if #nicks > limit then
+    more = 1
+    nicks[#nicks] = nil
+  end
+  return {redis.call('ZCARD', key), nicks, more}
+end
+
+-- {ROOM, COUNT, ...}: every room with members on some node.
+local function rooms(keys, args)
+  local out = {}
+  for _, room in ipairs(redis.call('SMEMBERS', 'roomd:rooms')) do
+    out[#out + 1] = room
+    out[#out + 1] = redis.call('ZCARD', rkey(room, 'who'))
+  end
+  return out
+end
+
 redis.register_function('roomd_say', say)
 redis.register_function('roomd_state', state)
+redis.register_function('roomd_member', member)
+redis.register_function('roomd_enter', enter)
+redis.register_function('roomd_claim', claim)
+redis.register_function('roomd_release', release)
+redis.register_function('roomd_reclaim', reclaim)
+redis.register_function('roomd_beat', beat)
+redis.register_function('roomd_sweep', sweep)
+redis.register_function{function_name = 'roomd_members', callback = members, flags = {'no-writes'}}
+redis.register_function{function_name = 'roomd_who', callback = who, flags = {'no-writes'}}
+redis.register_function{function_name = 'roomd_rooms', callback = rooms, flags = {'no-writes'}}
 )LUA";
 }
 
@@ -85,6 +338,12 @@ ClusterClient::ClusterClient(uv_loop_t* loop, ClusterSettings settings, ClusterS
   char text[17];
   std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(random_()));
   incarnation_ = text;
+  // A tag per process for its guests: another node's guests have another (1 in 1.7 million
+  // that two nodes draw the same; two guests of one name would then only look alike).
+  static constexpr char kTagChars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  guest_prefix_ = "guest-";
+  for (int i = 0; i < 4; ++i) guest_prefix_ += kTagChars[random_() % 36];
+  guest_prefix_ += '-';
 }
 
 ClusterClient::~ClusterClient() = default;
@@ -104,6 +363,7 @@ std::string ClusterClient::channel(const std::string& room) const { return "room
 void ClusterClient::start(const std::string& default_node_id) {
   if (std::exchange(started_, true)) return;
   if (settings_.node_id.empty()) settings_.node_id = default_node_id;
+  self_ = settings_.node_id + ":" + incarnation_;
   // Redis must answer a command within three heartbeats (never less than 2 s, so a loop busy
   // for a moment is not taken for a frozen Redis).
   const std::uint32_t deadline = std::max<std::uint32_t>(2000, 3 * settings_.heartbeat_ms);
@@ -113,7 +373,10 @@ void ClusterClient::start(const std::string& default_node_id) {
   subscriber_ = std::make_unique<RedisLink>(
       loop_, link, [] {}, [this](RedisCloseReason r, const std::string& d) { link_failed("subscriber", r, d); });
   subscriber_->set_push([this](const redisReply& reply) { on_push(reply); });
-  heartbeat_.start(settings_.heartbeat_ms, settings_.heartbeat_ms);
+  // Four beats a heartbeat: the lease (1.5 heartbeats) survives a loop busy for a heartbeat,
+  // and a dead node is seen at most a quarter heartbeat after its lease ran out.
+  const std::uint32_t every = std::max<std::uint32_t>(1, settings_.heartbeat_ms / 4);
+  heartbeat_.start(every, every);
   connect();
 }
 
@@ -166,6 +429,10 @@ void ClusterClient::maybe_ready() {
     ++stats_.says_retried;
     send_say(std::move(pending));
   }
+  // This node in the registry first, then its members and nicks as they are now: Redis may
+  // have lost them (a restart), or the others swept them while this node could not beat.
+  beat(true);
+  register_all();
   for (auto& [room, feed] : feeds_) {
     feed.subscribed = false;
     subscriber_->subscribe(channel(room));
@@ -187,6 +454,8 @@ void ClusterClient::link_failed(const char* which, RedisCloseReason reason, cons
     feed.subscribed = feed.syncing = feed.filling = false;
     feed.fill_to = 0;
     feed.early.clear();  // read again from the stream after the reconnect
+    feed.members_known = feed.members_reading = false;
+    feed.early_presence.clear();  // the members are read again after the reconnect
   }
   // Either link failing ends both: the pair is one session with Redis. Closing runs the
   // pending replies (nullptr), which may add says to retry_.
@@ -205,8 +474,8 @@ void ClusterClient::schedule_reconnect() {
 }
 
 void ClusterClient::heartbeat() {
-  // The link's command deadline turns a PING with no answer into a timeout (a frozen Redis).
-  if (ready_) commands_->command({"PING"}, {});
+  // The link's command deadline turns a beat with no answer into a timeout (a frozen Redis).
+  if (ready_) beat(false);
   const std::uint64_t now = uv_now(loop_);
   std::vector<std::shared_ptr<PendingSay>> expired;
   std::erase_if(retry_, [&](const std::shared_ptr<PendingSay>& p) {
@@ -282,6 +551,7 @@ void ClusterClient::on_push(const redisReply& reply) {
   auto push = redis_replies::read_push(&reply);
   if (!push) return;
   if (push->kind == redis_replies::Push::Kind::message) return on_message(push->room, std::move(push->message));
+  if (push->kind == redis_replies::Push::Kind::presence) return on_presence(push->room, std::move(push->presence));
   auto it = feeds_.find(push->room);
   if (it == feeds_.end() || it->second.subscribed) return;
   it->second.subscribed = true;
@@ -304,6 +574,9 @@ void ClusterClient::on_message(const std::string& room, redis_replies::Message m
 }
 
 void ClusterClient::sync(const std::string& room, Feed& feed) {
+  // The members first: their reply comes before the state's (one link answers in order), so
+  // the joins waiting for the state are answered with every node's members.
+  read_members(room, feed);
   feed.syncing = true;
   const std::uint64_t serial = feed.serial;
   commands_->command(
@@ -321,12 +594,19 @@ void ClusterClient::sync(const std::string& room, Feed& feed) {
         const std::string epoch = state.epoch;
         if (!f->known) {
           // New to this node: the room starts here, from Redis; the joins waiting for it get
-          // its newest messages as their history.
+          // its newest messages as their history. Presence waited for them: a member hears
+          // nothing of a room before its `joined`.
           f->known = true;
           f->epoch = epoch;
           f->next_seq = seq + 1;
           if (sink_.synced) sink_.synced(room, state);
-        } else if (epoch != f->epoch) {
+          if ((f = find_feed(room, serial))) drain_presence(room, *f);
+          if ((f = find_feed(room, serial))) drain(room, *f);
+          return;
+        }
+        drain_presence(room, *f);
+        if (!(f = find_feed(room, serial))) return;
+        if (epoch != f->epoch) {
           // Redis lost the room (a restart without persistence, a flush): the members here know
           // the old incarnation, so the new one's messages are delivered to them, the newest
           // `recent` of them, read from the stream in order.
@@ -337,11 +617,10 @@ void ClusterClient::sync(const std::string& room, Feed& feed) {
           if (sink_.synced) sink_.synced(room, RoomState{start, epoch, {}});
           if (!(f = find_feed(room, serial))) return;
           return fill(room, *f, seq);
-        } else if (seq >= f->next_seq) {
-          // Missed while the links were down: read them from the stream, delivered in order.
-          return fill(room, *f, seq);
         }
-        if ((f = find_feed(room, serial))) drain(room, *f);
+        // Missed while the links were down: read them from the stream, delivered in order.
+        if (seq >= f->next_seq) return fill(room, *f, seq);
+        drain(room, *f);
       });
 }
 
@@ -401,6 +680,231 @@ void ClusterClient::fill(const std::string& room, Feed& feed, std::uint64_t upto
         }
         drain(room, *f);
       });
+}
+
+}  // namespace roomd
+
+namespace roomd {
+
+// ---- members and presence ------------------------------------------------------------------
+
+void ClusterClient::read_members(const std::string& room, Feed& feed) {
+  if (feed.members_reading) return;
+  feed.members_reading = true;
+  const std::uint64_t serial = feed.serial;
+  commands_->command({"FCALL", "roomd_members", "0", room}, [this, room, serial](const redisReply* r) {
+    Feed* f = find_feed(room, serial);
+    if (!f) return;
+    f->members_reading = false;
+    if (!r) return;  // the link went; the reconnect reads them again
+    auto read = redis_replies::read_members(r, self_);
+    if (!read) return link_failed("command", RedisCloseReason::owner, "roomd_members: " + read.error);
+    ++stats_.member_reads;
+    f->members_known = true;
+    f->member_version = read.value->version;
+    if (sink_.members) sink_.members(room, std::move(read.value->others));
+    if ((f = find_feed(room, serial))) drain_presence(room, *f);
+  });
+}
+
+void ClusterClient::on_presence(const std::string& room, redis_replies::Presence presence) {
+  auto it = feeds_.find(room);
+  if (it == feeds_.end()) return;
+  Feed& feed = it->second;
+  if (feed.members_known && presence.version <= feed.member_version) return;  // in what was read
+  const std::uint64_t version = presence.version;
+  feed.early_presence.emplace(version, std::move(presence));
+  drain_presence(room, feed);
+}
+
+// Applies the changes that follow the members as known, in version order; a change missing
+// (a lost publish) means the members are read again, and what waited is applied after them.
+void ClusterClient::drain_presence(const std::string& room, Feed& feed) {
+  // After the room's state too: the joins waiting for it are answered first.
+  if (!feed.members_known || feed.members_reading || !feed.known || feed.syncing) return;
+  const std::uint64_t serial = feed.serial;
+  Feed* f = &feed;
+  while (!f->early_presence.empty()) {
+    auto it = f->early_presence.begin();
+    if (it->first <= f->member_version) {
+      f->early_presence.erase(it);
+      continue;
+    }
+    if (it->first != f->member_version + 1) return read_members(room, *f);
+    redis_replies::Presence p = std::move(it->second);
+    f->early_presence.erase(it);
+    f->member_version = p.version;
+    if (p.node == self_) continue;  // this node's own change: its members heard it already
+    ++stats_.presence_in;
+    if (sink_.presence) sink_.presence(room, ClusterPresence{p.kind, std::move(p.nicks)});
+    if (!(f = find_feed(room, serial))) return;
+  }
+}
+
+void ClusterClient::member_change(const char* kind, const std::string& room, const std::string& nick,
+                                  const std::string& old) {
+  // While Redis is away the change is only remembered: register_all sends the state at the
+  // reconnect.
+  if (!ready_) return;
+  commands_->command({"FCALL", "roomd_member", "0", kind, room, self_, nick, old}, [this](const redisReply* r) {
+    if (r && is_error(r)) log::warning(std::string("cluster: roomd_member failed: ") + text_of(r));
+  });
+}
+
+void ClusterClient::member_joined(const std::string& room, const std::string& nick) {
+  members_[room].insert(nick);
+  member_change("join", room, nick, "");
+}
+
+void ClusterClient::member_left(const std::string& room, const std::string& nick) {
+  auto it = members_.find(room);
+  if (it != members_.end()) {
+    it->second.erase(nick);
+    if (it->second.empty()) members_.erase(it);
+  }
+  member_change("leave", room, nick, "");
+}
+
+void ClusterClient::member_renamed(const std::string& room, const std::string& old, const std::string& nick) {
+  auto& here = members_[room];
+  here.erase(old);
+  here.insert(nick);
+  member_change("nick", room, nick, old);
+}
+
+// This node's members and nicks as they are now, in two commands: what Redis has of them
+// otherwise (lost, swept, or left over from before the reconnect) is made right, and the
+// differences are published. Everything sent after them is applied after them.
+void ClusterClient::register_all() {
+  // The nicks first: whoever sees this node's members registered may count on their nicks
+  // being held too.
+  std::vector<std::string> reclaim{"FCALL", "roomd_reclaim", "0", self_, nick_lease()};
+  reclaim.insert(reclaim.end(), nicks_.begin(), nicks_.end());
+  commands_->command(reclaim, [this](const redisReply* r) {
+    if (!r) return;
+    auto lost = redis_replies::read_nicks(r);
+    if (!lost) return link_failed("command", RedisCloseReason::owner, "roomd_reclaim: " + lost.error);
+    lose_nicks(*lost.value);
+  });
+  std::vector<std::string> enter{"FCALL", "roomd_enter", "0", self_};
+  for (const auto& [room, nicks] : members_) {
+    enter.push_back(room);
+    enter.push_back(std::to_string(nicks.size()));
+    enter.insert(enter.end(), nicks.begin(), nicks.end());
+  }
+  commands_->command(enter, [this](const redisReply* r) {
+    if (r && is_error(r)) link_failed("command", RedisCloseReason::owner, "roomd_enter: " + text_of(r));
+  });
+}
+
+void ClusterClient::lose_nicks(const std::vector<std::string>& nicks) {
+  for (const auto& nick : nicks) {
+    if (!nicks_.erase(nick)) continue;
+    ++stats_.nicks_lost;
+    log::warning("cluster: nick '" + nick + "' is held by another node's client now (this node could not renew it); " +
+                 "its client here gets a guest nick");
+    if (sink_.nick_lost) sink_.nick_lost(nick);
+  }
+}
+
+// ---- the node's lease ----------------------------------------------------------------------
+
+void ClusterClient::beat(bool connecting) {
+  const std::string lease = std::to_string(settings_.heartbeat_ms * 3 / 2);
+  // Nicks once a heartbeat: a dead node's are freed by its sweep, their own lease is for a
+  // registry Redis lost, and renewing costs one PEXPIRE per nick.
+  const bool renew_nicks = connecting || ++beats_ % 4 == 0;
+  commands_->command({"FCALL", "roomd_beat", "0", self_, lease, renew_nicks ? nick_lease() : "0"},
+                     [this, connecting](const redisReply* r) {
+    if (!r) return;
+    auto read = redis_replies::read_beat(r);
+    if (!read) return link_failed("command", RedisCloseReason::owner, "roomd_beat: " + read.error);
+    if (read.value->fresh && !connecting) {
+      // The others swept this node (it could not beat for a while: a busy loop, a slow Redis):
+      // its members left their rooms and its nicks were freed. Register them again.
+      ++stats_.reregistered;
+      log::warning("cluster: this node's lease had run out and the others removed its members; registering them again");
+      register_all();
+    }
+    lose_nicks(read.value->lost);
+    for (const auto& node : read.value->expired)
+      if (node != self_) sweep(node);
+  });
+}
+
+void ClusterClient::sweep(const std::string& node) {
+  commands_->command({"FCALL", "roomd_sweep", "0", node}, [this, node](const redisReply* r) {
+    if (!r) return;
+    auto removed = redis_replies::read_integer(r);
+    if (!removed) return log::warning("cluster: roomd_sweep of " + node + " failed: " + removed.error);
+    if (*removed.value < 0) return;  // another node swept it first, or it beats again
+    ++stats_.sweeps;
+    stats_.swept_members += static_cast<std::uint64_t>(*removed.value);
+    log::notice("cluster: node " + node + " stopped beating; its " + std::to_string(*removed.value) +
+                " members left their rooms");
+  });
+}
+
+// ---- nicks ---------------------------------------------------------------------------------
+
+void ClusterClient::claim_nick(const std::string& nick, const std::string& replaced, std::function<void(NickClaim)> done) {
+  if (!ready_) return done(NickClaim::unavailable);
+  // Counted as held from now: a registration sent before the answer comes keeps it.
+  const bool held_before = !nicks_.insert(nick).second;
+  ++stats_.nick_claims;
+  auto answer = std::make_shared<std::function<void(NickClaim)>>(std::move(done));
+  bool sent = commands_->command(
+      {"FCALL", "roomd_claim", "0", self_, nick_lease(), nick, replaced},
+      [this, nick, replaced, held_before, answer](const redisReply* r) {
+        auto claimed = redis_replies::read_integer(r);
+        if (claimed && *claimed.value == 1) {
+          if (!replaced.empty() && replaced != nick) nicks_.erase(replaced);
+          return (*answer)(NickClaim::ok);
+        }
+        // Not ours. Had Redis set it after all (a reply lost with the link), the registration
+        // at the reconnect frees it.
+        if (!held_before) nicks_.erase(nick);
+        if (claimed && *claimed.value == 0) {
+          ++stats_.nicks_taken;
+          return (*answer)(NickClaim::taken);
+        }
+        if (r) log::warning("cluster: roomd_claim failed: " + claimed.error);
+        (*answer)(NickClaim::unavailable);
+      });
+  if (!sent) {
+    if (!held_before) nicks_.erase(nick);
+    (*answer)(NickClaim::unavailable);
+  }
+}
+
+void ClusterClient::release_nick(const std::string& nick) {
+  nicks_.erase(nick);
+  if (ready_) commands_->command({"FCALL", "roomd_release", "0", self_, nick}, {});
+}
+
+// ---- reads for rooms this node does not watch -------------------------------------------------
+
+void ClusterClient::who(const std::string& room, const std::optional<std::string>& after, std::size_t limit,
+                        std::function<void(std::optional<ClusterMemberPage>)> done) {
+  if (!ready_) return done(std::nullopt);
+  bool sent = commands_->command(
+      {"FCALL", "roomd_who", "0", room, after ? "1" : "0", after.value_or(""), std::to_string(limit)},
+      [done](const redisReply* r) {
+        auto page = redis_replies::read_who(r);
+        if (!page) return done(std::nullopt);
+        done(std::move(page.value));
+      });
+  if (!sent) done(std::nullopt);
+}
+
+void ClusterClient::room_counts(std::function<void(std::optional<std::vector<ClusterRoomCount>>)> done) {
+  if (!ready_) return done(std::nullopt);
+  bool sent = commands_->command({"FCALL", "roomd_rooms", "0"}, [done](const redisReply* r) {
+    auto counts = redis_replies::read_room_counts(r);
+    if (!counts) return done(std::nullopt);
+    done(std::move(counts.value));
+  });
+  if (!sent) done(std::nullopt);
 }
 
 }  // namespace roomd

@@ -5,6 +5,8 @@
 
 #include <charconv>
 
+#include "roomd/base/names.hpp"
+
 namespace roomd::redis_replies {
 
 namespace {
@@ -36,6 +38,8 @@ bool plausible_line(std::string_view line) { return line.size() >= 3 && line.fro
 
 bool valid_epoch(std::string_view epoch) { return !epoch.empty() && epoch.find(' ') == std::string_view::npos; }
 
+bool valid_node(std::string_view node) { return !node.empty() && node.find(' ') == std::string_view::npos; }
+
 Read<SayResult> read_say(const redisReply* r) {
   if (!is_array(r, 2) || r->element[0]->type != REDIS_REPLY_INTEGER || !is_string(r->element[1])) return refused<SayResult>(r);
   const long long seq = r->element[0]->integer;
@@ -63,14 +67,56 @@ std::optional<Push> read_push(const redisReply* r) {
   const std::string name = text_of(r->element[1]);
   // "roomd:{ROOM}" -> ROOM
   if (!name.starts_with("roomd:{") || !name.ends_with("}")) return std::nullopt;
-  Push push{Push::Kind::subscribed, name.substr(7, name.size() - 8), {}};
+  Push push{Push::Kind::subscribed, name.substr(7, name.size() - 8), {}, {}};
   if (kind == "subscribe") return push;
   if (kind != "message" || !is_string(r->element[2])) return std::nullopt;
-  auto message = read_message(std::string_view(r->element[2]->str, r->element[2]->len));
+  const std::string_view payload(r->element[2]->str, r->element[2]->len);
+  if (payload.starts_with("p ")) {
+    auto presence = read_presence(payload);
+    if (!presence) return std::nullopt;
+    push.kind = Push::Kind::presence;
+    push.presence = std::move(*presence);
+    return push;
+  }
+  auto message = read_message(payload);
   if (!message) return std::nullopt;
   push.kind = Push::Kind::message;
   push.message = std::move(*message);
   return push;
+}
+
+std::optional<Presence> read_presence(std::string_view payload) {
+  if (!payload.starts_with("p ")) return std::nullopt;
+  std::string_view rest = payload.substr(2);
+  // Words split by single spaces: an empty word (two spaces, a trailing space) is malformed.
+  auto word = [&rest]() -> std::optional<std::string_view> {
+    if (rest.empty()) return std::nullopt;
+    const auto space = rest.find(' ');
+    std::string_view w = rest.substr(0, space);
+    rest = space == std::string_view::npos ? std::string_view() : rest.substr(space + 1);
+    if (w.empty() || (space != std::string_view::npos && rest.empty())) return std::nullopt;
+    return w;
+  };
+  auto version = word();
+  auto node = word();
+  auto kind = word();
+  if (!version || !node || !kind) return std::nullopt;
+  Presence p;
+  auto v = parse_seq(*version);
+  if (!v || !valid_node(*node)) return std::nullopt;
+  p.version = *v;
+  p.node = std::string(*node);
+  if (*kind == "join") p.kind = ClusterPresence::Kind::join;
+  else if (*kind == "leave") p.kind = ClusterPresence::Kind::leave;
+  else if (*kind == "nick") p.kind = ClusterPresence::Kind::nick;
+  else return std::nullopt;
+  while (!rest.empty()) {
+    auto nick = word();
+    if (!nick || !valid_nick(*nick)) return std::nullopt;
+    p.nicks.emplace_back(*nick);
+  }
+  if (p.nicks.empty() || (p.kind == ClusterPresence::Kind::nick && p.nicks.size() != 2)) return std::nullopt;
+  return p;
 }
 
 std::optional<Message> read_message(std::string_view payload) {
@@ -102,6 +148,91 @@ Read<StreamRange> read_range(const redisReply* r) {
     range.entries.push_back({*seq, std::move(line)});
   }
   return {std::move(range), {}};
+}
+
+namespace {
+// A count Redis gave: an integer 0..2^63-1.
+bool is_count(const redisReply* r) { return r && r->type == REDIS_REPLY_INTEGER && r->integer >= 0; }
+}  // namespace
+
+Read<MemberSnapshot> read_members(const redisReply* r, std::string_view self) {
+  if (!is_array(r, 2) || !is_count(r->element[0]) || r->element[1]->type != REDIS_REPLY_ARRAY)
+    return refused<MemberSnapshot>(r);
+  MemberSnapshot snapshot{static_cast<std::uint64_t>(r->element[0]->integer), {}};
+  const redisReply* nodes = r->element[1];
+  for (std::size_t i = 0; i < nodes->elements; ++i) {
+    const redisReply* entry = nodes->element[i];
+    if (!entry || entry->type != REDIS_REPLY_ARRAY || entry->elements == 0 || !is_string(entry->element[0])) continue;
+    if (text_of(entry->element[0]) == self) continue;  // this node's own: the router has them
+    for (std::size_t k = 1; k < entry->elements; ++k) {
+      if (!is_string(entry->element[k])) continue;
+      std::string nick = text_of(entry->element[k]);
+      if (valid_nick(nick)) snapshot.others.push_back(std::move(nick));
+    }
+  }
+  return {std::move(snapshot), {}};
+}
+
+Read<ClusterMemberPage> read_who(const redisReply* r) {
+  if (!is_array(r, 3) || !is_count(r->element[0]) || r->element[1]->type != REDIS_REPLY_ARRAY ||
+      r->element[2]->type != REDIS_REPLY_INTEGER)
+    return refused<ClusterMemberPage>(r);
+  ClusterMemberPage page;
+  page.count = static_cast<std::size_t>(r->element[0]->integer);
+  page.more = r->element[2]->integer != 0;
+  const redisReply* nicks = r->element[1];
+  if (nicks->elements > page.count) return refused<ClusterMemberPage>(r);
+  for (std::size_t i = 0; i < nicks->elements; ++i) {
+    std::string nick = text_of(nicks->element[i]);
+    if (is_string(nicks->element[i]) && valid_nick(nick)) page.nicks.push_back(std::move(nick));
+  }
+  return {std::move(page), {}};
+}
+
+Read<std::vector<ClusterRoomCount>> read_room_counts(const redisReply* r) {
+  if (!r || r->type != REDIS_REPLY_ARRAY) return refused<std::vector<ClusterRoomCount>>(r);
+  std::vector<ClusterRoomCount> counts;
+  for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+    std::string room = text_of(r->element[i]);
+    if (!is_string(r->element[i]) || !valid_room_name(room) || !is_count(r->element[i + 1])) continue;
+    counts.push_back({std::move(room), static_cast<std::size_t>(r->element[i + 1]->integer)});
+  }
+  return {std::move(counts), {}};
+}
+
+namespace {
+// The strings of an array that `keep` accepts, in order.
+template <class Keep>
+std::vector<std::string> strings_of(const redisReply* array, Keep keep) {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < array->elements; ++i) {
+    if (!is_string(array->element[i])) continue;
+    std::string s = text_of(array->element[i]);
+    if (keep(s)) out.push_back(std::move(s));
+  }
+  return out;
+}
+}  // namespace
+
+Read<Beat> read_beat(const redisReply* r) {
+  if (!is_array(r, 3) || !is_count(r->element[0]) || r->element[0]->integer > 1 ||
+      r->element[1]->type != REDIS_REPLY_ARRAY || r->element[2]->type != REDIS_REPLY_ARRAY)
+    return refused<Beat>(r);
+  Beat beat;
+  beat.fresh = r->element[0]->integer == 1;
+  beat.lost = strings_of(r->element[1], [](const std::string& n) { return valid_nick(n); });
+  beat.expired = strings_of(r->element[2], [](const std::string& n) { return valid_node(n); });
+  return {std::move(beat), {}};
+}
+
+Read<std::vector<std::string>> read_nicks(const redisReply* r) {
+  if (!r || r->type != REDIS_REPLY_ARRAY) return refused<std::vector<std::string>>(r);
+  return {strings_of(r, [](const std::string& n) { return valid_nick(n); }), {}};
+}
+
+Read<long long> read_integer(const redisReply* r) {
+  if (!r || r->type != REDIS_REPLY_INTEGER) return refused<long long>(r);
+  return {r->integer, {}};
 }
 
 }  // namespace roomd::redis_replies

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <random>
 #include <set>
 #include <utility>
@@ -27,6 +28,7 @@ struct Router::Session {
   std::vector<Membership> rooms;  // join order: the last one is the "current" room
   std::string source;             // whose budget its key guesses use
   std::uint64_t says = 0;         // into clustered rooms: each say's id for the cluster
+  bool nick_claimed = false;      // its nick is held in the cluster (a guest nick never is)
 };
 
 // A room's members by nick, in byte order: the order of `joined`, `who` and their pages.
@@ -68,6 +70,10 @@ struct Router::Room {
   std::vector<std::function<void()>> waiting_joins;  // joined replies waiting for the sync
   // Acks of this node's says, by seq: each goes out once its message was delivered here.
   std::deque<std::pair<std::uint64_t, std::function<void()>>> waiting_acks;
+  // Its members on the other nodes while it is watched, by nick, as the cluster told
+  // (cluster_members, cluster_presence): member lists and counts are every node's.
+  std::set<std::string, std::less<>> remote;
+  bool remote_known = false;  // read from the cluster since the room was last watched
 };
 
 namespace {
@@ -171,8 +177,10 @@ Router::~Router() = default;
 // ---- sessions -------------------------------------------------------------------------
 
 std::string Router::next_guest_nick() {
+  // In a cluster the prefix is the node's own ("guest-" and a tag), so guests are unique there.
+  const std::string prefix = services_.cluster ? services_.cluster->guest_prefix() : "guest-";
   for (;;) {
-    std::string nick = "guest-" + std::to_string(++guest_counter_);
+    std::string nick = prefix + std::to_string(++guest_counter_);
     if (!by_nick_.contains(nick)) return nick;
   }
 }
@@ -200,10 +208,11 @@ void Router::disconnect(SessionId id) {
   while (!s.rooms.empty()) {
     Room& room = *s.rooms.back().room;
     remove_member(s, room);
-    announce_leave(room, s);
+    announce_leave(room, s.nick, &s);
     drop_room_if_empty(room);
   }
   by_nick_.erase(fold_case(s.nick));
+  if (s.nick_claimed) services_.cluster->release_nick(fold_case(s.nick));
   sessions_.erase(it);
 }
 
@@ -264,8 +273,10 @@ void Router::add_member(Session& s, Room& room) {
   s.rooms.push_back({&room, room.members.size()});
   room.members.push_back(&s);
   room.by_nick.insert(&s);
+  if (!room.clustered) return;
   // A node hears a clustered room while it has members there.
-  if (room.clustered && room.members.size() == 1) services_.cluster->watch(room.name);
+  if (room.members.size() == 1) services_.cluster->watch(room.name);
+  services_.cluster->member_joined(room.name, s.nick);
 }
 
 void Router::remove_member(Session& s, Room& room) {
@@ -282,9 +293,12 @@ void Router::remove_member(Session& s, Room& room) {
   if (moved != &s)
     for (auto& m : moved->rooms)
       if (m.room == &room) m.slot = slot;
+  if (room.clustered) services_.cluster->member_left(room.name, s.nick);
   if (room.clustered && room.members.empty()) {
     services_.cluster->unwatch(room.name);
     room.synced = false;
+    room.remote.clear();  // not heard of while unwatched: read again at the next watch
+    room.remote_known = false;
     release_cluster_waits(room, UINT64_MAX, true);  // nothing more will be delivered here
   }
 }
@@ -297,14 +311,25 @@ void Router::drop_room_if_empty(Room& room) {
   }
 }
 
+std::size_t Router::member_count(const Room& room) const { return room.members.size() + room.remote.size(); }
+
 wire::MemberPage Router::member_page(const Room& room, const std::optional<std::string>& after,
                                      std::size_t limit) const {
   wire::MemberPage page;
-  page.count = room.members.size();
-  auto it = after ? room.by_nick.upper_bound(std::string_view(*after)) : room.by_nick.begin();
+  page.count = member_count(room);
+  // This node's members and the other nodes', merged in nick order.
+  auto here = after ? room.by_nick.upper_bound(std::string_view(*after)) : room.by_nick.begin();
+  auto there = after ? room.remote.upper_bound(std::string_view(*after)) : room.remote.begin();
   page.nicks.reserve(std::min(limit, page.count));
-  for (; it != room.by_nick.end() && page.nicks.size() < limit; ++it) page.nicks.push_back((*it)->nick);
-  page.more = it != room.by_nick.end();
+  while (page.nicks.size() < limit && (here != room.by_nick.end() || there != room.remote.end())) {
+    if (there == room.remote.end() || (here != room.by_nick.end() && (*here)->nick <= *there)) {
+      if (there != room.remote.end() && (*here)->nick == *there) ++there;  // one nick, listed once
+      page.nicks.push_back((*here++)->nick);
+    } else {
+      page.nicks.push_back(*there++);
+    }
+  }
+  page.more = here != room.by_nick.end() || there != room.remote.end();
   return page;
 }
 
@@ -314,27 +339,27 @@ bool Router::summarizing(const Room& room) const {
   // A summary already gathering keeps the room summarized until it is out, so a change is
   // never told before one that happened earlier.
   if (!services_.after) return false;
-  return room.summary_due || room.members.size() > room.presence_threshold.value_or(settings_.presence_threshold);
+  return room.summary_due || member_count(room) > room.presence_threshold.value_or(settings_.presence_threshold);
 }
 
-void Router::announce_join(Room& room, const Session& s) {
-  if (!summarizing(room)) return presence_to_others(room, &s, make_event(wire::presence_join(room.name, s.nick)));
+void Router::announce_join(Room& room, const std::string& nick, const Session* actor) {
+  if (!summarizing(room)) return presence_to_others(room, actor, make_event(wire::presence_join(room.name, nick)));
   ++room.presence.joins;
-  if (room.presence.joined.size() < kSummaryNames) room.presence.joined.push_back(s.nick);
+  if (room.presence.joined.size() < kSummaryNames) room.presence.joined.push_back(nick);
   schedule_summary(room);
 }
 
-void Router::announce_leave(Room& room, const Session& s) {
-  if (!summarizing(room)) return presence_to_others(room, &s, make_event(wire::presence_leave(room.name, s.nick)));
+void Router::announce_leave(Room& room, const std::string& nick, const Session* actor) {
+  if (!summarizing(room)) return presence_to_others(room, actor, make_event(wire::presence_leave(room.name, nick)));
   ++room.presence.leaves;
-  if (room.presence.left.size() < kSummaryNames) room.presence.left.push_back(s.nick);
+  if (room.presence.left.size() < kSummaryNames) room.presence.left.push_back(nick);
   schedule_summary(room);
 }
 
-void Router::announce_nick(Room& room, const Session& s, const std::string& old) {
-  if (!summarizing(room)) return presence_to_others(room, &s, make_event(wire::presence_nick(room.name, s.nick, old)));
+void Router::announce_nick(Room& room, const std::string& nick, const std::string& old, const Session* actor) {
+  if (!summarizing(room)) return presence_to_others(room, actor, make_event(wire::presence_nick(room.name, nick, old)));
   ++room.presence.renames;
-  if (room.presence.renamed.size() < kSummaryNames) room.presence.renamed.emplace_back(old, s.nick);
+  if (room.presence.renamed.size() < kSummaryNames) room.presence.renamed.emplace_back(old, nick);
   schedule_summary(room);
 }
 
@@ -351,7 +376,7 @@ void Router::send_summary(Room& room) {
   auto summary = std::exchange(room.presence, {});
   if (summary.joins + summary.leaves + summary.renames == 0) return;
   ++stats_.presence_summaries;
-  presence_to_others(room, nullptr, make_event(wire::presence_summary(room.name, summary, room.members.size())));
+  presence_to_others(room, nullptr, make_event(wire::presence_summary(room.name, summary, member_count(room))));
 }
 
 Router::Room* Router::resolve_room(Session& s, const Request& r, bool need_existing) {
@@ -480,24 +505,115 @@ void Router::on_nick(Session& s, const Request& r) {
   auto it = by_nick_.find(folded);
   if (it != by_nick_.end() && it->second != &s)
     return fail(s, r, ErrorCode::nick_taken, "'" + r.nick + "' is taken");
+  // In a cluster a nick another case of this one is the session's already; any other is the
+  // cluster's to give.
+  const bool other_nick = services_.cluster && folded != fold_case(s.nick);
+  if (other_nick) {
+    if (folded.starts_with("guest-"))
+      return fail(s, r, ErrorCode::nick_taken, "nicks starting 'guest-' are given by the servers");
+    if (claiming_.contains(folded)) return fail(s, r, ErrorCode::nick_taken, "'" + r.nick + "' is taken");
+    // Never taken locally while the cluster cannot say whom it belongs to: two nodes would give
+    // it to two clients.
+    if (!services_.cluster->available())
+      return fail(s, r, ErrorCode::unavailable, "the cluster is unreachable: nicks cannot change now; try again shortly");
+  }
   if (r.nick != s.nick && !churn_allowed(s, r)) return;
+  if (other_nick) return claim_nick(s, r, folded);
+  std::string old = apply_nick(s, r.nick);
+  reply(s, wire::ok_nick(r.id, s.nick));
+  if (old != s.nick) announce_rename(s, old);
+}
+
+void Router::claim_nick(Session& s, const Request& r, const std::string& folded) {
+  claiming_.insert(folded);
+  const std::string replaced = s.nick_claimed ? fold_case(s.nick) : std::string();
+  services_.cluster->claim_nick(folded, replaced, [this, hold = hold_request(s), r, folded](NickClaim claim) mutable {
+    claiming_.erase(folded);
+    Session* session = hold.session();
+    if (!session) {
+      // Gone while asking (its old nick was released as it went): the new one is nobody's.
+      if (claim == NickClaim::ok) services_.cluster->release_nick(folded);
+      return;
+    }
+    if (claim == NickClaim::taken) {
+      fail(*session, r, ErrorCode::nick_taken, "'" + r.nick + "' is taken");
+    } else if (claim == NickClaim::unavailable) {
+      fail(*session, r, ErrorCode::unavailable, "the cluster is unreachable: your nick was not changed; try again shortly");
+    } else {
+      std::string old = apply_nick(*session, r.nick);
+      session->nick_claimed = true;
+      reply(*session, wire::ok_nick(r.id, session->nick));
+      announce_rename(*session, old);
+    }
+    hold.release();
+  });
+}
+
+std::string Router::apply_nick(Session& s, const std::string& nick) {
   std::string old = s.nick;
   by_nick_.erase(fold_case(old));
-  by_nick_[folded] = &s;
+  by_nick_[fold_case(nick)] = &s;
   // The member lists are ordered by nick: take the session out under the old one.
   for (const auto& m : s.rooms) m.room->by_nick.erase(&s);
-  s.nick = r.nick;
+  s.nick = nick;
   for (const auto& m : s.rooms) m.room->by_nick.insert(&s);
-  reply(s, wire::ok_nick(r.id, s.nick));
-  if (old == s.nick) return;
-  for (const auto& m : s.rooms) announce_nick(*m.room, s, old);
+  return old;
+}
+
+void Router::announce_rename(Session& s, const std::string& old) {
+  for (const auto& m : s.rooms) {
+    if (m.room->clustered) services_.cluster->member_renamed(m.room->name, old, s.nick);
+    announce_nick(*m.room, s.nick, old, &s);
+  }
+}
+
+void Router::cluster_nick_lost(const std::string& folded) {
+  auto it = by_nick_.find(folded);
+  if (it == by_nick_.end() || !it->second->nick_claimed) return;
+  Session& s = *it->second;
+  s.nick_claimed = false;
+  std::string old = apply_nick(s, next_guest_nick());
+  s.out->send(make_event(wire::system_renamed(s.nick, old, "another node's client has your nick now")));
+  announce_rename(s, old);
 }
 
 void Router::on_rooms(Session& s, const Request& r) {
+  if (!services_.cluster || !services_.cluster->available()) return reply(s, rooms_body(r.id, nullptr));
+  // The counts of clustered rooms this node has no member in, and the rooms other nodes
+  // made, are the cluster's: the reply waits for them.
+  services_.cluster->room_counts(
+      [this, hold = hold_request(s), id = r.id](std::optional<std::vector<ClusterRoomCount>> counts) mutable {
+        if (Session* session = hold.session()) reply(*session, rooms_body(id, counts ? &*counts : nullptr));
+        hold.release();
+      });
+}
+
+ordered_json Router::rooms_body(const std::optional<nlohmann::json>& id, const std::vector<ClusterRoomCount>* cluster) const {
+  std::unordered_map<std::string_view, std::size_t> counted;
+  if (cluster)
+    for (const auto& c : *cluster) counted.emplace(c.room, c.members);
   auto entries = ordered_json::array();
-  for (const auto& info : rooms())
-    entries.push_back(wire::room_entry(info.name, info.topic, info.members, info.keyed));
-  reply(s, wire::rooms(r.id, std::move(entries)));
+  std::vector<const ClusterRoomCount*> elsewhere;  // rooms only other nodes have, in name order
+  if (cluster)
+    for (const auto& c : *cluster)
+      if (!find_room(c.room)) elsewhere.push_back(&c);
+  std::sort(elsewhere.begin(), elsewhere.end(), [](auto* a, auto* b) { return a->room < b->room; });
+  auto next = elsewhere.begin();
+  for (const auto& info : rooms()) {
+    for (; next != elsewhere.end() && (*next)->room < info.name; ++next)
+      entries.push_back(wire::room_entry((*next)->room, "", (*next)->members, false));
+    std::size_t members = info.members + info.remote_members;
+    // A clustered room watched here counts as this node knows it (what its members have
+    // heard); one unwatched, as the cluster counts it.
+    const Room* room = find_room(info.name);
+    if (room->clustered && room->members.empty()) {
+      auto c = counted.find(info.name);
+      members = c == counted.end() ? 0 : c->second;
+    }
+    entries.push_back(wire::room_entry(info.name, info.topic, members, info.keyed));
+  }
+  for (; next != elsewhere.end(); ++next) entries.push_back(wire::room_entry((*next)->room, "", (*next)->members, false));
+  return wire::rooms(id, std::move(entries));
 }
 
 void Router::on_join(Session& s, const Request& r) {
@@ -555,7 +671,7 @@ void Router::finish_join(Session& s, const Request& r, Room& room_ref) {
   Room* room = &room_ref;
   bool again = is_member(s, *room);
   if (!again) {
-    if (room->members.size() >= room->max_members)
+    if (member_count(*room) >= room->max_members)
       return fail(s, r, ErrorCode::room_full, "room '" + room->name + "' is full");
     add_member(s, *room);
   } else {
@@ -576,7 +692,7 @@ void Router::finish_join(Session& s, const Request& r, Room& room_ref) {
   } else {
     send_joined(s, r, *room);
   }
-  if (!again) announce_join(*room, s);
+  if (!again) announce_join(*room, s.nick, &s);
 }
 
 void Router::send_joined(Session& s, const Request& r, Room& room_ref) {
@@ -614,7 +730,7 @@ void Router::on_leave(Session& s, const Request& r) {
   if (!churn_allowed(s, r)) return;
   remove_member(s, *room);
   reply(s, wire::left(r.id, room->name));
-  announce_leave(*room, s);
+  announce_leave(*room, s.nick, &s);
   drop_room_if_empty(*room);
 }
 
@@ -748,6 +864,43 @@ void Router::cluster_lost() {
     if (room->clustered) release_cluster_waits(*room, UINT64_MAX, true);
 }
 
+void Router::cluster_members(const std::string& name, std::vector<std::string> others) {
+  Room* room = find_room(name);
+  if (!room || !room->clustered || room->members.empty()) return;
+  std::set<std::string, std::less<>> now(std::make_move_iterator(others.begin()), std::make_move_iterator(others.end()));
+  std::vector<std::string> left, joined;
+  if (room->remote_known) {
+    // Read again (a reconnect, a gap): the changes this node did not hear are announced now.
+    std::set_difference(room->remote.begin(), room->remote.end(), now.begin(), now.end(), std::back_inserter(left));
+    std::set_difference(now.begin(), now.end(), room->remote.begin(), room->remote.end(), std::back_inserter(joined));
+  }
+  room->remote = std::move(now);
+  room->remote_known = true;
+  for (const auto& nick : left) announce_leave(*room, nick, nullptr);
+  for (const auto& nick : joined) announce_join(*room, nick, nullptr);
+}
+
+void Router::cluster_presence(const std::string& name, const ClusterPresence& p) {
+  Room* room = find_room(name);
+  if (!room || !room->clustered || room->members.empty()) return;
+  switch (p.kind) {
+    case ClusterPresence::Kind::join:
+      for (const auto& nick : p.nicks)
+        if (room->remote.insert(nick).second) announce_join(*room, nick, nullptr);
+      break;
+    case ClusterPresence::Kind::leave:
+      for (const auto& nick : p.nicks)
+        if (room->remote.erase(nick)) announce_leave(*room, nick, nullptr);
+      break;
+    case ClusterPresence::Kind::nick:
+      if (p.nicks.size() != 2) break;
+      room->remote.erase(p.nicks[0]);
+      room->remote.insert(p.nicks[1]);
+      announce_nick(*room, p.nicks[1], p.nicks[0], nullptr);
+      break;
+  }
+}
+
 void Router::on_whisper(Session& s, const Request& r) {
   auto it = by_nick_.find(fold_case(r.to));
   if (!valid_nick(r.to) || it == by_nick_.end())
@@ -763,11 +916,34 @@ void Router::on_whisper(Session& s, const Request& r) {
 }
 
 void Router::on_who(Session& s, const Request& r) {
-  Room* room = resolve_room(s, r, true);
-  if (!room) return;
+  const std::size_t limit = r.limit.value_or(settings_.member_page);
+  Room* room = resolve_room(s, r, !services_.cluster);
+  if (!room) {
+    if (!services_.cluster || r.current_room || !valid_room_name(r.room)) return;  // resolve_room answered
+    // A room this node does not have may have members on other nodes.
+    return who_from_cluster(s, r, limit, false);
+  }
   if (!room->key.empty() && !is_member(s, *room))
     return fail(s, r, ErrorCode::not_member, "'" + room->name + "' is keyed: join it first");
-  reply(s, wire::who(r.id, room->name, member_page(*room, r.after, r.limit.value_or(settings_.member_page))));
+  // Unwatched, this node does not follow its members: the cluster has them.
+  if (room->clustered && room->members.empty()) return who_from_cluster(s, r, limit, true);
+  reply(s, wire::who(r.id, room->name, member_page(*room, r.after, limit)));
+}
+
+void Router::who_from_cluster(Session& s, const Request& r, std::size_t limit, bool known_here) {
+  auto answer = [this, r, known_here](Session& session, std::optional<ClusterMemberPage> page) {
+    if (page && (known_here || page->count > 0))
+      return reply(session, wire::who(r.id, r.room, wire::MemberPage{std::move(page->nicks), page->count, page->more}));
+    // Unanswered: what this node knows (a room of its own with nobody here, or none).
+    if (known_here) return reply(session, wire::who(r.id, r.room, wire::MemberPage{}));
+    fail(session, r, ErrorCode::no_such_room, "no room '" + r.room + "'");
+  };
+  if (!services_.cluster->available()) return answer(s, std::nullopt);
+  services_.cluster->who(r.room, r.after, limit,
+                         [hold = hold_request(s), answer](std::optional<ClusterMemberPage> page) mutable {
+                           if (Session* session = hold.session()) answer(*session, std::move(page));
+                           hold.release();
+                         });
 }
 
 void Router::on_topic(Session& s, const Request& r) {
@@ -896,7 +1072,7 @@ std::vector<RoomInfo> Router::rooms() const {
   out.reserve(rooms_.size());
   for (const auto& [name, room] : rooms_)
     out.push_back({room->name, room->topic, room->members.size(), !room->key.empty(),
-                   room->configured, room->next_seq - 1});
+                   room->configured, room->next_seq - 1, room->remote.size()});
   std::sort(out.begin(), out.end(), [](const RoomInfo& a, const RoomInfo& b) { return a.name < b.name; });
   return out;
 }
@@ -904,7 +1080,7 @@ std::vector<RoomInfo> Router::rooms() const {
 std::optional<std::vector<std::string>> Router::who(std::string_view name) const {
   Room* room = find_room(name);
   if (!room) return std::nullopt;
-  return member_page(*room, std::nullopt, room->members.size()).nicks;
+  return member_page(*room, std::nullopt, member_count(*room)).nicks;
 }
 
 bool Router::kick(std::string_view nick, std::string_view reason) {

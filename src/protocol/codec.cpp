@@ -480,6 +480,7 @@ std::string render_text(const ordered_json& b) {
     if (auto ms = b.find("reconnect_ms"); ms != b.end() && ms->is_number_unsigned())  // lame_duck
       out += ": this server is going away; you will be disconnected in about " +
              std::to_string((ms->get<std::uint64_t>() + 999) / 1000) + " s, then connect again";
+    if (b.contains("old")) out += " " + str(b, "old") + " -> " + str(b, "nick");
     if (auto reason = str(b, "reason"); !reason.empty()) out += ": " + reason;
     out += '\n';
   } else if (op == "help") {

@@ -345,6 +345,14 @@ ordered_json system_lame_duck(std::uint64_t reconnect_ms) {
   return b;
 }
 
+ordered_json system_renamed(std::string_view nick, std::string_view old, std::string_view reason) {
+  auto b = system_event("renamed");
+  b["nick"] = nick;
+  b["old"] = old;
+  b["reason"] = reason;
+  return b;
+}
+
 ordered_json ping() { return ordered_json{{"op", "ping"}}; }
 
 }  // namespace wire

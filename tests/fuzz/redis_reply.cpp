@@ -1,6 +1,7 @@
 // Redis' replies as the cluster client reads them (cluster/redis_replies): RESP bytes fed to
 // hiredis' own reader in fuzzer-chosen splits, and every complete reply given to every
-// reading (a say's result, a state, a subscriber push, an XRANGE answer).
+// reading (a say's result, a state, a subscriber push, an XRANGE answer, a members read, a
+// who page, room counts, a beat, a nick list, an integer).
 // Input: [split count][split sizes...][RESP bytes...]
 //
 // Checked: no crash, undefined behaviour or leak; what is accepted holds to the documented
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "fuzz_input.hpp"
+#include "roomd/base/names.hpp"
 #include "roomd/cluster/redis_replies.hpp"
 
 namespace {
@@ -113,6 +115,22 @@ std::string interpret(const redisReply* r) {
       auto again = rr::read_push(parse_one("*3\r\n" + bulk("message") + bulk(channel) + bulk(payload)).get());
       FUZZ_CHECK(again && *again == *push, payload);
       out += "message " + field(push->room) + std::to_string(m.seq) + " " + field(m.epoch) + field(m.line);
+    } else if (push->kind == rr::Push::Kind::presence) {
+      const rr::Presence& p = push->presence;
+      check_seq(p.version, "presence");
+      FUZZ_CHECK(rr::valid_node(p.node), p.node);
+      FUZZ_CHECK(!p.nicks.empty(), "presence");
+      std::string payload = "p " + std::to_string(p.version) + " " + p.node + " " +
+                            (p.kind == roomd::ClusterPresence::Kind::join    ? "join"
+                             : p.kind == roomd::ClusterPresence::Kind::leave ? "leave"
+                                                                             : "nick");
+      for (const auto& n : p.nicks) {
+        FUZZ_CHECK(roomd::valid_nick(n), n);
+        payload += " " + n;
+      }
+      auto again = rr::read_push(parse_one("*3\r\n" + bulk("message") + bulk(channel) + bulk(payload)).get());
+      FUZZ_CHECK(again && *again == *push, payload);
+      out += "presence " + field(push->room) + field(payload);
     } else {
       out += "subscribed " + field(push->room);
     }
@@ -135,6 +153,43 @@ std::string interpret(const redisReply* r) {
     FUZZ_CHECK(!r || r->type != REDIS_REPLY_ARRAY, "range refused an array");
     out += "range no " + field(range.error);
   }
+  auto members = rr::read_members(r, "self");
+  if (members) {
+    for (const auto& n : members.value->others) FUZZ_CHECK(roomd::valid_nick(n), n);
+    out += "members " + std::to_string(members.value->version) + " " + std::to_string(members.value->others.size());
+  } else {
+    check_refusal(members.error);
+  }
+  auto who = rr::read_who(r);
+  if (who) {
+    FUZZ_CHECK(who.value->nicks.size() <= who.value->count, "who");
+    for (const auto& n : who.value->nicks) FUZZ_CHECK(roomd::valid_nick(n), n);
+    out += " who " + std::to_string(who.value->count) + " " + std::to_string(who.value->nicks.size());
+  } else {
+    check_refusal(who.error);
+  }
+  auto counts = rr::read_room_counts(r);
+  if (counts) {
+    for (const auto& c : *counts.value) FUZZ_CHECK(roomd::valid_room_name(c.room), c.room);
+    out += " rooms " + std::to_string(counts.value->size());
+  } else {
+    check_refusal(counts.error);
+  }
+  auto beat = rr::read_beat(r);
+  if (beat) {
+    for (const auto& n : beat.value->lost) FUZZ_CHECK(roomd::valid_nick(n), n);
+    for (const auto& n : beat.value->expired) FUZZ_CHECK(rr::valid_node(n), n);
+    out += " beat " + std::to_string(beat.value->fresh) + " " + std::to_string(beat.value->lost.size()) + " " +
+           std::to_string(beat.value->expired.size());
+  } else {
+    check_refusal(beat.error);
+  }
+  auto nicks = rr::read_nicks(r);
+  if (nicks) out += " nicks " + std::to_string(nicks.value->size());
+  else check_refusal(nicks.error);
+  auto integer = rr::read_integer(r);
+  if (integer) out += " integer " + std::to_string(*integer.value);
+  else check_refusal(integer.error);
   return out;
 }
 

@@ -259,7 +259,8 @@ class ClusterTest(DaemonTest):
         self.redis.kill()
         d = self.start(node_config(self.redis.port, "early"))
         d.log.wait_for("cluster: Redis at .*refused")
-        c = self.connect(d, nick="c", join=["hall"])  # joined at once: nothing to wait for
+        # Joined at once: nothing to wait for (and no nick: a nick waits for the cluster too).
+        c = self.connect(d, join=["hall"])
         c.error({"op": "say", "room": "hall", "text": "too soon", "id": 1}, "unavailable")
         self.redis.start()
         ok = self.say_until(c, "hall", "ok", 10, WAIT)

@@ -1,9 +1,11 @@
 // What the cluster client makes of Redis' replies (cluster/redis_replies): replies built from
-// RESP bytes by hiredis' own reader, well-formed and not.
+// RESP bytes by hiredis' own reader, well-formed and not: says, states, pushes (messages and
+// presence), stream ranges, members, who pages, room counts, beats.
 #include <hiredis/hiredis.h>
 
 #include <doctest/doctest.h>
 
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -202,4 +204,110 @@ TEST_CASE("redis replies: XRANGE entries for a gap fill") {
   CHECK(read_range(reply("$-1\r\n").get()).error == "odd reply");
   CHECK(read_range(reply(":3\r\n").get()).error == "odd reply");
   CHECK(read_range(nullptr).error == "no reply");
+}
+
+namespace {
+std::string array(std::initializer_list<std::string> items) {
+  std::string out = "*" + std::to_string(items.size()) + "\r\n";
+  for (const auto& i : items) out += i;
+  return out;
+}
+}  // namespace
+
+TEST_CASE("redis replies: presence \"p VERSION NODE KIND NICK...\" on a room's channel") {
+  using K = roomd::ClusterPresence::Kind;
+  CHECK(read_presence("p 4 n1:ab join ann") == Presence{4, "n1:ab", K::join, {"ann"}});
+  CHECK(read_presence("p 5 n1:ab leave ann bob") == Presence{5, "n1:ab", K::leave, {"ann", "bob"}});
+  CHECK(read_presence("p 6 n1:ab nick ann Bob") == Presence{6, "n1:ab", K::nick, {"ann", "Bob"}});
+  for (const char* odd : {"", "p", "p ", "p 4", "p 4 n1", "p 4 n1 join", "p 4 n1 join ",  // no nick
+                          "p 4 n1 join ann ", "p 4 n1 join  ann", "p  4 n1 join ann",      // empty words
+                          "p 0 n1 join ann", "p x n1 join ann", "p -4 n1 join ann",        // versions
+                          "p 18446744073709551615 n1 join ann", "p 4 n1 part ann",         // a kind unknown
+                          "p 4 n1 nick ann", "p 4 n1 nick a b c",                          // nick: two nicks
+                          "p 4 n1 join 9ann", "p 4 n1 join a{b", "q 4 n1 join ann", "4 n1 join ann"}) {
+    CAPTURE(odd);
+    CHECK_FALSE(read_presence(odd));
+  }
+  auto push = read_push(reply(array({bulk("message"), bulk("roomd:{hall}"), bulk("p 9 n2:cd leave x")})).get());
+  REQUIRE(push);
+  CHECK(push->kind == Push::Kind::presence);
+  CHECK(push->room == "hall");
+  CHECK(push->presence == Presence{9, "n2:cd", K::leave, {"x"}});
+  // A malformed presence is not taken for a message either.
+  CHECK_FALSE(read_push(reply(array({bulk("message"), bulk("roomd:{hall}"), bulk("p 9 n2 leave")})).get()));
+}
+
+TEST_CASE("redis replies: roomd_members' [version, [[node, nick...]...]], this node's left out") {
+  auto ok = read_members(reply(array({":12\r\n", array({array({bulk("me:1"), bulk("ann")}),
+                                                         array({bulk("n2:x"), bulk("bob"), bulk("9bad"), ":3\r\n", bulk("cy")}),
+                                                         array({}), ":4\r\n", array({":1\r\n", bulk("zed")})})}))
+                             .get(),
+                         "me:1");
+  REQUIRE(ok);
+  CHECK(ok.value->version == 12);
+  CHECK(ok.value->others == std::vector<std::string>{"bob", "cy"});
+  auto none = read_members(reply(array({":0\r\n", array({})})).get(), "me");
+  REQUIRE(none);
+  CHECK(none.value->others.empty());
+  for (const std::string& odd : {array({":-1\r\n", array({})}), array({bulk("3"), array({})}), array({":3\r\n", ":1\r\n"}),
+                                 array({":3\r\n"}), std::string("*0\r\n"), std::string(":3\r\n")}) {
+    CAPTURE(odd);
+    CHECK(read_members(reply(odd).get(), "me").error == "odd reply");
+  }
+  CHECK(read_members(reply("-ERR Function not found\r\n").get(), "me").error == "ERR Function not found");
+  CHECK(read_members(nullptr, "me").error == "no reply");
+}
+
+TEST_CASE("redis replies: roomd_who's [count, [nick...], more]") {
+  auto ok = read_who(reply(array({":5\r\n", array({bulk("ann"), bulk("bob"), bulk("no good")}), ":1\r\n"})).get());
+  REQUIRE(ok);
+  CHECK(ok.value->count == 5);
+  CHECK(ok.value->nicks == std::vector<std::string>{"ann", "bob"});
+  CHECK(ok.value->more);
+  auto last = read_who(reply(array({":2\r\n", array({bulk("ann")}), ":0\r\n"})).get());
+  REQUIRE(last);
+  CHECK_FALSE(last.value->more);
+  for (const std::string& odd : {array({":1\r\n", array({bulk("a"), bulk("b")}), ":0\r\n"}),  // more listed than counted
+                                 array({":-1\r\n", array({}), ":0\r\n"}), array({":1\r\n", bulk("a"), ":0\r\n"}),
+                                 array({":1\r\n", array({}), bulk("0")}), array({":1\r\n", array({})})}) {
+    CAPTURE(odd);
+    CHECK(read_who(reply(odd).get()).error == "odd reply");
+  }
+}
+
+TEST_CASE("redis replies: roomd_rooms' [room, count...], roomd_beat, nick lists and integers") {
+  auto rooms = read_room_counts(
+      reply(array({bulk("hall"), ":3\r\n", bulk("bad name"), ":1\r\n", bulk("x"), bulk("2"), bulk("y"), ":-1\r\n", bulk("side"), ":0\r\n",
+                   bulk("odd")}))
+          .get());
+  REQUIRE(rooms);
+  REQUIRE(rooms.value->size() == 2);
+  CHECK((*rooms.value)[0].room == "hall");
+  CHECK((*rooms.value)[0].members == 3);
+  CHECK((*rooms.value)[1].room == "side");
+  CHECK(read_room_counts(reply(":1\r\n").get()).error == "odd reply");
+
+  auto beat = read_beat(reply(array({":1\r\n", array({bulk("ann"), bulk("x y")}), array({bulk("n1:a"), bulk(""), ":2\r\n"})})).get());
+  REQUIRE(beat);
+  CHECK(beat.value->fresh);
+  CHECK(beat.value->lost == std::vector<std::string>{"ann"});
+  CHECK(beat.value->expired == std::vector<std::string>{"n1:a"});
+  auto quiet = read_beat(reply(array({":0\r\n", array({}), array({})})).get());
+  REQUIRE(quiet);
+  CHECK_FALSE(quiet.value->fresh);
+  for (const std::string& odd : {array({":2\r\n", array({}), array({})}), array({":0\r\n", array({})}),
+                                 array({":0\r\n", bulk("a"), array({})}), array({bulk("1"), array({}), array({})})}) {
+    CAPTURE(odd);
+    CHECK(read_beat(reply(odd).get()).error == "odd reply");
+  }
+
+  auto nicks = read_nicks(reply(array({bulk("ann"), ":1\r\n", bulk("b c")})).get());
+  REQUIRE(nicks);
+  CHECK(*nicks.value == std::vector<std::string>{"ann"});
+  CHECK(read_nicks(reply("$-1\r\n").get()).error == "odd reply");
+
+  CHECK(*read_integer(reply(":-1\r\n").get()).value == -1);
+  CHECK(read_integer(reply(bulk("1")).get()).error == "odd reply");
+  CHECK(read_integer(reply("-ERR x\r\n").get()).error == "ERR x");
+  CHECK(read_integer(nullptr).error == "no reply");
 }

@@ -1,6 +1,7 @@
 // The router's clustered rooms with a bus that records what it is asked (no Redis): the order
 // is the bus's, deliveries come only from it, acks follow their message, joins wait for the
-// room's position, and an unreachable cluster refuses says with `unavailable`.
+// room's position, and an unreachable cluster refuses says with `unavailable`. Members and
+// nicks: other nodes' members in pages, counts and presence; nicks claimed from the bus.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -20,10 +21,38 @@ struct FakeBus : ClusterBus {
   std::vector<std::string> watched;
   std::vector<std::string> unwatched;
   std::vector<std::pair<ClusterSay, std::function<void(ClusterSaid)>>> says;
+  struct Claim {
+    std::string nick, replaced;
+    std::function<void(NickClaim)> done;
+  };
+  std::vector<Claim> claims;
+  std::vector<std::string> released;
+  std::vector<std::string> changes;  // "join hall ann", "leave hall ann", "nick hall ann bob"
+  std::vector<std::function<void(std::optional<ClusterMemberPage>)>> whos;
+  std::vector<std::string> who_asked;  // "ROOM AFTER LIMIT"
+  std::vector<std::function<void(std::optional<std::vector<ClusterRoomCount>>)>> counts;
   bool available() const override { return up; }
   void say(ClusterSay say, std::function<void(ClusterSaid)> done) override { says.emplace_back(std::move(say), std::move(done)); }
   void watch(const std::string& room) override { watched.push_back(room); }
   void unwatch(const std::string& room) override { unwatched.push_back(room); }
+  std::string guest_prefix() const override { return "guest-tag-"; }
+  void claim_nick(const std::string& nick, const std::string& replaced, std::function<void(NickClaim)> done) override {
+    claims.push_back({nick, replaced, std::move(done)});
+  }
+  void release_nick(const std::string& nick) override { released.push_back(nick); }
+  void member_joined(const std::string& room, const std::string& nick) override { changes.push_back("join " + room + " " + nick); }
+  void member_left(const std::string& room, const std::string& nick) override { changes.push_back("leave " + room + " " + nick); }
+  void member_renamed(const std::string& room, const std::string& old, const std::string& nick) override {
+    changes.push_back("nick " + room + " " + old + " " + nick);
+  }
+  void who(const std::string& room, const std::optional<std::string>& after, std::size_t limit,
+           std::function<void(std::optional<ClusterMemberPage>)> done) override {
+    who_asked.push_back(room + " " + after.value_or("-") + " " + std::to_string(limit));
+    whos.push_back(std::move(done));
+  }
+  void room_counts(std::function<void(std::optional<std::vector<ClusterRoomCount>>)> done) override {
+    counts.push_back(std::move(done));
+  }
 };
 
 RoomConfig room(std::string name, bool cluster = true) {
@@ -50,10 +79,17 @@ Request say(std::string room_name, std::string text, std::optional<nlohmann::jso
 
 struct Cluster {
   FakeBus bus;
+  std::vector<std::function<void()>> later;  // summaries due (RouterServices::after)
   Router router;
-  Cluster(std::vector<RoomConfig> rooms = {room("hall"), room("local", false)})
-      : router(RouterSettings{}, rooms, RouterServices{.clock = Clock{[] { return std::uint64_t{7}; }, [] { return std::uint64_t{1}; }},
-                                                       .cluster = &bus}) {}
+  Cluster(std::vector<RoomConfig> rooms = {room("hall"), room("local", false)}, RouterSettings settings = {})
+      : router(settings, rooms,
+               RouterServices{.clock = Clock{[] { return std::uint64_t{7}; }, [] { return std::uint64_t{1}; }},
+                              .after = [this](std::uint64_t, std::function<void()> cb) { later.push_back(std::move(cb)); },
+                              .cluster = &bus}) {}
+  void run_later() {
+    auto due = std::exchange(later, {});
+    for (auto& cb : due) cb();
+  }
   // What the bus would publish for the say at `index`, with this seq.
   void deliver(std::size_t index, std::uint64_t seq, const std::string& epoch = "e1") {
     const auto& s = bus.says.at(index).first;
@@ -227,4 +263,246 @@ TEST_CASE("cluster: without a bus every room is the node's own") {
   REQUIRE(a.got.size() == 2);
   CHECK(a.got[0]["seq"] == 1);
   CHECK(a.got[1]["op"] == "ok");
+}
+
+namespace {
+
+std::vector<std::string> names(const ordered_json& list) {
+  std::vector<std::string> out;
+  for (const auto& n : list) out.push_back(n.get<std::string>());
+  return out;
+}
+
+Request nick(std::string n, std::optional<nlohmann::json> id = std::nullopt) {
+  Request r;
+  r.op = Op::nick;
+  r.nick = std::move(n);
+  r.id = std::move(id);
+  return r;
+}
+
+Request who(std::string room_name, std::optional<std::string> after = std::nullopt, std::optional<std::uint32_t> limit = std::nullopt) {
+  Request r = req(Op::who, std::move(room_name));
+  r.after = std::move(after);
+  r.limit = limit;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("cluster: other nodes' members are in joined, who, rooms and presence") {
+  Cluster c;
+  Box a;
+  SessionId ida = c.router.connect(a);
+  CHECK(a.got[0]["nick"] == "guest-tag-1");  // the node's own guest prefix
+  c.router.handle(ida, nick("ann"));
+  c.bus.claims.at(0).done(NickClaim::ok);
+  a.got.clear();
+  c.router.handle(ida, req(Op::join, "hall"));
+  CHECK(c.bus.changes == std::vector<std::string>{"join hall ann"});
+  // The members are read before the position: the joined reply lists every node's.
+  c.router.cluster_members("hall", {"zed", "bob"});
+  CHECK(a.got.empty());  // nothing announced for the first read
+  c.router.cluster_synced("hall", RoomState{0, "e1", {}});
+  REQUIRE(a.got.size() == 1);
+  CHECK(names(a.got[0]["members"]) == std::vector<std::string>{"ann", "bob", "zed"});
+  CHECK(a.got[0]["count"] == 3);
+  a.got.clear();
+
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::join, {"carl"}});
+  REQUIRE(a.got.size() == 1);
+  CHECK(a.got[0] == ordered_json{{"op", "presence"}, {"room", "hall"}, {"event", "join"}, {"nick", "carl"}});
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::join, {"carl"}});  // known already: said once
+  CHECK(a.got.size() == 1);
+  a.got.clear();
+  c.router.handle(ida, who("hall"));
+  CHECK(names(a.got.at(0)["members"]) == std::vector<std::string>{"ann", "bob", "carl", "zed"});
+  CHECK(a.got[0]["count"] == 4);
+  c.router.handle(ida, who("hall", std::nullopt, 2));
+  CHECK(names(a.got.at(1)["members"]) == std::vector<std::string>{"ann", "bob"});
+  CHECK(a.got[1]["more"] == true);
+  c.router.handle(ida, who("hall", "bob", 2));
+  CHECK(names(a.got.at(2)["members"]) == std::vector<std::string>{"carl", "zed"});
+  CHECK(a.got[2]["more"] == false);
+  CHECK(c.bus.whos.empty());  // a watched room's members are known here
+  a.got.clear();
+
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::leave, {"bob", "nobody"}});
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::nick, {"zed", "zoe"}});
+  REQUIRE(a.got.size() == 2);
+  CHECK(a.got[0] == ordered_json{{"op", "presence"}, {"room", "hall"}, {"event", "leave"}, {"nick", "bob"}});
+  CHECK(a.got[1] == ordered_json{{"op", "presence"}, {"room", "hall"}, {"event", "nick"}, {"nick", "zoe"}, {"old", "zed"}});
+  CHECK(*c.router.who("hall") == std::vector<std::string>{"ann", "carl", "zoe"});
+  a.got.clear();
+
+  // rooms: a watched room counts as this node knows it; the others' rooms and counts come from
+  // the cluster, and the reply waits for them.
+  c.router.handle(ida, req(Op::rooms, ""));
+  CHECK(a.got.empty());
+  CHECK(a.held == 1);
+  REQUIRE(c.bus.counts.size() == 1);
+  c.bus.counts[0](std::vector<ClusterRoomCount>{{"hall", 99}, {"far", 2}, {"zzz", 1}});
+  CHECK(a.held == 0);
+  REQUIRE(a.got.size() == 1);
+  const auto& list = a.got[0]["rooms"];
+  REQUIRE(list.size() == 4);
+  CHECK(list[0]["name"] == "far");
+  CHECK(list[0]["members"] == 2);
+  CHECK(list[1]["name"] == "hall");
+  CHECK(list[1]["members"] == 3);
+  CHECK(list[2]["name"] == "local");
+  CHECK(list[2]["members"] == 0);
+  CHECK(list[3]["name"] == "zzz");
+  a.got.clear();
+
+  // Unwatched: the node forgets the others' members; who and counts are the cluster's.
+  c.router.handle(ida, req(Op::leave, "hall"));
+  CHECK(c.bus.changes.back() == "leave hall ann");
+  CHECK(c.bus.unwatched == std::vector<std::string>{"hall"});
+  CHECK(c.router.rooms()[0].remote_members == 0);
+  a.got.clear();
+  c.router.handle(ida, who("hall", "b", 10));
+  CHECK(c.bus.who_asked.back() == "hall b 10");
+  c.bus.whos.back()(ClusterMemberPage{{"carl", "zoe"}, 2, false});
+  CHECK(names(a.got.at(0)["members"]) == std::vector<std::string>{"carl", "zoe"});
+  CHECK(a.got[0]["count"] == 2);
+  c.router.handle(ida, who("hall"));
+  c.bus.whos.back()(std::nullopt);  // unanswered: what this node knows
+  CHECK(a.got.at(1)["count"] == 0);
+  // A room only other nodes have: theirs, or no_such_room.
+  c.router.handle(ida, who("far"));
+  c.bus.whos.back()(ClusterMemberPage{{"x1"}, 1, false});
+  CHECK(names(a.got.at(2)["members"]) == std::vector<std::string>{"x1"});
+  c.router.handle(ida, who("gone"));
+  c.bus.whos.back()(ClusterMemberPage{});
+  CHECK(a.got.at(3)["code"] == "no_such_room");
+  c.bus.up = false;
+  c.router.handle(ida, who("far"));
+  CHECK(a.got.at(4)["code"] == "no_such_room");
+  c.router.handle(ida, req(Op::rooms, ""));
+  CHECK(a.got.at(5)["rooms"].size() == 2);  // unreachable: this node's own rooms
+  CHECK(a.held == 0);
+}
+
+TEST_CASE("cluster: members read again (a reconnect, a gap) announce what changed meanwhile") {
+  Cluster c;
+  Box a;
+  SessionId ida = c.router.connect(a);
+  c.router.handle(ida, req(Op::join, "hall"));
+  c.router.cluster_members("hall", {"bob", "carl"});
+  c.router.cluster_synced("hall", RoomState{0, "e1", {}});
+  a.got.clear();
+  c.router.cluster_members("hall", {"carl", "dora"});
+  REQUIRE(a.got.size() == 2);
+  CHECK(a.got[0]["event"] == "leave");
+  CHECK(a.got[0]["nick"] == "bob");
+  CHECK(a.got[1]["event"] == "join");
+  CHECK(a.got[1]["nick"] == "dora");
+  // A room no member here watches hears nothing.
+  c.router.cluster_presence("local", {ClusterPresence::Kind::join, {"x"}});
+  c.router.cluster_members("local", {"x"});
+  CHECK(a.got.size() == 2);
+}
+
+TEST_CASE("cluster: a big room's presence from other nodes is summarized, counted on all nodes") {
+  RouterSettings settings;
+  settings.presence_threshold = 2;
+  Cluster c({room("hall")}, settings);
+  Box a;
+  SessionId ida = c.router.connect(a);
+  c.router.handle(ida, req(Op::join, "hall"));
+  c.router.cluster_members("hall", {"x", "y"});
+  c.router.cluster_synced("hall", RoomState{0, "e1", {}});
+  a.got.clear();
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::join, {"z"}});  // 4 members > 2
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::leave, {"x"}});
+  CHECK(a.got.empty());
+  REQUIRE(c.later.size() == 1);
+  c.run_later();
+  REQUIRE(a.got.size() == 1);
+  CHECK(a.got[0]["event"] == "summary");
+  CHECK(names(a.got[0]["joined"]) == std::vector<std::string>{"z"});
+  CHECK(names(a.got[0]["left"]) == std::vector<std::string>{"x"});
+  CHECK(a.got[0]["count"] == 3);
+}
+
+TEST_CASE("cluster: nicks are the cluster's: claimed before taken, released when let go") {
+  Cluster c;
+  Box a, b, d;
+  SessionId ida = c.router.connect(a), idb = c.router.connect(b), idd = c.router.connect(d);
+  c.router.handle(ida, req(Op::join, "hall"));
+  c.router.handle(idb, req(Op::join, "hall"));
+  c.router.cluster_synced("hall", RoomState{0, "e1", {}});
+  a.got.clear();
+  b.got.clear();
+  d.got.clear();
+
+  c.router.handle(ida, nick("Ann", 1));
+  REQUIRE(c.bus.claims.size() == 1);
+  CHECK(c.bus.claims[0].nick == "ann");      // folded
+  CHECK(c.bus.claims[0].replaced.empty());   // a guest nick is never claimed
+  CHECK(a.got.empty());
+  CHECK(a.held == 1);
+  c.bus.claims[0].done(NickClaim::ok);
+  CHECK(a.got.at(0) == ordered_json{{"op", "ok"}, {"id", 1}, {"nick", "Ann"}});
+  CHECK(a.held == 0);
+  CHECK(b.got.at(0)["event"] == "nick");
+  CHECK(c.bus.changes.back() == "nick hall guest-tag-1 Ann");
+
+  c.router.handle(idb, nick("ann", 2));  // this node's already: no need to ask
+  CHECK(b.got.back()["code"] == "nick_taken");
+  c.router.handle(idb, nick("Bob", 3));
+  c.router.handle(idd, nick("BOB", 4));  // being claimed here now
+  CHECK(d.got.back()["code"] == "nick_taken");
+  REQUIRE(c.bus.claims.size() == 2);
+  c.bus.claims[1].done(NickClaim::taken);  // another node's client has it
+  CHECK(b.got.back()["code"] == "nick_taken");
+  CHECK(b.got.back()["id"] == 3);
+  c.router.handle(idb, nick("guest-x1", 5));
+  CHECK(b.got.back()["code"] == "nick_taken");
+  c.router.handle(idb, nick("bea", 6));
+  c.bus.claims.back().done(NickClaim::unavailable);
+  CHECK(b.got.back()["code"] == "unavailable");
+  CHECK(*c.router.nick_of(idb) == "guest-tag-2");
+
+  // A rename releases the old nick in the same claim; a change of case asks nobody.
+  c.router.handle(ida, nick("anna", 7));
+  CHECK(c.bus.claims.back().replaced == "ann");
+  c.bus.claims.back().done(NickClaim::ok);
+  const std::size_t claims = c.bus.claims.size();
+  c.router.handle(ida, nick("Anna", 8));
+  CHECK(c.bus.claims.size() == claims);
+  CHECK(a.got.back()["nick"] == "Anna");
+  CHECK(c.bus.changes.back() == "nick hall anna Anna");
+
+  // Unreachable: nick changes wait for the cluster, never taken locally.
+  c.bus.up = false;
+  c.router.handle(idb, nick("zed", 9));
+  CHECK(b.got.back()["code"] == "unavailable");
+  CHECK(c.bus.claims.size() == claims);
+  c.bus.up = true;
+
+  // The cluster gave a's nick to another node's client: a becomes a guest, and is told.
+  b.got.clear();
+  c.router.cluster_nick_lost("anna");
+  CHECK(a.got.back()["op"] == "system");
+  CHECK(a.got.back()["event"] == "renamed");
+  CHECK(a.got.back()["old"] == "Anna");
+  CHECK(a.got.back()["nick"] == "guest-tag-4");
+  CHECK(b.got.at(0)["event"] == "nick");
+  c.router.cluster_nick_lost("nobody");
+
+  // A claimed nick is released when its client goes; a guest's is not.
+  c.router.handle(idb, nick("bea", 10));
+  c.bus.claims.back().done(NickClaim::ok);
+  c.router.disconnect(idb);
+  CHECK(c.bus.released == std::vector<std::string>{"bea"});
+  CHECK(c.bus.changes.back() == "leave hall bea");
+  c.router.disconnect(ida);
+  CHECK(c.bus.released.size() == 1);
+  // Gone while its claim was asked: the nick it got is nobody's.
+  c.router.handle(idd, nick("dee", 11));
+  c.router.disconnect(idd);
+  c.bus.claims.back().done(NickClaim::ok);
+  CHECK(c.bus.released.back() == "dee");
 }

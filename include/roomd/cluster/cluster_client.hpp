@@ -8,6 +8,12 @@
 // the gap is read from the room's stream (XRANGE). Either link failing ends both; the client
 // reconnects with backoff and jitter, loads the function again, resubscribes and catches each
 // room up from its stream (or, if Redis lost the room, starts it again under its new epoch).
+//
+// Members and nicks: the client registers this node's members of clustered rooms and the nicks
+// its clients hold, beats (a lease in Redis, renewed four times a heartbeat), sweeps nodes whose
+// lease ran out, and per watched room hears the other nodes' member changes, applied in the
+// order of the room's membership version (a gap reads the members again). After a reconnect,
+// or when it finds it was swept, it registers everything again as it is now.
 #pragma once
 
 #include <uv.h>
@@ -18,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -35,7 +42,10 @@ struct ClusterSettings {
   ListenAddress redis;
   std::string password;             // empty: no AUTH
   std::string node_id;              // for logs and say ids
-  std::uint32_t heartbeat_ms = 1000;  // a PING this often; no reply within 3 of them ends the links
+  // The node's lease in Redis: renewed every heartbeat_ms / 4, it lasts 1.5 heartbeats, so the
+  // others sweep a node within 2 heartbeats of its last beat. A command unanswered for 3
+  // heartbeats (at least 2 s) ends the links.
+  std::uint32_t heartbeat_ms = 1000;
   std::uint32_t max_messages_per_room = 100000;  // the stream's MAXLEN ~
   std::uint32_t recent = 1000;      // messages a sync reads into the room's ring
   std::uint32_t backoff_min_ms = 100;
@@ -47,6 +57,12 @@ struct ClusterSink {
   std::function<void(const std::string& room, const RoomState& state)> synced;
   std::function<void(const std::string& room, std::uint64_t seq, const std::string& epoch, std::string line)> deliver;
   std::function<void()> lost;  // was available, no longer is
+  // A watched room's members on the other nodes, as read from Redis (at a sync, after a gap).
+  std::function<void(const std::string& room, std::vector<std::string> others)> members;
+  // A change of a watched room's members on another node, in the room's order.
+  std::function<void(const std::string& room, const ClusterPresence& presence)> presence;
+  // A nick (folded) this node held and another node's client has now (after a lapse).
+  std::function<void(const std::string& nick)> nick_lost;
 };
 
 struct ClusterStats {
@@ -58,6 +74,14 @@ struct ClusterStats {
   std::uint64_t delivered = 0;     // messages handed to the router
   std::uint64_t gap_fills = 0;     // XRANGE reads for messages the subscription missed
   std::uint64_t skipped = 0;       // seqs the stream no longer had
+  std::uint64_t nick_claims = 0;   // nicks claimed for a client ...
+  std::uint64_t nicks_taken = 0;   // ... and those another node had
+  std::uint64_t nicks_lost = 0;    // nicks held here that another node's client took after a lapse
+  std::uint64_t presence_in = 0;   // member changes of other nodes handed to the router
+  std::uint64_t member_reads = 0;  // a watched room's members read whole (a sync, a gap)
+  std::uint64_t sweeps = 0;        // nodes whose lease ran out, swept by this node ...
+  std::uint64_t swept_members = 0; // ... and their members removed
+  std::uint64_t reregistered = 0;  // times this node found itself swept and registered again
 };
 
 class ClusterClient final : public ClusterBus {
@@ -74,6 +98,18 @@ class ClusterClient final : public ClusterBus {
   void say(ClusterSay say, std::function<void(ClusterSaid)> done) override;
   void watch(const std::string& room) override;
   void unwatch(const std::string& room) override;
+  std::string guest_prefix() const override { return guest_prefix_; }
+  void claim_nick(const std::string& nick, const std::string& replaced, std::function<void(NickClaim)> done) override;
+  void release_nick(const std::string& nick) override;
+  void member_joined(const std::string& room, const std::string& nick) override;
+  void member_left(const std::string& room, const std::string& nick) override;
+  void member_renamed(const std::string& room, const std::string& old, const std::string& nick) override;
+  void who(const std::string& room, const std::optional<std::string>& after, std::size_t limit,
+           std::function<void(std::optional<ClusterMemberPage>)> done) override;
+  void room_counts(std::function<void(std::optional<std::vector<ClusterRoomCount>>)> done) override;
+  // Nothing sent awaits its reply (a clean shutdown waits for the leaves and releases to be
+  // done before it exits).
+  bool idle() const { return !ready_ || !commands_ || commands_->awaiting_replies() == 0; }
 
   const ClusterStats& stats() const { return stats_; }
   const ClusterSettings& settings() const { return settings_; }
@@ -96,6 +132,12 @@ class ClusterClient final : public ClusterBus {
       std::string line;
     };
     std::map<std::uint64_t, Early> early;  // arrived ahead of next_seq
+    // The room's members on the other nodes: known once read, then kept by the presence
+    // published after, applied in version order.
+    bool members_known = false;
+    bool members_reading = false;
+    std::uint64_t member_version = 0;
+    std::map<std::uint64_t, redis_replies::Presence> early_presence;  // ahead of member_version + 1
   };
   struct PendingSay {
     ClusterSay say;
@@ -110,6 +152,16 @@ class ClusterClient final : public ClusterBus {
   void link_failed(const char* which, RedisCloseReason reason, const std::string& detail);
   void schedule_reconnect();
   void heartbeat();
+  void beat(bool connecting);
+  void sweep(const std::string& node);
+  void register_all();  // this node's members and nicks, as they are now
+  void member_change(const char* kind, const std::string& room, const std::string& nick, const std::string& old);
+  void on_presence(const std::string& room, redis_replies::Presence presence);
+  void read_members(const std::string& room, Feed& feed);
+  void drain_presence(const std::string& room, Feed& feed);
+  void lose_nicks(const std::vector<std::string>& nicks);
+  // A nick's PX: 3 heartbeats, renewed once a heartbeat.
+  std::string nick_lease() const { return std::to_string(settings_.heartbeat_ms * 3); }
   void send_say(std::shared_ptr<PendingSay> pending);
   void on_push(const redisReply& reply);
   void on_message(const std::string& room, redis_replies::Message message);
@@ -125,6 +177,8 @@ class ClusterClient final : public ClusterBus {
   ClusterSettings settings_;
   ClusterSink sink_;
   std::string incarnation_;  // random per process: say ids never repeat across restarts
+  std::string self_;         // node_id:incarnation, this node in Redis' registry of nodes
+  std::string guest_prefix_;  // "guest-" and a random tag: guest nicks unique across nodes
   std::mt19937_64 random_;
   std::unique_ptr<RedisLink> commands_;
   std::unique_ptr<RedisLink> subscriber_;
@@ -140,6 +194,11 @@ class ClusterClient final : public ClusterBus {
   std::unordered_map<std::string, Feed> feeds_;  // watched rooms
   std::uint64_t feed_serial_ = 0;
   std::vector<std::shared_ptr<PendingSay>> retry_;  // says whose reply a lost link took
+  // What this node has registered, or will at the next connect: its members per clustered room
+  // (nicks as shown) and the nicks (folded) its clients hold or are claiming.
+  std::unordered_map<std::string, std::set<std::string>> members_;
+  std::set<std::string> nicks_;
+  std::uint64_t beats_ = 0;
   ClusterStats stats_;
 };
 

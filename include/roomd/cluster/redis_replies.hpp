@@ -1,12 +1,14 @@
 // What the cluster client makes of Redis' replies (docs/cluster.md): the `roomd` function's
-// say and state results, the subscriber's pushes and a gap fill's XRANGE entries. Pure
+// say and state results, the subscriber's pushes (messages and presence), a gap fill's XRANGE
+// entries, and the members, nicks and heartbeats of the nodes. Pure
 // functions of one hiredis reply tree, apart from the links and the feeds, so the unit tests
 // and the `redis_reply` fuzz target hold them to what they accept:
 //
 //   - a seq is 1..2^63-1 (Redis' integers are signed 64-bit; 0 is never a message's, and a
 //     seq of 2^64-1 would make the next one 0); a state's seq may be 0 (nothing said yet);
 //   - an epoch is a non-empty word (a message carries it between two spaces);
-//   - a message line is one JSON object and its '\n', as the function stores it.
+//   - a message line is one JSON object and its '\n', as the function stores it;
+//   - a nick is a valid nick (base/names), a room a valid room name, a node a non-empty word.
 //
 // A reply that breaks these is refused (a say, a state: with why) or skipped (a push, a
 // stream entry); Redis running the `roomd` function never gives one.
@@ -19,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "roomd/core/cluster_bus.hpp"
 #include "roomd/history/persistence.hpp"
 
 struct redisReply;  // hiredis' reply tree
@@ -48,13 +51,42 @@ struct Message {
   bool operator==(const Message&) const = default;
 };
 
+// A change of a room's members as the functions publish it, on the room's channel next to its
+// messages: "p VERSION NODE join|leave NICK..." or "p VERSION NODE nick OLD NEW". VERSION is
+// the room's membership version, one more per change.
+struct Presence {
+  std::uint64_t version = 0;
+  std::string node;  // whose member changed (a node id and its incarnation)
+  ClusterPresence::Kind kind = ClusterPresence::Kind::join;
+  std::vector<std::string> nicks;  // join, leave: one or more; nick: old, new
+  bool operator==(const Presence&) const = default;
+};
+
 // A push on the subscriber link the client acts on, for a room's channel "roomd:{ROOM}".
 struct Push {
-  enum class Kind { message, subscribed };
+  enum class Kind { message, presence, subscribed };
   Kind kind = Kind::message;
   std::string room;
-  Message message;  // for a message
+  Message message;    // for a message
+  Presence presence;  // for a presence
   bool operator==(const Push&) const = default;
+};
+
+// roomd_members: the room's membership version and its members on the other nodes (those of
+// the node named `self` are left out: the router knows its own).
+struct MemberSnapshot {
+  std::uint64_t version = 0;
+  std::vector<std::string> others;
+  bool operator==(const MemberSnapshot&) const = default;
+};
+
+// roomd_beat: whether the node was not registered (new, or swept after its lease ran out),
+// the nicks another node holds now, and the nodes whose lease has run out.
+struct Beat {
+  bool fresh = false;
+  std::vector<std::string> lost;
+  std::vector<std::string> expired;
+  bool operator==(const Beat&) const = default;
 };
 
 // One entry of a room's stream: the seq of its id "SEQ-0" and its line (field "m").
@@ -84,6 +116,8 @@ std::optional<std::uint64_t> parse_seq(std::string_view text);
 // One JSON object and its '\n' (the function's lines; the router parses them).
 bool plausible_line(std::string_view line);
 bool valid_epoch(std::string_view epoch);
+// A node's name in the registry: non-empty, no space.
+bool valid_node(std::string_view node);
 
 // FCALL roomd_say: [seq, epoch].
 Read<SayResult> read_say(const redisReply* r);
@@ -91,11 +125,28 @@ Read<SayResult> read_say(const redisReply* r);
 // router keeps those that continue up to the seq).
 Read<RoomState> read_state(const redisReply* r);
 // A subscriber push: ["message", channel, payload] or ["subscribe", channel, count]; nothing
-// for other pushes, other channels and malformed messages.
+// for other pushes, other channels and malformed messages or presence.
 std::optional<Push> read_push(const redisReply* r);
 // A message's payload "SEQ EPOCH LINE".
 std::optional<Message> read_message(std::string_view payload);
+// A presence payload "p VERSION NODE KIND NICK...": join and leave with one nick or more,
+// nick with exactly two; every nick valid.
+std::optional<Presence> read_presence(std::string_view payload);
 // XRANGE: [[id, [field, line]]...]; entries of another shape are skipped.
 Read<StreamRange> read_range(const redisReply* r);
+
+// FCALL roomd_members: [version, [[node, nick...]...]]; nicks that are not valid are skipped.
+Read<MemberSnapshot> read_members(const redisReply* r, std::string_view self);
+// FCALL roomd_who: [count, [nick...], more (0/1)]; a page no longer than its count.
+Read<ClusterMemberPage> read_who(const redisReply* r);
+// FCALL roomd_rooms: [room, count, room, count...]; pairs that are not a valid room name and a
+// count are skipped.
+Read<std::vector<ClusterRoomCount>> read_room_counts(const redisReply* r);
+// FCALL roomd_beat: [fresh (0/1), [nick...], [node...]].
+Read<Beat> read_beat(const redisReply* r);
+// An array of nicks (folded or not), as roomd_reclaim answers; invalid ones are skipped.
+Read<std::vector<std::string>> read_nicks(const redisReply* r);
+// An integer reply (roomd_claim's 1 or 0, roomd_sweep's count).
+Read<long long> read_integer(const redisReply* r);
 
 }  // namespace roomd::redis_replies

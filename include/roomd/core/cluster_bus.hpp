@@ -6,11 +6,19 @@
 // bus in seq order (Router::cluster_deliver) and delivers only those. The router watches a
 // room while it has local members, and the bus tells it where the room stands
 // (Router::cluster_synced) before the first message.
+//
+// Members and nicks are the cluster's too: the router tells the bus who joins, leaves and
+// renames here, and hears the other nodes' members of its watched rooms back
+// (Router::cluster_members, Router::cluster_presence); a nick is claimed from the bus before it
+// is taken, and a nick the bus could not keep is handed back (Router::cluster_nick_lost).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace roomd {
 
@@ -30,6 +38,31 @@ struct ClusterSaid {
   std::string epoch;
 };
 
+// A change of a room's members on another node, as every node hears it.
+struct ClusterPresence {
+  enum class Kind { join, leave, nick };
+  Kind kind = Kind::join;
+  std::vector<std::string> nicks;  // join, leave: one or more nicks; nick: the old, then the new
+};
+
+// A page of a room's members on all nodes, by nick (byte order), as `who` pages it.
+struct ClusterMemberPage {
+  std::vector<std::string> nicks;
+  std::size_t count = 0;  // members on all nodes
+  bool more = false;      // members follow the last one listed
+};
+
+struct ClusterRoomCount {
+  std::string room;
+  std::size_t members = 0;
+};
+
+enum class NickClaim {
+  ok,          // this node holds the nick now (and no longer the one it replaced)
+  taken,       // a client on another node has it
+  unavailable  // the cluster could not be asked, or did not answer
+};
+
 class ClusterBus {
  public:
   virtual ~ClusterBus() = default;
@@ -40,6 +73,26 @@ class ClusterBus {
   // The room has local members (watch) or no longer has (unwatch).
   virtual void watch(const std::string& room) = 0;
   virtual void unwatch(const std::string& room) = 0;
+
+  // Guest nicks are the node's own, never claimed: they start with this, which no other node
+  // uses ("guest-" and a tag per process), and clients may not take nicks starting "guest-".
+  virtual std::string guest_prefix() const { return "guest-"; }
+  // Claims `nick` (folded) for a client of this node, releasing `replaced` (folded; empty for
+  // none) once it is held. `done` runs on the loop.
+  virtual void claim_nick(const std::string& nick, const std::string& replaced, std::function<void(NickClaim)> done) = 0;
+  // The client holding `nick` (folded) has let it go (a rename already released it).
+  virtual void release_nick(const std::string& nick) = 0;
+  // A client of this node joined, left or renamed itself in a clustered room (nicks as shown).
+  virtual void member_joined(const std::string& room, const std::string& nick) = 0;
+  virtual void member_left(const std::string& room, const std::string& nick) = 0;
+  virtual void member_renamed(const std::string& room, const std::string& old, const std::string& nick) = 0;
+  // A page of a room's members on all nodes (for rooms this node does not watch); nullopt when
+  // the cluster could not answer.
+  virtual void who(const std::string& room, const std::optional<std::string>& after, std::size_t limit,
+                   std::function<void(std::optional<ClusterMemberPage>)> done) = 0;
+  // The member count of every clustered room with members on some node; nullopt when the
+  // cluster could not answer.
+  virtual void room_counts(std::function<void(std::optional<std::vector<ClusterRoomCount>>)> done) = 0;
 };
 
 }  // namespace roomd

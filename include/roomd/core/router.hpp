@@ -94,10 +94,11 @@ struct RouterStats {
 struct RoomInfo {
   std::string name;
   std::string topic;
-  std::size_t members;
+  std::size_t members;  // on this node
   bool keyed;
   bool configured;
   std::uint64_t last_seq;
+  std::size_t remote_members = 0;  // a clustered room's members on other nodes, as this node knows them
 };
 
 class Router final : public SessionSink {
@@ -144,6 +145,14 @@ class Router final : public SessionSink {
   // The cluster became unreachable: nothing waits for it any more (joins are answered from
   // what this node knows, acks of messages the cluster took go out).
   void cluster_lost();
+  // A watched room's members on the other nodes, read from the cluster (its first sync, or
+  // again after a reconnect or a gap): what changed since the node last knew is announced.
+  void cluster_members(const std::string& room, std::vector<std::string> others);
+  // A join, leave or rename of another node's member, announced here as this node's own are.
+  void cluster_presence(const std::string& room, const ClusterPresence& presence);
+  // The cluster gave the nick (folded) to another node's client (this node could not renew
+  // it): its client here becomes a guest, and is told.
+  void cluster_nick_lost(const std::string& nick);
   std::size_t session_count() const { return sessions_.size(); }
   const RouterStats& stats() const { return stats_; }
   const KeyChecker& key_checker() const { return keys_; }
@@ -170,13 +179,16 @@ class Router final : public SessionSink {
   void add_member(Session& s, Room& room);
   void remove_member(Session& s, Room& room);
   wire::MemberPage member_page(const Room& room, const std::optional<std::string>& after, std::size_t limit) const;
+  // Members here and, in a clustered room, those on other nodes this node knows of.
+  std::size_t member_count(const Room& room) const;
   std::string new_epoch();
   // Presence of a join, a leave or a nick change: one event to the others, or, in a big room,
   // a line in the room's next summary.
   bool summarizing(const Room& room) const;
-  void announce_join(Room& room, const Session& s);
-  void announce_leave(Room& room, const Session& s);
-  void announce_nick(Room& room, const Session& s, const std::string& old);
+  // `actor` is the member told by its own reply (nullptr: another node's member).
+  void announce_join(Room& room, const std::string& nick, const Session* actor);
+  void announce_leave(Room& room, const std::string& nick, const Session* actor);
+  void announce_nick(Room& room, const std::string& nick, const std::string& old, const Session* actor);
   void schedule_summary(Room& room);
   void send_summary(Room& room);
   // Whether a join with `since` (and `epoch`) can replay every message it missed.
@@ -192,6 +204,15 @@ class Router final : public SessionSink {
   bool may_speak(const Session& s, const Room& room) const;
 
   void on_nick(Session& s, const Request& r);
+  // Clustered: the nick is the cluster's to give (cluster_bus.hpp); the reply waits for it.
+  void claim_nick(Session& s, const Request& r, const std::string& folded);
+  // The session is called `nick` from now on (indexes, member lists); returns its old nick.
+  std::string apply_nick(Session& s, const std::string& nick);
+  // Its rooms (here and, for clustered rooms, the other nodes) hear of the rename.
+  void announce_rename(Session& s, const std::string& old);
+  // `who` of a clustered room this node has no member in (or does not have at all).
+  void who_from_cluster(Session& s, const Request& r, std::size_t limit, bool known_here);
+  ordered_json rooms_body(const std::optional<nlohmann::json>& id, const std::vector<ClusterRoomCount>* cluster) const;
   void on_rooms(Session& s, const Request& r);
   void on_join(Session& s, const Request& r);
   void on_leave(Session& s, const Request& r);
@@ -221,6 +242,7 @@ class Router final : public SessionSink {
   AddressPacer address_history_;
   std::unordered_map<SessionId, std::shared_ptr<Session>> sessions_;  // shared: Holds watch them
   std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> session
+  std::unordered_set<std::string> claiming_;           // folded nicks asked of the cluster now
   std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;
   std::size_t dynamic_rooms_ = 0;  // rooms_ that are not configured (server.max_rooms)
   std::uint64_t room_serial_ = 0;

@@ -155,7 +155,7 @@ ordered_json presence_summary(std::string_view room, const PresenceSummary& summ
 
 // ---- notices from the server itself ------------------------------------------------------
 // (system_shutdown and system_lame_duck are the server's, system_dropped, ping and
-// error_slow_consumer the connection's; system_reload and system_kicked the router's.)
+// error_slow_consumer the connection's; system_reload, system_kicked and system_renamed the router's.)
 
 ordered_json system_shutdown();                                                // {"op":"system","event":"shutdown"}
 ordered_json system_reload(std::string_view room, std::string_view reason);    // ...,"room","reason"}
@@ -164,6 +164,8 @@ ordered_json system_dropped(std::string_view room, std::uint64_t count);       /
 // This node is draining (lame duck, SIGUSR2): it will close the connection in about
 // `reconnect_ms`; reconnect then (elsewhere). {"op":"system","event":"lame_duck","reconnect_ms"}
 ordered_json system_lame_duck(std::uint64_t reconnect_ms);
+// The server gave the client another nick (a cluster's node could not keep its own).
+ordered_json system_renamed(std::string_view nick, std::string_view old, std::string_view reason);  // ...,"nick","old","reason"}
 ordered_json ping();                                                           // {"op":"ping"}
 
 }  // namespace wire
