@@ -72,6 +72,15 @@ struct StreamRange {
   bool operator==(const StreamRange&) const = default;
 };
 
+// Whether Redis keeps what it answered through a crash of its own (docs/cluster.md,
+// "Acked = durable"): its AOF on, and written to disk before every answer.
+struct RedisDurability {
+  std::string appendonly;   // "yes" or "no"
+  std::string appendfsync;  // "always", "everysec" or "no"
+  bool durable() const { return appendonly == "yes" && appendfsync == "always"; }
+  bool operator==(const RedisDurability&) const = default;
+};
+
 // The largest seq: Redis' INCR stops there.
 inline constexpr std::uint64_t kMaxSeq = 0x7fffffffffffffffULL;
 
@@ -87,8 +96,9 @@ bool valid_epoch(std::string_view epoch);
 
 // FCALL roomd_say: [seq, epoch].
 Read<SayResult> read_say(const redisReply* r);
-// FCALL roomd_state: [seq, epoch, [line...]] (the lines oldest first, as they are: the
-// router keeps those that continue up to the seq).
+// FCALL roomd_state: [seq, epoch, [line...], base] (the lines oldest first, as they are: the
+// router keeps those that continue up to the seq; base, 0..seq, where the room's incarnation
+// began; a reply without it, from an older library, has base 0).
 Read<RoomState> read_state(const redisReply* r);
 // A subscriber push: ["message", channel, payload] or ["subscribe", channel, count]; nothing
 // for other pushes, other channels and malformed messages.
@@ -97,5 +107,7 @@ std::optional<Push> read_push(const redisReply* r);
 std::optional<Message> read_message(std::string_view payload);
 // XRANGE: [[id, [field, line]]...]; entries of another shape are skipped.
 Read<StreamRange> read_range(const redisReply* r);
+// CONFIG GET appendonly appendfsync: [name, value, ...] in any order; both must be there.
+Read<RedisDurability> read_durability(const redisReply* r);
 
 }  // namespace roomd::redis_replies
