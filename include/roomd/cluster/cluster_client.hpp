@@ -4,6 +4,8 @@
 // one subscribed to the channels of the rooms this node has members in.
 //
 // Per watched room it keeps a feed: the next seq this node is to deliver and the room's epoch.
+// A followed room's (a persisted one's) feed starts where the node's store ends and is kept
+// for the node's life, so every message of the room reaches the store.
 // Messages reach the router strictly in seq order; one that arrives ahead of a gap waits while
 // the gap is read from the room's stream (XRANGE). Either link failing ends both; the client
 // reconnects with backoff and jitter, loads the function again, resubscribes and catches each
@@ -58,6 +60,10 @@ struct ClusterStats {
   std::uint64_t delivered = 0;     // messages handed to the router
   std::uint64_t gap_fills = 0;     // XRANGE reads for messages the subscription missed
   std::uint64_t skipped = 0;       // seqs the stream no longer had
+  // Seqs a followed room's new epoch gave again that this node's store holds from the old
+  // one (Redis lost the room and a node with less began it again): not stored here.
+  std::uint64_t conflicts = 0;
+  bool redis_durable = false;      // Redis' AOF is on with appendfsync always (checked at connect)
 };
 
 class ClusterClient final : public ClusterBus {
@@ -74,6 +80,7 @@ class ClusterClient final : public ClusterBus {
   void say(ClusterSay say, std::function<void(ClusterSaid)> done) override;
   void watch(const std::string& room) override;
   void unwatch(const std::string& room) override;
+  void follow(const std::string& room, std::uint64_t last_seq, const std::string& epoch) override;
 
   const ClusterStats& stats() const { return stats_; }
   const ClusterSettings& settings() const { return settings_; }
@@ -90,6 +97,10 @@ class ClusterClient final : public ClusterBus {
     bool subscribed = false;   // the subscription is confirmed on the current link
     bool syncing = false;
     bool filling = false;
+    bool durable = false;       // followed (a persisted room): known from the store, never skips ahead
+    bool report = false;        // a durable feed's first catch-up is to be reported (synced) ...
+    std::uint64_t report_at = 0;  // ... once next_seq is past this (where Redis stood at its sync)
+    bool reported = false;
     std::uint64_t fill_to = 0;  // the fill in flight goes on up to this seq
     struct Early {
       std::string epoch;
@@ -114,6 +125,8 @@ class ClusterClient final : public ClusterBus {
   void on_push(const redisReply& reply);
   void on_message(const std::string& room, redis_replies::Message message);
   void sync(const std::string& room, Feed& feed);
+  void durable_synced(const std::string& room, std::uint64_t serial, const RoomState& state);
+  void check_durability(const redisReply* reply);
   void fill(const std::string& room, Feed& feed, std::uint64_t upto);
   void drain(const std::string& room, Feed& feed);
   Feed* find_feed(const std::string& room, std::uint64_t serial);
@@ -135,6 +148,7 @@ class ClusterClient final : public ClusterBus {
   bool reconnect_pending_ = false;
   std::uint32_t backoff_ms_ = 0;
   std::string last_failure_;  // logged once until the next success
+  std::string durability_;    // what the last check found, logged when it changes
   uv::Timer reconnect_;
   uv::Timer heartbeat_;
   std::unordered_map<std::string, Feed> feeds_;  // watched rooms
