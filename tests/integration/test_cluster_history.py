@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -322,6 +323,8 @@ class Everywhere(ClusterHistoryTest):
         for seq in sorted(acked)[::20]:
             word = acked[seq][1].split()[1]
             self.assertEqual([m["seq"] for m in self.pages(c, search=word)], [seq])
+        print(f"\nkill -9 of a node: acked={len(acked)} sent={w.sent} stored={len(restarted)} "
+              f"(the fence is the last)", file=sys.stderr)
 
     def test_redis_restarted_empty_never_gives_a_stored_seq_again(self):
         a, b = self.node("a"), self.node("b")
@@ -421,6 +424,9 @@ class DurableRedisTest(ClusterHistoryTest):
         self.assertTrue(j["resumed"])
         for d in (a, b):
             self.assertNotIn("may answer before its data is on disk", d.log.text())
+        refused = sum(len(w.failed) for w in writers)
+        print(f"\nkill -9 of Redis: acked={len(acked)} refused={refused} "
+              f"sent={sum(w.sent for w in writers)} stored={len(stored)} (with the say after)", file=sys.stderr)
 
 
 if __name__ == "__main__":
