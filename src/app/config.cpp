@@ -393,14 +393,6 @@ ConfigResult parse_config(std::string_view text, std::string_view source) {
   const Config& c = result.config;
   if (!c.server.tls.empty() && (c.tls.cert.empty() || c.tls.key.empty()))
     errors.push_back({"tls", 0, "a listener has tls = true: [tls] needs cert and key"});
-  // A clustered room's history is Redis' stream; keeping it durable on every node as well is
-  // still to come (docs/cluster.md), so a room cannot be both yet.
-  if (c.cluster.enabled && !c.history.path.empty())
-    for (std::size_t i = 0; i < c.rooms.size(); ++i)
-      if (c.rooms[i].persist && c.rooms[i].cluster)
-        errors.push_back({"rooms[" + std::to_string(i) + "]", 0,
-                          "room '" + c.rooms[i].name +
-                              "' is persisted and clustered: not supported yet; set persist = false or cluster = false"});
   return result;
 }
 

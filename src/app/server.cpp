@@ -73,6 +73,9 @@ TlsFiles tls_files(const TlsConfig& c) {
 // What a persisted room's replay ring holds: what a join or a resume may replay.
 std::uint32_t replay_ring(const Config& c) { return std::max({c.history.replay, c.history.replay_max, 1u}); }
 
+// A room whose seq and epoch are the cluster's (its stored epoch is then its own, not the database's).
+bool clustered(const Config& c, const RoomConfig& room) { return c.cluster.enabled && room.cluster; }
+
 std::size_t resident_bytes() {
   std::ifstream statm("/proc/self/statm");
   std::size_t pages = 0, resident = 0;
@@ -176,10 +179,12 @@ Server::Server(ServerOptions options)
                          .turn = &turn_,
                          .counters = &stats_.connections,
                          .read_buffer = uv_buf_init(read_buffer_.data(), static_cast<unsigned>(read_buffer_.size()))};
-  // Persisted rooms go on where they stopped: seq after the stored maximum, replay ring filled.
+  // Persisted rooms go on where they stopped: seq after the stored maximum, replay ring filled;
+  // clustered ones are followed from there (docs/cluster.md).
   if (history_)
     for (const auto& room : config_.rooms)
-      if (room.persist) router_->restore(room.name, history_->load(room.name, replay_ring(config_)));
+      if (room.persist)
+        router_->restore(room.name, history_->load(room.name, replay_ring(config_), clustered(config_, room)));
 }
 
 Server::~Server() {
@@ -674,13 +679,14 @@ void Server::reload() {
   connection_limits_ = connection_limits(config_);
   for (auto& [id, conn] : connections_) conn->limits_changed();
   log::set_level(*log::parse_level(config_.log.level));
-  std::vector<std::string> added;  // persisted rooms the file adds go on from the store, as at start
+  std::vector<const RoomConfig*> added;  // persisted rooms the file adds go on from the store, as at start
   if (history_)
     for (const auto& room : config_.rooms)
-      if (room.persist && !router_->has_room(room.name)) added.push_back(room.name);
+      if (room.persist && !router_->has_room(room.name)) added.push_back(&room);
   router_->reconfigure(router_settings(config_), config_.rooms);
   connects_.reconfigure({config_.server.connect_rate, config_.server.connect_burst});
-  for (const auto& name : added) router_->restore(name, history_->load(name, replay_ring(config_)));
+  for (const RoomConfig* room : added)
+    router_->restore(room->name, history_->load(room->name, replay_ring(config_), clustered(config_, *room)));
   ticker_->start(tick_interval_ms(), tick_interval_ms());
   log::notice("reloaded " + path + ": " + std::to_string(config_.rooms.size()) + " configured rooms");
 }
@@ -763,6 +769,8 @@ ordered_json Server::stats_json() const {
     j["cluster_sweeps"] = c.sweeps;
     j["cluster_swept_members"] = c.swept_members;
     j["cluster_reregistered"] = c.reregistered;
+    j["cluster_conflicts"] = c.conflicts;
+    j["cluster_redis_durable"] = c.redis_durable ? 1 : 0;
   }
   return j;
 }

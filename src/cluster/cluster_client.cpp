@@ -29,15 +29,21 @@ const char* ClusterClient::function_library() {
   return R"LUA(#!lua name=roomd
 
 -- The room's incarnation: its epoch. A room with no seq key (never used, or Redis lost it)
--- starts again: the caller's candidate epoch, seq 0 and an empty stream, so a seq of the old
--- room is never taken for one of the new.
-local function incarnation(keys, candidate)
+-- starts again: the caller's candidate epoch, an empty stream, and seq from the caller's floor
+-- (the highest seq a node's store holds of a persisted room; 0 otherwise), so a seq a node
+-- has stored is never given to another message. A seq below a caller's floor means Redis came
+-- back with less than it had: the room starts again there too, under a new epoch, since its
+-- seqs above the old value may have gone to other messages already. base: where the
+-- incarnation began.
+local function incarnation(keys, candidate, floor)
   local epoch = redis.call('GET', keys[2])
-  if redis.call('EXISTS', keys[1]) == 0 then
+  local seq = tonumber(redis.call('GET', keys[1]))
+  if not seq or floor > seq then
+    if not seq then redis.call('DEL', keys[3]) end
     epoch = candidate
-    redis.call('SET', keys[1], 0)
+    redis.call('SET', keys[1], floor)
     redis.call('SET', keys[2], epoch)
-    redis.call('DEL', keys[3])
+    redis.call('SET', keys[4], floor)
   elseif not epoch then
     epoch = candidate
     redis.call('SET', keys[2], epoch)
@@ -45,31 +51,31 @@ local function incarnation(keys, candidate)
   return epoch
 end
 
--- KEYS: seq, epoch, stream, said. ARGV: channel, maxlen, head, tail, candidate epoch, said ttl ms.
--- A say id seen before answers its first seq again and publishes nothing.
+-- KEYS: seq, epoch, stream, base, said. ARGV: channel, maxlen, head, tail, candidate epoch,
+-- said ttl ms, floor. A say id seen before answers its first seq again and publishes nothing.
 local function say(keys, args)
-  local said = redis.call('GET', keys[4])
+  local said = redis.call('GET', keys[5])
   if said then
     local seq, epoch = string.match(said, '^(%d+) (%S+)$')
     return {tonumber(seq), epoch}
   end
-  local epoch = incarnation(keys, args[5])
+  local epoch = incarnation(keys, args[5], tonumber(args[7]) or 0)
   local seq = redis.call('INCR', keys[1])
   local line = args[3] .. seq .. args[4]
   redis.call('XADD', keys[3], 'MAXLEN', '~', args[2], seq .. '-0', 'm', line)
   redis.call('PUBLISH', args[1], seq .. ' ' .. epoch .. ' ' .. line)
-  redis.call('SET', keys[4], seq .. ' ' .. epoch, 'PX', args[6])
+  redis.call('SET', keys[5], seq .. ' ' .. epoch, 'PX', args[6])
   return {seq, epoch}
 end
 
--- KEYS: seq, epoch, stream. ARGV: candidate epoch, how many recent messages.
+-- KEYS: seq, epoch, stream, base. ARGV: candidate epoch, how many recent messages, floor.
 local function state(keys, args)
-  local epoch = incarnation(keys, args[1])
+  local epoch = incarnation(keys, args[1], tonumber(args[3]) or 0)
   local seq = tonumber(redis.call('GET', keys[1]))
   local recent = redis.call('XREVRANGE', keys[3], '+', '-', 'COUNT', args[2])
   local lines = {}
   for i = #recent, 1, -1 do lines[#lines + 1] = recent[i][2][2] end
-  return {seq, epoch, lines}
+  return {seq, epoch, lines, tonumber(redis.call('GET', keys[4])) or 0}
 end
 
 -- ---- members, presence and nicks ---------------------------------------------------------
@@ -407,11 +413,31 @@ void ClusterClient::connect() {
     command_ready_ = true;
     maybe_ready();
   });
+  // Whether Redis keeps what it answered through a crash of its own (persisted rooms count on
+  // it; docs/cluster.md). Not a condition of service: a Redis that hides CONFIG is used too.
+  commands_->command({"CONFIG", "GET", "appendonly", "appendfsync"}, [this](const redisReply* r) {
+    if (r) check_durability(r);
+  });
   subscriber_->command({"PING"}, [this, init_failed](const redisReply* r) {
     if (!r || is_error(r)) return init_failed("subscriber", "PING", r);
     subscriber_ready_ = true;
     maybe_ready();
   });
+}
+
+void ClusterClient::check_durability(const redisReply* reply) {
+  auto read = redis_replies::read_durability(reply);
+  stats_.redis_durable = read && read.value->durable();
+  std::string found = read ? "appendonly " + read.value->appendonly + ", appendfsync " + read.value->appendfsync
+                           : "CONFIG GET: " + read.error;
+  if (found == durability_) return;  // once, until it changes
+  durability_ = found;
+  const bool followed = std::any_of(feeds_.begin(), feeds_.end(), [](const auto& f) { return f.second.durable; });
+  if (stats_.redis_durable || !followed) return log::info("cluster: Redis persistence: " + found);
+  log::warning("cluster: Redis at " + settings_.redis.to_string() + " may answer before its data is on disk (" + found +
+               "): persisted rooms' acks then rest on the nodes' stores alone, and a Redis crash or restart "
+               "loses the newest order and begins rooms again under new epochs (docs/cluster.md); run Redis "
+               "with appendonly yes and appendfsync always");
 }
 
 void ClusterClient::maybe_ready() {
@@ -511,10 +537,14 @@ void ClusterClient::send_say(std::shared_ptr<PendingSay> p) {
     ++stats_.says_refused;
     pending->done({});
   };
+  // A followed room's floor: what this node holds of it, which Redis never gives again.
+  auto feed = feeds_.find(s.room);
+  const std::uint64_t floor = feed != feeds_.end() && feed->second.durable ? feed->second.next_seq - 1 : 0;
   bool sent = commands_->command(
-      {"FCALL", "roomd_say", "4", key(s.room, "seq"), key(s.room, "epoch"), key(s.room, "log"),
+      {"FCALL", "roomd_say", "5", key(s.room, "seq"), key(s.room, "epoch"), key(s.room, "log"), key(s.room, "base"),
        key(s.room, "said:") + settings_.node_id + ":" + incarnation_ + ":" + s.said_id, channel(s.room),
-       std::to_string(settings_.max_messages_per_room), s.head, s.tail, p->candidate_epoch, std::to_string(kSaidTtlMs)},
+       std::to_string(settings_.max_messages_per_room), s.head, s.tail, p->candidate_epoch, std::to_string(kSaidTtlMs),
+       std::to_string(floor)},
       [this, p, lost](const redisReply* r) {
         if (!r) return lost(p);
         auto said = redis_replies::read_say(r);
@@ -540,6 +570,19 @@ void ClusterClient::watch(const std::string& room) {
 
 void ClusterClient::unwatch(const std::string& room) {
   if (feeds_.erase(room) && ready_) subscriber_->unsubscribe(channel(room));
+}
+
+void ClusterClient::follow(const std::string& room, std::uint64_t last_seq, const std::string& epoch) {
+  if (auto it = feeds_.find(room); it != feeds_.end()) {
+    if (it->second.durable) return;
+    unwatch(room);  // watched for members until now: followed from the store's end instead
+  }
+  Feed& feed = feeds_[room];
+  feed.serial = ++feed_serial_;
+  feed.durable = feed.known = true;
+  feed.epoch = epoch;
+  feed.next_seq = last_seq + 1;
+  if (ready_) subscriber_->subscribe(channel(room));
 }
 
 ClusterClient::Feed* ClusterClient::find_feed(const std::string& room, std::uint64_t serial) {
@@ -579,9 +622,10 @@ void ClusterClient::sync(const std::string& room, Feed& feed) {
   read_members(room, feed);
   feed.syncing = true;
   const std::uint64_t serial = feed.serial;
+  const std::uint64_t floor = feed.durable ? feed.next_seq - 1 : 0;
   commands_->command(
-      {"FCALL", "roomd_state", "3", key(room, "seq"), key(room, "epoch"), key(room, "log"), random_epoch(),
-       std::to_string(settings_.recent)},
+      {"FCALL", "roomd_state", "4", key(room, "seq"), key(room, "epoch"), key(room, "log"), key(room, "base"),
+       random_epoch(), std::to_string(settings_.recent), std::to_string(floor)},
       [this, room, serial](const redisReply* r) {
         Feed* f = find_feed(room, serial);
         if (!f) return;
@@ -590,6 +634,7 @@ void ClusterClient::sync(const std::string& room, Feed& feed) {
         auto read = redis_replies::read_state(r);
         if (!read) return link_failed("command", RedisCloseReason::owner, "roomd_state: " + read.error);
         RoomState& state = *read.value;
+        if (f->durable) return durable_synced(room, serial, state);
         const std::uint64_t seq = state.last_seq;
         const std::string epoch = state.epoch;
         if (!f->known) {
@@ -624,6 +669,36 @@ void ClusterClient::sync(const std::string& room, Feed& feed) {
       });
 }
 
+// A followed room goes on from where this node's store ends, through every seq the stream
+// still has, whatever Redis' own position: the store must hold every message.
+void ClusterClient::durable_synced(const std::string& room, std::uint64_t serial, const RoomState& state) {
+  Feed* f = find_feed(room, serial);
+  if (!f) return;
+  const std::uint64_t held = f->next_seq - 1;
+  if (f->epoch.empty()) {
+    f->epoch = state.epoch;  // new to this node's store: it follows Redis' incarnation
+  } else if (state.epoch != f->epoch) {
+    // Redis began the room again (it lost it, or came back with less than a node holds), after
+    // `base`. If a node holding less began it and said some, the new epoch has seqs up to
+    // `held` that are the old epoch's here: those stay, the new ones are not stored here.
+    const std::uint64_t conflicts = state.base < held ? std::min(held, state.last_seq) - state.base : 0;
+    stats_.conflicts += conflicts;
+    log::warning("cluster: '" + room + "' began again in Redis (epoch " + f->epoch + " -> " + state.epoch +
+                 ", after seq " + std::to_string(state.base) + "); this node holds it up to seq " + std::to_string(held) +
+                 (conflicts ? "; the new epoch's seqs " + std::to_string(state.base + 1) + ".." +
+                                  std::to_string(state.base + conflicts) + " are not stored here (the old ones are kept)"
+                            : std::string()));
+    f->epoch = state.epoch;
+    if (sink_.synced) sink_.synced(room, RoomState{held, state.epoch, {}, state.base});
+    if (!(f = find_feed(room, serial))) return;
+  }
+  if (!f->reported) {
+    f->report = true;
+    f->report_at = state.last_seq;
+  }
+  fill(room, *f, state.last_seq);
+}
+
 void ClusterClient::drain(const std::string& room, Feed& feed) {
   if (!feed.known || feed.syncing) return;
   while (!feed.early.empty()) {
@@ -639,6 +714,13 @@ void ClusterClient::drain(const std::string& room, Feed& feed) {
     feed.next_seq = seq + 1;
     ++stats_.delivered;
     sink_.deliver(room, seq, feed.epoch, std::move(line));
+  }
+  // A followed room has caught up with where Redis stood at its first sync: the joins waiting
+  // for it are answered (and the store has what they may page through).
+  if (feed.report && !feed.filling && feed.next_seq > feed.report_at) {
+    feed.report = false;
+    feed.reported = true;
+    if (sink_.synced) sink_.synced(room, RoomState{feed.next_seq - 1, feed.epoch, {}, 0});
   }
 }
 

@@ -49,12 +49,13 @@ Read<SayResult> read_say(const redisReply* r) {
 }
 
 Read<RoomState> read_state(const redisReply* r) {
-  if (!is_array(r, 3) || r->element[0]->type != REDIS_REPLY_INTEGER || !is_string(r->element[1]) ||
-      r->element[2]->type != REDIS_REPLY_ARRAY)
+  if (!(is_array(r, 3) || is_array(r, 4)) || r->element[0]->type != REDIS_REPLY_INTEGER || !is_string(r->element[1]) ||
+      r->element[2]->type != REDIS_REPLY_ARRAY || (r->elements == 4 && r->element[3]->type != REDIS_REPLY_INTEGER))
     return refused<RoomState>(r);
   const long long seq = r->element[0]->integer;
-  RoomState state{static_cast<std::uint64_t>(seq), text_of(r->element[1]), {}};
-  if (seq < 0 || !valid_epoch(state.epoch)) return refused<RoomState>(r);
+  const long long base = r->elements == 4 ? r->element[3]->integer : 0;
+  RoomState state{static_cast<std::uint64_t>(seq), text_of(r->element[1]), {}, static_cast<std::uint64_t>(base)};
+  if (seq < 0 || base < 0 || base > seq || !valid_epoch(state.epoch)) return refused<RoomState>(r);
   const redisReply* lines = r->element[2];
   state.recent.reserve(lines->elements);
   for (std::size_t i = 0; i < lines->elements; ++i) state.recent.push_back(text_of(lines->element[i]));
@@ -233,6 +234,19 @@ Read<std::vector<std::string>> read_nicks(const redisReply* r) {
 Read<long long> read_integer(const redisReply* r) {
   if (!r || r->type != REDIS_REPLY_INTEGER) return refused<long long>(r);
   return {r->integer, {}};
+}
+
+Read<RedisDurability> read_durability(const redisReply* r) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) return refused<RedisDurability>(r);
+  RedisDurability d;
+  for (std::size_t i = 0; i < r->elements; i += 2) {
+    if (!is_string(r->element[i]) || !is_string(r->element[i + 1])) return refused<RedisDurability>(r);
+    const std::string name = text_of(r->element[i]);
+    if (name == "appendonly") d.appendonly = text_of(r->element[i + 1]);
+    else if (name == "appendfsync") d.appendfsync = text_of(r->element[i + 1]);
+  }
+  if (d.appendonly.empty() || d.appendfsync.empty()) return {std::nullopt, "Redis did not name appendonly and appendfsync"};
+  return {std::move(d), {}};
 }
 
 }  // namespace roomd::redis_replies

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iterator>
+#include <map>
 #include <random>
 #include <set>
 #include <utility>
@@ -74,11 +75,28 @@ struct Router::Room {
   // (cluster_members, cluster_presence): member lists and counts are every node's.
   std::set<std::string, std::less<>> remote;
   bool remote_known = false;  // read from the cluster since the room was last watched
+  // Followed (clustered and persisted): heard from the node's start, members or not, every
+  // message stored here; the ok of a say with an id waits for its commit here (docs/cluster.md).
+  bool followed = false;
+  std::uint64_t delivered_through = 0;  // the last seq delivered (and so sent to the store)
+  std::uint64_t stored_through = 0;     // the last seq whose commit has run, stored or not
+  std::optional<std::uint64_t> synced_when_stored;  // the sync waits for the store to reach this
+  // Seq ranges (first -> last) of this epoch that are not in the store here: failed commits,
+  // seqs never delivered here. The newest few, for acks that come after their commit.
+  std::map<std::uint64_t, std::uint64_t> unstored;
+  struct StoredAck {
+    std::string epoch;
+    std::uint64_t seq;
+    std::function<void(std::optional<ErrorCode>)> answer;  // nullopt: stored
+  };
+  std::deque<StoredAck> stored_acks;  // by seq
 };
 
 namespace {
 // How many nicks a presence summary lists per kind of change (the counts are all of them).
 constexpr std::size_t kSummaryNames = 20;
+// How many unstored seq ranges a followed room remembers (acks that come after their commit).
+constexpr std::size_t kUnstoredRanges = 64;
 
 // A 64-bit mix (splitmix64's finalizer): consecutive inputs give unrelated outputs.
 std::uint64_t mix64(std::uint64_t x) {
@@ -110,7 +128,9 @@ std::size_t Router::ring_size(bool persisted_room) const {
 }
 
 bool Router::persisted(const Room& room) const {
-  // Dynamic rooms live in memory only.
+  // Dynamic rooms live in memory only. A clustered room is stored when it is followed, which
+  // it is from its creation (restore), so that its store is complete.
+  if (room.clustered) return room.followed;
   return services_.persistence && room.configured && room.persist;
 }
 
@@ -149,6 +169,13 @@ void Router::restore(const std::string& name, const RoomState& state) {
   room->next_seq = state.last_seq + 1;
   if (!state.epoch.empty()) room->epoch = state.epoch;
   fill_ring(*room, state);
+  if (room->clustered && room->persist && services_.persistence && !room->followed) {
+    // Heard from now on, members or not, from where the store ends: every node stores every
+    // message, so history and search are the same on all of them.
+    room->followed = true;
+    room->delivered_through = room->stored_through = state.last_seq;
+    services_.cluster->follow(room->name, state.last_seq, state.epoch);
+  }
 }
 
 void Router::fill_ring(Room& room_ref, const RoomState& state) {
@@ -274,8 +301,8 @@ void Router::add_member(Session& s, Room& room) {
   room.members.push_back(&s);
   room.by_nick.insert(&s);
   if (!room.clustered) return;
-  // A node hears a clustered room while it has members there.
-  if (room.members.size() == 1) services_.cluster->watch(room.name);
+  // A node hears a clustered room while it has members there (a followed one always).
+  if (!room.followed && room.members.size() == 1) services_.cluster->watch(room.name);
   services_.cluster->member_joined(room.name, s.nick);
 }
 
@@ -294,7 +321,7 @@ void Router::remove_member(Session& s, Room& room) {
     for (auto& m : moved->rooms)
       if (m.room == &room) m.slot = slot;
   if (room.clustered) services_.cluster->member_left(room.name, s.nick);
-  if (room.clustered && room.members.empty()) {
+  if (room.clustered && !room.followed && room.members.empty()) {
     services_.cluster->unwatch(room.name);
     room.synced = false;
     room.remote.clear();  // not heard of while unwatched: read again at the next watch
@@ -670,6 +697,19 @@ void Router::on_join(Session& s, const Request& r) {
 void Router::finish_join(Session& s, const Request& r, Room& room_ref) {
   Room* room = &room_ref;
   bool again = is_member(s, *room);
+  if (!again && room->followed && !room->synced && services_.cluster->available()) {
+    // A followed room still catching up (the node just started): the join waits for where the
+    // cluster stands, before the client is a member, so the catch-up is not sent to it as new
+    // messages; its `joined` then has the cluster's seq, and the store has every message up
+    // to it. Its later requests wait meanwhile.
+    room->waiting_joins.push_back([this, hold = hold_request(s), r, name = room->name, serial = room->serial]() mutable {
+      Session* session = hold.session();
+      Room* now = find_room(name);
+      if (session && now && now->serial == serial) finish_join(*session, r, *now);
+      hold.release();
+    });
+    return;
+  }
   if (!again) {
     if (member_count(*room) >= room->max_members)
       return fail(s, r, ErrorCode::room_full, "room '" + room->name + "' is full");
@@ -809,11 +849,20 @@ void Router::say_clustered(Session& s, const Request& r, Room& room) {
       return;
     }
     ++stats_.messages_in;
-    auto ack = [this, hold, id, seq = said.seq]() mutable {
-      if (Session* session = hold.session(); session && id) reply(*session, wire::ok_seq(id, seq));
+    // The ok; or, for a followed room's message this node could not store, why not.
+    auto ack = [this, hold, id, seq = said.seq](std::optional<ErrorCode> failed = std::nullopt) mutable {
+      if (Session* session = hold.session(); session && id)
+        reply(*session, !failed ? wire::ok_seq(id, seq)
+                                : wire::error_body(*failed,
+                                                   *failed == ErrorCode::unavailable
+                                                       ? "the cluster lost the message before this node stored it: it may "
+                                                         "or may not have been kept"
+                                                       : "the message was sent but could not be stored",
+                                                   id));
       hold.release();
     };
     Room* room = find_room(name);
+    if (room && room->serial == serial && room->followed && id) return await_stored(*room, said, std::move(ack));
     const bool delivered = room && room->epoch == said.epoch && room->next_seq > said.seq;
     if (!room || room->serial != serial || delivered || !services_.cluster->available()) return ack();
     room->waiting_acks.emplace_back(said.seq, std::move(ack));
@@ -832,9 +881,86 @@ void Router::release_cluster_waits(Room& room, std::uint64_t upto, bool joins_to
   }
 }
 
+// A followed room's ok promises what one node's does: its message is in this node's store.
+void Router::await_stored(Room& room, const ClusterSaid& said, std::function<void(std::optional<ErrorCode>)> ack) {
+  if (said.epoch == room.epoch && said.seq <= room.stored_through)  // its commit ran already
+    return ack(is_unstored(room, said.seq) ? std::optional(ErrorCode::internal) : std::nullopt);
+  if (!services_.cluster->available() && !(said.epoch == room.epoch && said.seq <= room.delivered_through))
+    return ack(ErrorCode::unavailable);  // not delivered here, and nothing will be until Redis is back
+  auto at = std::upper_bound(room.stored_acks.begin(), room.stored_acks.end(), said.seq,
+                             [](std::uint64_t seq, const Room::StoredAck& a) { return seq < a.seq; });
+  room.stored_acks.insert(at, Room::StoredAck{said.epoch, said.seq, std::move(ack)});
+}
+
+void Router::note_unstored(Room& room, std::uint64_t first, std::uint64_t last) {
+  if (first > last) return;
+  room.unstored[first] = last;
+  while (room.unstored.size() > kUnstoredRanges) room.unstored.erase(room.unstored.begin());
+}
+
+bool Router::is_unstored(const Room& room, std::uint64_t seq) const {
+  auto it = room.unstored.upper_bound(seq);
+  return it != room.unstored.begin() && seq <= std::prev(it)->second;
+}
+
+// The commit of a followed room's message ran (`stored`: it is on disk here).
+void Router::on_stored(Room& room, std::uint64_t seq, bool stored) {
+  room.stored_through = std::max(room.stored_through, seq);
+  if (!stored) note_unstored(room, seq, seq);
+  while (!room.stored_acks.empty() && room.stored_acks.front().seq <= seq) {
+    auto ack = std::move(room.stored_acks.front());
+    room.stored_acks.pop_front();
+    // One still waiting below this seq was never delivered here (the stream had lost it).
+    ack.answer(ack.seq == seq && stored ? std::nullopt : std::optional(ErrorCode::internal));
+  }
+  if (room.synced_when_stored && room.stored_through >= *room.synced_when_stored) {
+    room.synced_when_stored.reset();
+    room.synced = true;
+    release_cluster_waits(room, 0, true);
+  }
+}
+
+// Acks of a followed room that can no longer be stored here go out as errors.
+void Router::fail_stored_acks(Room& room, ErrorCode code,
+                              const std::function<bool(const std::string& epoch, std::uint64_t seq)>& which) {
+  std::deque<Room::StoredAck> failed, kept;
+  for (auto& a : room.stored_acks) (which(a.epoch, a.seq) ? failed : kept).push_back(std::move(a));
+  room.stored_acks = std::move(kept);
+  for (auto& a : failed) a.answer(code);
+}
+
+// Redis began a followed room again under `epoch`. This node's store keeps the old epoch's
+// messages up to `through`, so the new epoch's seqs up to there are not stored here; acks of
+// messages ordered in another epoch were lost with it.
+void Router::switch_epoch(Room& room, const std::string& epoch, std::uint64_t through) {
+  room.epoch = epoch;
+  room.unstored.clear();
+  note_unstored(room, 1, through);
+  fail_stored_acks(room, ErrorCode::unavailable, [&](const std::string& e, std::uint64_t) { return e != epoch; });
+  fail_stored_acks(room, ErrorCode::internal, [&](const std::string&, std::uint64_t seq) { return seq <= through; });
+}
+
 void Router::cluster_synced(const std::string& name, const RoomState& state) {
   Room* room = find_room(name);
   if (!room || !room->clustered) return;
+  if (room->followed) {
+    // Its messages came through cluster_deliver and its store: where it stands is where they
+    // left it, and the ring goes on (the old epoch's messages stay its history).
+    if (state.epoch != room->epoch) switch_epoch(*room, state.epoch, state.last_seq);
+    if (state.last_seq + 1 != room->next_seq) {  // the stream had lost its last seqs
+      room->next_seq = state.last_seq + 1;
+      room->history.clear();
+    }
+    // The joins waiting for the catch-up are answered once the store has it too, so a
+    // `history` after `joined` pages through everything up to its seq.
+    if (room->stored_through >= room->delivered_through) {
+      room->synced = true;
+      release_cluster_waits(*room, 0, true);
+    } else {
+      room->synced_when_stored = room->delivered_through;
+    }
+    return;
+  }
   room->next_seq = state.last_seq + 1;
   room->epoch = state.epoch;
   room->history.clear();
@@ -846,22 +972,52 @@ void Router::cluster_synced(const std::string& name, const RoomState& state) {
 void Router::cluster_deliver(const std::string& name, std::uint64_t seq, const std::string& epoch, std::string line) {
   Room* room = find_room(name);
   if (!room || !room->clustered) return;
+  if (room->followed) {
+    if (epoch != room->epoch) switch_epoch(*room, epoch, seq - 1);  // (the bus reports a new epoch first)
+    if (seq > room->next_seq) note_unstored(*room, room->next_seq, seq - 1);  // the stream no longer had them
+  }
   // The ring holds consecutive seqs: after a jump (messages the cluster no longer had, a new
   // epoch) it starts again from this one.
   if (epoch != room->epoch || seq != room->next_seq) room->history.clear();
   room->epoch = epoch;
   room->next_seq = seq + 1;
+  std::string text;
+  if (room->followed) {
+    // What search indexes: the message's text, read from the line (not kept as a DOM).
+    auto parsed = nlohmann::json::parse(line, nullptr, false);
+    if (auto t = parsed.is_object() ? parsed.find("text") : parsed.end(); t != parsed.end() && t->is_string())
+      text = t->get<std::string>();
+  }
   EventPtr event = Event::from_json_line(std::move(line));
   room->history.push_back(event);
-  while (room->history.size() > ring_size(false)) room->history.pop_front();
+  while (room->history.size() > ring_size(persisted(*room))) room->history.pop_front();
   stats_.deliveries += room->members.size();
   for (Session* m : room->members) m->out->send_broadcast(event, room->name);
+  if (room->followed) {
+    // After the fan-out, as on one node; its commit releases the acks waiting for it.
+    room->delivered_through = seq;
+    services_.persistence->append(
+        StoredMessage{room->name, seq, *event->bytes(Mode::json), std::move(text), epoch},
+        [this, name = room->name, serial = room->serial, seq](bool stored) {
+          Room* now = find_room(name);
+          if (now && now->serial == serial) on_stored(*now, seq, stored);
+        });
+  }
   release_cluster_waits(*room, seq, false);
 }
 
 void Router::cluster_lost() {
-  for (auto& [name, room] : rooms_)
-    if (room->clustered) release_cluster_waits(*room, UINT64_MAX, true);
+  for (auto& entry : rooms_) {
+    Room& room = *entry.second;
+    if (!room.clustered) continue;
+    release_cluster_waits(room, UINT64_MAX, true);
+    // A followed room's acks whose message has not reached this node cannot be kept now;
+    // those delivered wait for their commit, which needs no Redis.
+    if (room.followed)
+      fail_stored_acks(room, ErrorCode::unavailable, [&room](const std::string& epoch, std::uint64_t seq) {
+        return epoch != room.epoch || seq > room.delivered_through;
+      });
+  }
 }
 
 void Router::cluster_members(const std::string& name, std::vector<std::string> others) {
@@ -1047,6 +1203,10 @@ void Router::reconfigure(RouterSettings settings, const std::vector<RoomConfig>&
       Session& member = *room->members.back();
       remove_member(member, *room);
       member.out->send(notice);
+    }
+    if (room->followed) {
+      services_.cluster->unwatch(room->name);
+      fail_stored_acks(*room, ErrorCode::internal, [](const std::string&, std::uint64_t) { return true; });
     }
     rooms_.erase(room->name);
   }

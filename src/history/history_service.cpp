@@ -16,7 +16,8 @@ HistoryService::HistoryService(uv_loop_t* loop, TaskRunner& tasks, std::string p
                [this](HistoryQuery q, HistoryHelpers::Done done) { query_on_pool(std::move(q), std::move(done)); }) {
   if (store_.opened_after_crash())
     log::warning("history " + store_.path() + " was not closed cleanly (a crash or kill -9): persisted rooms "
-                 "begin a new epoch, so a client resuming across the crash is told resumed: false");
+                 "begin a new epoch, so a client resuming across the crash is told resumed: false (clustered "
+                 "rooms keep the cluster's: their seqs are Redis', never given again by this node)");
 }
 
 void HistoryService::append(StoredMessage message, std::function<void(bool)> committed) {

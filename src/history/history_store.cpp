@@ -7,7 +7,9 @@
 #include <cstring>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <stdexcept>
+#include <string_view>
 
 #include "roomd/base/names.hpp"
 
@@ -197,28 +199,45 @@ HistoryStore::~HistoryStore() {
   sqlite3_close(writer_);
 }
 
-std::string HistoryStore::append(const std::vector<StoredMessage>& batch) {
+std::string HistoryStore::append(const std::vector<StoredMessage>& batch, std::size_t* skipped) {
   if (!writer_) return "the history database is open read-only";
   if (auto err = exec(writer_, "BEGIN IMMEDIATE"); !err.empty()) return err;
-  Statement insert(writer_, "INSERT INTO messages(room, seq, body, text) VALUES(?, ?, ?, ?)");
+  // OR IGNORE: a seq stored already stays as it is (a clustered room's feed is idempotent by
+  // seq), and its text is not indexed twice.
+  Statement insert(writer_, "INSERT OR IGNORE INTO messages(room, seq, body, text) VALUES(?, ?, ?, ?)");
   Statement index(writer_, "INSERT INTO messages_fts(rowid, text) VALUES(last_insert_rowid(), ?)");
-  if (!insert || !index) {
+  Statement epoch(writer_, "INSERT OR REPLACE INTO meta(key, value) VALUES('epoch:' || ?, ?)");
+  if (!insert || !index || !epoch) {
     exec(writer_, "ROLLBACK");
-    return insert ? index.error() : insert.error();
+    return !insert ? insert.error() : !index ? index.error() : epoch.error();
   }
+  auto failed = [this] {
+    std::string why = sqlite3_errmsg(writer_);
+    exec(writer_, "ROLLBACK");
+    return why;
+  };
+  std::map<std::string_view, std::string_view> epochs;  // each room's last, in seq order
   for (const auto& m : batch) {
     insert.bind(1, m.room);
     insert.bind(2, static_cast<std::int64_t>(m.seq));
     insert.bind(3, m.body);
     insert.bind(4, m.text);
-    index.bind(1, m.text);
-    if (sqlite3_step(insert.get()) != SQLITE_DONE || sqlite3_step(index.get()) != SQLITE_DONE) {
-      std::string why = sqlite3_errmsg(writer_);
-      exec(writer_, "ROLLBACK");
-      return why;
-    }
+    if (sqlite3_step(insert.get()) != SQLITE_DONE) return failed();
     sqlite3_reset(insert.get());
+    if (!m.epoch.empty()) epochs[m.room] = m.epoch;
+    if (sqlite3_changes(writer_) == 0) {
+      if (skipped) ++*skipped;
+      continue;
+    }
+    index.bind(1, m.text);
+    if (sqlite3_step(index.get()) != SQLITE_DONE) return failed();
     sqlite3_reset(index.get());
+  }
+  for (const auto& [room, e] : epochs) {
+    epoch.bind(1, std::string(room));
+    epoch.bind(2, std::string(e));
+    if (sqlite3_step(epoch.get()) != SQLITE_DONE) return failed();
+    sqlite3_reset(epoch.get());
   }
   return exec(writer_, "COMMIT");
 }
@@ -242,7 +261,7 @@ std::string HistoryStore::trim(const std::string& room, std::uint64_t keep_after
   return exec(writer_, "COMMIT");
 }
 
-RoomState HistoryStore::load(const std::string& room, std::uint32_t recent) const {
+RoomState HistoryStore::load(const std::string& room, std::uint32_t recent, bool clustered) const {
   RoomState state;
   Lease r(*this);
   Statement max(r.db, "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?");
@@ -254,8 +273,12 @@ RoomState HistoryStore::load(const std::string& room, std::uint32_t recent) cons
   last.bind(2, static_cast<std::int64_t>(recent));
   while (last && sqlite3_step(last.get()) == SQLITE_ROW) state.recent.push_back(last.column_text(0));
   // One epoch per database, made with it and made again when the writer opens it after a
-  // crash. (A file from a version before epochs gets one when the writer opens it.)
-  Statement epoch(r.db, "SELECT value FROM meta WHERE key = 'epoch'");
+  // crash. (A file from a version before epochs gets one when the writer opens it.) A
+  // clustered room's is the cluster's, recorded with its messages: its seqs are Redis', so a
+  // crash of this node gives none of them again.
+  Statement epoch(r.db, clustered ? "SELECT value FROM meta WHERE key = 'epoch:' || ?"
+                                  : "SELECT value FROM meta WHERE key = 'epoch'");
+  if (clustered) epoch.bind(1, room);
   if (epoch && sqlite3_step(epoch.get()) == SQLITE_ROW) state.epoch = epoch.column_text(0);
   return state;
 }

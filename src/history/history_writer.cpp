@@ -29,11 +29,13 @@ void HistoryWriter::flush() {
     bool ran = false;  // stays false if the pool could not run the task
     std::string error;
     std::string trim_error;
+    std::size_t skipped = 0;  // seqs stored already (kept as they were)
   };
   // The work touches only the store and what it carries; logging waits for the loop.
   tasks_.submit<Result>(
       [store, batch = std::move(batch), trims = std::move(trims)] {
-        Result r{true, store->append(batch), {}};
+        Result r{true, {}, {}, 0};
+        r.error = store->append(batch, &r.skipped);
         if (r.error.empty())
           for (const auto& [room, upto] : trims)
             if (auto e = store->trim(room, upto); !e.empty()) r.trim_error = room + ": " + e;
@@ -44,6 +46,8 @@ void HistoryWriter::flush() {
         bool ok = r.ran && r.error.empty();
         if (!ok) log::error("history write failed: " + (r.ran ? r.error : std::string("task not run")));
         if (!r.trim_error.empty()) log::warning("history trim failed: " + r.trim_error);
+        if (ok && r.skipped > 0)
+          log::warning("history: " + std::to_string(r.skipped) + " messages had a seq stored already; the stored ones were kept");
         for (const auto& cb : callbacks)
           if (cb) cb(ok);
         flush();  // whatever collected meanwhile

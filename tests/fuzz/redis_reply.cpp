@@ -1,12 +1,13 @@
 // Redis' replies as the cluster client reads them (cluster/redis_replies): RESP bytes fed to
 // hiredis' own reader in fuzzer-chosen splits, and every complete reply given to every
 // reading (a say's result, a state, a subscriber push, an XRANGE answer, a members read, a
-// who page, room counts, a beat, a nick list, an integer).
+// who page, room counts, a beat, a nick list, an integer, a CONFIG GET of Redis' persistence).
 // Input: [split count][split sizes...][RESP bytes...]
 //
 // Checked: no crash, undefined behaviour or leak; what is accepted holds to the documented
-// constraints (seqs 1..2^63-1, a state's from 0; epochs non-empty words; lines one JSON object
-// and its newline; a range's entries no more than it held; a refusal says why) and reads back
+// constraints (seqs 1..2^63-1, a state's from 0, its base no more than its seq; epochs non-empty
+// words; lines one JSON object and its newline; a range's entries no more than it held; a
+// persistence names both settings; a refusal says why) and reads back
 // the same from the RESP Redis would send for it; and **differentially**, the same bytes fed
 // whole give the same replies, read the same, and the same reader error.
 //
@@ -93,7 +94,9 @@ std::string interpret(const redisReply* r) {
     FUZZ_CHECK(state.value->last_seq <= rr::kMaxSeq, "state");
     FUZZ_CHECK(rr::valid_epoch(state.value->epoch), state.value->epoch);
     FUZZ_CHECK(state.value->recent.size() == r->element[2]->elements, "state lines");
-    out += "state ok " + std::to_string(state.value->last_seq) + " " + field(state.value->epoch);
+    FUZZ_CHECK(state.value->base <= state.value->last_seq, "state base");
+    out += "state ok " + std::to_string(state.value->last_seq) + " " + std::to_string(state.value->base) + " " +
+           field(state.value->epoch);
     for (const auto& line : state.value->recent) out += field(line);
   } else {
     check_refusal(state.error);
@@ -190,6 +193,16 @@ std::string interpret(const redisReply* r) {
   auto integer = rr::read_integer(r);
   if (integer) out += " integer " + std::to_string(*integer.value);
   else check_refusal(integer.error);
+
+  auto durability = rr::read_durability(r);
+  if (durability) {
+    FUZZ_CHECK(r->type == REDIS_REPLY_ARRAY && r->elements % 2 == 0, "durability");
+    FUZZ_CHECK(!durability.value->appendonly.empty() && !durability.value->appendfsync.empty(), "durability");
+    out += "durability " + field(durability.value->appendonly) + field(durability.value->appendfsync);
+  } else {
+    check_refusal(durability.error);
+    out += "durability no " + field(durability.error);
+  }
   return out;
 }
 

@@ -315,9 +315,8 @@ persist = false
     CHECK(only_error("cluster = true\n") == "cluster@1: must be a table");
     CHECK(only_error("[[rooms]]\nname = \"a\"\ncluster = \"no\"\n") == "rooms[0].cluster@3: must be true or false");
   }
-  SUBCASE("a persisted room must not be clustered yet (with a history path)") {
-    CHECK(only_error("[cluster]\n[history]\npath = \"/tmp/h.db\"\n[[rooms]]\nname = \"a\"\n") ==
-          "rooms[0]@0: room 'a' is persisted and clustered: not supported yet; set persist = false or cluster = false");
+  SUBCASE("a persisted room may be clustered (every node stores it), or kept on its node") {
+    CHECK(parse_config("[cluster]\n[history]\npath = \"/tmp/h.db\"\n[[rooms]]\nname = \"a\"\n", "t.toml").ok());
     CHECK(parse_config("[cluster]\n[history]\npath = \"/tmp/h.db\"\n[[rooms]]\nname = \"a\"\ncluster = false\n", "t.toml").ok());
     CHECK(parse_config("[cluster]\n[history]\npath = \"/tmp/h.db\"\n[[rooms]]\nname = \"a\"\npersist = false\n", "t.toml").ok());
     CHECK(parse_config("[history]\npath = \"/tmp/h.db\"\n[[rooms]]\nname = \"a\"\n", "t.toml").ok());

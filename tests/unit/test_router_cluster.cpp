@@ -53,6 +53,15 @@ struct FakeBus : ClusterBus {
   void room_counts(std::function<void(std::optional<std::vector<ClusterRoomCount>>)> done) override {
     counts.push_back(std::move(done));
   }
+  struct Followed {
+    std::string room;
+    std::uint64_t last_seq;
+    std::string epoch;
+  };
+  std::vector<Followed> followed;
+  void follow(const std::string& room, std::uint64_t last_seq, const std::string& epoch) override {
+    followed.push_back({room, last_seq, epoch});
+  }
 };
 
 RoomConfig room(std::string name, bool cluster = true) {
@@ -505,4 +514,238 @@ TEST_CASE("cluster: nicks are the cluster's: claimed before taken, released when
   c.router.disconnect(idd);
   c.bus.claims.back().done(NickClaim::ok);
   CHECK(c.bus.released.back() == "dee");
+// ---- followed rooms: clustered and persisted -----------------------------------------------
+
+namespace {
+
+// A store that holds each append's commit until the test runs it, and answers queries empty.
+struct HeldStore : Persistence {
+  std::vector<std::pair<StoredMessage, std::function<void(bool)>>> appended;
+  std::vector<HistoryQuery> queries;
+  void append(StoredMessage m, std::function<void(bool)> committed) override {
+    appended.emplace_back(std::move(m), std::move(committed));
+  }
+  void query(HistoryQuery q, std::function<void(HistoryPage)> done) override {
+    queries.push_back(std::move(q));
+    done(HistoryPage{});
+  }
+  void commit(std::size_t index, bool ok = true) { appended.at(index).second(ok); }
+};
+
+RoomConfig persisted_room(std::string name) {
+  RoomConfig c = room(std::move(name));
+  c.persist = true;
+  return c;
+}
+
+// A node with a persisted clustered room "log" whose store ends at seq 10 of epoch e1.
+struct Followed {
+  FakeBus bus;
+  HeldStore store;
+  Router router;
+  Followed()
+      : router(RouterSettings{}, {persisted_room("log"), room("hall")},
+               RouterServices{.clock = Clock{[] { return std::uint64_t{7}; }, [] { return std::uint64_t{1}; }},
+                              .persistence = &store,
+                              .cluster = &bus}) {
+    router.restore("log", RoomState{10, "e1",
+                                    {wire::message_line("log", 9, 5, "old", std::string("nine"), nullptr),
+                                     wire::message_line("log", 10, 6, "old", std::string("ten"), nullptr)}});
+  }
+  void deliver(std::size_t index, std::uint64_t seq, const std::string& epoch = "e1") {
+    const auto& s = bus.says.at(index).first;
+    router.cluster_deliver(s.room, seq, epoch, s.head + std::to_string(seq) + s.tail);
+  }
+  // Another node's message.
+  void deliver_other(std::uint64_t seq, const std::string& text, const std::string& epoch = "e1") {
+    router.cluster_deliver("log", seq, epoch, wire::message_line("log", seq, 8, "other", text, nullptr));
+  }
+  SessionId member(Box& box) {
+    SessionId id = router.connect(box);
+    router.handle(id, req(Op::join, "log", "j"));
+    return id;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("followed room: heard from the store's end, members or not; every message is stored") {
+  Followed f;
+  REQUIRE(f.bus.followed.size() == 1);  // at restore, with no member: the store must be complete
+  CHECK(f.bus.followed[0].room == "log");
+  CHECK(f.bus.followed[0].last_seq == 10);
+  CHECK(f.bus.followed[0].epoch == "e1");
+  f.deliver_other(11, "caught up");  // the catch-up from the stream, before anyone joined
+  REQUIRE(f.store.appended.size() == 1);
+  CHECK(f.store.appended[0].first.seq == 11);
+  CHECK(f.store.appended[0].first.text == "caught up");
+  CHECK(f.store.appended[0].first.epoch == "e1");
+  CHECK(f.store.appended[0].first.body.find("\"seq\":11") != std::string::npos);
+  f.router.cluster_synced("log", RoomState{11, "e1", {}});  // the catch-up is reported ...
+  Box a;
+  SessionId ida = f.router.connect(a);
+  a.got.clear();
+  f.router.handle(ida, req(Op::join, "log", 1));
+  CHECK(a.got.empty());  // ... but the store has not committed 11 yet: the join waits
+  CHECK(a.held == 1);
+  f.store.commit(0);
+  REQUIRE(a.got.size() == 1);
+  CHECK(a.got[0]["op"] == "joined");
+  CHECK(a.got[0]["seq"] == 11);
+  CHECK(a.got[0]["epoch"] == "e1");
+  CHECK(a.got[0]["history"].size() == 3);  // 9 and 10 from the store, 11 delivered
+  CHECK(a.held == 0);
+  CHECK(f.bus.watched.empty());  // followed, never watched
+  // History and search read the store, as on one node.
+  f.router.handle(ida, req(Op::history, "log", 2));
+  REQUIRE(f.store.queries.size() == 1);
+  CHECK(f.store.queries[0].room == "log");
+  // The last member leaving does not stop it.
+  f.router.handle(ida, req(Op::leave, "log"));
+  CHECK(f.bus.unwatched.empty());
+  f.deliver_other(12, "nobody here");
+  CHECK(f.store.appended.size() == 2);
+}
+
+TEST_CASE("followed room: a join during the catch-up waits for it and hears none of it as new") {
+  Followed f;
+  Box a;
+  SessionId ida = f.router.connect(a);
+  a.got.clear();
+  f.router.handle(ida, req(Op::join, "log", 1));
+  CHECK(a.held == 1);
+  f.deliver_other(11, "a");
+  f.deliver_other(12, "b");
+  CHECK(a.got.empty());  // not a member yet: the catch-up is not sent to it
+  f.router.cluster_synced("log", RoomState{12, "e1", {}});
+  CHECK(a.got.empty());  // the store has not caught up
+  f.store.commit(0);
+  CHECK(a.got.empty());
+  f.store.commit(1);
+  REQUIRE(a.got.size() == 1);
+  CHECK(a.got[0]["op"] == "joined");
+  CHECK(a.got[0]["seq"] == 12);
+  CHECK(a.got[0]["history"].back()["text"] == "b");
+  f.deliver_other(13, "c");
+  CHECK(a.got.back()["seq"] == 13);  // a member now
+}
+
+TEST_CASE("followed room: the ok of a say with an id waits for its commit here") {
+  Followed f;
+  f.router.cluster_synced("log", RoomState{10, "e1", {}});
+  Box a, b;
+  SessionId ida = f.member(a), idb = f.member(b);
+  a.got.clear();
+  b.got.clear();
+  f.router.handle(ida, say("log", "hi", 5));
+  f.bus.says[0].second(ClusterSaid{true, 11, "e1"});
+  f.deliver(0, 11);
+  REQUIRE(a.got.size() == 1);
+  CHECK(a.got[0]["op"] == "message");  // delivered, not yet stored: no ok
+  CHECK(a.held == 1);
+  f.store.commit(0);
+  REQUIRE(a.got.size() == 2);
+  CHECK(a.got[1] == ordered_json{{"op", "ok"}, {"id", 5}, {"seq", 11}});
+  CHECK(a.held == 0);
+  // The reply may come after the commit: answered at once, from what the commit said.
+  f.router.handle(idb, say("log", "late reply", "x"));
+  f.deliver(1, 12);
+  f.store.commit(1);
+  CHECK(b.held == 1);
+  f.bus.says[1].second(ClusterSaid{true, 12, "e1"});
+  CHECK(b.got.back() == ordered_json{{"op", "ok"}, {"id", "x"}, {"seq", 12}});
+  CHECK(b.held == 0);
+  // A commit that failed: internal, as on one node, whichever comes first.
+  f.router.handle(ida, say("log", "disk full", 6));
+  f.bus.says[2].second(ClusterSaid{true, 13, "e1"});
+  f.deliver(2, 13);
+  f.store.commit(2, false);
+  CHECK(a.got.back()["op"] == "error");
+  CHECK(a.got.back()["code"] == "internal");
+  CHECK(a.got.back()["id"] == 6);
+  f.router.handle(idb, say("log", "disk full again", "y"));
+  f.deliver(3, 14);
+  f.store.commit(3, false);
+  f.bus.says[3].second(ClusterSaid{true, 14, "e1"});
+  CHECK(b.got.back()["code"] == "internal");
+  CHECK(a.held == 0);
+  CHECK(b.held == 0);
+  // Without an id nothing is promised: the say is held only until its message is here.
+  f.router.handle(ida, say("log", "no id"));
+  f.bus.says[4].second(ClusterSaid{true, 15, "e1"});
+  f.deliver(4, 15);
+  CHECK(a.held == 0);
+  CHECK(a.got.back()["op"] == "message");
+}
+
+TEST_CASE("followed room: a lost bus fails the acks whose message is not here; delivered ones wait") {
+  Followed f;
+  f.router.cluster_synced("log", RoomState{10, "e1", {}});
+  Box a, b;
+  SessionId ida = f.member(a), idb = f.member(b);
+  f.router.handle(ida, say("log", "arrived", 1));
+  f.router.handle(idb, say("log", "not yet", 2));
+  f.bus.says[0].second(ClusterSaid{true, 11, "e1"});
+  f.bus.says[1].second(ClusterSaid{true, 12, "e1"});
+  f.deliver(0, 11);
+  f.bus.up = false;
+  f.router.cluster_lost();
+  CHECK(b.got.back()["op"] == "error");
+  CHECK(b.got.back()["code"] == "unavailable");
+  CHECK(b.held == 0);
+  CHECK(a.held == 1);  // its message is here: its commit needs no Redis
+  f.store.commit(0);
+  CHECK(a.got.back() == ordered_json{{"op", "ok"}, {"id", 1}, {"seq", 11}});
+}
+
+TEST_CASE("followed room: a new epoch keeps the store's seqs; acks that cannot be kept fail") {
+  Followed f;
+  f.router.cluster_synced("log", RoomState{10, "e1", {}});
+  Box a, b, c;
+  SessionId ida = f.member(a), idb = f.member(b), idc = f.member(c);
+  f.router.handle(ida, say("log", "lost with Redis", 1));
+  f.bus.says[0].second(ClusterSaid{true, 11, "e1"});
+  CHECK(a.held == 1);
+  // Redis began the room again after seq 10 (this node's floor): the old epoch's ack can no
+  // longer be kept.
+  f.router.cluster_synced("log", RoomState{10, "e2", {}, 10});
+  CHECK(a.got.back()["code"] == "unavailable");
+  CHECK(a.held == 0);
+  // A seq of the new epoch at or below 10 is this node's old one here: not stored here.
+  f.router.handle(idb, say("log", "conflict", 2));
+  f.bus.says[1].second(ClusterSaid{true, 7, "e2"});
+  CHECK(b.got.back()["code"] == "internal");
+  // Above it, as usual.
+  f.router.handle(idc, say("log", "after", 3));
+  f.bus.says[2].second(ClusterSaid{true, 11, "e2"});
+  f.deliver(2, 11, "e2");
+  REQUIRE(f.store.appended.size() == 1);
+  CHECK(f.store.appended[0].first.epoch == "e2");
+  f.store.commit(0);
+  CHECK(c.got.back() == ordered_json{{"op", "ok"}, {"id", 3}, {"seq", 11}});
+  // The seq went on; a resume across the new epoch is refused.
+  Box d;
+  SessionId idd = f.router.connect(d);
+  Request resume = req(Op::join, "log");
+  resume.since = 10;
+  resume.epoch = "e1";
+  f.router.handle(idd, resume);
+  CHECK(d.got.back()["resumed"] == false);
+  CHECK(d.got.back()["epoch"] == "e2");
+  CHECK(d.got.back()["seq"] == 11);
+}
+
+TEST_CASE("followed room: a reload that removes it stops following it and answers its acks") {
+  Followed f;
+  f.router.cluster_synced("log", RoomState{10, "e1", {}});
+  Box a;
+  SessionId ida = f.member(a);
+  f.router.handle(ida, say("log", "hi", 1));
+  f.bus.says[0].second(ClusterSaid{true, 11, "e1"});
+  f.router.reconfigure(RouterSettings{}, {room("hall")});
+  CHECK(f.bus.unwatched == std::vector<std::string>{"log"});
+  CHECK(a.held == 0);
+  bool answered = false;
+  for (const auto& m : a.got) answered = answered || (m["op"] == "error" && m["id"] == 1);
+  CHECK(answered);
 }

@@ -1,6 +1,7 @@
 // The worker pool on a real loop, the router's pooled paths with a deferred runner, the
 // SQLite history store and the history service over both.
 #include <doctest/doctest.h>
+#include <sqlite3.h>
 #include <uv.h>
 
 #include <atomic>
@@ -222,7 +223,13 @@ TEST_CASE("history store: round trip, paging, search, trim") {
   for (std::uint64_t i = 1; i <= 30; ++i) batch.push_back(msg(i, i % 5 == 0 ? "apple pie " + std::to_string(i) : "plain"));
   batch.push_back(msg(1, "apple elsewhere", "other"));
   CHECK(store.append(batch) == "");
-  CHECK(store.append({msg(30, "duplicate seq")}) != "");  // (room, seq) is unique: refused whole
+  // Idempotent by (room, seq): a seq stored already is skipped, the stored message kept and its
+  // text not indexed twice; the rest of the batch is stored.
+  std::size_t skipped = 0;
+  CHECK(store.append({msg(30, "duplicate apple seq"), msg(2, "new", "other")}, &skipped) == "");
+  CHECK(skipped == 1);
+  CHECK(store.query({"lobby", std::nullopt, 50, std::string("duplicate")}).bodies.empty());
+  CHECK(store.load("other", 5).last_seq == 2);
 
   auto state = store.load("lobby", 3);
   CHECK(state.last_seq == 30);
@@ -248,7 +255,40 @@ TEST_CASE("history store: round trip, paging, search, trim") {
   CHECK(store.trim("lobby", 20) == "");
   CHECK(store.load("lobby", 100).recent.size() == 10);
   CHECK(store.query({"lobby", std::nullopt, 50, std::string("apple")}).bodies.size() == 2);
-  CHECK(store.load("other", 5).last_seq == 1);
+  CHECK(store.load("other", 5).last_seq == 2);
+}
+
+TEST_CASE("history store: a clustered room's epoch is its own, kept with its messages") {
+  TempDir dir;
+  std::string database_epoch;
+  {
+    HistoryStore store((dir.path / "h.db").string());
+    database_epoch = store.load("hall", 1).epoch;
+    CHECK_FALSE(database_epoch.empty());
+    CHECK(store.load("hall", 1, true).epoch.empty());  // none stored yet: the cluster's comes first
+    auto in = [](std::uint64_t seq, std::string epoch, std::string room = "hall") {
+      StoredMessage m = msg(seq, "x", room);
+      m.epoch = std::move(epoch);
+      return m;
+    };
+    CHECK(store.append({in(1, "e1"), in(2, "e1"), in(1, "f1", "other")}) == "");
+    CHECK(store.load("hall", 1, true).epoch == "e1");
+    CHECK(store.append({in(3, "e1"), in(4, "e2")}) == "");  // Redis began the room again at 3
+    CHECK(store.load("hall", 1, true).epoch == "e2");
+    CHECK(store.load("other", 1, true).epoch == "f1");
+    CHECK(store.load("hall", 1).epoch == database_epoch);  // the database's is untouched
+  }
+  // A crash (the file left marked open) gives the database a new epoch, not a clustered room:
+  // its seqs are Redis'.
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open((dir.path / "h.db").c_str(), &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, "UPDATE meta SET value = '1' WHERE key = 'open'", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+  HistoryStore store((dir.path / "h.db").string());
+  CHECK(store.opened_after_crash());
+  CHECK(store.load("hall", 1).epoch != database_epoch);
+  CHECK(store.load("hall", 1, true).epoch == "e2");
+  CHECK(store.load("hall", 1, true).last_seq == 4);
 }
 
 TEST_CASE("history store: hostile search text is quoted, never a syntax error") {

@@ -4,6 +4,8 @@
 // one subscribed to the channels of the rooms this node has members in.
 //
 // Per watched room it keeps a feed: the next seq this node is to deliver and the room's epoch.
+// A followed room's (a persisted one's) feed starts where the node's store ends and is kept
+// for the node's life, so every message of the room reaches the store.
 // Messages reach the router strictly in seq order; one that arrives ahead of a gap waits while
 // the gap is read from the room's stream (XRANGE). Either link failing ends both; the client
 // reconnects with backoff and jitter, loads the function again, resubscribes and catches each
@@ -82,6 +84,10 @@ struct ClusterStats {
   std::uint64_t sweeps = 0;        // nodes whose lease ran out, swept by this node ...
   std::uint64_t swept_members = 0; // ... and their members removed
   std::uint64_t reregistered = 0;  // times this node found itself swept and registered again
+  // Seqs a followed room's new epoch gave again that this node's store holds from the old
+  // one (Redis lost the room and a node with less began it again): not stored here.
+  std::uint64_t conflicts = 0;
+  bool redis_durable = false;      // Redis' AOF is on with appendfsync always (checked at connect)
 };
 
 class ClusterClient final : public ClusterBus {
@@ -110,6 +116,7 @@ class ClusterClient final : public ClusterBus {
   // Nothing sent awaits its reply (a clean shutdown waits for the leaves and releases to be
   // done before it exits).
   bool idle() const { return !ready_ || !commands_ || commands_->awaiting_replies() == 0; }
+  void follow(const std::string& room, std::uint64_t last_seq, const std::string& epoch) override;
 
   const ClusterStats& stats() const { return stats_; }
   const ClusterSettings& settings() const { return settings_; }
@@ -126,6 +133,10 @@ class ClusterClient final : public ClusterBus {
     bool subscribed = false;   // the subscription is confirmed on the current link
     bool syncing = false;
     bool filling = false;
+    bool durable = false;       // followed (a persisted room): known from the store, never skips ahead
+    bool report = false;        // a durable feed's first catch-up is to be reported (synced) ...
+    std::uint64_t report_at = 0;  // ... once next_seq is past this (where Redis stood at its sync)
+    bool reported = false;
     std::uint64_t fill_to = 0;  // the fill in flight goes on up to this seq
     struct Early {
       std::string epoch;
@@ -166,6 +177,8 @@ class ClusterClient final : public ClusterBus {
   void on_push(const redisReply& reply);
   void on_message(const std::string& room, redis_replies::Message message);
   void sync(const std::string& room, Feed& feed);
+  void durable_synced(const std::string& room, std::uint64_t serial, const RoomState& state);
+  void check_durability(const redisReply* reply);
   void fill(const std::string& room, Feed& feed, std::uint64_t upto);
   void drain(const std::string& room, Feed& feed);
   Feed* find_feed(const std::string& room, std::uint64_t serial);
@@ -189,6 +202,7 @@ class ClusterClient final : public ClusterBus {
   bool reconnect_pending_ = false;
   std::uint32_t backoff_ms_ = 0;
   std::string last_failure_;  // logged once until the next success
+  std::string durability_;    // what the last check found, logged when it changes
   uv::Timer reconnect_;
   uv::Timer heartbeat_;
   std::unordered_map<std::string, Feed> feeds_;  // watched rooms

@@ -104,6 +104,15 @@ struct StreamRange {
   bool operator==(const StreamRange&) const = default;
 };
 
+// Whether Redis keeps what it answered through a crash of its own (docs/cluster.md,
+// "Acked = durable"): its AOF on, and written to disk before every answer.
+struct RedisDurability {
+  std::string appendonly;   // "yes" or "no"
+  std::string appendfsync;  // "always", "everysec" or "no"
+  bool durable() const { return appendonly == "yes" && appendfsync == "always"; }
+  bool operator==(const RedisDurability&) const = default;
+};
+
 // The largest seq: Redis' INCR stops there.
 inline constexpr std::uint64_t kMaxSeq = 0x7fffffffffffffffULL;
 
@@ -121,8 +130,9 @@ bool valid_node(std::string_view node);
 
 // FCALL roomd_say: [seq, epoch].
 Read<SayResult> read_say(const redisReply* r);
-// FCALL roomd_state: [seq, epoch, [line...]] (the lines oldest first, as they are: the
-// router keeps those that continue up to the seq).
+// FCALL roomd_state: [seq, epoch, [line...], base] (the lines oldest first, as they are: the
+// router keeps those that continue up to the seq; base, 0..seq, where the room's incarnation
+// began; a reply without it, from an older library, has base 0).
 Read<RoomState> read_state(const redisReply* r);
 // A subscriber push: ["message", channel, payload] or ["subscribe", channel, count]; nothing
 // for other pushes, other channels and malformed messages or presence.
@@ -134,6 +144,8 @@ std::optional<Message> read_message(std::string_view payload);
 std::optional<Presence> read_presence(std::string_view payload);
 // XRANGE: [[id, [field, line]]...]; entries of another shape are skipped.
 Read<StreamRange> read_range(const redisReply* r);
+// CONFIG GET appendonly appendfsync: [name, value, ...] in any order; both must be there.
+Read<RedisDurability> read_durability(const redisReply* r);
 
 // FCALL roomd_members: [version, [[node, nick...]...]]; nicks that are not valid are skipped.
 Read<MemberSnapshot> read_members(const redisReply* r, std::string_view self);

@@ -5,7 +5,9 @@
 // next seq there; every node, the sender's included, hears the room's messages back from the
 // bus in seq order (Router::cluster_deliver) and delivers only those. The router watches a
 // room while it has local members, and the bus tells it where the room stands
-// (Router::cluster_synced) before the first message.
+// (Router::cluster_synced) before the first message. A persisted room is followed instead,
+// from the node's start and from where its store ends, members or not, so that every node
+// stores every message of it.
 //
 // Members and nicks are the cluster's too: the router tells the bus who joins, leaves and
 // renames here, and hears the other nodes' members of its watched rooms back
@@ -93,6 +95,10 @@ class ClusterBus {
   // The member count of every clustered room with members on some node; nullopt when the
   // cluster could not answer.
   virtual void room_counts(std::function<void(std::optional<std::vector<ClusterRoomCount>>)> done) = 0;
+  // A persisted room, from now until unwatch: every message after `last_seq` (the store's
+  // last, in `epoch`, empty if it holds none yet) is delivered, those missed caught up from
+  // the room's stream. Its sync is reported once it has caught up.
+  virtual void follow(const std::string& room, std::uint64_t last_seq, const std::string& epoch) = 0;
 };
 
 }  // namespace roomd

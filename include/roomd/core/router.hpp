@@ -200,6 +200,15 @@ class Router final : public SessionSink {
   // Runs the acks waiting for a seq up to `upto`, and with `joins_too` the joins waiting for
   // the room's sync (answered from what the router knows now).
   void release_cluster_waits(Room& room, std::uint64_t upto, bool joins_too);
+  // Followed rooms (clustered and persisted): acks wait for the commit here (router.cpp).
+  void await_stored(Room& room, const ClusterSaid& said, std::function<void(std::optional<ErrorCode>)> ack);
+  void on_stored(Room& room, std::uint64_t seq, bool stored);
+  void switch_epoch(Room& room, const std::string& epoch, std::uint64_t through);
+  // Answers with `code` the acks waiting for a store whose (epoch, seq) `which` picks.
+  void fail_stored_acks(Room& room, ErrorCode code,
+                        const std::function<bool(const std::string& epoch, std::uint64_t seq)>& which);
+  void note_unstored(Room& room, std::uint64_t first, std::uint64_t last);
+  bool is_unstored(const Room& room, std::uint64_t seq) const;
   bool is_member(const Session& s, const Room& room) const;
   bool may_speak(const Session& s, const Room& room) const;
 

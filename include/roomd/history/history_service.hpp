@@ -40,8 +40,11 @@ class HistoryService final : public Persistence {
   void query(HistoryQuery query, std::function<void(HistoryPage)> done) override;
 
   const std::string& path() const { return store_.path(); }
-  // At start, on the loop: a persisted room's last seq and its `recent` newest messages.
-  RoomState load(const std::string& room, std::uint32_t recent) const { return store_.load(room, recent); }
+  // At start, on the loop: a persisted room's last seq and its `recent` newest messages;
+  // `clustered`: with the room's own (the cluster's) epoch, not the database's.
+  RoomState load(const std::string& room, std::uint32_t recent, bool clustered = false) const {
+    return store_.load(room, recent, clustered);
+  }
   // Once per loop turn: this turn's messages go out as one transaction (unless one is still
   // being written; then they go with the next).
   void flush() { writer_.flush(); }

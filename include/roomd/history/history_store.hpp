@@ -5,6 +5,7 @@
 // may run alongside it (WAL readers do not block the writer).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -36,12 +37,15 @@ class HistoryStore {
   // The last writer of this file did not close it (so the epoch changed at this open).
   bool opened_after_crash() const { return opened_after_crash_; }
 
-  // Writer side (one at a time). Returns an error text, empty on success.
-  std::string append(const std::vector<StoredMessage>& batch);
+  // Writer side (one at a time). Returns an error text, empty on success. Idempotent by
+  // (room, seq): a message whose seq is stored already is skipped (the stored one is kept)
+  // and counted in `skipped`. A message with an epoch records it as its room's.
+  std::string append(const std::vector<StoredMessage>& batch, std::size_t* skipped = nullptr);
   std::string trim(const std::string& room, std::uint64_t keep_after_seq);
 
-  // Reader side.
-  RoomState load(const std::string& room, std::uint32_t recent) const;
+  // Reader side. `clustered`: the epoch is the room's own as its messages recorded it (the
+  // cluster's; empty if none is stored yet), not the database's.
+  RoomState load(const std::string& room, std::uint32_t recent, bool clustered = false) const;
   HistoryPage query(const HistoryQuery& q) const;
 
  private:

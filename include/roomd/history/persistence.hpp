@@ -16,6 +16,9 @@ struct StoredMessage {
   std::uint64_t seq = 0;
   std::string body;  // the message event as JSON
   std::string text;  // what search indexes
+  // A clustered room's: the cluster's epoch of this seq, kept per room with its messages so a
+  // restarted node goes on following the room from where its store ends. Empty otherwise.
+  std::string epoch{};
 };
 
 struct HistoryQuery {
@@ -36,6 +39,9 @@ struct RoomState {
   std::uint64_t last_seq = 0;
   std::string epoch;                // the store's: it changes only with a new database
   std::vector<std::string> recent;  // oldest first
+  // A clustered room's state in Redis: the seq its current incarnation began after (0, or a
+  // node's stored maximum when Redis had lost the room; docs/cluster.md).
+  std::uint64_t base = 0;
 };
 
 // Durable history of persisted rooms (the server's SQLite store on the worker pool).

@@ -1,0 +1,442 @@
+"""Persisted rooms across nodes (docs/cluster.md, "Persisted rooms"): every node stores every
+message of a persisted clustered room in its own SQLite file, so `history` pages and searches
+are the same from any node; an `ok` means the message is in the sending node's store, and Redis
+runs with its AOF written before every answer. Real roomd nodes and a real Redis on loopback:
+a node that was down catches up from the stream, `kill -9` of a node or of Redis loses no
+acknowledged message, and a Redis that comes back empty never gives a stored seq again."""
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from harness import WAIT, DaemonTest, run
+from test_cluster import REDIS, Redis, read_messages  # exits 77 (skipped) without redis-server
+
+WINDOW = 16  # says a writer has in flight
+
+
+class DurableRedis(Redis):
+    """A redis-server whose AOF is written and fsynced before every answer, in its own dir."""
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", self.dir.name, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + WAIT
+        while not self.answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"redis-server did not start on {self.port}")
+            time.sleep(0.02)  # polling for the server to listen, bounded by the deadline
+
+
+def node_config(redis_port, node, db):
+    return f"""
+[limits]
+rate = 1000000
+burst = 1000000
+query_rate = 0
+address_history_rate = 0
+[cluster]
+redis = "127.0.0.1:{redis_port}"
+node_id = "{node}"
+heartbeat_ms = 200
+[history]
+path = "{db}"
+replay = 5
+[[rooms]]
+name = "log"
+[[rooms]]
+name = "mine"
+cluster = false
+"""
+
+
+class Writer:
+    """One connection saying numbered messages with ids into `log`, WINDOW in flight; reads
+    without blocking, so a node killed under it leaves exactly the acks it had sent."""
+
+    def __init__(self, port, nick, count):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        self.nick, self.count = nick, count
+        self.buf = b""
+        self.sent = 0
+        self.acked = {}   # i -> seq
+        self.failed = {}  # i -> error code
+        self.eof = False
+        self.sock.sendall((json.dumps({"op": "nick", "nick": nick}) + "\n" +
+                           json.dumps({"op": "join", "room": "log", "id": "j"}) + "\n").encode())
+        self.joined = None
+        self.stopped = False  # sends no more
+
+    def text(self, i):
+        # A word of its own (searched for), the common word, and one of seven shared ones.
+        return f"durable {self.nick}x{i} word{i % 7} from {self.nick}"
+
+    def answered(self):
+        return len(self.acked) + len(self.failed)
+
+    def pump_out(self):
+        if self.joined is None or self.eof or self.stopped:
+            return
+        lines = []
+        while self.sent - self.answered() < WINDOW and self.sent < self.count:
+            lines.append(json.dumps({"op": "say", "room": "log", "text": self.text(self.sent), "id": self.sent}))
+            self.sent += 1
+        if lines:
+            try:
+                self.sock.sendall(("\n".join(lines) + "\n").encode())
+            except OSError:
+                self.eof = True
+
+    def pump_in(self):
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except (ConnectionResetError, BrokenPipeError):
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        for raw in lines:
+            m = json.loads(raw)
+            if m.get("op") == "joined":
+                self.joined = m
+            elif m.get("op") == "ok" and isinstance(m.get("id"), int):
+                self.acked[m["id"]] = m["seq"]
+            elif m.get("op") == "error":
+                self.failed[m.get("id")] = m["code"]
+
+    def done(self):
+        return self.eof or (self.joined is not None and self.answered() == (self.sent if self.stopped else self.count))
+
+    def close(self):
+        self.sock.close()
+
+
+def pump(writers, until, limit=WAIT * 4):
+    """Runs the writers until `until()` (checked between reads), bounded by `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while not until():
+        if time.monotonic() > deadline:
+            raise AssertionError("writers: " + ", ".join(f"{w.nick} sent {w.sent} acked {len(w.acked)} "
+                                                          f"failed {len(w.failed)} eof {w.eof}" for w in writers))
+        for w in writers:
+            w.pump_out()
+        live = [w for w in writers if not w.eof]
+        if not live:
+            return
+        ready, _, _ = select.select([w.sock for w in live], [], [], 0.2)
+        for w in live:
+            if w.sock in ready:
+                w.pump_in()
+
+
+class ClusterHistoryTest(DaemonTest):
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp(prefix="roomd-clhistory-")
+        self.redis = self.make_redis()
+
+    def make_redis(self):
+        return Redis()
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.redis.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def node(self, name, wait_connected=True):
+        """A node whose store is `name`.db in the test's directory, kept across its restarts."""
+        d = self.start(node_config(self.redis.port, name, os.path.join(self.dir, name + ".db")))
+        if wait_connected:
+            d.log.wait_for("cluster: connected to Redis")
+        return d
+
+    @staticmethod
+    def history(client, request):
+        """A history page. It is read in an idle-priority helper, which a machine busy with other
+        work (a build beside the tests) may starve for a while: waited for longer than a line."""
+        client.send(request)
+        reply = client.recv(timeout=WAIT * 4)
+        assert reply.get("op") == "history", reply
+        return reply
+
+    def pages(self, client, room="log", search=None, limit=17):
+        """Every stored message (matching `search`), oldest first, read a page at a time from the
+        newest back: the paging a client does."""
+        found, before = [], None
+        for _ in range(10000):  # bounded: each page moves `before` back
+            req = {"op": "history", "room": room, "limit": limit}
+            if search is not None:
+                req["search"] = search
+            if before is not None:
+                req["before"] = before
+            h = self.history(client, req)
+            found = h["messages"] + found
+            if not h["more"] or not h["messages"]:
+                return found
+            before = h["messages"][0]["seq"]
+        raise AssertionError("history paging did not end")
+
+    def wait_stored(self, client, seq, room="log"):
+        """Until the node's store holds `seq` (its commit runs on the node's own time)."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            h = self.history(client, {"op": "history", "room": room, "limit": 1})
+            if h["messages"] and h["messages"][-1]["seq"] >= seq:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the store did not reach seq {seq}: {h}")
+            time.sleep(0.02)  # a retry interval while polling, bounded by the deadline
+
+    def acked_texts(self, writers):
+        """seq -> (nick, text) of every acknowledged say; a seq acknowledged twice fails."""
+        out = {}
+        for w in writers:
+            for i, seq in w.acked.items():
+                self.assertNotIn(seq, out, f"seq {seq} acknowledged twice")
+                out[seq] = (w.nick, w.text(i))
+        return out
+
+    def assert_holds(self, messages, acked):
+        by_seq = {m["seq"]: m for m in messages}
+        for seq, (nick, text) in acked.items():
+            m = by_seq.get(seq)
+            self.assertIsNotNone(m, f"acknowledged seq {seq} ({text!r}) is not in history")
+            self.assertEqual((m["from"], m["text"]), (nick, text), f"seq {seq}")
+
+
+class Everywhere(ClusterHistoryTest):
+    def test_history_and_search_are_the_same_from_every_node(self):
+        nodes = [self.node(f"n{i}") for i in range(3)]
+        writers = [Writer(d.port, f"w{i}", 40) for i, d in enumerate(nodes)]
+        reader = self.connect(nodes[2])  # a client that never joins: history needs no membership
+        pump(writers, lambda: all(w.done() for w in writers))
+        for w in writers:
+            self.assertEqual(w.failed, {})
+            w.close()
+        acked = self.acked_texts(writers)
+        self.assertEqual(sorted(acked), list(range(1, 121)))
+        readers = [reader] + [self.connect(d) for d in nodes[:2]]
+        for c in readers:
+            self.wait_stored(c, 120)
+        reference = self.pages(readers[0])
+        self.assertEqual([m["seq"] for m in reference], list(range(1, 121)))
+        self.assert_holds(reference, acked)
+        for c in readers[1:]:
+            self.assertEqual(self.pages(c), reference, "history differs between nodes")
+            self.assertEqual(self.pages(c, limit=500), reference)
+        for words in ("word3", "DURABLE", "wor*", "w1x3"):
+            expected = self.pages(readers[0], search=words, limit=5)
+            self.assertTrue(expected, words)
+            for c in readers[1:]:
+                self.assertEqual(self.pages(c, search=words, limit=5), expected, f"search {words!r} differs")
+        self.assertEqual([m["seq"] for m in self.pages(readers[1], search="word3")],
+                         [m["seq"] for m in reference if "word3" in m["text"]])
+        self.assertEqual(len(self.pages(readers[2], search="durable", limit=500)), 120)
+        # A paged `before` in the middle is the same slice everywhere.
+        for c in readers:
+            h = self.history(c, {"op": "history", "room": "log", "before": 61, "limit": 10})
+            self.assertEqual(h["messages"], reference[50:60])
+            self.assertTrue(h["more"])
+        # Redis here has no AOF: each node said so once, loudly.
+        for d in nodes:
+            self.assertEqual(d.log.text().count("may answer before its data is on disk"), 1)
+        # A persisted room kept on its node (cluster = false) is that node's own, as before.
+        mine = self.connect(nodes[0], join=["mine"])
+        mine.call({"op": "say", "room": "mine", "text": "only here", "id": 1}, "message", seq=1)
+        mine.wait_for("ok", id=1)
+        self.assertEqual([m["text"] for m in self.pages(mine, room="mine")], ["only here"])
+        self.assertEqual(self.pages(readers[2], room="mine"), [])
+
+    def test_a_node_that_was_down_catches_up_from_the_stream(self):
+        a, b = self.node("a"), self.node("b")
+        w = Writer(a.port, "early", 10)
+        pump([w], w.done)
+        c = self.connect(b, join=["log"])
+        epoch = c.call({"op": "join", "room": "log", "id": "e"}, "joined")["epoch"]
+        self.wait_stored(c, 10)
+        b.stop()
+        self.daemons.remove(b)
+        # While b is down, the room goes on.
+        w2 = Writer(a.port, "later", 50)
+        pump([w2], w2.done)
+        w.close()
+        w2.close()
+        acked = self.acked_texts([w, w2])
+        self.assertEqual(sorted(acked), list(range(1, 61)))
+        b = self.node("b")
+        b.log.wait_for(r"cluster: 'log' reading seqs 11\.\.60 from its stream")
+        # The join waits for the catch-up and its commit: then history has every message.
+        c = self.connect(b)
+        j = c.call({"op": "join", "room": "log", "since": 10, "epoch": epoch}, "joined")
+        self.assertEqual((j["seq"], j["epoch"], j["resumed"]), (60, epoch, True))
+        self.assertEqual([m["seq"] for m in j["history"]], list(range(11, 61)))
+        self.assertEqual(self.pages(c), self.pages(self.connect(a)))
+        self.assert_holds(self.pages(c), acked)
+        # It serves as a node again: a say from it goes on after 60, and a hears it.
+        listener = self.connect(a, join=["log"])
+        c.call({"op": "say", "room": "log", "text": "back", "id": "b"}, "message", seq=61)
+        c.wait_for("ok", id="b", seq=61)
+        self.assertEqual(read_messages(listener, "log", 1, WAIT)[0]["text"], "back")
+
+    def test_kill_9_of_a_node_right_after_acks(self):
+        # k2 never has a member in the room: it stores it all the same (followed from its start).
+        nodes = [self.node(f"k{i}") for i in range(3)]
+        victim = nodes[0]
+        before = self.connect(nodes[1]).call({"op": "join", "room": "log"}, "joined")["epoch"]
+        w = Writer(victim.port, "doomed", 400)
+        pump([w], lambda: len(w.acked) >= 60)
+        victim.proc.send_signal(signal.SIGKILL)  # right after an ack, with up to 16 says in flight
+        pump([w], lambda: w.eof)  # what was sent before the kill: read to EOF
+        w.close()
+        victim.proc.wait(timeout=WAIT)
+        victim.check_sanitizers()
+        victim.kill()
+        self.daemons.remove(victim)
+        acked = self.acked_texts([w])
+        self.assertGreaterEqual(len(acked), 60)
+        # A say after the kill comes after everything Redis ordered, acked or not: once each
+        # node has stored it, each has all.
+        survivors = [self.connect(d) for d in nodes[1:]]
+        fence = self.connect(nodes[1], join=["log"])
+        fence.send({"op": "say", "room": "log", "text": "fence", "id": "f"})
+        last = fence.wait_for("ok", id="f")["seq"]
+        self.assertGreater(last, max(acked))
+        for c in survivors:
+            self.wait_stored(c, last)
+            stored = self.pages(c)
+            self.assertEqual([m["seq"] for m in stored], list(range(1, len(stored) + 1)))
+            self.assert_holds(stored, acked)
+            self.assert_holds(self.pages(c, search="durable", limit=50), acked)
+        self.assertEqual(self.pages(survivors[0]), self.pages(survivors[1]))
+        # ... and on the restarted node, which keeps the cluster's epoch (its seqs are Redis').
+        again = self.node("k0")
+        again.log.wait_for("was not closed cleanly")
+        c = self.connect(again)
+        j = c.call({"op": "join", "room": "log"}, "joined")
+        self.assertEqual(j["epoch"], before)
+        restarted = self.pages(c)
+        self.assertEqual(restarted, self.pages(survivors[0]))
+        self.assert_holds(restarted, acked)
+        for seq in sorted(acked)[::20]:
+            word = acked[seq][1].split()[1]
+            self.assertEqual([m["seq"] for m in self.pages(c, search=word)], [seq])
+        print(f"\nkill -9 of a node: acked={len(acked)} sent={w.sent} stored={len(restarted)} "
+              f"(the fence is the last)", file=sys.stderr)
+
+    def test_redis_restarted_empty_never_gives_a_stored_seq_again(self):
+        a, b = self.node("a"), self.node("b")
+        w = Writer(a.port, "before", 20)
+        pump([w], w.done)
+        w.close()
+        cb = self.connect(b)
+        self.wait_stored(cb, 20)  # b has it all, so either node may begin the room again
+        j = cb.call({"op": "join", "room": "log"}, "joined")
+        old_epoch = j["epoch"]
+        self.assertEqual(j["seq"], 20)
+        mark_a, mark_b = a.log.mark(), b.log.mark()
+        self.redis.kill()
+        self.redis.start()  # empty: no persistence
+        for d, mark in ((a, mark_a), (b, mark_b)):
+            d.log.wait_for("cluster: connected to Redis", start=mark)
+            d.log.wait_for("'log' began again in Redis .* this node holds it up to seq 20", start=mark)
+        ca = self.connect(a, join=["log"])
+        ok = None
+        deadline = time.monotonic() + WAIT
+        while ok is None:  # a say may still meet the reconnect: tried again, bounded
+            r = ca.call({"op": "say", "room": "log", "text": "after the loss", "id": "x"})
+            while r.get("id") != "x":
+                r = ca.recv()
+            self.assertTrue(r["op"] == "ok" or r["code"] == "unavailable", r)  # only the reconnect may refuse
+            ok = r if r["op"] == "ok" else None
+            self.assertLess(time.monotonic(), deadline, r)
+        self.assertEqual(ok["seq"], 21, "the seq goes on after the stored ones, never back to 1")
+        self.assertEqual(read_messages(cb, "log", 1, WAIT)[0]["seq"], 21)
+        resume = self.connect(b).call({"op": "join", "room": "log", "since": 20, "epoch": old_epoch}, "joined")
+        self.assertFalse(resume["resumed"])
+        self.assertNotEqual(resume["epoch"], old_epoch)
+        self.assertEqual(resume["seq"], 21)
+        readers = [self.connect(a), self.connect(b)]  # members hear presence: these ask only
+        for c in readers:
+            self.wait_stored(c, 21)
+        for c in readers:
+            stored = self.pages(c)
+            self.assertEqual([m["seq"] for m in stored], list(range(1, 22)))
+            self.assert_holds(stored, self.acked_texts([w]))
+            self.assertEqual(stored[-1]["text"], "after the loss")
+
+
+class DurableRedisTest(ClusterHistoryTest):
+    def make_redis(self):
+        return DurableRedis()
+
+    def test_kill_9_of_redis_loses_no_acked_message_and_keeps_the_order(self):
+        a, b = self.node("a"), self.node("b")
+        for d in (a, b):
+            d.log.wait_for("cluster: Redis persistence: appendonly yes, appendfsync always")
+        listeners = [self.connect(d, join=["log"]) for d in (a, b)]
+        epoch = listeners[0].call({"op": "join", "room": "log", "id": "e"}, "joined")["epoch"]
+        writers = [Writer(a.port, "wa", 400), Writer(b.port, "wb", 400)]
+        pump(writers, lambda: sum(len(w.acked) for w in writers) >= 100)
+        self.redis.proc.send_signal(signal.SIGKILL)
+        self.redis.proc.wait()
+        for w in writers:
+            w.stopped = True  # nothing new; what is in flight is settled or refused
+        self.redis.start()  # the same port and directory: its AOF
+        pump(writers, lambda: all(w.done() for w in writers))
+        for w in writers:
+            self.assertTrue(set(w.failed.values()) <= {"unavailable"}, w.failed)
+            w.close()
+        acked = self.acked_texts(writers)
+        top = max(acked)
+        # The order goes on in the same epoch: seq after the last stored one.
+        sayer = self.connect(a, join=["log"])
+        after = None
+        deadline = time.monotonic() + WAIT
+        while after is None:  # the reconnect may still be under way: tried again, bounded
+            r = sayer.call({"op": "say", "room": "log", "text": "after the kill", "id": "k"})
+            while r.get("id") != "k":
+                r = sayer.recv()
+            self.assertTrue(r["op"] == "ok" or r["code"] == "unavailable", r)  # only the reconnect may refuse
+            after = r if r["op"] == "ok" else None
+            self.assertLess(time.monotonic(), deadline, r)
+        self.assertGreater(after["seq"], top)
+        last = after["seq"]
+        readers = [self.connect(d) for d in (a, b)]
+        for c in readers:
+            self.wait_stored(c, last)
+        stored = self.pages(readers[0])
+        self.assertEqual([m["seq"] for m in stored], list(range(1, last + 1)), "no seq lost or given twice")
+        self.assertEqual(self.pages(readers[1]), stored, "the nodes' histories forked")
+        self.assert_holds(stored, acked)
+        # What the members heard live is that same order.
+        for c in listeners:
+            heard = {}
+            while len(heard) < last:
+                m = c.recv()
+                if m.get("op") == "message":
+                    heard[m["seq"]] = (m["from"], m["text"])
+            self.assertEqual(heard, {m["seq"]: (m["from"], m["text"]) for m in stored})
+        j = self.connect(b).call({"op": "join", "room": "log", "since": top, "epoch": epoch}, "joined")
+        self.assertEqual(j["epoch"], epoch, "Redis kept the room: the epoch stays")
+        self.assertTrue(j["resumed"])
+        for d in (a, b):
+            self.assertNotIn("may answer before its data is on disk", d.log.text())
+        refused = sum(len(w.failed) for w in writers)
+        print(f"\nkill -9 of Redis: acked={len(acked)} refused={refused} "
+              f"sent={sum(w.sent for w in writers)} stored={len(stored)} (with the say after)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run()
