@@ -514,6 +514,8 @@ TEST_CASE("cluster: nicks are the cluster's: claimed before taken, released when
   c.router.disconnect(idd);
   c.bus.claims.back().done(NickClaim::ok);
   CHECK(c.bus.released.back() == "dee");
+}
+
 // ---- followed rooms: clustered and persisted -----------------------------------------------
 
 namespace {
