@@ -37,6 +37,7 @@ struct Read {
 struct SayResult {
   std::uint64_t seq = 0;
   std::string epoch;
+  bool duplicate = false;
   bool operator==(const SayResult&) const = default;
 };
 
@@ -85,7 +86,8 @@ std::optional<std::uint64_t> parse_seq(std::string_view text);
 bool plausible_line(std::string_view line);
 bool valid_epoch(std::string_view epoch);
 
-// FCALL roomd_say: [seq, epoch].
+// FCALL roomd_say: [seq, epoch], or [seq, epoch, 1] for a say id seen before (the library of
+// an older node answers those with [seq, epoch] too: both are read).
 Read<SayResult> read_say(const redisReply* r);
 // FCALL roomd_state: [seq, epoch, [line...]] (the lines oldest first, as they are: the
 // router keeps those that continue up to the seq).
