@@ -736,6 +736,7 @@ ordered_json Server::stats_json() const {
   j["presence_summaries"] = r.presence_summaries;
   j["resumes"] = r.resumes;
   j["resumes_refused"] = r.resumes_refused;
+  j["says_duplicate"] = r.says_duplicate;
   j["rejected"] = stats_.rejected;
   j["rejected_fd_limit"] = stats_.fd_refused;
   j["connect_rate_limited"] = stats_.connect_rate_refused;

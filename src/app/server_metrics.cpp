@@ -27,6 +27,28 @@ constexpr std::size_t kHealthWindowProbes = 100;
 HttpResponse text(int status, std::string body) {
   return {.status = status, .content_type = "text/plain; charset=utf-8", .body = std::move(body) + "\n"};
 }
+
+// Only with [cluster] (docs/cluster.md, Figures): a single node shows none of these.
+void cluster_metrics(PrometheusWriter& w, const ClusterClient& cluster) {
+  const auto& c = cluster.stats();
+  auto d = [](auto v) { return static_cast<double>(v); };
+  w.gauge("roomd_cluster_available", "1 while Redis is reachable and says into clustered rooms are taken, else 0.",
+          cluster.available() ? 1 : 0);
+  w.counter("roomd_cluster_connects_total", "Times this node's two links to Redis came up ready.", d(c.connects));
+  w.counter("roomd_cluster_link_failures_total", "Links to Redis that failed (refused, reset, timed out).",
+            d(c.link_failures));
+  w.counter("roomd_cluster_says_total", "Says into clustered rooms that Redis answered (duplicates included).",
+            d(c.says));
+  w.counter("roomd_cluster_says_refused_total", "Says into clustered rooms refused with unavailable.",
+            d(c.says_refused));
+  w.counter("roomd_cluster_says_retried_total", "Says sent to Redis again with their id after a lost reply.",
+            d(c.says_retried));
+  w.counter("roomd_cluster_delivered_total", "Messages of clustered rooms handed to this node's router, in seq order.",
+            d(c.delivered));
+  w.counter("roomd_cluster_gap_fills_total", "Stream reads (XRANGE) for messages the subscription missed.",
+            d(c.gap_fills));
+  w.counter("roomd_cluster_skipped_total", "Seqs skipped because Redis' stream no longer had them.", d(c.skipped));
+}
 }  // namespace
 
 void Server::open_http() {
@@ -140,6 +162,8 @@ std::string Server::metrics_text() const {
             d(r.presence_summaries));
   w.counter("roomd_resumes_total", "Joins with since answered resumed: true.", d(r.resumes));
   w.counter("roomd_resumes_refused_total", "Joins with since answered resumed: false.", d(r.resumes_refused));
+  w.counter("roomd_says_duplicate_total",
+            "Says answered as resends of an earlier say with the same msg_id (nothing published).", d(r.says_duplicate));
   w.counter("roomd_key_checks_total", "Argon2id room-key checks run.", d(router_->key_checker().checks_run()));
   w.counter("roomd_key_answers_reused_total", "Room-key checks answered from memory, without a check.",
             d(router_->key_checker().answers_reused()));
@@ -159,6 +183,7 @@ std::string Server::metrics_text() const {
   w.gauge("roomd_process_open_fds", "Open file descriptors (entries of /proc/self/fd).", d(process.open_fds));
   w.counter("roomd_process_cpu_seconds_total", "User and system CPU time of the daemon process.", process.cpu_seconds);
   w.counter("roomd_http_requests_total", "Requests this HTTP endpoint answered.", d(http_ ? http_->requests() : 0));
+  if (cluster_) cluster_metrics(w, *cluster_);
   return w.take();
 }
 

@@ -13,7 +13,6 @@ namespace roomd {
 
 namespace {
 constexpr std::size_t kFillBatch = 1000;       // stream entries per XRANGE of a gap fill
-constexpr std::uint64_t kSaidTtlMs = 600000;   // how long a say id is remembered (retries come sooner)
 
 using redis_replies::is_error;
 using redis_replies::text_of;
@@ -52,14 +51,16 @@ local function incarnation(keys, candidate, floor)
 end
 
 -- KEYS: seq, epoch, stream, base, said. ARGV: channel, maxlen, head, tail, candidate epoch,
--- said ttl ms, floor. A say id seen before answers its first seq again and publishes nothing.
+-- said ttl ms, floor. A say id seen before in this incarnation answers its first seq again,
+-- flagged, and publishes nothing (one remembered from a room Redis lost is no answer: its seq
+-- is another room's).
 local function say(keys, args)
+  local epoch = incarnation(keys, args[5], tonumber(args[7]) or 0)
   local said = redis.call('GET', keys[5])
   if said then
-    local seq, epoch = string.match(said, '^(%d+) (%S+)$')
-    return {tonumber(seq), epoch}
+    local first, first_epoch = string.match(said, '^(%d+) (%S+)$')
+    if first and first_epoch == epoch then return {tonumber(first), epoch, 1} end
   end
-  local epoch = incarnation(keys, args[5], tonumber(args[7]) or 0)
   local seq = redis.call('INCR', keys[1])
   local line = args[3] .. seq .. args[4]
   redis.call('XADD', keys[3], 'MAXLEN', '~', args[2], seq .. '-0', 'm', line)
@@ -540,11 +541,14 @@ void ClusterClient::send_say(std::shared_ptr<PendingSay> p) {
   // A followed room's floor: what this node holds of it, which Redis never gives again.
   auto feed = feeds_.find(s.room);
   const std::uint64_t floor = feed != feeds_.end() && feed->second.durable ? feed->second.next_seq - 1 : 0;
+  // The client's msg_id when it gave one (a resend through any node is then a repeat), else
+  // the node's own id for the say; prefixed so neither can be taken for the other.
+  std::string said_key = s.client_id.empty() ? "said:n:" + settings_.node_id + ":" + incarnation_ + ":" + s.said_id
+                                             : "said:c:" + s.client_id;
   bool sent = commands_->command(
       {"FCALL", "roomd_say", "5", key(s.room, "seq"), key(s.room, "epoch"), key(s.room, "log"), key(s.room, "base"),
-       key(s.room, "said:") + settings_.node_id + ":" + incarnation_ + ":" + s.said_id, channel(s.room),
-       std::to_string(settings_.max_messages_per_room), s.head, s.tail, p->candidate_epoch, std::to_string(kSaidTtlMs),
-       std::to_string(floor)},
+       key(s.room, said_key.c_str()), channel(s.room), std::to_string(settings_.max_messages_per_room), s.head, s.tail,
+       p->candidate_epoch, std::to_string(kSaidWindowMs), std::to_string(floor)},
       [this, p, lost](const redisReply* r) {
         if (!r) return lost(p);
         auto said = redis_replies::read_say(r);
@@ -554,7 +558,7 @@ void ClusterClient::send_say(std::shared_ptr<PendingSay> p) {
           return p->done({});
         }
         ++stats_.says;
-        p->done({true, said.value->seq, std::move(said.value->epoch)});
+        p->done({true, said.value->seq, std::move(said.value->epoch), said.value->duplicate});
       });
   if (!sent) lost(p);
 }

@@ -41,9 +41,12 @@ bool valid_epoch(std::string_view epoch) { return !epoch.empty() && epoch.find('
 bool valid_node(std::string_view node) { return !node.empty() && node.find(' ') == std::string_view::npos; }
 
 Read<SayResult> read_say(const redisReply* r) {
-  if (!is_array(r, 2) || r->element[0]->type != REDIS_REPLY_INTEGER || !is_string(r->element[1])) return refused<SayResult>(r);
+  if (!(is_array(r, 2) || is_array(r, 3)) || r->element[0]->type != REDIS_REPLY_INTEGER || !is_string(r->element[1]))
+    return refused<SayResult>(r);
+  const bool flagged = r->elements == 3;
+  if (flagged && (r->element[2]->type != REDIS_REPLY_INTEGER || r->element[2]->integer != 1)) return refused<SayResult>(r);
   const long long seq = r->element[0]->integer;
-  SayResult said{static_cast<std::uint64_t>(seq), text_of(r->element[1])};
+  SayResult said{static_cast<std::uint64_t>(seq), text_of(r->element[1]), flagged};
   if (seq <= 0 || !valid_epoch(said.epoch)) return refused<SayResult>(r);
   return {std::move(said), {}};
 }

@@ -41,6 +41,23 @@ struct Router::NickOrder {
   bool operator()(std::string_view a, const Session* b) const { return a < b->nick; }
 };
 
+// A persisted room's commit of one message, which a duplicate of it waits for, as the
+// first say's ok did (an ok promises the message is stored).
+struct Router::Commit {
+  std::optional<bool> stored;  // known once its batch is on disk, or failed
+  std::vector<std::function<void(bool)>> waiting;
+  void settle(bool ok) {
+    stored = ok;
+    for (auto& answer : std::exchange(waiting, {})) answer(ok);
+  }
+};
+
+// The first say with a client's msg_id: what a duplicate of it is answered.
+struct Router::Said {
+  std::uint64_t seq;
+  std::shared_ptr<Commit> commit;  // a persisted room's; null: memory only
+};
+
 struct Router::Room {
   std::string name;
   std::uint64_t serial = 0;  // this Room object among all the router made (a timer finds it again)
@@ -90,6 +107,11 @@ struct Router::Room {
     std::function<void(std::optional<ErrorCode>)> answer;  // nullopt: stored
   };
   std::deque<StoredAck> stored_acks;  // by seq
+  // Not clustered: the says with a client's msg_id of the last kSaidWindowMs, at most
+  // kRecentSaysPerRoom, by "NICK MSG_ID" (the nick folded), and the same keys oldest first
+  // with when they were said, to forget them in order.
+  std::unordered_map<std::string, Said> said;
+  std::deque<std::pair<std::uint64_t, const std::string*>> said_order;
 };
 
 namespace {
@@ -808,26 +830,80 @@ void Router::on_say(Session& s, const Request& r) {
     return fail(s, r, ErrorCode::rate_limited, "slow down: too many messages");
   }
   if (room->clustered) return say_clustered(s, r, *room);
-  if (r.id && persisted(*room)) {
+  // A resend of a say already published (the client lost its connection before the ok): the
+  // first one's answer again, nothing published (docs/protocol.md, Resending a say).
+  std::string said_key;
+  if (r.msg_id) {
+    said_key = fold_case(s.nick) + ' ' + *r.msg_id;
+    if (const Said* first = recent_say(*room, said_key)) return answer_duplicate(s, r, *first);
+  }
+  const bool durable = persisted(*room);
+  // A duplicate of a persisted say is answered once its commit is known: it needs the outcome.
+  auto commit = durable && r.msg_id ? std::make_shared<Commit>() : nullptr;
+  std::uint64_t seq = 0;
+  if (durable && (r.id || commit)) {
     // The ok promises durability: it waits for the batch's commit, and so do this client's
     // later requests.
     auto ok = wire::ok_seq(r.id, room->next_seq);  // the seq publish() is about to give
+    std::optional<Hold> hold;
+    if (r.id) hold = hold_request(s);
     std::optional<nlohmann::json> request_id = r.id;
-    publish(*room, &s, s.nick, r, [this, hold = hold_request(s), ok = std::move(ok), request_id](bool committed) mutable {
-      Session* session = hold.session();
-      if (!session) return;
-      if (committed) {
-        reply(*session, std::move(ok));
-      } else {
-        reply(*session,
-              wire::error_body(ErrorCode::internal, "the message was sent but could not be stored", request_id));
+    seq = publish(*room, &s, s.nick, r, [this, hold, commit, ok = std::move(ok), request_id](bool committed) mutable {
+      if (Session* session = hold ? hold->session() : nullptr) {
+        if (committed) {
+          reply(*session, std::move(ok));
+        } else {
+          reply(*session,
+                wire::error_body(ErrorCode::internal, "the message was sent but could not be stored", request_id));
+        }
+        hold->release();
       }
-      hold.release();
+      if (commit) commit->settle(committed);  // then its duplicates' answers
     });
-    return;
+  } else {
+    seq = publish(*room, &s, s.nick, r);
+    if (r.id) reply(s, wire::ok_seq(r.id, seq));
   }
-  std::uint64_t seq = publish(*room, &s, s.nick, r);
-  if (r.id) reply(s, wire::ok_seq(r.id, seq));
+  if (r.msg_id) remember_say(*room, std::move(said_key), seq, std::move(commit));
+}
+
+// Forgets, oldest first, what the window has passed (remember_say keeps the count): O(1) per
+// say, since each key is forgotten once, and nothing per member.
+const Router::Said* Router::recent_say(Room& room, const std::string& key) {
+  const std::uint64_t now = clock_.mono_ms();
+  while (!room.said_order.empty() && room.said_order.front().first + kSaidWindowMs <= now) {
+    room.said.erase(room.said.find(*room.said_order.front().second));
+    room.said_order.pop_front();
+  }
+  auto it = room.said.find(key);
+  return it == room.said.end() ? nullptr : &it->second;
+}
+
+void Router::remember_say(Room& room, std::string key, std::uint64_t seq, std::shared_ptr<Commit> commit) {
+  auto [it, fresh] = room.said.try_emplace(std::move(key), Said{seq, std::move(commit)});
+  if (!fresh) return;  // recent_say found none: cannot happen
+  // The map's nodes do not move, so the order can point at their keys.
+  room.said_order.emplace_back(clock_.mono_ms(), &it->first);
+  if (room.said_order.size() > kRecentSaysPerRoom) {
+    room.said.erase(room.said.find(*room.said_order.front().second));
+    room.said_order.pop_front();
+  }
+}
+
+void Router::answer_duplicate(Session& s, const Request& r, const Said& first) {
+  ++stats_.says_duplicate;
+  if (!r.id) return;  // no ok was asked for, and nothing is sent again
+  auto answer = [this, id = r.id, seq = first.seq](Session& session, bool stored) {
+    if (stored) reply(session, wire::ok_seq(id, seq, true));
+    else reply(session, wire::error_body(ErrorCode::internal, "the message was sent but could not be stored", id));
+  };
+  if (!first.commit || first.commit->stored) return answer(s, !first.commit || *first.commit->stored);
+  // Its commit is under way: this ok waits for it as the first one's does, and so do the
+  // client's later requests.
+  first.commit->waiting.push_back([hold = hold_request(s), answer](bool stored) mutable {
+    if (Session* session = hold.session()) answer(*session, stored);
+    hold.release();
+  });
 }
 
 // A clustered room's say: the cluster gives it its seq and sends it back to every node, this one
@@ -838,7 +914,7 @@ void Router::say_clustered(Session& s, const Request& r, Room& room) {
     return fail(s, r, ErrorCode::unavailable, "the cluster is unreachable: the message was not sent; try again shortly");
   auto parts = wire::message_line_parts(room.name, clock_.wall_ms(), s.nick, r.text, r.data);
   ClusterSay say{room.name, std::to_string(s.id) + ":" + std::to_string(++s.says), std::move(parts.head),
-                 std::move(parts.tail)};
+                 std::move(parts.tail), r.msg_id ? fold_case(s.nick) + ":" + *r.msg_id : std::string()};
   services_.cluster->say(std::move(say), [this, hold = hold_request(s), id = r.id, name = room.name,
                                           serial = room.serial](ClusterSaid said) mutable {
     if (!said.ok) {
@@ -848,11 +924,12 @@ void Router::say_clustered(Session& s, const Request& r, Room& room) {
       hold.release();
       return;
     }
-    ++stats_.messages_in;
+    ++(said.duplicate ? stats_.says_duplicate : stats_.messages_in);
     // The ok; or, for a followed room's message this node could not store, why not.
-    auto ack = [this, hold, id, seq = said.seq](std::optional<ErrorCode> failed = std::nullopt) mutable {
+    auto ack = [this, hold, id, seq = said.seq,
+                duplicate = said.duplicate](std::optional<ErrorCode> failed = std::nullopt) mutable {
       if (Session* session = hold.session(); session && id)
-        reply(*session, !failed ? wire::ok_seq(id, seq)
+        reply(*session, !failed ? wire::ok_seq(id, seq, duplicate)
                                 : wire::error_body(*failed,
                                                    *failed == ErrorCode::unavailable
                                                        ? "the cluster lost the message before this node stored it: it may "
@@ -865,7 +942,10 @@ void Router::say_clustered(Session& s, const Request& r, Room& room) {
     if (room && room->serial == serial && room->followed && id) return await_stored(*room, said, std::move(ack));
     const bool delivered = room && room->epoch == said.epoch && room->next_seq > said.seq;
     if (!room || room->serial != serial || delivered || !services_.cluster->available()) return ack();
-    room->waiting_acks.emplace_back(said.seq, std::move(ack));
+    // By seq: a duplicate's seq is an older one's, and it goes out when that is delivered here.
+    auto at = std::upper_bound(room->waiting_acks.begin(), room->waiting_acks.end(), said.seq,
+                               [](std::uint64_t seq, const auto& waiting) { return seq < waiting.first; });
+    room->waiting_acks.emplace(at, said.seq, std::move(ack));
   });
 }
 
@@ -1265,7 +1345,7 @@ std::optional<std::string> Router::server_say(std::string_view name, std::string
     if (!services_.cluster->available()) return "the cluster is unreachable";
     auto parts = wire::message_line_parts(room->name, clock_.wall_ms(), "server", r.text, r.data);
     services_.cluster->say({room->name, "server:" + std::to_string(++server_says_), std::move(parts.head),
-                            std::move(parts.tail)},
+                            std::move(parts.tail), {}},
                            [](ClusterSaid) {});
     return std::nullopt;
   }

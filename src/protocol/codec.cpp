@@ -103,10 +103,11 @@ std::optional<std::string_view> plain_string(std::string_view frame, std::size_t
 }  // namespace
 
 std::optional<Request> parse_plain_say(std::string_view frame) {
-  // Exactly {"op":"say","room":R,"text":T} with an optional integer "id", keys in any order,
-  // no blanks, no escapes: what programs send all day. Anything else returns nothing.
+  // Exactly {"op":"say","room":R,"text":T} with an optional integer "id" and an optional
+  // "msg_id", keys in any order, no blanks, no escapes: what programs send all day. Anything
+  // else returns nothing.
   if (frame.size() < 2 || frame.front() != '{' || frame.back() != '}') return std::nullopt;
-  std::optional<std::string_view> op, room, text;
+  std::optional<std::string_view> op, room, text, msg_id;
   std::optional<nlohmann::json> id;
   std::size_t p = 1;
   for (;;) {
@@ -129,7 +130,11 @@ std::optional<Request> parse_plain_say(std::string_view frame) {
       if (negative) id = nlohmann::json(static_cast<std::int64_t>(-value));
       else id = nlohmann::json(static_cast<std::uint64_t>(value));
     } else {
-      std::optional<std::string_view>* slot = *key == "op" ? &op : *key == "room" ? &room : *key == "text" ? &text : nullptr;
+      std::optional<std::string_view>* slot = *key == "op"       ? &op
+                                              : *key == "room"   ? &room
+                                              : *key == "text"   ? &text
+                                              : *key == "msg_id" ? &msg_id
+                                                                 : nullptr;
       if (!slot || *slot || p >= frame.size() || frame[p] != '"') return std::nullopt;
       ++p;
       *slot = plain_string(frame, p);
@@ -144,11 +149,13 @@ std::optional<Request> parse_plain_say(std::string_view frame) {
     return std::nullopt;
   }
   if (op != "say" || !room || !text) return std::nullopt;
+  if (msg_id && !valid_msg_id(*msg_id)) return std::nullopt;  // the general parser says why
   Request req;
   req.op = Op::say;
   req.id = std::move(id);
   req.room = std::string(*room);
   req.text = std::string(*text);
+  if (msg_id) req.msg_id = std::string(*msg_id);
   return req;
 }
 
@@ -205,10 +212,15 @@ ParseResult parse_valid_utf8_dom(std::string_view frame) {
       break;
     }
     case Op::say: {
-      if (!f.string("room", req.room) || !f.optional_string("text", req.text)) break;
+      if (!f.string("room", req.room) || !f.optional_string("text", req.text) ||
+          !f.optional_string("msg_id", req.msg_id))
+        break;
       if (auto it = obj.find("data"); it != obj.end()) req.data = *it;
       if (!req.text && req.data.is_null())
         return RequestError{ErrorCode::bad_request, "say needs 'text' or 'data'", id};
+      if (req.msg_id && !valid_msg_id(*req.msg_id))
+        return RequestError{ErrorCode::bad_request,
+                            "field 'msg_id' must be a string of 1 to " + std::to_string(kMaxMsgIdBytes) + " bytes", id};
       break;
     }
     case Op::whisper: {
@@ -513,6 +525,7 @@ ordered_json request_json(const Request& r) {
       j["room"] = r.room;
       if (r.text) j["text"] = *r.text;
       if (!r.data.is_null()) j["data"] = r.data;
+      if (r.msg_id) j["msg_id"] = *r.msg_id;
       break;
     case Op::whisper:
       j["to"] = r.to;

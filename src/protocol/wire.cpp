@@ -116,9 +116,11 @@ ordered_json ok_nick(const Id& id, std::string_view nick) {
   return b;
 }
 
-ordered_json ok_seq(const Id& id, std::uint64_t seq) {
+ordered_json ok_seq(const Id& id, std::uint64_t seq, bool duplicate) {
   auto b = reply(id, "ok");
   b["seq"] = seq;
+  // A resend of a say with the same msg_id: the seq is the first one's, nothing was published.
+  if (duplicate) b["duplicate"] = true;
   return b;
 }
 

@@ -30,7 +30,7 @@ bool same_json(const std::optional<nlohmann::json>& a, const std::optional<nlohm
 
 bool same_request(const Request& a, const Request& b, bool strict_id = true) {
   return a.op == b.op && same_json(a.id, b.id, strict_id) && a.nick == b.nick && a.room == b.room &&
-         a.current_room == b.current_room && a.key == b.key && a.text == b.text && a.data == b.data &&
+         a.current_room == b.current_room && a.key == b.key && a.text == b.text && a.msg_id == b.msg_id && a.data == b.data &&
          a.data.dump() == b.data.dump() && a.to == b.to && a.topic == b.topic && a.before == b.before &&
          a.limit == b.limit && a.since == b.since && a.epoch == b.epoch && a.after == b.after && a.search == b.search;
 }

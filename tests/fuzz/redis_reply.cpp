@@ -78,12 +78,15 @@ std::string interpret(const redisReply* r) {
   if (say) {
     check_seq(say.value->seq, "say");
     FUZZ_CHECK(rr::valid_epoch(say.value->epoch), say.value->epoch);
-    FUZZ_CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+    FUZZ_CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == (say.value->duplicate ? 3u : 2u) &&
                    static_cast<std::uint64_t>(r->element[0]->integer) == say.value->seq,
                "say");
-    auto again = rr::read_say(parse_one("*2\r\n:" + std::to_string(say.value->seq) + "\r\n" + bulk(say.value->epoch)).get());
+    auto again = rr::read_say(parse_one((say.value->duplicate ? "*3\r\n:" : "*2\r\n:") + std::to_string(say.value->seq) +
+                                        "\r\n" + bulk(say.value->epoch) + (say.value->duplicate ? ":1\r\n" : ""))
+                                  .get());
     FUZZ_CHECK(again && *again.value == *say.value, say.value->epoch);
-    out += "say ok " + std::to_string(say.value->seq) + " " + field(say.value->epoch);
+    out += "say ok " + std::to_string(say.value->seq) + " " + field(say.value->epoch) +
+           (say.value->duplicate ? " duplicate" : "");
   } else {
     check_refusal(say.error);
     out += "say no " + field(say.error);

@@ -29,17 +29,21 @@ def free_port():
 
 
 class Redis:
-    """A redis-server of our own: no persistence, loopback, stopped by its PID."""
+    """A redis-server of our own on loopback, stopped by its PID. Without persistence, or with
+    `persist`: an append-only file synced at every write, in its own temporary directory, so a
+    restart (even after SIGKILL) finds everything it acknowledged."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, persist=False):
         self.port = port or free_port()
+        self.persist = persist
         self.dir = tempfile.TemporaryDirectory(prefix="roomd-redis-")
         self.proc = None
         self.start()
 
     def start(self):
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *durability,
              "--dir", self.dir.name, "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + WAIT

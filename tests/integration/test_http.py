@@ -153,8 +153,10 @@ class Metrics(HttpTest):
                      "roomd_slow_consumers_total", "roomd_dropped_messages_total", "roomd_rate_limited_total",
                      "roomd_key_checks_total", "roomd_worker_tasks", "roomd_loop_lag_seconds",
                      "roomd_tls_handshakes_total", "roomd_tls_handshake_failures_total",
-                     "roomd_process_resident_memory_bytes", "roomd_process_open_fds", "roomd_uptime_seconds"):
+                     "roomd_process_resident_memory_bytes", "roomd_process_open_fds", "roomd_uptime_seconds",
+                     "roomd_says_duplicate_total"):
             self.assertIn(f"# TYPE {name} ", body)
+        self.assertNotIn("roomd_cluster_", body)  # only with [cluster] (test_cluster_faults checks those)
         samples = parse_metrics(body)
         self.assertGreater(samples["roomd_process_resident_memory_bytes"], 1 << 20)
         self.assertGreaterEqual(samples["roomd_process_open_fds"], 5)

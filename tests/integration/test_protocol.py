@@ -129,6 +129,37 @@ class Protocol(DaemonTest):
         a.error({"op": "say", "room": "nowhere", "text": "x"}, "no_such_room")
         a.error({"op": "say", "room": "no way", "text": "x"}, "bad_room_name")
 
+    def test_say_resent_with_its_msg_id_is_not_doubled(self):
+        a = self.connect(self.d, nick="alice", join=["lobby"])
+        b = self.connect(self.d, nick="bob", join=["lobby"])
+        a.wait_for("presence", event="join")
+        a.send({"op": "say", "room": "lobby", "text": "once", "id": 1, "msg_id": "c7f3-0001"})
+        first = a.expect("message", text="once")
+        a.expect("ok", id=1, seq=first["seq"])
+        self.assertEqual(b.expect("message")["seq"], first["seq"])
+        # The connection drops before the client saw its ok; it comes back and says it again.
+        a.close()
+        b.wait_for("presence", event="leave")
+        again = self.connect(self.d, nick="alice", join=["lobby"])
+        reply = again.call({"op": "say", "room": "lobby", "text": "once", "id": 2, "msg_id": "c7f3-0001"})
+        self.assertEqual(reply, {"op": "ok", "id": 2, "seq": first["seq"], "duplicate": True})
+        # Nothing was published: bob's next message is the next say's.
+        b.wait_for("presence", event="join")
+        again.send({"op": "say", "room": "lobby", "text": "next", "id": 3, "msg_id": "c7f3-0002"})
+        self.assertEqual(again.expect("message")["seq"], first["seq"] + 1)
+        again.expect("ok", id=3, seq=first["seq"] + 1)
+        nxt = b.expect("message")
+        self.assertEqual((nxt["seq"], nxt["text"]), (first["seq"] + 1, "next"))
+        # Another nick's msg_id is its own.
+        b.send({"op": "say", "room": "lobby", "text": "bob's", "id": 4, "msg_id": "c7f3-0001"})
+        self.assertEqual(b.expect("message")["seq"], first["seq"] + 2)
+        b.expect("ok", id=4, seq=first["seq"] + 2)
+        again.wait_for("message", text="bob's")
+        a2 = again.error({"op": "say", "room": "lobby", "text": "x", "id": 5, "msg_id": ""}, "bad_request")
+        self.assertIn("msg_id", a2["message"])
+        again.error({"op": "say", "room": "lobby", "text": "x", "msg_id": "x" * 65}, "bad_request")
+        again.error({"op": "say", "room": "lobby", "text": "x", "msg_id": 12}, "bad_request")
+
     def test_read_only(self):
         a = self.connect(self.d, nick="alice", join=["news"])
         e = self.connect(self.d, nick="editor", join=["news"])  # speakers match ignoring case

@@ -196,6 +196,7 @@ void check_same_as_dom(std::string_view frame) {
   CHECK_MESSAGE(slow->op == fast->op, frame);
   CHECK_MESSAGE(slow->room == fast->room, frame);
   CHECK_MESSAGE(slow->text == fast->text, frame);
+  CHECK_MESSAGE(slow->msg_id == fast->msg_id, frame);
   CHECK_MESSAGE(slow->data.is_null(), frame);
   CHECK_MESSAGE(slow->id.has_value() == fast->id.has_value(), frame);
   if (slow->id && fast->id) {
@@ -213,6 +214,8 @@ TEST_CASE("plain say: the fast path takes the common frame and agrees with the D
            R"({"op":"say","room":"lobby","text":"","id":0})",
            R"({"id":-42,"op":"say","room":"a.b-c","text":"x"})",
            R"({"op":"say","room":"lobby","text":"t=123;xxxx","id":999999999999999999})",
+           R"({"op":"say","room":"lobby","text":"x","id":3,"msg_id":"0b7c-41"})",
+           R"({"msg_id":"é","op":"say","room":"lobby","text":"x"})",
        }) {
     CHECK_MESSAGE(parse_plain_say(frame).has_value(), frame);
     check_same_as_dom(frame);
@@ -244,6 +247,10 @@ TEST_CASE("plain say: the fast path takes the common frame and agrees with the D
            R"({"op":"say","room":"lobby","text":"x"}})",
            R"({"op":"say","room":"lobby","text":"x")",
            R"({"op":"say","room":["lobby"],"text":"x"})",
+           R"({"op":"say","room":"lobby","text":"x","msg_id":""})",  // msg_ids the general parser refuses
+           R"({"op":"say","room":"lobby","text":"x","msg_id":"0123456789012345678901234567890123456789012345678901234567890123x"})",
+           R"({"op":"say","room":"lobby","text":"x","msg_id":7})",
+           R"({"op":"say","room":"lobby","text":"x","msg_id":"a","msg_id":"b"})",
            "{\"op\":\"say\",\"room\":\"lobby\",\"text\":\"a\tb\"}",  // a raw control character
        }) {
     CHECK_MESSAGE(!parse_plain_say(frame).has_value(), frame);
@@ -252,6 +259,29 @@ TEST_CASE("plain say: the fast path takes the common frame and agrees with the D
   CHECK(std::get<RequestError>(parse_json_request(R"({"op":"say","room":"lobby","text":"x",})")).code ==
         ErrorCode::bad_json);
   CHECK(std::get<Request>(parse_json_request(R"({"op":"say","room":"lobby","text":"a\"b"})")).text == "a\"b");
+}
+
+TEST_CASE("say: msg_id is a string of 1 to 64 bytes; anything else is a bad_request") {
+  auto with = [](std::string msg_id_json) {
+    return parse_json_request(R"({"op":"say","room":"lobby","text":"x","id":1,"msg_id":)" + msg_id_json + "}");
+  };
+  CHECK(std::get<Request>(with(R"("a")")).msg_id == "a");
+  CHECK(std::get<Request>(with('"' + std::string(64, 'z') + '"')).msg_id == std::string(64, 'z'));
+  CHECK(std::get<Request>(with(R"("a\"b")")).msg_id == "a\"b");  // the general parser's way
+  CHECK_FALSE(std::get<Request>(with("null")).msg_id);          // null is absent, as elsewhere
+  CHECK_FALSE(std::get<Request>(parse_json_request(R"({"op":"say","room":"lobby","text":"x"})")).msg_id);
+  for (const std::string& bad : {std::string(R"("")"), '"' + std::string(65, 'z') + '"', std::string("7"),
+                                 std::string("[\"a\"]"), std::string("true")}) {
+    CAPTURE(bad);
+    auto r = with(bad);
+    REQUIRE(std::holds_alternative<RequestError>(r));
+    CHECK(std::get<RequestError>(r).code == ErrorCode::bad_request);
+    CHECK(std::get<RequestError>(r).id == nlohmann::json(1));
+    CHECK(std::get<RequestError>(r).message.find("msg_id") != std::string::npos);
+  }
+  // Written back as roomcat writes requests, it reads the same.
+  Request r = std::get<Request>(with(R"("k-1")"));
+  CHECK(std::get<Request>(parse_json_request(request_json(r).dump())).msg_id == "k-1");
 }
 
 TEST_CASE("plain say: random mutations never make the two paths disagree") {

@@ -52,11 +52,17 @@ TEST_CASE("redis replies: seqs are 1..2^63-1 in plain digits") {
   CHECK_FALSE(parse_seq(" 12"));
 }
 
-TEST_CASE("redis replies: roomd_say's [seq, epoch]") {
+TEST_CASE("redis replies: roomd_say's [seq, epoch] and a repeat's [seq, epoch, 1]") {
   auto ok = read_say(reply("*2\r\n:42\r\n" + bulk("00ff00ff00ff00ff")).get());
   REQUIRE(ok);
   CHECK(ok.value->seq == 42);
   CHECK(ok.value->epoch == "00ff00ff00ff00ff");
+  CHECK_FALSE(ok.value->duplicate);
+
+  auto repeat = read_say(reply("*3\r\n:41\r\n" + bulk("00ff00ff00ff00ff") + ":1\r\n").get());
+  REQUIRE(repeat);
+  CHECK(repeat.value->seq == 41);
+  CHECK(repeat.value->duplicate);
 
   auto err = read_say(reply("-ERR Function not found\r\n").get());
   CHECK_FALSE(err);
@@ -72,7 +78,10 @@ TEST_CASE("redis replies: roomd_say's [seq, epoch]") {
            std::string("*2\r\n:42\r\n$0\r\n\r\n"),                       // empty epoch
            std::string("*2\r\n:42\r\n") + bulk("two words"),             // an epoch no message can carry
            std::string("*1\r\n:42\r\n"),                                 // one element
-           std::string("*3\r\n:42\r\n") + bulk("e") + bulk("x"),         // three
+           std::string("*3\r\n:42\r\n") + bulk("e") + bulk("x"),         // a third that is no flag
+           std::string("*3\r\n:42\r\n") + bulk("e") + ":0\r\n",         // a flag that is not 1
+           std::string("*3\r\n:42\r\n") + bulk("e") + ":2\r\n",
+           std::string("*4\r\n:42\r\n") + bulk("e") + ":1\r\n:1\r\n",  // four
            std::string("*0\r\n"), std::string("*-1\r\n"), std::string("$-1\r\n"), std::string(":42\r\n"),
            std::string("+OK\r\n"), std::string("*2\r\n*0\r\n") + bulk("e")}) {
     CAPTURE(odd);

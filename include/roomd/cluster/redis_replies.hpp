@@ -40,6 +40,7 @@ struct Read {
 struct SayResult {
   std::uint64_t seq = 0;
   std::string epoch;
+  bool duplicate = false;
   bool operator==(const SayResult&) const = default;
 };
 
@@ -128,7 +129,8 @@ bool valid_epoch(std::string_view epoch);
 // A node's name in the registry: non-empty, no space.
 bool valid_node(std::string_view node);
 
-// FCALL roomd_say: [seq, epoch].
+// FCALL roomd_say: [seq, epoch], or [seq, epoch, 1] for a say id seen before (the library of
+// an older node answers those with [seq, epoch] too: both are read).
 Read<SayResult> read_say(const redisReply* r);
 // FCALL roomd_state: [seq, epoch, [line...], base] (the lines oldest first, as they are: the
 // router keeps those that continue up to the seq; base, 0..seq, where the room's incarnation

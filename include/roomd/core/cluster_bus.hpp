@@ -24,6 +24,10 @@
 
 namespace roomd {
 
+// How long a say's id (the node's or the client's msg_id) is remembered: a retry or a resend
+// within it is answered with the first say's seq.
+inline constexpr std::uint64_t kSaidWindowMs = 600000;
+
 struct ClusterSay {
   std::string room;
   // Unique per say of this process (the session and its count of says): a retry with the
@@ -32,12 +36,16 @@ struct ClusterSay {
   // The message's JSON line around its seq, which only the cluster knows: head + seq + tail.
   std::string head;
   std::string tail;
+  // The client's own id for the message, "NICK:MSG_ID" (the nick folded), when it gave one:
+  // it replaces said_id, so a resend through any node is answered like a retry.
+  std::string client_id;
 };
 
 struct ClusterSaid {
   bool ok = false;  // false: the cluster is unreachable and the message was not taken
   std::uint64_t seq = 0;
   std::string epoch;
+  bool duplicate = false;  // the id was seen before: seq is the first say's, nothing was published
 };
 
 // A change of a room's members on another node, as every node hears it.

@@ -89,7 +89,13 @@ struct RouterStats {
   std::uint64_t presence_summaries = 0;  // summaries sent (one per big room and interval)
   std::uint64_t resumes = 0;             // joins with since that replayed what was missed ...
   std::uint64_t resumes_refused = 0;     // ... and those answered resumed: false
+  std::uint64_t says_duplicate = 0;      // says whose msg_id was seen before: not published again
 };
+
+// A room that is not clustered remembers the msg_ids of its says for kSaidWindowMs
+// (cluster_bus.hpp), at most this many of them (the newest); a resend within both is a
+// duplicate. Clustered rooms' are remembered by Redis, for the same window.
+inline constexpr std::size_t kRecentSaysPerRoom = 10000;
 
 struct RoomInfo {
   std::string name;
@@ -162,6 +168,8 @@ class Router final : public SessionSink {
   struct Room;
   struct Session;
   struct NickOrder;
+  struct Commit;
+  struct Said;
 
   Session* find_session(SessionId id);
   bool paced(Session& s, const Request& r);
@@ -197,6 +205,11 @@ class Router final : public SessionSink {
   void fill_ring(Room& room, const RoomState& state);
   void send_joined(Session& s, const Request& r, Room& room);
   void say_clustered(Session& s, const Request& r, Room& room);
+  // Says with a client's msg_id in a room that is not clustered (Redis remembers the others'):
+  // the first say of that nick and id within the window, or nothing.
+  const Said* recent_say(Room& room, const std::string& key);
+  void remember_say(Room& room, std::string key, std::uint64_t seq, std::shared_ptr<Commit> commit);
+  void answer_duplicate(Session& s, const Request& r, const Said& first);
   // Runs the acks waiting for a seq up to `upto`, and with `joins_too` the joins waiting for
   // the room's sync (answered from what the router knows now).
   void release_cluster_waits(Room& room, std::uint64_t upto, bool joins_too);

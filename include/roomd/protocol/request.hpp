@@ -83,6 +83,10 @@ constexpr std::string_view to_string(ErrorCode code) {
 // A `who` page holds at most this many members (a bigger `limit` is cut to it).
 inline constexpr std::uint32_t kMaxWhoPage = 1000;
 
+// A say's `msg_id` (the client's idempotency id) is a string of 1 to this many bytes.
+inline constexpr std::size_t kMaxMsgIdBytes = 64;
+constexpr bool valid_msg_id(std::string_view id) { return !id.empty() && id.size() <= kMaxMsgIdBytes; }
+
 struct Request {
   Op op = Op::ping;
   std::optional<nlohmann::json> id;  // any JSON scalar, echoed in the reply
@@ -93,6 +97,9 @@ struct Request {
   std::optional<std::string> key;
   std::optional<std::string> text;
   nlohmann::json data;  // null: absent
+  // say: the client's id for this message; a resend with the same id (same nick, same room,
+  // within the window) is answered with the first one's seq and not published again.
+  std::optional<std::string> msg_id;
   std::string to;
   std::string topic;
   std::optional<std::uint64_t> before;

@@ -1,0 +1,349 @@
+"""Redis faults through real roomd nodes (docs/cluster.md, Failures), and a client's msg_id
+across nodes (docs/protocol.md, Resending a say). Two nodes and one Redis of our own, on free
+loopback ports. While a sender on each node says numbered messages, one at a time, each with
+its msg_id, Redis is hit: its subscriber connections killed, its clients paused, frozen with
+SIGSTOP, killed and restarted with its append-only file. For each fault:
+
+- no crash: every node exits 0 at the end (and sanitizer builds report nothing);
+- one order: the listeners on both nodes and every sender see the same messages under the
+  same seqs, consecutive from 1, none twice;
+- a say is answered `ok` with the seq its message got, or refused `unavailable` and only
+  while its node is not (yet) back on Redis;
+- service comes back within a bounded wait, and says refused meanwhile, sent again with the
+  same msg_id through the other node (as a client that reconnects elsewhere would), are
+  there exactly once at the end: nothing lost, nothing doubled.
+
+A Redis restart without persistence (the room starts again under a new epoch) is in
+test_cluster.py, as is a frozen Redis with one node."""
+import http.client
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import test_cluster as base  # its Redis and node config (its tests are not run from here)
+from harness import WAIT, DaemonTest, run
+
+SERVING = r"http: serving /metrics, /healthz and /readyz on 127\.0\.0\.1:(\d+)"
+
+
+def logged(daemon, pattern, start):
+    """Whether the daemon logged a line matching `pattern` at or after line `start` (no wait)."""
+    rx = re.compile(pattern)
+    with daemon.log.cond:
+        return any(rx.search(line) for line in daemon.log.lines[start:])
+
+
+class Member:
+    """A client of one node in room `hall` that keeps every message of the room it reads."""
+
+    def __init__(self, client, node, nick):
+        self.c = client
+        self.node = node
+        self.nick = nick
+        self.messages = []
+        self.requests = 0
+        self.count = 0  # its numbered says
+
+    def take(self, msg):
+        if msg.get("op") == "message" and msg.get("room") == "hall":
+            self.messages.append(msg)
+
+    def say(self, text, msg_id):
+        """Says `text` with `msg_id`; returns the reply (messages read meanwhile are kept)."""
+        self.requests += 1
+        rid = f"{self.nick}:{self.requests}"
+        self.c.send({"op": "say", "room": "hall", "text": text, "id": rid, "msg_id": msg_id})
+        while True:
+            msg = self.c.recv()
+            if msg.get("id") == rid:
+                return msg
+            self.take(msg)
+
+    def read_until(self, text):
+        """Reads the room's messages until the one with `text`."""
+        deadline = time.monotonic() + WAIT
+        while not (self.messages and self.messages[-1]["text"] == text):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{self.nick}: no message {text!r}; last {self.messages[-3:]}")
+            self.take(self.c.recv(timeout=left))
+
+
+class FaultTest(DaemonTest):
+    def setUp(self):
+        super().setUp()
+        self.redis = base.Redis()
+        self.said = {}        # text -> the reply that settled it (ok), or the last refusal
+        self.marks = {}       # node -> its log's length when the fault began
+        self.members = []     # everyone whose messages are checked at the end
+        self.refused_first = {}  # text -> its refusal, for the summary
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.redis.close()
+
+    # -- the cast ---------------------------------------------------------------------------
+
+    def member(self, node, nick):
+        m = Member(self.connect(node, nick=nick, join=["hall"]), node, nick)
+        self.members.append(m)
+        return m
+
+    def rejoin(self, node, nick):
+        """`nick` connects to `node` again, as a client that lost its connection does."""
+        c = self.connect(node)
+        deadline = time.monotonic() + WAIT
+        while True:
+            reply = c.call({"op": "nick", "nick": nick})
+            if reply["op"] == "ok":
+                break
+            # Once nicks span the cluster, the old session's may take a moment to be let go.
+            self.assertEqual(reply.get("code"), "nick_taken", reply)
+            self.assertLess(time.monotonic(), deadline, f"{nick} stays taken")
+            time.sleep(0.05)  # a retry interval, not a wait for an event
+        c.call({"op": "join", "room": "hall"}, "joined")
+        m = Member(c, node, nick)
+        self.members.append(m)
+        return m
+
+    def cluster(self, persist=False, http=False):
+        if persist:
+            self.redis.close()
+            self.redis = base.Redis(persist=True)
+        extra = '[http]\nlisten = "127.0.0.1:0"\n' if http else ""
+        self.a = self.start(base.node_config(self.redis.port, "node-a", extra))
+        self.b = self.start(base.node_config(self.redis.port, "node-b"))
+        for d in (self.a, self.b):
+            d.log.wait_for("cluster: connected to Redis")
+        self.listeners = [self.member(self.a, "la"), self.member(self.b, "lb")]
+        self.senders = [self.member(self.a, "sa"), self.member(self.b, "sb")]
+
+    # -- saying -----------------------------------------------------------------------------
+
+    def back(self, node):
+        """The node is on Redis again since the fault (before it: it never left)."""
+        mark = self.marks.get(node)
+        return mark is None or logged(node, "cluster: connected to Redis", mark)
+
+    def say(self, m, text=None):
+        """The member's next numbered say (or `text` again), checked and recorded."""
+        if text is None:
+            m.count += 1
+            text = f"{m.nick}-{m.count}"
+        back = self.back(m.node)  # before sending: a say sent once the node is back must be taken
+        reply = m.say(text, text)
+        if reply["op"] == "ok":
+            self.said[text] = reply
+        else:
+            self.assertEqual((reply["op"], reply.get("code")), ("error", "unavailable"), reply)
+            self.assertFalse(back, f"{text} refused although {m.nick}'s node was back on Redis: {reply}")
+            self.said.setdefault(text, reply)
+        return reply
+
+    def chat(self, until, limit=WAIT):
+        """The senders take turns until `until()`, within `limit` seconds."""
+        deadline = time.monotonic() + limit
+        while not until():
+            self.assertLess(time.monotonic(), deadline, "the fault did not show within the wait")
+            for m in self.senders:
+                self.say(m)
+
+    def fault(self):
+        """Marks the start of a fault in each node's log."""
+        for d in (self.a, self.b):
+            self.marks[d] = d.log.mark()
+
+    def service_back(self):
+        """Each sender's says are taken again within the wait, and go on being taken."""
+        for m in self.senders:
+            deadline = time.monotonic() + WAIT
+            while self.say(m)["op"] != "ok":
+                self.assertLess(time.monotonic(), deadline, f"{m.nick}: says still refused after {WAIT}s")
+                time.sleep(0.05)  # a retry interval, not a wait for an event
+        for _ in range(5):
+            for m in self.senders:
+                self.assertEqual(self.say(m)["op"], "ok")
+
+    def resend_elsewhere(self):
+        """Each sender reconnects to the other node and says again, with the same msg_id,
+        whatever was refused: each is then there exactly once."""
+        moved = []
+        for m, other in zip(self.senders, (self.b, self.a)):
+            refused = [t for t, r in self.said.items() if r["op"] == "error" and t.startswith(m.nick + "-")]
+            self.refused_first.update({t: self.said[t] for t in refused})
+            m.c.close()
+            again = self.rejoin(other, m.nick)
+            for text in refused:
+                first = self.said[text]
+                reply = again.say(text, text)
+                self.assertEqual(reply["op"], "ok", reply)
+                if "may not" not in first["message"]:  # refused before it went to Redis
+                    self.assertNotIn("duplicate", reply, f"{text} was refused as not sent: {first}")
+                self.said[text] = reply
+            moved.append(again)
+        self.senders = moved
+        self.resent = {t: r for t, r in self.said.items() if t in self.refused_first}
+
+    def check_one_order(self):
+        """Everyone saw the same consecutive seqs; every say is there once, with its ok's seq."""
+        self.assertEqual(self.senders[0].say("end", "end")["op"], "ok")
+        for m in self.listeners + self.senders:
+            m.read_until("end")
+        reference = self.listeners[0].messages
+        self.assertEqual([m["seq"] for m in reference], list(range(1, len(reference) + 1)))
+        texts = [m["text"] for m in reference]
+        self.assertEqual(len(texts), len(set(texts)), "a message was delivered twice")
+        for member in self.members:
+            if member.messages:
+                start = member.messages[0]["seq"] - 1
+                self.assertEqual(member.messages, reference[start:start + len(member.messages)], member.nick)
+        self.assertEqual(set(texts), set(self.said) | {"end"}, "said and delivered differ")
+        seq_of = {m["text"]: m["seq"] for m in reference}
+        for text, reply in self.said.items():
+            self.assertEqual(reply["op"], "ok", f"{text} never taken: {reply}")
+            self.assertEqual(reply["seq"], seq_of[text], text)
+        maybe = [t for t, r in self.refused_first.items() if "may not" in r["message"]]
+        duplicates = [t for t in self.refused_first if self.said[t].get("duplicate")]
+        print(f"\n{self._testMethodName}: {len(reference)} messages in one order; {len(self.refused_first)} says "
+              f"refused ({len(maybe)} 'may not have been sent'), resent through the other node: "
+              f"{len(duplicates)} were there already", flush=True)
+        return reference
+
+    def metrics(self, daemon):
+        port = int(re.search(SERVING, daemon.log.wait_for(SERVING)).group(1))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            self.assertEqual(response.status, 200)
+            body = response.read().decode()
+        finally:
+            conn.close()
+        samples = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+        return body, samples
+
+    # -- the faults -------------------------------------------------------------------------
+
+    def test_subscribers_killed_catch_up_from_the_stream(self):
+        self.cluster(http=True)
+        for _ in range(10):
+            for m in self.senders:
+                self.assertEqual(self.say(m)["op"], "ok")
+        self.fault()
+        killed = self.redis.command("CLIENT", "KILL", "TYPE", "pubsub")
+        self.assertEqual(killed.strip(), ":2", "each node's subscriber connection")  # and no one else's
+        self.chat(lambda: self.back(self.a) and self.back(self.b))
+        self.assertTrue(logged(self.a, "cluster: Redis at .*subscriber link", self.marks[self.a]))
+        self.service_back()
+        self.resend_elsewhere()
+        self.check_one_order()
+        # The node's figures, as Prometheus reads them.
+        body, samples = self.metrics(self.a)
+        self.assertEqual(samples["roomd_cluster_available"], 1)
+        self.assertGreaterEqual(samples["roomd_cluster_connects_total"], 2)
+        self.assertGreaterEqual(samples["roomd_cluster_link_failures_total"], 1)
+        self.assertGreaterEqual(samples["roomd_cluster_says_total"], 16)  # sa's: 10 before, 6 after at least
+        self.assertGreater(samples["roomd_cluster_delivered_total"], 32)  # everyone's, once each
+        for name in ("roomd_cluster_says_refused_total", "roomd_cluster_says_retried_total",
+                     "roomd_cluster_gap_fills_total", "roomd_cluster_skipped_total"):
+            self.assertIn(f"# TYPE {name} counter", body)
+        self.assertEqual(samples["roomd_cluster_skipped_total"], 0)
+        promtool = shutil.which("promtool")
+        if promtool:  # Debian package prometheus; test_http says so when it is missing
+            r = subprocess.run([promtool, "check", "metrics"], input=body.encode(), capture_output=True, timeout=WAIT)
+            self.assertEqual((r.returncode, r.stdout.decode() + r.stderr.decode()), (0, ""), body)
+
+    def paused(self, mode):
+        self.cluster()
+        for _ in range(10):
+            for m in self.senders:
+                self.assertEqual(self.say(m)["op"], "ok")
+        self.fault()
+        pause_ms = 2500
+        self.assertIn("+OK", self.redis.command("CLIENT", "PAUSE", str(pause_ms), mode))
+        over = time.monotonic() + pause_ms / 1000
+        self.chat(lambda: time.monotonic() > over)
+        # sa's say waited in the paused Redis past the link's deadline: the link was ended, and
+        # the say sent again with its id once the pause was over (answered ok, or refused).
+        self.assertTrue(logged(self.a, "cluster: Redis at .*timeout", self.marks[self.a]))
+        self.service_back()
+        self.resend_elsewhere()
+        self.check_one_order()
+
+    def test_client_pause_write(self):
+        self.paused("WRITE")
+
+    def test_client_pause_all(self):
+        self.paused("ALL")
+
+    def test_frozen_redis_with_says_in_flight(self):
+        self.cluster()
+        for _ in range(10):
+            for m in self.senders:
+                self.assertEqual(self.say(m)["op"], "ok")
+        self.fault()
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            self.chat(lambda: all(logged(d, "cluster: Redis at .*timeout", self.marks[d]) for d in (self.a, self.b)))
+        finally:
+            self.redis.proc.send_signal(signal.SIGCONT)
+        self.service_back()
+        self.resend_elsewhere()
+        self.check_one_order()
+
+    def test_restart_with_persistence_keeps_the_room(self):
+        self.cluster(persist=True)
+        for _ in range(10):
+            for m in self.senders:
+                self.assertEqual(self.say(m)["op"], "ok")
+        late = self.connect(self.b)
+        before = late.call({"op": "join", "room": "hall"}, "joined")
+        late.close()
+        self.fault()
+        self.redis.kill()  # SIGKILL: what it acknowledged is in its append-only file
+        self.chat(lambda: all(logged(d, "cluster: Redis at .*reconnecting", self.marks[d]) for d in (self.a, self.b)))
+        self.redis.start()
+        self.service_back()
+        self.resend_elsewhere()
+        reference = self.check_one_order()  # seqs went on from where they were: no second 1
+        # Same room, same epoch: a client resuming from before the restart gets what it missed.
+        c = self.connect(self.a)
+        resumed = c.call({"op": "join", "room": "hall", "since": before["seq"], "epoch": before["epoch"]}, "joined")
+        self.assertEqual(resumed["epoch"], before["epoch"])
+        self.assertTrue(resumed["resumed"])
+        self.assertEqual(resumed["history"], reference[before["seq"]:])
+
+    # -- a client's msg_id across nodes -----------------------------------------------------
+
+    def test_a_resend_through_another_node_is_not_doubled(self):
+        self.cluster()
+        alice = self.member(self.a, "alice")
+        first = alice.say("hello", "c7f3-1")
+        self.assertEqual((first["op"], first["seq"]), ("ok", 1))
+        self.assertNotIn("duplicate", first)
+        # alice lost her connection before the ok reached her; she says it again elsewhere.
+        alice.c.close()
+        alice = self.rejoin(self.b, "Alice")  # nicks are one ignoring case: the same sender
+        again = alice.say("hello (again)", "c7f3-1")
+        self.assertEqual({k: again[k] for k in ("op", "seq", "duplicate")}, {"op": "ok", "seq": 1, "duplicate": True})
+        bob = self.member(self.b, "bob")
+        self.assertEqual(bob.say("bob's own", "c7f3-1")["seq"], 2)  # another sender's id is its own
+        self.assertEqual(alice.say("next", "c7f3-2")["seq"], 3)
+        for m in self.listeners:
+            m.read_until("next")
+            self.assertEqual([(x["seq"], x["text"]) for x in m.messages], [(1, "hello"), (2, "bob's own"), (3, "next")])
+        # Redis keeps the id for the window (10 minutes), scoped by room and nick.
+        ttl = int(self.redis.command("PTTL", "roomd:{hall}:said:c:alice:c7f3-1").strip()[1:])
+        self.assertTrue(0 < ttl <= 600000, ttl)
+
+
+if __name__ == "__main__":
+    run()
