@@ -286,7 +286,8 @@ class Everywhere(ClusterHistoryTest):
         self.assert_holds(self.pages(c), acked)
         # It serves as a node again: a say from it goes on after 60, and a hears it.
         listener = self.connect(a, join=["log"])
-        c.call({"op": "say", "room": "log", "text": "back", "id": "b"}, "message", seq=61)
+        c.send({"op": "say", "room": "log", "text": "back", "id": "b"})
+        c.wait_for("message", seq=61)  # after the listener's join (presence crosses nodes)
         c.wait_for("ok", id="b", seq=61)
         self.assertEqual(read_messages(listener, "log", 1, WAIT)[0]["text"], "back")
 

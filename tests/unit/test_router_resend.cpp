@@ -194,6 +194,20 @@ struct RecordingBus : ClusterBus {
   void say(ClusterSay s, std::function<void(ClusterSaid)> done) override { says.emplace_back(std::move(s), std::move(done)); }
   void watch(const std::string&) override {}
   void unwatch(const std::string&) override {}
+  // Members and nicks are not this test's: every claim is granted at once.
+  void claim_nick(const std::string&, const std::string&, std::function<void(NickClaim)> done) override {
+    done(NickClaim::ok);
+  }
+  void release_nick(const std::string&) override {}
+  void member_joined(const std::string&, const std::string&) override {}
+  void member_left(const std::string&, const std::string&) override {}
+  void member_renamed(const std::string&, const std::string&, const std::string&) override {}
+  void who(const std::string&, const std::optional<std::string>&, std::size_t,
+           std::function<void(std::optional<ClusterMemberPage>)> done) override {
+    done(std::nullopt);
+  }
+  void room_counts(std::function<void(std::optional<std::vector<ClusterRoomCount>>)> done) override { done(std::nullopt); }
+  void follow(const std::string&, std::uint64_t, const std::string&) override {}
 };
 }  // namespace
 
