@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import tempfile
+import time
 
 import harness
 from harness import DaemonTest
@@ -40,6 +41,11 @@ class BenchSmoke(DaemonTest):
         # Receivers on three loops; the publisher must be woken by the others' progress.
         kv = self.bench("fanout", "--members", "7", "--messages", "300", "--window", "10", "--threads", "3")
         self.assertEqual((kv["deliveries"], kv["lost"]), ("2100", "0"))
+
+    def test_fanout_with_several_publishers(self):
+        # Three talkers in the one room, each saying --messages.
+        kv = self.bench("fanout", "--members", "5", "--messages", "40", "--publishers", "3")
+        self.assertEqual((kv["published"], kv["deliveries"], kv["lost"]), ("120", "600", "0"))
 
     def test_fanout_at_a_capped_rate(self):
         kv = self.bench("fanout", "--members", "4", "--messages", "40", "--publish-rate", "400")
@@ -284,6 +290,19 @@ class BenchCluster(DaemonTest):
         self.assertNotIn("error", kv, last)
         return kv
 
+    @staticmethod
+    def clients_of(node, expected):
+        """How many clients a node has had (its log says each one's arrival), once that is
+        `expected` or after a bounded wait for the log's lines to be read."""
+        deadline = time.monotonic() + harness.WAIT
+        with node.log.cond:
+            while True:
+                count = sum(1 for line in node.log.lines if re.search(r"client \S+ connected as ", line))
+                left = deadline - time.monotonic()
+                if count >= expected or left <= 0:
+                    return count
+                node.log.cond.wait(left)
+
     def test_fanout_across_nodes(self):
         a, b, c = self.nodes
         kv = self.bench("fanout", "--members", "6", "--messages", "50", "--cpu-pid", f"redis={self.redis.proc.pid}",
@@ -295,11 +314,21 @@ class BenchCluster(DaemonTest):
             self.assertGreaterEqual(float(kv[f"{name}_cpu_s"]), 0, name)
             self.assertGreaterEqual(float(kv[f"{name}_cpu_us_per_msg"]), 0, name)
         self.assertNotIn("node_c_cpu_s", kv)
+        # The publisher was node a's one client; the members were dealt to b and c.
+        self.assertEqual([self.clients_of(d, n) for d, n in ((a, 1), (b, 3), (c, 3))], [1, 3, 3])
+
+    def test_several_publishers_across_nodes(self):
+        # Says from several sessions at once: Redis orders them together, the member nodes get
+        # them in bursts.
+        kv = self.bench("fanout", "--members", "4", "--messages", "30", "--publishers", "3", "--window", "5")
+        self.assertEqual((kv["published"], kv["deliveries"], kv["lost"]), ("90", "360", "0"))
+        self.assertEqual(self.redis.get("roomd:{bench0}:seq"), "90")
 
     def test_members_on_one_other_node(self):
         # Two nodes' worth: the members all on b, none where the publisher is.
         kv = self.bench("fanout", "--members", "3", "--messages", "20", members_at=[self.nodes[1]])
         self.assertEqual((kv["deliveries"], kv["lost"]), ("60", "0"))
+        self.assertEqual([self.clients_of(d, n) for d, n in zip(self.nodes, (1, 3, 0))], [1, 3, 0])
 
     def test_latency_across_nodes_on_two_threads(self):
         kv = self.bench("latency", "--members", "4", "--rate", "100", "--duration", "0.5", "--threads", "2")
