@@ -9,6 +9,8 @@
 // latency --versus-port measures a second server in the same run, in alternating phases.
 // --transport tls|ws|wss runs any roomd scenario over TLS (roomd's own TlsChannel, memory
 // BIOs), WebSocket (wslay: one text message per JSON line) or WebSocket over TLS.
+// --member-port spreads the members over other servers (the nodes of a roomd cluster) while
+// the publisher stays on --port; --cpu-pid reads processes' CPU time over the run.
 #include <CLI/CLI.hpp>
 #include <uv.h>
 #include <openssl/ssl.h>
@@ -18,16 +20,20 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <thread>
 #include <utility>
 #include <variant>
@@ -82,6 +88,12 @@ struct Options {
   double churn_rate = 200;
   double settle = 2;
   int versus_port = 0;                    // latency: a second server, measured in alternate phases
+  // A cluster: receivers (and idle connections) connect to these ports in turn instead of
+  // --port, where the publisher, the storm and the churners stay (the origin node).
+  std::vector<int> member_ports;
+  // Processes whose CPU time (utime + stime) is read at the start and the end of the run:
+  // NAME=PID each, reported as NAME_cpu_s and NAME_cpu_us_per_msg.
+  std::vector<std::pair<std::string, long>> cpu_pids;
   Target versus_target = Target::redis;
   Transport transport = Transport::tcp;
   std::string ca;         // tls, wss: the CA bundle to verify the server against
@@ -103,6 +115,7 @@ struct Conn {
   Worker* worker = nullptr;
   Role role = Role::receiver;
   bool versus = false;     // latency --versus-port: this connection is to the second server
+  int port = 0;            // the server's: --port, a --member-port, or --versus-port
   int room = 0;
   bool ready = false;
   bool seeder = false;     // storm: fills the history room before the run
@@ -152,6 +165,24 @@ long rss_kb(long pid) {
   return -1;
 }
 
+// A process's CPU time so far, user + system, in clock ticks (/proc/PID/stat fields 14 and
+// 15, counted after the command name's closing parenthesis, which may itself hold spaces);
+// -1 if it cannot be read.
+long cpu_ticks(long pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto paren = stat.rfind(')');
+  if (paren == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(paren + 1));
+  std::string field;
+  long utime = -1, stime = -1;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {  // field 3 (state) comes first
+    if (i == 14) utime = std::strtol(field.c_str(), nullptr, 10);
+    if (i == 15) stime = std::strtol(field.c_str(), nullptr, 10);
+  }
+  return utime < 0 || stime < 0 ? -1 : utime + stime;
+}
+
 // What the workers share. Everything a worker thread touches here is atomic or locked.
 struct Shared {
   Options o;
@@ -170,6 +201,14 @@ struct Shared {
   std::atomic<std::uint64_t> ready_ns{0};
   std::shared_ptr<roomd::TlsContext> tls_context;  // --transport tls, wss (one SSL_CTX, all threads)
   std::uint64_t expected = 0;                  // set before any delivery can arrive
+  int next_member_port = 0;                    // setup (main thread): the next --member-port
+  // --cpu-pid: each process's ticks when the run started and when it finished (written once
+  // each: by worker 0 at the start, by whichever thread finishes; read after the joins).
+  std::vector<long> cpu_start, cpu_end;
+  void read_cpu(std::vector<long>& into) {
+    into.clear();
+    for (const auto& named : o.cpu_pids) into.push_back(cpu_ticks(named.second));
+  }
   std::mutex error_mutex;
   std::string error_text;
 
@@ -179,6 +218,7 @@ struct Shared {
     bool was = false;
     if (!finished.compare_exchange_strong(was, true)) return;
     end_ns = now_ns();
+    if (started) read_cpu(cpu_end);
     wake_all();
   }
   void fail(const std::string& why) {
@@ -581,7 +621,7 @@ struct Worker {
   // ws, wss: the upgrade request, once the connection (and its TLS) is up. The key is fixed:
   // the bench does not check the server's Sec-WebSocket-Accept, only its 101.
   void send_upgrade(Conn& c) {
-    std::string authority = o.host + ":" + std::to_string(c.versus ? o.versus_port : o.port);
+    std::string authority = o.host + ":" + std::to_string(c.port);
     send_bytes(c, "GET / HTTP/1.1\r\nHost: " + authority +
                       "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -744,6 +784,9 @@ struct Worker {
     c->role = role;
     c->versus = versus;
     c->room = room;
+    c->port = versus ? o.versus_port : o.port;
+    if (!versus && (role == Role::receiver || role == Role::idle) && !o.member_ports.empty())
+      c->port = o.member_ports[static_cast<std::size_t>(sh.next_member_port++) % o.member_ports.size()];
     if (o.ws()) make_ws(*c);
     if (role == Role::publisher) publishers.push_back(c.get());
     conns.push_back(std::move(c));
@@ -753,7 +796,7 @@ struct Worker {
     while (next_to_connect < static_cast<int>(conns.size()) && setting_up < o.connect_window) {
       Conn& c = *conns[static_cast<std::size_t>(next_to_connect++)];
       sockaddr_in addr{};
-      if (!sh.check(uv_ip4_addr(o.host.c_str(), c.versus ? o.versus_port : o.port, &addr), "--host")) return;
+      if (!sh.check(uv_ip4_addr(o.host.c_str(), c.port, &addr), "--host")) return;
       if (!sh.check(uv_tcp_init(&loop, &c.tcp), "uv_tcp_init")) return;
       c.tcp.data = &c;
       c.connect_req.data = &c;
@@ -832,6 +875,7 @@ struct Worker {
   }
 
   void start_run() {
+    sh.read_cpu(sh.cpu_start);
     sh.start_ns = now_ns();
     sh.started = true;
     sh.wake_all();  // the storm's or the churners' thread starts
@@ -1016,6 +1060,20 @@ int report(Shared& sh, long rss_before_kb) {
       }
     }
   }
+  // --cpu-pid: each process's CPU time over the run (from the first message until the last
+  // delivery), and per message published. The kernel counts in ticks (10 ms at 100 Hz).
+  if (sh.cpu_start.size() == o.cpu_pids.size() && sh.cpu_end.size() == o.cpu_pids.size()) {
+    const double tick_s = 1.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+    for (std::size_t i = 0; i < o.cpu_pids.size(); ++i) {
+      if (sh.cpu_start[i] < 0 || sh.cpu_end[i] < 0) continue;  // the process went meanwhile
+      const double cpu_s = static_cast<double>(sh.cpu_end[i] - sh.cpu_start[i]) * tick_s;
+      const std::string& name = o.cpu_pids[i].first;
+      std::snprintf(buf, sizeof buf, "%.3f", cpu_s);
+      row((name + "_cpu_s").c_str(), buf);
+      std::snprintf(buf, sizeof buf, "%.2f", w0.published > 0 ? cpu_s * 1e6 / static_cast<double>(w0.published) : 0.0);
+      row((name + "_cpu_us_per_msg").c_str(), buf);
+    }
+  }
   if (!sh.error_text.empty()) {  // quoted; a quote inside (a JSON error line) becomes ' for the parsers
     std::string why = sh.error_text.substr(0, 80);
     std::replace(why.begin(), why.end(), '"', '\'');
@@ -1037,7 +1095,9 @@ int run(Shared& sh) {
     return *sh.workers[static_cast<std::size_t>(next_receiver++ % o.threads)];
   };
   if (o.scenario == "fanout" || o.scenario == "latency" || o.scenario == "storm" || o.scenario == "churn") {
-    w0.add(Role::publisher, 0);
+    // fanout: --publishers of them in the one room, each saying --messages
+    const int publishers = o.scenario == "fanout" ? o.publishers : 1;
+    for (int i = 0; i < publishers; ++i) w0.add(Role::publisher, 0);
     for (int i = 0; i < o.members; ++i) receiver_worker().add(Role::receiver, 0);
     if (o.versus_port) {  // the same room and members on the second server: publishers[1]
       w0.add(Role::publisher, 0, true);
@@ -1052,7 +1112,8 @@ int run(Shared& sh) {
     if (o.scenario == "churn")
       for (int i = 0; i < o.churners; ++i) sh.workers.back()->add(Role::churner, 0);
     sh.expected = o.scenario == "fanout"
-                      ? static_cast<std::uint64_t>(o.messages) * static_cast<std::uint64_t>(o.members)
+                      ? static_cast<std::uint64_t>(o.messages) * static_cast<std::uint64_t>(o.members) *
+                            static_cast<std::uint64_t>(publishers)
                       : static_cast<std::uint64_t>(o.rate * o.duration) * static_cast<std::uint64_t>(o.members);
   } else if (o.scenario == "rooms") {
     for (int r = 0; r < o.rooms; ++r) {
@@ -1105,7 +1166,8 @@ int main(int argc, char** argv) {
   app.add_option("--port", o.port, "server port");
   app.add_option("--members", o.members, "receivers per room (churn: 10000 unless given)");
   app.add_option("--rooms", o.rooms, "rooms (rooms scenario; idle connections are spread over them)");
-  app.add_option("--publishers", o.publishers, "publishers, one per room (rooms scenario)");
+  app.add_option("--publishers", o.publishers, "publishers: one per room (rooms), all in the one room (fanout)")
+      ->check(CLI::Range(1, 100000));
   app.add_option("--messages", o.messages, "messages per publisher (fanout, rooms)");
   app.add_option("--payload", o.payload, "payload bytes per message");
   app.add_option("--rate", o.rate, "messages per second (latency, storm; churn: 100 unless given)");
@@ -1132,6 +1194,16 @@ int main(int argc, char** argv) {
   std::string versus_target = "redis";
   app.add_option("--versus-target", versus_target, "what listens on --versus-port: redis or roomd")
       ->check(CLI::IsMember({"redis", "roomd"}));
+  app.add_option("--member-port", o.member_ports,
+                 "a cluster: the members connect to these ports in turn (repeat it, or PORT,PORT), "
+                 "the publisher to --port")
+      ->allow_extra_args(false)  // one value a time: the scenario after it is not a port
+      ->delimiter(',')
+      ->check(CLI::Range(1, 65535));
+  std::vector<std::string> cpu_pids;
+  app.add_option("--cpu-pid", cpu_pids,
+                 "NAME=PID: the process's CPU time over the run, as NAME_cpu_s and NAME_cpu_us_per_msg (repeatable)")
+      ->allow_extra_args(false);
   app.add_flag("--storm-distinct-keys", o.storm_distinct_keys,
                "every storm join guesses a new key (a brute-force attack: each is an argon2id check)");
   app.add_option("--connect-window", o.connect_window,
@@ -1169,6 +1241,28 @@ int main(int argc, char** argv) {
   if (o.versus_port && (o.scenario != "latency" || o.phases < 2)) {
     std::fprintf(stderr, "roomd-bench: --versus-port is for the latency scenario, with --phases of 2 or more\n");
     return 2;
+  }
+  if (!o.member_ports.empty() && o.versus_port) {
+    std::fprintf(stderr, "roomd-bench: --member-port and --versus-port do not go together\n");
+    return 2;
+  }
+  for (const auto& named : cpu_pids) {
+    auto eq = named.find('=');
+    std::string name = named.substr(0, eq);
+    char* end = nullptr;
+    long pid = eq == std::string::npos ? 0 : std::strtol(named.c_str() + eq + 1, &end, 10);
+    bool good_name = !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char ch) {
+      return std::islower(ch) || std::isdigit(ch) || ch == '_';
+    });
+    if (!good_name || pid <= 0 || *end != '\0') {
+      std::fprintf(stderr, "roomd-bench: --cpu-pid is NAME=PID, NAME of a-z, 0-9 and _ (got '%s')\n", named.c_str());
+      return 2;
+    }
+    if (cpu_ticks(pid) < 0) {
+      std::fprintf(stderr, "roomd-bench: --cpu-pid %s: cannot read /proc/%ld/stat\n", named.c_str(), pid);
+      return 2;
+    }
+    o.cpu_pids.emplace_back(name, pid);
   }
   if (target != "redis" && target != "roomd") {
     std::fprintf(stderr, "roomd-bench: --target is roomd or redis\n");

@@ -1,14 +1,17 @@
-"""roomd-bench must not rot: a tiny run of every scenario against the real roomd, and of the
-main ones over every transport (tls, ws, wss). Asserts only that deliveries arrive and none
-is lost -- speed is the benchmark's business, not a test's."""
+"""roomd-bench must not rot: a tiny run of every scenario against the real roomd, of the
+main ones over every transport (tls, ws, wss), and across the nodes of a cluster (three roomd
+and a Redis). Asserts only that deliveries arrive and none is lost -- speed is the
+benchmark's business, not a test's."""
 import os
 import re
 import socket
 import subprocess
 import tempfile
+import time
 
 import harness
 from harness import DaemonTest
+from redis_server import REDIS, RedisServer
 
 BENCH = os.path.join(os.path.dirname(harness.ROOMD), "roomd-bench")
 CONFIG = os.path.join(os.path.dirname(__file__), "../../bench/bench.toml")
@@ -38,6 +41,11 @@ class BenchSmoke(DaemonTest):
         # Receivers on three loops; the publisher must be woken by the others' progress.
         kv = self.bench("fanout", "--members", "7", "--messages", "300", "--window", "10", "--threads", "3")
         self.assertEqual((kv["deliveries"], kv["lost"]), ("2100", "0"))
+
+    def test_fanout_with_several_publishers(self):
+        # Three talkers in the one room, each saying --messages.
+        kv = self.bench("fanout", "--members", "5", "--messages", "40", "--publishers", "3")
+        self.assertEqual((kv["published"], kv["deliveries"], kv["lost"]), ("120", "600", "0"))
 
     def test_fanout_at_a_capped_rate(self):
         kv = self.bench("fanout", "--members", "4", "--messages", "40", "--publish-rate", "400")
@@ -248,6 +256,98 @@ class BenchTransports(DaemonTest):
                            text=True, timeout=60)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--transport", r.stderr)
+
+
+class BenchCluster(DaemonTest):
+    """--member-port: three roomd nodes sharing bench0 through a Redis of the test's own; the
+    publisher on node a, the members spread over b and c, so every delivery counted crossed
+    nodes through Redis. --cpu-pid reads the processes' CPU time over the run."""
+
+    def setUp(self):
+        super().setUp()
+        if REDIS is None:
+            self.skipTest("redis-server is not installed (apt-get install redis-server)")
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.close)  # after tearDown has stopped the nodes
+        with open(CONFIG) as f:
+            text = f.read()
+        self.nodes = []
+        for name in ("a", "b", "c"):
+            d = self.start(text + f'\n[cluster]\nredis = "127.0.0.1:{self.redis.port}"\nnode_id = "bench-{name}"\n')
+            d.log.wait_for("cluster: connected to Redis")
+            self.nodes.append(d)
+
+    def bench(self, *args, members_at=None):
+        """roomd-bench with the publisher on node a and the members on members_at (b and c)."""
+        a, b, c = self.nodes
+        ports = ",".join(str(d.port) for d in (members_at or (b, c)))
+        # --member-port right before the scenario: one value, the scenario is not taken for a port
+        r = subprocess.run([BENCH, "--port", str(a.port), "--timeout", "60", "--member-port", ports, *args],
+                           capture_output=True, text=True, timeout=120)
+        last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+        kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', last))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("error", kv, last)
+        return kv
+
+    @staticmethod
+    def clients_of(node, expected):
+        """How many clients a node has had (its log says each one's arrival), once that is
+        `expected` or after a bounded wait for the log's lines to be read."""
+        deadline = time.monotonic() + harness.WAIT
+        with node.log.cond:
+            while True:
+                count = sum(1 for line in node.log.lines if re.search(r"client \S+ connected as ", line))
+                left = deadline - time.monotonic()
+                if count >= expected or left <= 0:
+                    return count
+                node.log.cond.wait(left)
+
+    def test_fanout_across_nodes(self):
+        a, b, c = self.nodes
+        kv = self.bench("fanout", "--members", "6", "--messages", "50", "--cpu-pid", f"redis={self.redis.proc.pid}",
+                        "--cpu-pid", f"node_a={a.proc.pid}", "--cpu-pid", f"node_b={b.proc.pid}")
+        self.assertEqual((kv["published"], kv["deliveries"], kv["lost"]), ("50", "300", "0"))
+        # Ordered by Redis: the room's seq there is the count of messages.
+        self.assertEqual(self.redis.get("roomd:{bench0}:seq"), "50")
+        for name in ("redis", "node_a", "node_b"):
+            self.assertGreaterEqual(float(kv[f"{name}_cpu_s"]), 0, name)
+            self.assertGreaterEqual(float(kv[f"{name}_cpu_us_per_msg"]), 0, name)
+        self.assertNotIn("node_c_cpu_s", kv)
+        # The publisher was node a's one client; the members were dealt to b and c.
+        self.assertEqual([self.clients_of(d, n) for d, n in ((a, 1), (b, 3), (c, 3))], [1, 3, 3])
+
+    def test_several_publishers_across_nodes(self):
+        # Says from several sessions at once: Redis orders them together, the member nodes get
+        # them in bursts.
+        kv = self.bench("fanout", "--members", "4", "--messages", "30", "--publishers", "3", "--window", "5")
+        self.assertEqual((kv["published"], kv["deliveries"], kv["lost"]), ("90", "360", "0"))
+        self.assertEqual(self.redis.get("roomd:{bench0}:seq"), "90")
+
+    def test_members_on_one_other_node(self):
+        # Two nodes' worth: the members all on b, none where the publisher is.
+        kv = self.bench("fanout", "--members", "3", "--messages", "20", members_at=[self.nodes[1]])
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("60", "0"))
+        self.assertEqual([self.clients_of(d, n) for d, n in zip(self.nodes, (1, 3, 0))], [1, 3, 0])
+
+    def test_latency_across_nodes_on_two_threads(self):
+        kv = self.bench("latency", "--members", "4", "--rate", "100", "--duration", "0.5", "--threads", "2")
+        self.assertEqual((kv["deliveries"], kv["lost"]), ("200", "0"))
+        self.assertGreater(int(kv["p99_us"]), 0)
+
+    def test_member_port_with_versus_port_is_refused(self):
+        r = subprocess.run([BENCH, "--member-port", "7001", "--versus-port", "7002", "latency", "--phases", "2"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--member-port", r.stderr)
+
+    def test_cpu_pid_is_checked(self):
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        for bad in (f"x={gone.pid}", "x", "Bad=1", "x=1y"):
+            r = subprocess.run([BENCH, "--cpu-pid", bad, "fanout"], capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 2, bad)
+            self.assertIn("--cpu-pid", r.stderr, bad)
 
 
 if __name__ == "__main__":

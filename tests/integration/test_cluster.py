@@ -11,7 +11,9 @@ import tempfile
 import threading
 import time
 
-from harness import WAIT, Client, DaemonTest, run
+import harness
+from harness import WAIT, Client, DaemonTest, LineLog, run
+from test_textmode import Netcat
 
 REDIS = shutil.which("redis-server")
 if REDIS is None:
@@ -302,6 +304,64 @@ class ClusterTest(DaemonTest):
             self.redis.proc.send_signal(signal.SIGCONT)
         ok = self.say_until(c, "hall", "ok", 10, WAIT)
         self.assertEqual(ok["seq"], 2)  # same Redis, same room: the order goes on
+
+
+class ReadmeWalkthrough(DaemonTest):
+    """The README's three nodes on one machine: one Redis, three roomd with the README's
+    config (a node_id each, [cluster] redis, the room lobby), a netcat user on node 1 and a
+    roomcat user on node 3 chatting both ways, and a JSON client on node 2 seeing both lines
+    in the same order. Free ports instead of the README's fixed ones."""
+
+    def test_netcat_on_node_1_and_roomcat_on_node_3(self):
+        if not shutil.which("nc"):
+            self.fail("netcat-openbsd (nc) is required; ./quickstart.sh installs it")
+        redis = Redis()
+        self.addCleanup(redis.close)  # after tearDown has stopped the nodes
+        nodes = []
+        for n in (1, 2, 3):
+            d = self.start(f'[cluster]\nredis = "127.0.0.1:{redis.port}"\nnode_id = "node-{n}"\n'
+                           '[[rooms]]\nname = "lobby"\ntopic = "General"\n')
+            d.log.wait_for(f"cluster: connected to Redis at .* as node node-{n};")
+            nodes.append(d)
+        watcher = self.connect(nodes[1], nick="watcher", join=["lobby"])
+
+        carol = Netcat(nodes[0].port)
+        self.addCleanup(carol.close)
+        carol.screen.wait_for(r'^\{"op":"welcome"')
+        self.assertEqual(carol.type("/nick carol", r"^\*"), "* you are now known as carol")
+        self.assertTrue(carol.type("/join lobby", r"^\*").startswith("* you joined lobby (topic: General); members: "))
+
+        roomcat = os.path.join(os.path.dirname(harness.ROOMD), "roomcat")
+        ann = subprocess.Popen([roomcat, f"127.0.0.1:{nodes[2].port}", "--nick", "ann", "--join", "lobby"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        ann_screen = LineLog(ann.stdout)
+        ann_errors = LineLog(ann.stderr)
+        def stop_ann():
+            if ann.poll() is None:
+                ann.kill()
+                ann.wait()
+            for f in (ann.stdin, ann.stdout, ann.stderr):
+                if not f.closed:
+                    f.close()
+        self.addCleanup(stop_ann)
+        ann_screen.wait_for(r"^\* you are now known as ann$")
+        ann_screen.wait_for(r"^\* you joined lobby \(topic: General\); members: ")
+
+        ann.stdin.write(b"hi from node 3\n")
+        ann.stdin.flush()
+        carol.screen.wait_for(r"^\[lobby\] ann: hi from node 3$")
+        ann_screen.wait_for(r"^\[lobby\] ann: hi from node 3$")
+        carol.type("hello ann, this is node 1", r"^\[lobby\] carol: hello ann, this is node 1$")
+        ann_screen.wait_for(r"^\[lobby\] carol: hello ann, this is node 1$")
+
+        said = read_messages(watcher, "lobby", 2, WAIT)
+        self.assertEqual([(m["seq"], m["from"], m["text"]) for m in said],
+                         [(1, "ann", "hi from node 3"), (2, "carol", "hello ann, this is node 1")])
+        # ann leaves as roomcat does at the end of its input: everything answered, then bye.
+        ann.stdin.close()
+        self.assertEqual(ann.wait(timeout=WAIT), 0, ann_errors.text())
+        ann_screen.wait_for(r"^\* bye$")
+        self.assertEqual(carol.type("/quit", r"^\*"), "* bye")
 
 
 if __name__ == "__main__":
