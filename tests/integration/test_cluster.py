@@ -361,7 +361,8 @@ class ReadmeWalkthrough(DaemonTest):
         ann.stdin.close()
         self.assertEqual(ann.wait(timeout=WAIT), 0, ann_errors.text())
         ann_screen.wait_for(r"^\* bye$")
-        self.assertEqual(carol.type("/quit", r"^\*"), "* bye")
+        carol.screen.wait_for(r"^\* ann left lobby$")  # presence crosses nodes
+        self.assertEqual(carol.type("/quit", r"^\* bye$"), "* bye")
 
 
 if __name__ == "__main__":
