@@ -161,7 +161,10 @@ Server::Server(ServerOptions options)
                                       std::vector<std::string> others) { router_->cluster_members(room, std::move(others)); },
                     .presence = [this](const std::string& room,
                                        const ClusterPresence& presence) { router_->cluster_presence(room, presence); },
-                    .nick_lost = [this](const std::string& nick) { router_->cluster_nick_lost(nick); }});
+                    .nick_lost = [this](const std::string& nick) { router_->cluster_nick_lost(nick); },
+                    .topic = [this](const std::string& room,
+                                    const std::optional<ClusterTopic>& topic) { router_->cluster_topic(room, topic); },
+                    .whisper = [this](const ClusterWhisper& whisper) { router_->cluster_whisper(whisper); }});
     services.cluster = cluster_.get();
   }
   if (!config_.history.path.empty()) {
@@ -771,6 +774,9 @@ ordered_json Server::stats_json() const {
     j["cluster_swept_members"] = c.swept_members;
     j["cluster_reregistered"] = c.reregistered;
     j["cluster_conflicts"] = c.conflicts;
+    j["cluster_topics"] = c.topics;
+    j["cluster_whispers_out"] = c.whispers_out;
+    j["cluster_whispers_in"] = c.whispers_in;
     j["cluster_redis_durable"] = c.redis_durable ? 1 : 0;
   }
   return j;

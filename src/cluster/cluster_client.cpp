@@ -91,7 +91,12 @@ end
 --   roomd:{ROOM}:who        zset    the room's members, score 0: byte order, for pages
 --   roomd:{ROOM}:on:NODE    set     the room's members on that node
 --   roomd:{ROOM}:nodes      set     nodes with members in the room
---   roomd:{ROOM}:mv         the room's membership version
+--   roomd:{ROOM}:mv         the room's membership version (topic changes count too)
+--   roomd:{ROOM}:topic      hash    text, by (the nick that set it), kept ('1': a configured
+--                                   room's, kept while nobody is in it; else gone with the
+--                                   room's last member, as a dynamic room is)
+--   roomd:topics            set     rooms with a kept topic
+--   roomd:node:NODE         channel the node's whispers
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -130,7 +135,10 @@ local function tidy(room, node)
     redis.call('SREM', rkey(room, 'nodes'), node)
     redis.call('SREM', nkey(node, 'rooms'), room)
   end
-  if redis.call('EXISTS', rkey(room, 'who')) == 0 then redis.call('SREM', 'roomd:rooms', room) end
+  if redis.call('EXISTS', rkey(room, 'who')) == 0 then
+    redis.call('SREM', 'roomd:rooms', room)
+    if redis.call('HGET', rkey(room, 'topic'), 'kept') ~= '1' then redis.call('DEL', rkey(room, 'topic')) end
+  end
 end
 
 -- Every member the node has in the room leaves it, as one published change.
@@ -195,6 +203,26 @@ local function enter(keys, args)
   for _, room in ipairs(redis.call('SMEMBERS', nkey(node, 'rooms'))) do
     if not listed[room] then empty_out(room, node) end
   end
+  return 1
+end
+
+-- ARGV: room, node, nick, text, kept ('1' or '0'). The room's topic, published as a change of
+-- the room ("p VERSION NODE topic NICK TEXT") so every node applies it in the room's order.
+local function topic(keys, args)
+  local room = args[1]
+  redis.call('HSET', rkey(room, 'topic'), 'text', args[4], 'by', args[3], 'kept', args[5])
+  if args[5] == '1' then redis.call('SADD', 'roomd:topics', room) else redis.call('SREM', 'roomd:topics', room) end
+  announce(room, args[2], 'topic ' .. args[3] .. ' ' .. args[4])
+  return 1
+end
+
+-- ARGV: nick (folded), payload. The node holding the nick gets the payload on its channel.
+-- 1: handed to it; 0: nobody holds the nick; -1: its node does not listen now (reconnecting,
+-- or dead and not swept yet).
+local function whisper(keys, args)
+  local node = redis.call('GET', 'roomd:nick:' .. args[1])
+  if not node then return 0 end
+  if redis.call('PUBLISH', 'roomd:node:' .. node, args[2]) == 0 then return -1 end
   return 1
 end
 
@@ -283,7 +311,8 @@ local function sweep(keys, args)
   return removed
 end
 
--- ARGV: room. {version, {{node, nick...}...}}: the members by node, at that version.
+-- ARGV: room. {version, {{node, nick...}...}, topic, by}: the members by node and the topic
+-- (false, false: none stored), at that version.
 local function members(keys, args)
   local room = args[1]
   local by_node = {}
@@ -292,7 +321,8 @@ local function members(keys, args)
     table.insert(entry, 1, node)
     by_node[#by_node + 1] = entry
   end
-  return {tonumber(redis.call('GET', rkey(room, 'mv')) or '0'), by_node}
+  local t = redis.call('HMGET', rkey(room, 'topic'), 'text', 'by')
+  return {tonumber(redis.call('GET', rkey(room, 'mv')) or '0'), by_node, t[1], t[2]}
 end
 
 -- ARGV: room, 1 if a page starts after a nick (else 0), that nick, limit. {count, {nick...}, more}
@@ -310,13 +340,19 @@ local function who(keys, args)
   return {redis.call('ZCARD', key), nicks, more}
 end
 
--- {ROOM, COUNT, ...}: every room with members on some node.
+-- {ROOM, COUNT, TOPIC (false: none), ...}: every room with members on some node or a kept topic.
 local function rooms(keys, args)
   local out = {}
-  for _, room in ipairs(redis.call('SMEMBERS', 'roomd:rooms')) do
+  local listed = {}
+  local function add(room)
+    if listed[room] then return end
+    listed[room] = true
     out[#out + 1] = room
     out[#out + 1] = redis.call('ZCARD', rkey(room, 'who'))
+    out[#out + 1] = redis.call('HGET', rkey(room, 'topic'), 'text')
   end
+  for _, room in ipairs(redis.call('SMEMBERS', 'roomd:rooms')) do add(room) end
+  for _, room in ipairs(redis.call('SMEMBERS', 'roomd:topics')) do add(room) end
   return out
 end
 
@@ -329,6 +365,8 @@ redis.register_function('roomd_release', release)
 redis.register_function('roomd_reclaim', reclaim)
 redis.register_function('roomd_beat', beat)
 redis.register_function('roomd_sweep', sweep)
+redis.register_function('roomd_topic', topic)
+redis.register_function('roomd_whisper', whisper)
 redis.register_function{function_name = 'roomd_members', callback = members, flags = {'no-writes'}}
 redis.register_function{function_name = 'roomd_who', callback = who, flags = {'no-writes'}}
 redis.register_function{function_name = 'roomd_rooms', callback = rooms, flags = {'no-writes'}}
@@ -366,6 +404,8 @@ std::string ClusterClient::key(const std::string& room, const char* what) const 
 }
 
 std::string ClusterClient::channel(const std::string& room) const { return "roomd:{" + room + "}"; }
+
+std::string ClusterClient::node_channel() const { return "roomd:node:" + self_; }
 
 void ClusterClient::start(const std::string& default_node_id) {
   if (std::exchange(started_, true)) return;
@@ -460,6 +500,7 @@ void ClusterClient::maybe_ready() {
   // have lost them (a restart), or the others swept them while this node could not beat.
   beat(true);
   register_all();
+  subscriber_->subscribe(node_channel());  // whispers to this node's clients
   for (auto& [room, feed] : feeds_) {
     feed.subscribed = false;
     subscriber_->subscribe(channel(room));
@@ -599,6 +640,11 @@ void ClusterClient::on_push(const redisReply& reply) {
   if (!push) return;
   if (push->kind == redis_replies::Push::Kind::message) return on_message(push->room, std::move(push->message));
   if (push->kind == redis_replies::Push::Kind::presence) return on_presence(push->room, std::move(push->presence));
+  if (push->kind == redis_replies::Push::Kind::whisper) {
+    ++stats_.whispers_in;
+    if (sink_.whisper) sink_.whisper(push->whisper);
+    return;
+  }
   auto it = feeds_.find(push->room);
   if (it == feeds_.end() || it->second.subscribed) return;
   it->second.subscribed = true;
@@ -789,6 +835,8 @@ void ClusterClient::read_members(const std::string& room, Feed& feed) {
     f->members_known = true;
     f->member_version = read.value->version;
     if (sink_.members) sink_.members(room, std::move(read.value->others));
+    if (!(f = find_feed(room, serial))) return;
+    if (read.value->topic_read && sink_.topic) sink_.topic(room, read.value->topic);
     if ((f = find_feed(room, serial))) drain_presence(room, *f);
   });
 }
@@ -820,9 +868,11 @@ void ClusterClient::drain_presence(const std::string& room, Feed& feed) {
     redis_replies::Presence p = std::move(it->second);
     f->early_presence.erase(it);
     f->member_version = p.version;
-    if (p.node == self_) continue;  // this node's own change: its members heard it already
+    // This node's own change: its members heard it already. Not a topic: every node, this one
+    // too, takes the topic in the room's order, so two set at once end the same everywhere.
+    if (p.node == self_ && p.kind != ClusterPresence::Kind::topic) continue;
     ++stats_.presence_in;
-    if (sink_.presence) sink_.presence(room, ClusterPresence{p.kind, std::move(p.nicks)});
+    if (sink_.presence) sink_.presence(room, ClusterPresence{p.kind, std::move(p.nicks), std::move(p.topic)});
     if (!(f = find_feed(room, serial))) return;
   }
 }
@@ -966,6 +1016,36 @@ void ClusterClient::claim_nick(const std::string& nick, const std::string& repla
 void ClusterClient::release_nick(const std::string& nick) {
   nicks_.erase(nick);
   if (ready_) commands_->command({"FCALL", "roomd_release", "0", self_, nick}, {});
+}
+
+// ---- topics and whispers --------------------------------------------------------------------
+
+void ClusterClient::set_topic(const std::string& room, const std::string& nick, const std::string& topic, bool kept,
+                              std::function<void(bool)> done) {
+  if (!ready_) return done(false);
+  bool sent = commands_->command({"FCALL", "roomd_topic", "0", room, self_, nick, topic, kept ? "1" : "0"},
+                                 [this, done](const redisReply* r) {
+                                   auto set = redis_replies::read_integer(r);
+                                   if (r && !set) log::warning("cluster: roomd_topic failed: " + set.error);
+                                   if (set) ++stats_.topics;
+                                   done(set && *set.value == 1);
+                                 });
+  if (!sent) done(false);
+}
+
+void ClusterClient::whisper(ClusterWhisper w, std::function<void(WhisperSent)> done) {
+  if (!ready_) return done(WhisperSent::unavailable);
+  // "FROM TS TO TEXT": the text last, as it is.
+  std::string payload = w.from + " " + std::to_string(w.ts) + " " + w.to + " " + w.text;
+  bool sent = commands_->command({"FCALL", "roomd_whisper", "0", w.to, std::move(payload)}, [this, done](const redisReply* r) {
+    auto handed = redis_replies::read_integer(r);
+    if (r && !handed) log::warning("cluster: roomd_whisper failed: " + handed.error);
+    if (!handed || *handed.value < 0) return done(WhisperSent::unavailable);
+    if (*handed.value == 0) return done(WhisperSent::no_such_nick);
+    ++stats_.whispers_out;
+    done(WhisperSent::ok);
+  });
+  if (!sent) done(WhisperSent::unavailable);
 }
 
 // ---- reads for rooms this node does not watch -------------------------------------------------

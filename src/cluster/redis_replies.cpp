@@ -69,9 +69,17 @@ std::optional<Push> read_push(const redisReply* r) {
   if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3) return std::nullopt;
   const std::string kind = text_of(r->element[0]);
   const std::string name = text_of(r->element[1]);
+  // A whisper on this node's own channel "roomd:node:NODE" (its subscribe needs no answer).
+  if (name.starts_with("roomd:node:")) {
+    if (kind != "message" || !is_string(r->element[2])) return std::nullopt;
+    auto whisper = read_whisper(std::string_view(r->element[2]->str, r->element[2]->len));
+    if (!whisper) return std::nullopt;
+    Push push{Push::Kind::whisper, {}, {}, {}, std::move(*whisper)};
+    return push;
+  }
   // "roomd:{ROOM}" -> ROOM
   if (!name.starts_with("roomd:{") || !name.ends_with("}")) return std::nullopt;
-  Push push{Push::Kind::subscribed, name.substr(7, name.size() - 8), {}, {}};
+  Push push{Push::Kind::subscribed, name.substr(7, name.size() - 8), {}, {}, {}};
   if (kind == "subscribe") return push;
   if (kind != "message" || !is_string(r->element[2])) return std::nullopt;
   const std::string_view payload(r->element[2]->str, r->element[2]->len);
@@ -113,7 +121,16 @@ std::optional<Presence> read_presence(std::string_view payload) {
   if (*kind == "join") p.kind = ClusterPresence::Kind::join;
   else if (*kind == "leave") p.kind = ClusterPresence::Kind::leave;
   else if (*kind == "nick") p.kind = ClusterPresence::Kind::nick;
-  else return std::nullopt;
+  else if (*kind == "topic") {
+    // The setter, then the text: the rest, as it is (spaces, nothing at all).
+    p.kind = ClusterPresence::Kind::topic;
+    const auto space = rest.find(' ');
+    std::string_view nick = rest.substr(0, space);
+    if (!valid_nick(nick)) return std::nullopt;
+    p.nicks.emplace_back(nick);
+    if (space != std::string_view::npos) p.topic = std::string(rest.substr(space + 1));
+    return p;
+  } else return std::nullopt;
   while (!rest.empty()) {
     auto nick = word();
     if (!nick || !valid_nick(*nick)) return std::nullopt;
@@ -121,6 +138,28 @@ std::optional<Presence> read_presence(std::string_view payload) {
   }
   if (p.nicks.empty() || (p.kind == ClusterPresence::Kind::nick && p.nicks.size() != 2)) return std::nullopt;
   return p;
+}
+
+std::optional<ClusterWhisper> read_whisper(std::string_view payload) {
+  ClusterWhisper w;
+  std::string_view rest = payload;
+  auto word = [&rest]() -> std::optional<std::string_view> {
+    const auto space = rest.find(' ');
+    if (space == std::string_view::npos || space == 0) return std::nullopt;
+    std::string_view out = rest.substr(0, space);
+    rest = rest.substr(space + 1);
+    return out;
+  };
+  auto from = word();
+  auto ts = word();
+  auto to = word();
+  if (!from || !ts || !to || !valid_nick(*from) || !valid_nick(*to) || fold_case(*to) != *to) return std::nullopt;
+  auto [end, ec] = std::from_chars(ts->data(), ts->data() + ts->size(), w.ts);
+  if (ec != std::errc() || end != ts->data() + ts->size()) return std::nullopt;
+  w.from = std::string(*from);
+  w.to = std::string(*to);
+  w.text = std::string(rest);
+  return w;
 }
 
 std::optional<Message> read_message(std::string_view payload) {
@@ -160,9 +199,18 @@ bool is_count(const redisReply* r) { return r && r->type == REDIS_REPLY_INTEGER 
 }  // namespace
 
 Read<MemberSnapshot> read_members(const redisReply* r, std::string_view self) {
-  if (!is_array(r, 2) || !is_count(r->element[0]) || r->element[1]->type != REDIS_REPLY_ARRAY)
+  if (!(is_array(r, 2) || is_array(r, 4)) || !is_count(r->element[0]) || r->element[1]->type != REDIS_REPLY_ARRAY)
     return refused<MemberSnapshot>(r);
-  MemberSnapshot snapshot{static_cast<std::uint64_t>(r->element[0]->integer), {}};
+  MemberSnapshot snapshot{static_cast<std::uint64_t>(r->element[0]->integer), {}, false, std::nullopt};
+  if (r->elements == 4) {
+    // The topic and its setter, or nil and nil: none stored.
+    const redisReply* text = r->element[2];
+    const redisReply* by = r->element[3];
+    const bool none = text->type == REDIS_REPLY_NIL;  // Lua's false
+    if (!none && !(is_string(text) && is_string(by) && valid_nick(text_of(by)))) return refused<MemberSnapshot>(r);
+    snapshot.topic_read = true;
+    if (!none) snapshot.topic = ClusterTopic{text_of(text), text_of(by)};
+  }
   const redisReply* nodes = r->element[1];
   for (std::size_t i = 0; i < nodes->elements; ++i) {
     const redisReply* entry = nodes->element[i];
@@ -196,10 +244,13 @@ Read<ClusterMemberPage> read_who(const redisReply* r) {
 Read<std::vector<ClusterRoomCount>> read_room_counts(const redisReply* r) {
   if (!r || r->type != REDIS_REPLY_ARRAY) return refused<std::vector<ClusterRoomCount>>(r);
   std::vector<ClusterRoomCount> counts;
-  for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+  for (std::size_t i = 0; i + 2 < r->elements; i += 3) {
     std::string room = text_of(r->element[i]);
+    const redisReply* topic = r->element[i + 2];
     if (!is_string(r->element[i]) || !valid_room_name(room) || !is_count(r->element[i + 1])) continue;
-    counts.push_back({std::move(room), static_cast<std::size_t>(r->element[i + 1]->integer)});
+    if (!is_string(topic) && topic->type != REDIS_REPLY_NIL) continue;
+    counts.push_back({std::move(room), static_cast<std::size_t>(r->element[i + 1]->integer),
+                      is_string(topic) ? std::optional(text_of(topic)) : std::nullopt});
   }
   return {std::move(counts), {}};
 }

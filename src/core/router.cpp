@@ -62,6 +62,10 @@ struct Router::Room {
   std::string name;
   std::uint64_t serial = 0;  // this Room object among all the router made (a timer finds it again)
   std::string topic;
+  // A clustered room's topic is the cluster's once someone set it there; until then (and if
+  // the cluster loses it) the configured one shows.
+  std::string default_topic;
+  bool topic_from_cluster = false;
   bool configured = false;
   std::uint32_t max_members = 1000;
   bool read_only = false;
@@ -298,7 +302,8 @@ Router::Room* Router::create_room(const std::string& name, const RoomConfig* con
 
 void Router::apply_room_config(Room& room, const RoomConfig& c) {
   room.configured = true;
-  room.topic = c.topic;
+  room.default_topic = c.topic;
+  if (!room.topic_from_cluster) room.topic = c.topic;
   room.max_members = c.max_members;
   room.read_only = c.read_only;
   room.key = c.key;
@@ -638,30 +643,35 @@ void Router::on_rooms(Session& s, const Request& r) {
 }
 
 ordered_json Router::rooms_body(const std::optional<nlohmann::json>& id, const std::vector<ClusterRoomCount>* cluster) const {
-  std::unordered_map<std::string_view, std::size_t> counted;
+  std::unordered_map<std::string_view, const ClusterRoomCount*> counted;
   if (cluster)
-    for (const auto& c : *cluster) counted.emplace(c.room, c.members);
+    for (const auto& c : *cluster) counted.emplace(c.room, &c);
   auto entries = ordered_json::array();
   std::vector<const ClusterRoomCount*> elsewhere;  // rooms only other nodes have, in name order
   if (cluster)
     for (const auto& c : *cluster)
-      if (!find_room(c.room)) elsewhere.push_back(&c);
+      if (!find_room(c.room) && c.members > 0) elsewhere.push_back(&c);  // a kept topic alone is no room here
   std::sort(elsewhere.begin(), elsewhere.end(), [](auto* a, auto* b) { return a->room < b->room; });
   auto next = elsewhere.begin();
   for (const auto& info : rooms()) {
     for (; next != elsewhere.end() && (*next)->room < info.name; ++next)
-      entries.push_back(wire::room_entry((*next)->room, "", (*next)->members, false));
+      entries.push_back(wire::room_entry((*next)->room, (*next)->topic.value_or(""), (*next)->members, false));
     std::size_t members = info.members + info.remote_members;
+    std::string_view topic = info.topic;
     // A clustered room watched here counts as this node knows it (what its members have
-    // heard); one unwatched, as the cluster counts it.
+    // heard); one unwatched, as the cluster counts it, with the cluster's topic (or, if it
+    // holds none, the configured one: what this node last heard may be stale).
     const Room* room = find_room(info.name);
-    if (room->clustered && room->members.empty()) {
+    if (room->clustered && room->members.empty() && cluster) {
       auto c = counted.find(info.name);
-      members = c == counted.end() ? 0 : c->second;
+      members = c == counted.end() ? 0 : c->second->members;
+      topic = c != counted.end() && c->second->topic ? std::string_view(*c->second->topic)
+                                                     : std::string_view(room->default_topic);
     }
-    entries.push_back(wire::room_entry(info.name, info.topic, members, info.keyed));
+    entries.push_back(wire::room_entry(info.name, topic, members, info.keyed));
   }
-  for (; next != elsewhere.end(); ++next) entries.push_back(wire::room_entry((*next)->room, "", (*next)->members, false));
+  for (; next != elsewhere.end(); ++next)
+    entries.push_back(wire::room_entry((*next)->room, (*next)->topic.value_or(""), (*next)->members, false));
   return wire::rooms(id, std::move(entries));
 }
 
@@ -1118,7 +1128,11 @@ void Router::cluster_members(const std::string& name, std::vector<std::string> o
 
 void Router::cluster_presence(const std::string& name, const ClusterPresence& p) {
   Room* room = find_room(name);
-  if (!room || !room->clustered || room->members.empty()) return;
+  if (!room || !room->clustered) return;
+  // A topic counts whether or not the room has members here (a followed room is heard anyway),
+  // and the setter's node takes it from here too: one order for the topic on every node.
+  if (p.kind == ClusterPresence::Kind::topic && !p.nicks.empty()) return apply_cluster_topic(*room, p.topic, p.nicks[0], true);
+  if (room->members.empty()) return;
   switch (p.kind) {
     case ClusterPresence::Kind::join:
       for (const auto& nick : p.nicks)
@@ -1128,6 +1142,7 @@ void Router::cluster_presence(const std::string& name, const ClusterPresence& p)
       for (const auto& nick : p.nicks)
         if (room->remote.erase(nick)) announce_leave(*room, nick, nullptr);
       break;
+    case ClusterPresence::Kind::topic: break;  // above
     case ClusterPresence::Kind::nick:
       if (p.nicks.size() != 2) break;
       room->remote.erase(p.nicks[0]);
@@ -1138,12 +1153,31 @@ void Router::cluster_presence(const std::string& name, const ClusterPresence& p)
 }
 
 void Router::on_whisper(Session& s, const Request& r) {
-  auto it = by_nick_.find(fold_case(r.to));
-  if (!valid_nick(r.to) || it == by_nick_.end())
+  const std::string folded = fold_case(r.to);
+  auto it = by_nick_.find(folded);
+  // A nick no client here has may be another node's: the cluster knows who holds it. Guest
+  // nicks are never claimed, so another node's guests cannot be found (docs/cluster.md).
+  const bool elsewhere = it == by_nick_.end() && services_.cluster && valid_nick(r.to) && !folded.starts_with("guest-");
+  if (!valid_nick(r.to) || (it == by_nick_.end() && !elsewhere))
     return fail(s, r, ErrorCode::no_such_nick, "nobody is called '" + r.to + "'");
+  if (elsewhere && !services_.cluster->available())
+    return fail(s, r, ErrorCode::unavailable, "the cluster is unreachable: whispers to other servers cannot go now");
   if (!s.bucket.try_take(clock_.mono_ms())) {
     ++stats_.rate_limited;
     return fail(s, r, ErrorCode::rate_limited, "slow down: too many messages");
+  }
+  if (elsewhere) {
+    // The reply waits for the cluster's answer (and so do this client's later requests).
+    ClusterWhisper w{folded, s.nick, r.text.value_or(""), clock_.wall_ms()};
+    services_.cluster->whisper(std::move(w), [this, hold = hold_request(s), r](WhisperSent sent) mutable {
+      if (Session* session = hold.session()) {
+        if (sent == WhisperSent::ok) reply(*session, wire::ok(r.id));
+        else if (sent == WhisperSent::no_such_nick) fail(*session, r, ErrorCode::no_such_nick, "nobody is called '" + r.to + "'");
+        else fail(*session, r, ErrorCode::unavailable, "the whisper may not have reached '" + r.to + "': try again shortly");
+      }
+      hold.release();
+    });
+    return;
   }
   Session& target = *it->second;
   target.out->send_broadcast(
@@ -1187,9 +1221,55 @@ void Router::on_topic(Session& s, const Request& r) {
   if (!room) return;
   if (!is_member(s, *room)) return fail(s, r, ErrorCode::not_member, "join '" + room->name + "' first");
   if (!may_speak(s, *room)) return fail(s, r, ErrorCode::read_only, "'" + room->name + "' is read-only");
+  if (room->clustered) {
+    // The cluster's: stored in Redis, then heard back by every node (this one too) in the
+    // room's order, which applies and announces it (cluster_presence). Never set locally while
+    // Redis is away: the nodes would disagree on it.
+    if (!services_.cluster->available())
+      return fail(s, r, ErrorCode::unavailable, "the cluster is unreachable: the topic was not changed; try again shortly");
+    services_.cluster->set_topic(room->name, s.nick, r.topic, room->configured,
+                                 [this, hold = hold_request(s), r](bool stored) mutable {
+                                   if (Session* session = hold.session()) {
+                                     if (stored) reply(*session, wire::ok(r.id));
+                                     else fail(*session, r, ErrorCode::unavailable,
+                                               "the cluster did not answer: the topic may not have been changed");
+                                   }
+                                   hold.release();
+                                 });
+    return;
+  }
   room->topic = r.topic;
   reply(s, wire::ok(r.id));
   to_others(*room, &s, make_event(wire::presence_topic(room->name, s.nick, room->topic)));
+}
+
+void Router::apply_cluster_topic(Room& room, const std::optional<std::string>& topic, const std::string& by, bool announce) {
+  room.topic_from_cluster = topic.has_value();
+  const std::string& now = topic ? *topic : room.default_topic;
+  if (now == room.topic) return;
+  room.topic = now;
+  if (!announce) return;
+  // The setter, if it is a client here, has its `ok`; the others hear it.
+  auto setter = by_nick_.find(fold_case(by));
+  const Session* except = setter == by_nick_.end() ? nullptr : setter->second;
+  to_others(room, except, make_event(wire::presence_topic(room.name, by, room.topic)));
+}
+
+void Router::cluster_topic(const std::string& name, const std::optional<ClusterTopic>& topic) {
+  Room* room = find_room(name);
+  if (!room || !room->clustered) return;
+  // Read when the room is first watched (its joins are waiting: their `joined` has it, nobody
+  // is told) or again after a reconnect or a gap (a change not heard meanwhile is announced).
+  const bool heard_before = room->synced && !room->members.empty();
+  apply_cluster_topic(*room, topic ? std::optional(topic->text) : std::nullopt, topic ? topic->by : "server",
+                      heard_before);
+}
+
+void Router::cluster_whisper(const ClusterWhisper& w) {
+  auto it = by_nick_.find(w.to);
+  if (it == by_nick_.end()) return;  // gone since its node claimed the nick: the sender had its ok
+  Session& target = *it->second;
+  target.out->send_broadcast(make_event(wire::whisper(w.from, target.nick, w.text, w.ts)), "");
 }
 
 namespace {

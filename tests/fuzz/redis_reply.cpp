@@ -110,8 +110,19 @@ std::string interpret(const redisReply* r) {
   if (push) {
     FUZZ_CHECK(r->type == REDIS_REPLY_ARRAY && r->elements >= 3, "push");
     const std::string channel = rr::text_of(r->element[1]);
-    FUZZ_CHECK(channel == "roomd:{" + push->room + "}", channel);
-    if (push->kind == rr::Push::Kind::message) {
+    // A whisper on a node's own channel; everything else on its room's.
+    FUZZ_CHECK(push->kind == rr::Push::Kind::whisper ? channel.starts_with("roomd:node:")
+                                                     : channel == "roomd:{" + push->room + "}",
+               channel);
+    if (push->kind == rr::Push::Kind::whisper) {
+      const roomd::ClusterWhisper& w = push->whisper;
+      FUZZ_CHECK(roomd::valid_nick(w.from) && roomd::valid_nick(w.to) && roomd::fold_case(w.to) == w.to, w.to);
+      // As the sender's node writes it, it reads the same.
+      const std::string payload = w.from + " " + std::to_string(w.ts) + " " + w.to + " " + w.text;
+      auto again = rr::read_push(parse_one("*3\r\n" + bulk("message") + bulk(channel) + bulk(payload)).get());
+      FUZZ_CHECK(again && *again == *push, payload);
+      out += "whisper " + field(payload);
+    } else if (push->kind == rr::Push::Kind::message) {
       const rr::Message& m = push->message;
       check_seq(m.seq, "message");
       FUZZ_CHECK(rr::valid_epoch(m.epoch), m.epoch);
@@ -129,10 +140,17 @@ std::string interpret(const redisReply* r) {
       std::string payload = "p " + std::to_string(p.version) + " " + p.node + " " +
                             (p.kind == roomd::ClusterPresence::Kind::join    ? "join"
                              : p.kind == roomd::ClusterPresence::Kind::leave ? "leave"
+                             : p.kind == roomd::ClusterPresence::Kind::topic ? "topic"
                                                                              : "nick");
       for (const auto& n : p.nicks) {
         FUZZ_CHECK(roomd::valid_nick(n), n);
         payload += " " + n;
+      }
+      if (p.kind == roomd::ClusterPresence::Kind::topic) {
+        FUZZ_CHECK(p.nicks.size() == 1, "topic");
+        payload += " " + p.topic;
+      } else {
+        FUZZ_CHECK(p.topic.empty(), "presence");
       }
       auto again = rr::read_push(parse_one("*3\r\n" + bulk("message") + bulk(channel) + bulk(payload)).get());
       FUZZ_CHECK(again && *again == *push, payload);

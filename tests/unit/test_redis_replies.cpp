@@ -12,6 +12,8 @@
 #include "roomd/cluster/redis_replies.hpp"
 
 using namespace roomd::redis_replies;
+using roomd::ClusterTopic;
+using roomd::ClusterWhisper;
 
 namespace {
 
@@ -239,9 +241,9 @@ std::string array(std::initializer_list<std::string> items) {
 
 TEST_CASE("redis replies: presence \"p VERSION NODE KIND NICK...\" on a room's channel") {
   using K = roomd::ClusterPresence::Kind;
-  CHECK(read_presence("p 4 n1:ab join ann") == Presence{4, "n1:ab", K::join, {"ann"}});
-  CHECK(read_presence("p 5 n1:ab leave ann bob") == Presence{5, "n1:ab", K::leave, {"ann", "bob"}});
-  CHECK(read_presence("p 6 n1:ab nick ann Bob") == Presence{6, "n1:ab", K::nick, {"ann", "Bob"}});
+  CHECK(read_presence("p 4 n1:ab join ann") == Presence{4, "n1:ab", K::join, {"ann"}, ""});
+  CHECK(read_presence("p 5 n1:ab leave ann bob") == Presence{5, "n1:ab", K::leave, {"ann", "bob"}, ""});
+  CHECK(read_presence("p 6 n1:ab nick ann Bob") == Presence{6, "n1:ab", K::nick, {"ann", "Bob"}, ""});
   for (const char* odd : {"", "p", "p ", "p 4", "p 4 n1", "p 4 n1 join", "p 4 n1 join ",  // no nick
                           "p 4 n1 join ann ", "p 4 n1 join  ann", "p  4 n1 join ann",      // empty words
                           "p 0 n1 join ann", "p x n1 join ann", "p -4 n1 join ann",        // versions
@@ -255,9 +257,36 @@ TEST_CASE("redis replies: presence \"p VERSION NODE KIND NICK...\" on a room's c
   REQUIRE(push);
   CHECK(push->kind == Push::Kind::presence);
   CHECK(push->room == "hall");
-  CHECK(push->presence == Presence{9, "n2:cd", K::leave, {"x"}});
+  CHECK(push->presence == Presence{9, "n2:cd", K::leave, {"x"}, ""});
   // A malformed presence is not taken for a message either.
   CHECK_FALSE(read_push(reply(array({bulk("message"), bulk("roomd:{hall}"), bulk("p 9 n2 leave")})).get()));
+}
+
+TEST_CASE("redis replies: a topic is presence \"p VERSION NODE topic NICK TEXT\", the text as it is") {
+  using K = roomd::ClusterPresence::Kind;
+  CHECK(read_presence("p 7 n1:ab topic ann  two  spaces ") == Presence{7, "n1:ab", K::topic, {"ann"}, " two  spaces "});
+  CHECK(read_presence("p 7 n1:ab topic ann ") == Presence{7, "n1:ab", K::topic, {"ann"}, ""});
+  CHECK(read_presence("p 7 n1:ab topic ann") == Presence{7, "n1:ab", K::topic, {"ann"}, ""});
+  for (const char* odd : {"p 7 n1 topic", "p 7 n1 topic ", "p 7 n1 topic 9ann text", "p 7 n1 topic  text"}) {
+    CAPTURE(odd);
+    CHECK_FALSE(read_presence(odd));
+  }
+}
+
+TEST_CASE("redis replies: a whisper \"FROM TS TO TEXT\" on a node's own channel") {
+  auto push = read_push(reply(array({bulk("message"), bulk("roomd:node:n3:ab"), bulk("Ann 1700 carol hi  there ")})).get());
+  REQUIRE(push);
+  CHECK(push->kind == Push::Kind::whisper);
+  CHECK(push->whisper == ClusterWhisper{"carol", "Ann", "hi  there ", 1700});
+  CHECK(read_whisper("ann 5 bob ") == ClusterWhisper{"bob", "ann", "", 5});
+  for (const char* odd : {"", "ann", "ann 5 bob", "ann x bob hi", "ann -5 bob hi", "ann 5 Bob hi", "9ann 5 bob hi",
+                          "ann 5 9bob hi", " ann 5 bob hi", "ann  5 bob hi"}) {
+    CAPTURE(odd);
+    CHECK_FALSE(read_whisper(odd));
+  }
+  // Its subscribe needs no answer; a malformed one is nothing.
+  CHECK_FALSE(read_push(reply(array({bulk("subscribe"), bulk("roomd:node:n3:ab"), ":1\r\n"})).get()));
+  CHECK_FALSE(read_push(reply(array({bulk("message"), bulk("roomd:node:n3:ab"), bulk("ann 5 bob")})).get()));
 }
 
 TEST_CASE("redis replies: roomd_members' [version, [[node, nick...]...]], this node's left out") {
@@ -278,6 +307,17 @@ TEST_CASE("redis replies: roomd_members' [version, [[node, nick...]...]], this n
     CHECK(read_members(reply(odd).get(), "me").error == "odd reply");
   }
   CHECK(read_members(reply("-ERR Function not found\r\n").get(), "me").error == "ERR Function not found");
+  // With the topic (this library's): the text and who set it, or nil and nil for none.
+  auto topic = read_members(reply(array({":3\r\n", array({}), bulk("hello there"), bulk("ann")})).get(), "me");
+  REQUIRE(topic);
+  CHECK(topic.value->topic_read);
+  CHECK(topic.value->topic == ClusterTopic{"hello there", "ann"});
+  auto no_topic = read_members(reply(array({":3\r\n", array({}), "$-1\r\n", "$-1\r\n"})).get(), "me");
+  REQUIRE(no_topic);
+  CHECK(no_topic.value->topic_read);
+  CHECK_FALSE(no_topic.value->topic);
+  CHECK_FALSE(none.value->topic_read);  // an older library's reply: the topic is not known
+  CHECK_FALSE(read_members(reply(array({":3\r\n", array({}), bulk("t"), bulk("9bad")})).get(), "me"));
   CHECK(read_members(nullptr, "me").error == "no reply");
 }
 
@@ -299,15 +339,18 @@ TEST_CASE("redis replies: roomd_who's [count, [nick...], more]") {
 }
 
 TEST_CASE("redis replies: roomd_rooms' [room, count...], roomd_beat, nick lists and integers") {
+  const std::string nil = "$-1\r\n";
   auto rooms = read_room_counts(
-      reply(array({bulk("hall"), ":3\r\n", bulk("bad name"), ":1\r\n", bulk("x"), bulk("2"), bulk("y"), ":-1\r\n", bulk("side"), ":0\r\n",
-                   bulk("odd")}))
+      reply(array({bulk("hall"), ":3\r\n", bulk("a topic"), bulk("bad name"), ":1\r\n", nil, bulk("x"), bulk("2"), nil, bulk("y"),
+                   ":-1\r\n", nil, bulk("z"), ":1\r\n", ":5\r\n", bulk("side"), ":0\r\n", nil, bulk("odd"), ":1\r\n"}))
           .get());
   REQUIRE(rooms);
   REQUIRE(rooms.value->size() == 2);
   CHECK((*rooms.value)[0].room == "hall");
   CHECK((*rooms.value)[0].members == 3);
+  CHECK((*rooms.value)[0].topic == std::optional<std::string>("a topic"));
   CHECK((*rooms.value)[1].room == "side");
+  CHECK_FALSE((*rooms.value)[1].topic);
   CHECK(read_room_counts(reply(":1\r\n").get()).error == "odd reply");
 
   auto beat = read_beat(reply(array({":1\r\n", array({bulk("ann"), bulk("x y")}), array({bulk("n1:a"), bulk(""), ":2\r\n"})})).get());

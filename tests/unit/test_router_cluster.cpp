@@ -62,6 +62,20 @@ struct FakeBus : ClusterBus {
   void follow(const std::string& room, std::uint64_t last_seq, const std::string& epoch) override {
     followed.push_back({room, last_seq, epoch});
   }
+  struct TopicSet {
+    std::string room, nick, topic;
+    bool kept;
+    std::function<void(bool)> done;
+  };
+  std::vector<TopicSet> topics;
+  void set_topic(const std::string& room, const std::string& nick, const std::string& topic, bool kept,
+                 std::function<void(bool)> done) override {
+    topics.push_back({room, nick, topic, kept, std::move(done)});
+  }
+  std::vector<std::pair<ClusterWhisper, std::function<void(WhisperSent)>>> whispers;
+  void whisper(ClusterWhisper w, std::function<void(WhisperSent)> done) override {
+    whispers.emplace_back(std::move(w), std::move(done));
+  }
 };
 
 RoomConfig room(std::string name, bool cluster = true) {
@@ -318,10 +332,10 @@ TEST_CASE("cluster: other nodes' members are in joined, who, rooms and presence"
   CHECK(a.got[0]["count"] == 3);
   a.got.clear();
 
-  c.router.cluster_presence("hall", {ClusterPresence::Kind::join, {"carl"}});
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::join, {"carl"}, ""});
   REQUIRE(a.got.size() == 1);
   CHECK(a.got[0] == ordered_json{{"op", "presence"}, {"room", "hall"}, {"event", "join"}, {"nick", "carl"}});
-  c.router.cluster_presence("hall", {ClusterPresence::Kind::join, {"carl"}});  // known already: said once
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::join, {"carl"}, ""});  // known already: said once
   CHECK(a.got.size() == 1);
   a.got.clear();
   c.router.handle(ida, who("hall"));
@@ -336,8 +350,8 @@ TEST_CASE("cluster: other nodes' members are in joined, who, rooms and presence"
   CHECK(c.bus.whos.empty());  // a watched room's members are known here
   a.got.clear();
 
-  c.router.cluster_presence("hall", {ClusterPresence::Kind::leave, {"bob", "nobody"}});
-  c.router.cluster_presence("hall", {ClusterPresence::Kind::nick, {"zed", "zoe"}});
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::leave, {"bob", "nobody"}, ""});
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::nick, {"zed", "zoe"}, ""});
   REQUIRE(a.got.size() == 2);
   CHECK(a.got[0] == ordered_json{{"op", "presence"}, {"room", "hall"}, {"event", "leave"}, {"nick", "bob"}});
   CHECK(a.got[1] == ordered_json{{"op", "presence"}, {"room", "hall"}, {"event", "nick"}, {"nick", "zoe"}, {"old", "zed"}});
@@ -350,7 +364,7 @@ TEST_CASE("cluster: other nodes' members are in joined, who, rooms and presence"
   CHECK(a.got.empty());
   CHECK(a.held == 1);
   REQUIRE(c.bus.counts.size() == 1);
-  c.bus.counts[0](std::vector<ClusterRoomCount>{{"hall", 99}, {"far", 2}, {"zzz", 1}});
+  c.bus.counts[0](std::vector<ClusterRoomCount>{{"hall", 99, std::nullopt}, {"far", 2, std::nullopt}, {"zzz", 1, std::nullopt}});
   CHECK(a.held == 0);
   REQUIRE(a.got.size() == 1);
   const auto& list = a.got[0]["rooms"];
@@ -408,7 +422,7 @@ TEST_CASE("cluster: members read again (a reconnect, a gap) announce what change
   CHECK(a.got[1]["event"] == "join");
   CHECK(a.got[1]["nick"] == "dora");
   // A room no member here watches hears nothing.
-  c.router.cluster_presence("local", {ClusterPresence::Kind::join, {"x"}});
+  c.router.cluster_presence("local", {ClusterPresence::Kind::join, {"x"}, ""});
   c.router.cluster_members("local", {"x"});
   CHECK(a.got.size() == 2);
 }
@@ -423,8 +437,8 @@ TEST_CASE("cluster: a big room's presence from other nodes is summarized, counte
   c.router.cluster_members("hall", {"x", "y"});
   c.router.cluster_synced("hall", RoomState{0, "e1", {}});
   a.got.clear();
-  c.router.cluster_presence("hall", {ClusterPresence::Kind::join, {"z"}});  // 4 members > 2
-  c.router.cluster_presence("hall", {ClusterPresence::Kind::leave, {"x"}});
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::join, {"z"}, ""});  // 4 members > 2
+  c.router.cluster_presence("hall", {ClusterPresence::Kind::leave, {"x"}, ""});
   CHECK(a.got.empty());
   REQUIRE(c.later.size() == 1);
   c.run_later();
@@ -750,4 +764,188 @@ TEST_CASE("followed room: a reload that removes it stops following it and answer
   bool answered = false;
   for (const auto& m : a.got) answered = answered || (m["op"] == "error" && m["id"] == 1);
   CHECK(answered);
+}
+
+namespace {
+Request topic(std::string room_name, std::string text, std::optional<nlohmann::json> id = std::nullopt) {
+  Request r = req(Op::topic, std::move(room_name), std::move(id));
+  r.topic = std::move(text);
+  return r;
+}
+
+Request whisper(std::string to, std::string text, std::optional<nlohmann::json> id = std::nullopt) {
+  Request r;
+  r.op = Op::whisper;
+  r.to = std::move(to);
+  r.text = std::move(text);
+  r.id = std::move(id);
+  return r;
+}
+
+ordered_json topic_presence(const std::string& room_name, const std::string& by, const std::string& text) {
+  return ordered_json{{"op", "presence"}, {"room", room_name}, {"event", "topic"}, {"nick", by}, {"topic", text}};
+}
+}  // namespace
+
+TEST_CASE("cluster: a topic is the cluster's: stored there, applied on every node in the room's order") {
+  RoomConfig hall = room("hall");
+  hall.topic = "welcome";
+  Cluster c({hall});
+  Box a, b;
+  SessionId ida = c.router.connect(a), idb = c.router.connect(b);
+  c.router.handle(ida, nick("ann"));
+  c.bus.claims.at(0).done(NickClaim::ok);
+  c.router.handle(idb, nick("bob"));
+  c.bus.claims.at(1).done(NickClaim::ok);
+  a.got.clear();
+  b.got.clear();
+
+  // The first member waits for the room's state: the topic read with the members is in its
+  // `joined`, and nobody is told of it.
+  c.router.handle(ida, req(Op::join, "hall"));
+  c.router.cluster_members("hall", {});
+  c.router.cluster_topic("hall", ClusterTopic{"set on node 2", "zed"});
+  CHECK(a.got.empty());
+  c.router.cluster_synced("hall", RoomState{0, "e1", {}});
+  REQUIRE(a.got.size() == 1);
+  CHECK(a.got[0]["topic"] == "set on node 2");
+  c.router.handle(idb, req(Op::join, "hall"));
+  CHECK(b.got.at(0)["topic"] == "set on node 2");
+  a.got.clear();
+  b.got.clear();
+
+  // Set here: stored in the cluster first (a configured room's topic is kept), the ok once it
+  // is; nothing changes here until the room's channel brings it back.
+  c.router.handle(ida, topic("hall", "news", 5));
+  REQUIRE(c.bus.topics.size() == 1);
+  CHECK(c.bus.topics[0].room == "hall");
+  CHECK(c.bus.topics[0].nick == "ann");
+  CHECK(c.bus.topics[0].topic == "news");
+  CHECK(c.bus.topics[0].kept);
+  CHECK(a.got.empty());
+  CHECK(a.held == 1);  // later requests wait for the answer
+  c.bus.topics[0].done(true);
+  CHECK(a.held == 0);
+  REQUIRE(a.got.size() == 1);
+  CHECK(a.got[0] == ordered_json{{"op", "ok"}, {"id", 5}});
+  CHECK(b.got.empty());
+  CHECK(c.router.rooms()[0].topic == "set on node 2");
+  c.router.cluster_presence("hall", ClusterPresence{ClusterPresence::Kind::topic, {"ann"}, "news"});
+  CHECK(c.router.rooms()[0].topic == "news");
+  CHECK(a.got.size() == 1);  // the setter has its ok
+  REQUIRE(b.got.size() == 1);
+  CHECK(b.got[0] == topic_presence("hall", "ann", "news"));
+  a.got.clear();
+  b.got.clear();
+
+  // Another node's: every member here hears it.
+  c.router.cluster_presence("hall", ClusterPresence{ClusterPresence::Kind::topic, {"zed"}, ""});
+  CHECK(a.got.at(0) == topic_presence("hall", "zed", ""));
+  CHECK(b.got.at(0) == topic_presence("hall", "zed", ""));
+  a.got.clear();
+  b.got.clear();
+
+  // Read again (a reconnect): a change not heard is announced; none stored is the configured one.
+  c.router.cluster_topic("hall", ClusterTopic{"", "zed"});
+  CHECK(a.got.empty());  // nothing new
+  c.router.cluster_topic("hall", std::nullopt);
+  CHECK(a.got.at(0) == topic_presence("hall", "server", "welcome"));
+  CHECK(b.got.at(0) == topic_presence("hall", "server", "welcome"));
+  a.got.clear();
+  b.got.clear();
+
+  // Not taken: unavailable, and nothing changes anywhere.
+  c.router.handle(idb, topic("hall", "lost", 6));
+  c.bus.topics.at(1).done(false);
+  CHECK(b.got.at(0)["code"] == "unavailable");
+  c.bus.up = false;
+  c.router.handle(idb, topic("hall", "away", 7));
+  CHECK(c.bus.topics.size() == 2);  // never asked
+  CHECK(b.got.at(1)["code"] == "unavailable");
+  CHECK(a.got.empty());
+  CHECK(c.router.rooms()[0].topic == "welcome");
+  c.bus.up = true;
+  b.got.clear();
+
+  // Nobody here: `rooms` has the cluster's topic, or the configured one when it holds none.
+  c.router.handle(ida, req(Op::leave, "hall"));
+  c.router.handle(idb, req(Op::leave, "hall"));
+  a.got.clear();
+  c.router.handle(ida, req(Op::rooms, ""));
+  c.bus.counts.at(0)(std::vector<ClusterRoomCount>{{"hall", 0, "kept there"}});
+  CHECK(a.got.at(0)["rooms"][0]["topic"] == "kept there");
+  c.router.handle(ida, req(Op::rooms, ""));
+  c.bus.counts.at(1)(std::vector<ClusterRoomCount>{});
+  CHECK(a.got.at(1)["rooms"][0]["topic"] == "welcome");
+}
+
+TEST_CASE("cluster: a dynamic room's topic is not kept; a node-local room's stays the node's") {
+  Cluster c;
+  Box a;
+  SessionId ida = c.router.connect(a);
+  c.router.handle(ida, nick("ann"));
+  c.bus.claims.at(0).done(NickClaim::ok);
+  c.router.handle(ida, req(Op::join, "side"));
+  c.router.cluster_synced("side", RoomState{0, "e1", {}});
+  c.router.handle(ida, topic("side", "for now"));
+  REQUIRE(c.bus.topics.size() == 1);
+  CHECK_FALSE(c.bus.topics[0].kept);
+  c.router.handle(ida, req(Op::join, "local"));
+  a.got.clear();
+  c.bus.topics[0].done(true);
+  c.router.handle(ida, topic("local", "mine", 2));
+  CHECK(c.bus.topics.size() == 1);
+  CHECK(a.got.back() == ordered_json{{"op", "ok"}, {"id", 2}});
+}
+
+TEST_CASE("cluster: a whisper to another node's client goes through the cluster") {
+  Cluster c;
+  Box a, b;
+  SessionId ida = c.router.connect(a), idb = c.router.connect(b);
+  c.router.handle(ida, nick("ann"));
+  c.bus.claims.at(0).done(NickClaim::ok);
+  c.router.handle(idb, nick("bob"));
+  c.bus.claims.at(1).done(NickClaim::ok);
+  a.got.clear();
+  b.got.clear();
+
+  // A client here: as on one node, no cluster.
+  c.router.handle(ida, whisper("BOB", "local", 1));
+  CHECK(c.bus.whispers.empty());
+  CHECK(b.got.at(0)["op"] == "whisper");
+  CHECK(a.got.at(0) == ordered_json{{"op", "ok"}, {"id", 1}});
+  a.got.clear();
+  b.got.clear();
+
+  // Nobody here: the cluster finds the node holding the nick (folded), the ok waits for it.
+  c.router.handle(ida, whisper("Carol", "psst", 2));
+  REQUIRE(c.bus.whispers.size() == 1);
+  CHECK(c.bus.whispers[0].first == ClusterWhisper{"carol", "ann", "psst", 7});
+  CHECK(a.got.empty());
+  CHECK(a.held == 1);
+  c.bus.whispers[0].second(WhisperSent::ok);
+  CHECK(a.held == 0);
+  CHECK(a.got.at(0) == ordered_json{{"op", "ok"}, {"id", 2}});
+  c.router.handle(ida, whisper("dave", "x", 3));
+  c.bus.whispers.at(1).second(WhisperSent::no_such_nick);
+  CHECK(a.got.at(1)["code"] == "no_such_nick");
+  c.router.handle(ida, whisper("erin", "x", 4));
+  c.bus.whispers.at(2).second(WhisperSent::unavailable);
+  CHECK(a.got.at(2)["code"] == "unavailable");
+  // Guests are never claimed (no node can be found for them); an unreachable cluster cannot say.
+  c.router.handle(ida, whisper("guest-zz-1", "x", 5));
+  CHECK(a.got.at(3)["code"] == "no_such_nick");
+  c.bus.up = false;
+  c.router.handle(ida, whisper("carol", "x", 6));
+  CHECK(a.got.at(4)["code"] == "unavailable");
+  CHECK(c.bus.whispers.size() == 3);
+  CHECK(b.got.empty());
+
+  // From another node: to the client holding the nick here, shown as it is spelled here.
+  c.router.cluster_whisper(ClusterWhisper{"bob", "Carol", "hi there", 42});
+  REQUIRE(b.got.size() == 1);
+  CHECK(b.got[0] == ordered_json{{"op", "whisper"}, {"from", "Carol"}, {"to", "bob"}, {"text", "hi there"}, {"ts", 42}});
+  c.router.cluster_whisper(ClusterWhisper{"nobody", "Carol", "lost", 43});  // gone meanwhile: dropped
+  CHECK(b.got.size() == 1);
+  CHECK(a.got.size() == 5);
 }

@@ -208,6 +208,10 @@ struct RecordingBus : ClusterBus {
   }
   void room_counts(std::function<void(std::optional<std::vector<ClusterRoomCount>>)> done) override { done(std::nullopt); }
   void follow(const std::string&, std::uint64_t, const std::string&) override {}
+  void set_topic(const std::string&, const std::string&, const std::string&, bool, std::function<void(bool)> done) override {
+    done(false);
+  }
+  void whisper(ClusterWhisper, std::function<void(WhisperSent)> done) override { done(WhisperSent::unavailable); }
 };
 }  // namespace
 

@@ -65,6 +65,10 @@ struct ClusterSink {
   std::function<void(const std::string& room, const ClusterPresence& presence)> presence;
   // A nick (folded) this node held and another node's client has now (after a lapse).
   std::function<void(const std::string& nick)> nick_lost;
+  // A watched room's topic as read from Redis with its members (nullopt: none stored).
+  std::function<void(const std::string& room, const std::optional<ClusterTopic>& topic)> topic;
+  // A whisper another node handed to a client of this one.
+  std::function<void(const ClusterWhisper& whisper)> whisper;
 };
 
 struct ClusterStats {
@@ -87,6 +91,9 @@ struct ClusterStats {
   // Seqs a followed room's new epoch gave again that this node's store holds from the old
   // one (Redis lost the room and a node with less began it again): not stored here.
   std::uint64_t conflicts = 0;
+  std::uint64_t topics = 0;        // topics set by clients of this node, stored in Redis
+  std::uint64_t whispers_out = 0;  // whispers handed to another node (through Redis)
+  std::uint64_t whispers_in = 0;   // whispers another node handed to this one
   bool redis_durable = false;      // Redis' AOF is on with appendfsync always (checked at connect)
 };
 
@@ -117,6 +124,9 @@ class ClusterClient final : public ClusterBus {
   // done before it exits).
   bool idle() const { return !ready_ || !commands_ || commands_->awaiting_replies() == 0; }
   void follow(const std::string& room, std::uint64_t last_seq, const std::string& epoch) override;
+  void set_topic(const std::string& room, const std::string& nick, const std::string& topic, bool kept,
+                 std::function<void(bool)> done) override;
+  void whisper(ClusterWhisper whisper, std::function<void(WhisperSent)> done) override;
 
   const ClusterStats& stats() const { return stats_; }
   const ClusterSettings& settings() const { return settings_; }
@@ -184,6 +194,7 @@ class ClusterClient final : public ClusterBus {
   Feed* find_feed(const std::string& room, std::uint64_t serial);
   std::string key(const std::string& room, const char* what) const;
   std::string channel(const std::string& room) const;
+  std::string node_channel() const;  // this node's whispers
   std::string random_epoch();
 
   uv_loop_t* loop_;

@@ -54,22 +54,26 @@ struct Message {
 
 // A change of a room's members as the functions publish it, on the room's channel next to its
 // messages: "p VERSION NODE join|leave NICK..." or "p VERSION NODE nick OLD NEW". VERSION is
-// the room's membership version, one more per change.
+// the room's membership version, one more per change. A topic change counts as one too:
+// "p VERSION NODE topic NICK TEXT" (TEXT: the rest of the payload, spaces and all, maybe empty).
 struct Presence {
   std::uint64_t version = 0;
   std::string node;  // whose member changed (a node id and its incarnation)
   ClusterPresence::Kind kind = ClusterPresence::Kind::join;
-  std::vector<std::string> nicks;  // join, leave: one or more; nick: old, new
+  std::vector<std::string> nicks;  // join, leave: one or more; nick: old, new; topic: who set it
+  std::string topic;               // topic: the text
   bool operator==(const Presence&) const = default;
 };
 
-// A push on the subscriber link the client acts on, for a room's channel "roomd:{ROOM}".
+// A push on the subscriber link the client acts on: for a room's channel "roomd:{ROOM}", or a
+// whisper on a node's own channel "roomd:node:NODE" ("FROM TS TO TEXT", TO folded).
 struct Push {
-  enum class Kind { message, presence, subscribed };
+  enum class Kind { message, presence, subscribed, whisper };
   Kind kind = Kind::message;
   std::string room;
   Message message;    // for a message
   Presence presence;  // for a presence
+  ClusterWhisper whisper;  // for a whisper
   bool operator==(const Push&) const = default;
 };
 
@@ -78,6 +82,10 @@ struct Push {
 struct MemberSnapshot {
   std::uint64_t version = 0;
   std::vector<std::string> others;
+  // The room's topic in Redis (nullopt: none stored); topic_read false for an older library's
+  // reply, which has no topic.
+  bool topic_read = false;
+  std::optional<ClusterTopic> topic;
   bool operator==(const MemberSnapshot&) const = default;
 };
 
@@ -142,19 +150,22 @@ std::optional<Push> read_push(const redisReply* r);
 // A message's payload "SEQ EPOCH LINE".
 std::optional<Message> read_message(std::string_view payload);
 // A presence payload "p VERSION NODE KIND NICK...": join and leave with one nick or more,
-// nick with exactly two; every nick valid.
+// nick with exactly two; every nick valid; topic with one nick and the text after it.
 std::optional<Presence> read_presence(std::string_view payload);
+// A whisper payload "FROM TS TO TEXT": both nicks valid, TO folded, TS a number.
+std::optional<ClusterWhisper> read_whisper(std::string_view payload);
 // XRANGE: [[id, [field, line]]...]; entries of another shape are skipped.
 Read<StreamRange> read_range(const redisReply* r);
 // CONFIG GET appendonly appendfsync: [name, value, ...] in any order; both must be there.
 Read<RedisDurability> read_durability(const redisReply* r);
 
-// FCALL roomd_members: [version, [[node, nick...]...]]; nicks that are not valid are skipped.
+// FCALL roomd_members: [version, [[node, nick...]...], topic text|nil, set by|nil]; nicks that
+// are not valid are skipped; a reply without the topic (an older library) is read too.
 Read<MemberSnapshot> read_members(const redisReply* r, std::string_view self);
 // FCALL roomd_who: [count, [nick...], more (0/1)]; a page no longer than its count.
 Read<ClusterMemberPage> read_who(const redisReply* r);
-// FCALL roomd_rooms: [room, count, room, count...]; pairs that are not a valid room name and a
-// count are skipped.
+// FCALL roomd_rooms: [room, count, topic|nil, ...]; triples that are not a valid room name, a
+// count and a topic (a string or nil) are skipped.
 Read<std::vector<ClusterRoomCount>> read_room_counts(const redisReply* r);
 // FCALL roomd_beat: [fresh (0/1), [nick...], [node...]].
 Read<Beat> read_beat(const redisReply* r);

@@ -13,6 +13,11 @@
 // renames here, and hears the other nodes' members of its watched rooms back
 // (Router::cluster_members, Router::cluster_presence); a nick is claimed from the bus before it
 // is taken, and a nick the bus could not keep is handed back (Router::cluster_nick_lost).
+//
+// A clustered room's topic is the cluster's too: set through the bus, heard back on every node
+// (the setter's included) in the room's order (Router::cluster_presence), read with the members
+// (Router::cluster_topic). A whisper to a nick no client of this node has goes to the node that
+// holds the nick (Router::cluster_whisper there).
 #pragma once
 
 #include <cstddef>
@@ -50,9 +55,33 @@ struct ClusterSaid {
 
 // A change of a room's members on another node, as every node hears it.
 struct ClusterPresence {
-  enum class Kind { join, leave, nick };
+  enum class Kind { join, leave, nick, topic };
   Kind kind = Kind::join;
-  std::vector<std::string> nicks;  // join, leave: one or more nicks; nick: the old, then the new
+  // join, leave: one or more nicks; nick: the old, then the new; topic: who set it
+  std::vector<std::string> nicks;
+  std::string topic;  // topic: the room's topic now
+};
+
+// A clustered room's topic as the cluster holds it (set by a member on some node).
+struct ClusterTopic {
+  std::string text;
+  std::string by;  // the nick that set it
+  bool operator==(const ClusterTopic&) const = default;
+};
+
+// A whisper to a client of another node, as the sender's node hands it on.
+struct ClusterWhisper {
+  std::string to;    // the target's nick, folded
+  std::string from;  // the sender's nick, as shown
+  std::string text;
+  std::uint64_t ts = 0;
+  bool operator==(const ClusterWhisper&) const = default;
+};
+
+enum class WhisperSent {
+  ok,            // handed to the node holding the nick (its client gets it unless it left meanwhile)
+  no_such_nick,  // no node holds the nick
+  unavailable    // the cluster could not be asked, or the holder's node does not listen now
 };
 
 // A page of a room's members on all nodes, by nick (byte order), as `who` pages it.
@@ -65,6 +94,7 @@ struct ClusterMemberPage {
 struct ClusterRoomCount {
   std::string room;
   std::size_t members = 0;
+  std::optional<std::string> topic;  // the topic the cluster holds for it, if any
 };
 
 enum class NickClaim {
@@ -100,13 +130,20 @@ class ClusterBus {
   // the cluster could not answer.
   virtual void who(const std::string& room, const std::optional<std::string>& after, std::size_t limit,
                    std::function<void(std::optional<ClusterMemberPage>)> done) = 0;
-  // The member count of every clustered room with members on some node; nullopt when the
-  // cluster could not answer.
+  // The member count (and the cluster's topic) of every clustered room with members on some
+  // node or a configured room's topic; nullopt when the cluster could not answer.
   virtual void room_counts(std::function<void(std::optional<std::vector<ClusterRoomCount>>)> done) = 0;
   // A persisted room, from now until unwatch: every message after `last_seq` (the store's
   // last, in `epoch`, empty if it holds none yet) is delivered, those missed caught up from
   // the room's stream. Its sync is reported once it has caught up.
   virtual void follow(const std::string& room, std::uint64_t last_seq, const std::string& epoch) = 0;
+  // Stores a clustered room's topic, set by `nick` (a member here); `kept`: a configured room's,
+  // kept while nobody is in the room (a dynamic room's goes with its last member). `done(true)`
+  // once the cluster has it; every node, this one included, then hears it as presence.
+  virtual void set_topic(const std::string& room, const std::string& nick, const std::string& topic, bool kept,
+                         std::function<void(bool)> done) = 0;
+  // Hands a whisper to the node holding `whisper.to`. `done` runs on the loop.
+  virtual void whisper(ClusterWhisper whisper, std::function<void(WhisperSent)> done) = 0;
 };
 
 }  // namespace roomd

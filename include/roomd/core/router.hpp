@@ -159,6 +159,11 @@ class Router final : public SessionSink {
   // The cluster gave the nick (folded) to another node's client (this node could not renew
   // it): its client here becomes a guest, and is told.
   void cluster_nick_lost(const std::string& nick);
+  // A watched room's topic as the cluster holds it, read with its members (nullopt: none
+  // stored, so the configured one): a change this node had not heard is announced.
+  void cluster_topic(const std::string& room, const std::optional<ClusterTopic>& topic);
+  // A whisper another node's client sent to a client of this node.
+  void cluster_whisper(const ClusterWhisper& whisper);
   std::size_t session_count() const { return sessions_.size(); }
   const RouterStats& stats() const { return stats_; }
   const KeyChecker& key_checker() const { return keys_; }
@@ -242,6 +247,9 @@ class Router final : public SessionSink {
   void on_whisper(Session& s, const Request& r);
   void on_who(Session& s, const Request& r);
   void on_topic(Session& s, const Request& r);
+  // A clustered room's topic as the cluster has it (nullopt: none, the configured one shows),
+  // announced to its members here as set by `by` when `announce`.
+  void apply_cluster_topic(Room& room, const std::optional<std::string>& topic, const std::string& by, bool announce);
   void on_history(Session& s, const Request& r);
   void on_bye(Session& s, const Request& r);
 
