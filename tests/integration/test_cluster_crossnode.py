@@ -1,0 +1,152 @@
+"""Topics and whispers across nodes ([cluster], docs/cluster.md): real roomd nodes and one real
+Redis (test_cluster's helper), on free loopback ports. A room's topic set on one node reaches
+the members on every node and is in `joined` and `rooms` everywhere, also on a node that
+starts after it was set; a whisper finds its target on whichever node holds the nick. While
+Redis is away, both are refused with `unavailable`."""
+import test_cluster as cluster  # exits 77 (skipped) when redis-server is missing
+from harness import DaemonTest, run
+from test_cluster_presence import Member, node_config
+
+HALL_TOPIC = """
+[[rooms]]
+name = "lounge"
+persist = false
+topic = "welcome"
+"""
+
+
+class CrossNodeTest(DaemonTest):
+    def setUp(self):
+        super().setUp()
+        self.redis = cluster.Redis()
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.redis.close()
+
+    def node(self, name):
+        d = self.start(node_config(self.redis.port, name, 500, HALL_TOPIC))
+        d.log.wait_for("cluster: connected to Redis")
+        return d
+
+    def member(self, daemon, nick=None, join=()):
+        m = Member(self.connect(daemon))
+        if nick:
+            reply = m.ask({"op": "nick", "nick": nick})
+            self.assertEqual(reply["op"], "ok", reply)
+        for room in join:
+            self.assertEqual(m.ask({"op": "join", "room": room})["op"], "joined")
+        return m
+
+    def topics(self, m):
+        return {r["name"]: r["topic"] for r in m.ask({"op": "rooms"})["rooms"]}
+
+    def redis_away(self, *nodes):
+        """Stops Redis and waits until every node has noticed."""
+        marks = [d.log.mark() for d in nodes]
+        self.redis.kill()
+        for d, mark in zip(nodes, marks):
+            d.log.wait_for("cluster: Redis at .*reconnecting", mark)
+
+    def test_topic_reaches_every_node_and_later_joiners(self):
+        a, b, c = self.node("node-a"), self.node("node-b"), self.node("node-c")
+        alice = self.member(a, "alice")
+        self.assertEqual(alice.ask({"op": "join", "room": "lounge"})["topic"], "welcome")  # the configured one
+        bob = self.member(b, "bob")
+        self.assertEqual(bob.ask({"op": "join", "room": "lounge"})["topic"], "welcome")
+        alice.wait("presence", event="join", room="lounge", nick="bob")
+
+        # Set on node A: the others hear it, the setter has its ok (and no presence).
+        text = "news of the day  (with spaces) é"
+        self.assertEqual(alice.ask({"op": "topic", "room": "lounge", "topic": text})["op"], "ok")
+        bob.wait("presence", event="topic", room="lounge", nick="alice", topic=text)
+        # Node C has no member there: `rooms` asks Redis; its first member's `joined` has it.
+        carol = self.member(c, "carol")
+        self.assertEqual(self.topics(carol)["lounge"], text)
+        joined = carol.ask({"op": "join", "room": "lounge"})
+        self.assertEqual(joined["topic"], text)
+        for m in (alice, bob, carol):
+            self.assertEqual(self.topics(m)["lounge"], text, m.client.welcome)
+
+        # Set on node B: A and C hear it, in the same order everywhere.
+        self.assertEqual(bob.ask({"op": "topic", "room": "lounge", "topic": "second"})["op"], "ok")
+        for m in (alice, carol):
+            m.wait("presence", event="topic", room="lounge", nick="bob", topic="second")
+        for m in (alice, bob, carol):
+            self.assertEqual(self.topics(m)["lounge"], "second")
+        # Nobody was told twice, and the setters heard nothing of their own.
+        for m in (alice, bob, carol):
+            frames = [f for f in m.drain() if f.get("event") == "topic"]
+            self.assertEqual(frames, [], frames)
+
+        # A configured room keeps its topic while nobody is in it, and a node started since
+        # (as after a restart) sees it too.
+        for m in (alice, bob, carol):
+            self.assertEqual(m.ask({"op": "leave", "room": "lounge"})["op"], "left")
+        c.stop()
+        d = self.node("node-d")
+        dee = self.member(d, "dee")
+        self.assertEqual(self.topics(dee)["lounge"], "second")
+        self.assertEqual(dee.ask({"op": "join", "room": "lounge"})["topic"], "second")
+
+        # A dynamic room's topic goes with its last member, as on one node.
+        self.assertEqual(dee.ask({"op": "join", "room": "side"})["op"], "joined")
+        self.assertEqual(dee.ask({"op": "topic", "room": "side", "topic": "brief"})["op"], "ok")
+        self.assertEqual(self.topics(alice).get("side"), "brief")
+        self.assertEqual(dee.ask({"op": "leave", "room": "side"})["op"], "left")
+        self.assertEqual(alice.ask({"op": "join", "room": "side"})["topic"], "")
+
+        # Redis away: the topic is not changed anywhere (each node would have its own).
+        self.assertEqual(alice.ask({"op": "join", "room": "lounge"})["topic"], "second")
+        self.redis_away(a, b, d)
+        self.assertEqual(alice.ask({"op": "topic", "room": "lounge", "topic": "split"})["code"], "unavailable")
+        self.assertEqual(self.topics(alice)["lounge"], "second")
+
+    def test_whisper_finds_the_node_holding_the_nick(self):
+        a, b, c = self.node("node-a"), self.node("node-b"), self.node("node-c")
+        alice = self.member(a, "alice")
+        self.member(b, "bob")
+        carol = self.member(c, "Carol")
+
+        # To a client of node C, by any case of its nick; the target sees its own spelling.
+        reply = alice.ask({"op": "whisper", "to": "carol", "text": "psst  é "})
+        self.assertEqual(reply["op"], "ok", reply)
+        w = carol.wait("whisper")
+        self.assertEqual((w["from"], w["to"], w["text"]), ("alice", "Carol", "psst  é "))
+        self.assertIsInstance(w["ts"], int)
+        reply = carol.ask({"op": "whisper", "to": "ALICE", "text": "back"})
+        self.assertEqual(reply["op"], "ok", reply)
+        self.assertEqual(alice.wait("whisper", **{"from": "Carol"})["text"], "back")
+
+        # A text-mode client on node B gets it as on one node, and answers with /msg.
+        dave = self.connect(b)
+        dave.send("/nick dave\n")
+        self.assertEqual(dave.recv_line(), "* you are now known as dave")
+        self.assertEqual(alice.ask({"op": "whisper", "to": "dave", "text": "secret"})["op"], "ok")
+        self.assertEqual(dave.recv_line(), "*alice* secret")
+        dave.send("/msg alice from text mode\n")
+        self.assertEqual(alice.wait("whisper", **{"from": "dave"})["text"], "from text mode")
+
+        # Held by nobody: no_such_nick, from any node; another node's guests cannot be found.
+        self.assertEqual(alice.ask({"op": "whisper", "to": "nobody", "text": "x"})["code"], "no_such_nick")
+        guest = Member(self.connect(c)).client.welcome["nick"]
+        self.assertEqual(alice.ask({"op": "whisper", "to": guest, "text": "x"})["code"], "no_such_nick")
+        # A nick let go is nobody's again: the rename freed it in the step that took the new one.
+        self.assertEqual(carol.ask({"op": "nick", "nick": "carla"})["op"], "ok")
+        self.assertEqual(alice.ask({"op": "whisper", "to": "carol", "text": "x"})["code"], "no_such_nick")
+        self.assertEqual(alice.ask({"op": "whisper", "to": "carla", "text": "again"})["op"], "ok")
+        self.assertEqual(carol.wait("whisper")["text"], "again")
+        self.assertEqual([f for f in carol.drain() if f.get("op") == "whisper"], [])
+
+        # Redis away: whispers to other nodes are unavailable; to a client of this node they go.
+        local = self.member(a, "lee")
+        self.redis_away(a, b, c)
+        self.assertEqual(alice.ask({"op": "whisper", "to": "carla", "text": "x"})["code"], "unavailable")
+        self.assertEqual(alice.ask({"op": "whisper", "to": "lee", "text": "near"})["op"], "ok")
+        self.assertEqual(local.wait("whisper")["text"], "near")
+
+
+if __name__ == "__main__":
+    run()
