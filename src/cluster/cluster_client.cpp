@@ -311,8 +311,7 @@ local function sweep(keys, args)
   return removed
 end
 
--- ARGV: room. {version, {{node, nick...}...}, topic, by}: the members by node and the topic
--- (false, false: none stored), at that version.
+-- ARGV: room. {version, {{node, nick...}...}}: the members by node, at that version.
 local function members(keys, args)
   local room = args[1]
   local by_node = {}
@@ -321,8 +320,16 @@ local function members(keys, args)
     table.insert(entry, 1, node)
     by_node[#by_node + 1] = entry
   end
+  return {tonumber(redis.call('GET', rkey(room, 'mv')) or '0'), by_node}
+end
+
+-- ARGV: room. {version, text, by}: the room's topic (false, false: none stored) at that
+-- membership version. A function of its own, read after the members: roomd_members' reply
+-- keeps the shape a node of the previous version reads.
+local function topic_of(keys, args)
+  local room = args[1]
   local t = redis.call('HMGET', rkey(room, 'topic'), 'text', 'by')
-  return {tonumber(redis.call('GET', rkey(room, 'mv')) or '0'), by_node, t[1], t[2]}
+  return {tonumber(redis.call('GET', rkey(room, 'mv')) or '0'), t[1], t[2]}
 end
 
 -- ARGV: room, 1 if a page starts after a nick (else 0), that nick, limit. {count, {nick...}, more}
@@ -340,7 +347,9 @@ local function who(keys, args)
   return {redis.call('ZCARD', key), nicks, more}
 end
 
--- {ROOM, COUNT, TOPIC (false: none), ...}: every room with members on some node or a kept topic.
+-- {ROOM, COUNT, ...}: every room with members on some node or a kept topic; a room with a
+-- topic has a second pair {ROOM, TEXT} after its count (a string where a count would be: a node
+-- of the previous version skips it).
 local function rooms(keys, args)
   local out = {}
   local listed = {}
@@ -349,7 +358,11 @@ local function rooms(keys, args)
     listed[room] = true
     out[#out + 1] = room
     out[#out + 1] = redis.call('ZCARD', rkey(room, 'who'))
-    out[#out + 1] = redis.call('HGET', rkey(room, 'topic'), 'text')
+    local text = redis.call('HGET', rkey(room, 'topic'), 'text')
+    if text then
+      out[#out + 1] = room
+      out[#out + 1] = text
+    end
   end
   for _, room in ipairs(redis.call('SMEMBERS', 'roomd:rooms')) do add(room) end
   for _, room in ipairs(redis.call('SMEMBERS', 'roomd:topics')) do add(room) end
@@ -370,6 +383,7 @@ redis.register_function('roomd_whisper', whisper)
 redis.register_function{function_name = 'roomd_members', callback = members, flags = {'no-writes'}}
 redis.register_function{function_name = 'roomd_who', callback = who, flags = {'no-writes'}}
 redis.register_function{function_name = 'roomd_rooms', callback = rooms, flags = {'no-writes'}}
+redis.register_function{function_name = 'roomd_topic_of', callback = topic_of, flags = {'no-writes'}}
 )LUA";
 }
 
@@ -523,6 +537,7 @@ void ClusterClient::link_failed(const char* which, RedisCloseReason reason, cons
     feed.fill_to = 0;
     feed.early.clear();  // read again from the stream after the reconnect
     feed.members_known = feed.members_reading = false;
+    feed.topic_version = 0;       // Redis may come back with other versions
     feed.early_presence.clear();  // the members are read again after the reconnect
   }
   // Either link failing ends both: the pair is one session with Redis. Closing runs the
@@ -835,9 +850,23 @@ void ClusterClient::read_members(const std::string& room, Feed& feed) {
     f->members_known = true;
     f->member_version = read.value->version;
     if (sink_.members) sink_.members(room, std::move(read.value->others));
-    if (!(f = find_feed(room, serial))) return;
-    if (read.value->topic_read && sink_.topic) sink_.topic(room, read.value->topic);
     if ((f = find_feed(room, serial))) drain_presence(room, *f);
+  });
+  // The topic next, on the same link: before the state, so a waiting `joined` has it.
+  commands_->command({"FCALL", "roomd_topic_of", "0", room}, [this, room, serial](const redisReply* r) {
+    Feed* f = find_feed(room, serial);
+    if (!f || !r) return;
+    auto read = redis_replies::read_topic(r);
+    if (!read) {
+      // A library of the previous version (another node loaded it last) has no roomd_topic_of:
+      // the topic stays as this node knows it.
+      if (!is_error(r)) link_failed("command", RedisCloseReason::owner, "roomd_topic_of: " + read.error);
+      return;
+    }
+    // A topic change applied from the channel since is newer than this read.
+    if (read.value->version < f->topic_version) return;
+    f->topic_version = read.value->version;
+    if (sink_.topic) sink_.topic(room, read.value->topic);
   });
 }
 
@@ -871,6 +900,7 @@ void ClusterClient::drain_presence(const std::string& room, Feed& feed) {
     // This node's own change: its members heard it already. Not a topic: every node, this one
     // too, takes the topic in the room's order, so two set at once end the same everywhere.
     if (p.node == self_ && p.kind != ClusterPresence::Kind::topic) continue;
+    if (p.kind == ClusterPresence::Kind::topic) f->topic_version = p.version;
     ++stats_.presence_in;
     if (sink_.presence) sink_.presence(room, ClusterPresence{p.kind, std::move(p.nicks), std::move(p.topic)});
     if (!(f = find_feed(room, serial))) return;

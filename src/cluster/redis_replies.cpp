@@ -199,18 +199,9 @@ bool is_count(const redisReply* r) { return r && r->type == REDIS_REPLY_INTEGER 
 }  // namespace
 
 Read<MemberSnapshot> read_members(const redisReply* r, std::string_view self) {
-  if (!(is_array(r, 2) || is_array(r, 4)) || !is_count(r->element[0]) || r->element[1]->type != REDIS_REPLY_ARRAY)
+  if (!is_array(r, 2) || !is_count(r->element[0]) || r->element[1]->type != REDIS_REPLY_ARRAY)
     return refused<MemberSnapshot>(r);
-  MemberSnapshot snapshot{static_cast<std::uint64_t>(r->element[0]->integer), {}, false, std::nullopt};
-  if (r->elements == 4) {
-    // The topic and its setter, or nil and nil: none stored.
-    const redisReply* text = r->element[2];
-    const redisReply* by = r->element[3];
-    const bool none = text->type == REDIS_REPLY_NIL;  // Lua's false
-    if (!none && !(is_string(text) && is_string(by) && valid_nick(text_of(by)))) return refused<MemberSnapshot>(r);
-    snapshot.topic_read = true;
-    if (!none) snapshot.topic = ClusterTopic{text_of(text), text_of(by)};
-  }
+  MemberSnapshot snapshot{static_cast<std::uint64_t>(r->element[0]->integer), {}};
   const redisReply* nodes = r->element[1];
   for (std::size_t i = 0; i < nodes->elements; ++i) {
     const redisReply* entry = nodes->element[i];
@@ -223,6 +214,17 @@ Read<MemberSnapshot> read_members(const redisReply* r, std::string_view self) {
     }
   }
   return {std::move(snapshot), {}};
+}
+
+Read<TopicRead> read_topic(const redisReply* r) {
+  if (!is_array(r, 3) || !is_count(r->element[0])) return refused<TopicRead>(r);
+  TopicRead read{static_cast<std::uint64_t>(r->element[0]->integer), std::nullopt};
+  const redisReply* text = r->element[1];
+  const redisReply* by = r->element[2];
+  if (text->type == REDIS_REPLY_NIL && by->type == REDIS_REPLY_NIL) return {std::move(read), {}};  // Lua's false: none
+  if (!is_string(text) || !is_string(by) || !valid_nick(text_of(by))) return refused<TopicRead>(r);
+  read.topic = ClusterTopic{text_of(text), text_of(by)};
+  return {std::move(read), {}};
 }
 
 Read<ClusterMemberPage> read_who(const redisReply* r) {
@@ -244,13 +246,16 @@ Read<ClusterMemberPage> read_who(const redisReply* r) {
 Read<std::vector<ClusterRoomCount>> read_room_counts(const redisReply* r) {
   if (!r || r->type != REDIS_REPLY_ARRAY) return refused<std::vector<ClusterRoomCount>>(r);
   std::vector<ClusterRoomCount> counts;
-  for (std::size_t i = 0; i + 2 < r->elements; i += 3) {
+  for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
     std::string room = text_of(r->element[i]);
-    const redisReply* topic = r->element[i + 2];
-    if (!is_string(r->element[i]) || !valid_room_name(room) || !is_count(r->element[i + 1])) continue;
-    if (!is_string(topic) && topic->type != REDIS_REPLY_NIL) continue;
-    counts.push_back({std::move(room), static_cast<std::size_t>(r->element[i + 1]->integer),
-                      is_string(topic) ? std::optional(text_of(topic)) : std::nullopt});
+    const redisReply* second = r->element[i + 1];
+    if (!is_string(r->element[i]) || !valid_room_name(room)) continue;
+    if (is_count(second)) {
+      counts.push_back({std::move(room), static_cast<std::size_t>(second->integer), std::nullopt});
+    } else if (is_string(second)) {
+      // The topic of the room just counted (the function lists it right after its count).
+      if (!counts.empty() && counts.back().room == room) counts.back().topic = text_of(second);
+    }
   }
   return {std::move(counts), {}};
 }

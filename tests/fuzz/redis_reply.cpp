@@ -184,6 +184,13 @@ std::string interpret(const redisReply* r) {
   } else {
     check_refusal(members.error);
   }
+  auto topic = rr::read_topic(r);
+  if (topic) {
+    if (topic.value->topic) FUZZ_CHECK(roomd::valid_nick(topic.value->topic->by), topic.value->topic->by);
+    out += " topic " + std::to_string(topic.value->version) + " " + (topic.value->topic ? field(topic.value->topic->text) : "none");
+  } else {
+    check_refusal(topic.error);
+  }
   auto who = rr::read_who(r);
   if (who) {
     FUZZ_CHECK(who.value->nicks.size() <= who.value->count, "who");

@@ -307,18 +307,25 @@ TEST_CASE("redis replies: roomd_members' [version, [[node, nick...]...]], this n
     CHECK(read_members(reply(odd).get(), "me").error == "odd reply");
   }
   CHECK(read_members(reply("-ERR Function not found\r\n").get(), "me").error == "ERR Function not found");
-  // With the topic (this library's): the text and who set it, or nil and nil for none.
-  auto topic = read_members(reply(array({":3\r\n", array({}), bulk("hello there"), bulk("ann")})).get(), "me");
-  REQUIRE(topic);
-  CHECK(topic.value->topic_read);
-  CHECK(topic.value->topic == ClusterTopic{"hello there", "ann"});
-  auto no_topic = read_members(reply(array({":3\r\n", array({}), "$-1\r\n", "$-1\r\n"})).get(), "me");
-  REQUIRE(no_topic);
-  CHECK(no_topic.value->topic_read);
-  CHECK_FALSE(no_topic.value->topic);
-  CHECK_FALSE(none.value->topic_read);  // an older library's reply: the topic is not known
-  CHECK_FALSE(read_members(reply(array({":3\r\n", array({}), bulk("t"), bulk("9bad")})).get(), "me"));
   CHECK(read_members(nullptr, "me").error == "no reply");
+}
+
+TEST_CASE("redis replies: roomd_topic_of's [version, text, by], nil and nil for none") {
+  const std::string nil = "$-1\r\n";
+  auto topic = read_topic(reply(array({":3\r\n", bulk("hello  there "), bulk("ann")})).get());
+  REQUIRE(topic);
+  CHECK(*topic.value == TopicRead{3, ClusterTopic{"hello  there ", "ann"}});
+  auto none = read_topic(reply(array({":0\r\n", nil, nil})).get());
+  REQUIRE(none);
+  CHECK(*none.value == TopicRead{0, std::nullopt});
+  for (const std::string& odd : {array({":3\r\n", bulk("t"), bulk("9bad")}), array({":3\r\n", bulk("t"), nil}),
+                                 array({":3\r\n", nil, bulk("ann")}), array({":-1\r\n", nil, nil}),
+                                 array({":3\r\n", bulk("t")}), array({bulk("3"), bulk("t"), bulk("ann")})}) {
+    CAPTURE(odd);
+    CHECK(read_topic(reply(odd).get()).error == "odd reply");
+  }
+  CHECK(read_topic(reply("-ERR Function not found\r\n").get()).error == "ERR Function not found");
+  CHECK(read_topic(nullptr).error == "no reply");
 }
 
 TEST_CASE("redis replies: roomd_who's [count, [nick...], more]") {
@@ -341,8 +348,9 @@ TEST_CASE("redis replies: roomd_who's [count, [nick...], more]") {
 TEST_CASE("redis replies: roomd_rooms' [room, count...], roomd_beat, nick lists and integers") {
   const std::string nil = "$-1\r\n";
   auto rooms = read_room_counts(
-      reply(array({bulk("hall"), ":3\r\n", bulk("a topic"), bulk("bad name"), ":1\r\n", nil, bulk("x"), bulk("2"), nil, bulk("y"),
-                   ":-1\r\n", nil, bulk("z"), ":1\r\n", ":5\r\n", bulk("side"), ":0\r\n", nil, bulk("odd"), ":1\r\n"}))
+      reply(array({bulk("hall"), ":3\r\n", bulk("hall"), bulk("a topic"), bulk("bad name"), ":1\r\n", bulk("x"), nil,
+                   bulk("lost"), bulk("a topic of no room counted"), bulk("y"), ":-1\r\n", bulk("side"), ":0\r\n",
+                   bulk("odd")}))
           .get());
   REQUIRE(rooms);
   REQUIRE(rooms.value->size() == 2);

@@ -159,6 +159,7 @@ class ClusterClient final : public ClusterBus {
     bool members_reading = false;
     std::uint64_t member_version = 0;
     std::map<std::uint64_t, redis_replies::Presence> early_presence;  // ahead of member_version + 1
+    std::uint64_t topic_version = 0;  // the membership version of the topic last handed on
   };
   struct PendingSay {
     ClusterSay say;

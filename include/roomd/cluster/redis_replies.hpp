@@ -82,11 +82,14 @@ struct Push {
 struct MemberSnapshot {
   std::uint64_t version = 0;
   std::vector<std::string> others;
-  // The room's topic in Redis (nullopt: none stored); topic_read false for an older library's
-  // reply, which has no topic.
-  bool topic_read = false;
-  std::optional<ClusterTopic> topic;
   bool operator==(const MemberSnapshot&) const = default;
+};
+
+// roomd_topic_of: the room's topic (nullopt: none stored) at a membership version.
+struct TopicRead {
+  std::uint64_t version = 0;
+  std::optional<ClusterTopic> topic;
+  bool operator==(const TopicRead&) const = default;
 };
 
 // roomd_beat: whether the node was not registered (new, or swept after its lease ran out),
@@ -159,13 +162,15 @@ Read<StreamRange> read_range(const redisReply* r);
 // CONFIG GET appendonly appendfsync: [name, value, ...] in any order; both must be there.
 Read<RedisDurability> read_durability(const redisReply* r);
 
-// FCALL roomd_members: [version, [[node, nick...]...], topic text|nil, set by|nil]; nicks that
-// are not valid are skipped; a reply without the topic (an older library) is read too.
+// FCALL roomd_members: [version, [[node, nick...]...]]; nicks that are not valid are skipped.
 Read<MemberSnapshot> read_members(const redisReply* r, std::string_view self);
 // FCALL roomd_who: [count, [nick...], more (0/1)]; a page no longer than its count.
 Read<ClusterMemberPage> read_who(const redisReply* r);
-// FCALL roomd_rooms: [room, count, topic|nil, ...]; triples that are not a valid room name, a
-// count and a topic (a string or nil) are skipped.
+// FCALL roomd_topic_of: [version, text, by] or [version, nil, nil] (none stored); `by` a valid nick.
+Read<TopicRead> read_topic(const redisReply* r);
+// FCALL roomd_rooms: [room, count, ...], and [room, topic] after the count of a room with a
+// topic (a string where a count would be); pairs that are neither, or not a valid room name,
+// are skipped.
 Read<std::vector<ClusterRoomCount>> read_room_counts(const redisReply* r);
 // FCALL roomd_beat: [fresh (0/1), [nick...], [node...]].
 Read<Beat> read_beat(const redisReply* r);
