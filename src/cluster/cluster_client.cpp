@@ -112,6 +112,7 @@ local function nkey(node, what) return 'roomd:node:' .. node .. ':' .. what end
 local function announce(room, node, what)
   local version = redis.call('INCR', rkey(room, 'mv'))
   redis.call('PUBLISH', 'roomd:{' .. room .. '}', 'p ' .. version .. ' ' .. node .. ' ' .. what)
+  return version
 end
 
 local function add_member(room, node, nick)
@@ -208,12 +209,12 @@ end
 
 -- ARGV: room, node, nick, text, kept ('1' or '0'). The room's topic, published as a change of
 -- the room ("p VERSION NODE topic NICK TEXT") so every node applies it in the room's order.
+-- Returns that version.
 local function topic(keys, args)
   local room = args[1]
   redis.call('HSET', rkey(room, 'topic'), 'text', args[4], 'by', args[3], 'kept', args[5])
   if args[5] == '1' then redis.call('SADD', 'roomd:topics', room) else redis.call('SREM', 'roomd:topics', room) end
-  announce(room, args[2], 'topic ' .. args[3] .. ' ' .. args[4])
-  return 1
+  return announce(room, args[2], 'topic ' .. args[3] .. ' ' .. args[4])
 end
 
 -- ARGV: nick (folded), payload. The node holding the nick gets the payload on its channel.
@@ -532,7 +533,10 @@ void ClusterClient::link_failed(const char* which, RedisCloseReason reason, cons
   }
   const bool was_ready = ready_;
   ready_ = command_ready_ = subscriber_ready_ = false;
+  std::vector<std::function<void()>> topic_acks;  // stored; shown here after the reconnect
   for (auto& [room, feed] : feeds_) {
+    for (auto& ack : feed.topic_acks) topic_acks.push_back(std::move(ack.second));
+    feed.topic_acks.clear();
     feed.subscribed = feed.syncing = feed.filling = false;
     feed.fill_to = 0;
     feed.early.clear();  // read again from the stream after the reconnect
@@ -545,6 +549,7 @@ void ClusterClient::link_failed(const char* which, RedisCloseReason reason, cons
   commands_->close();
   subscriber_->close();
   if (was_ready && sink_.lost) sink_.lost();
+  for (auto& ack : topic_acks) ack();
   if (!reconnect_pending_) schedule_reconnect();
 }
 
@@ -629,7 +634,12 @@ void ClusterClient::watch(const std::string& room) {
 }
 
 void ClusterClient::unwatch(const std::string& room) {
-  if (feeds_.erase(room) && ready_) subscriber_->unsubscribe(channel(room));
+  auto it = feeds_.find(room);
+  if (it == feeds_.end()) return;
+  auto acks = std::exchange(it->second.topic_acks, {});
+  feeds_.erase(it);
+  if (ready_) subscriber_->unsubscribe(channel(room));
+  for (auto& ack : acks) ack.second();  // stored: nothing here will show it now
 }
 
 void ClusterClient::follow(const std::string& room, std::uint64_t last_seq, const std::string& epoch) {
@@ -867,6 +877,7 @@ void ClusterClient::read_members(const std::string& room, Feed& feed) {
     if (read.value->version < f->topic_version) return;
     f->topic_version = read.value->version;
     if (sink_.topic) sink_.topic(room, read.value->topic);
+    release_topic_acks(room, serial);
   });
 }
 
@@ -900,11 +911,16 @@ void ClusterClient::drain_presence(const std::string& room, Feed& feed) {
     // This node's own change: its members heard it already. Not a topic: every node, this one
     // too, takes the topic in the room's order, so two set at once end the same everywhere.
     if (p.node == self_ && p.kind != ClusterPresence::Kind::topic) continue;
-    if (p.kind == ClusterPresence::Kind::topic) f->topic_version = p.version;
+    if (p.kind == ClusterPresence::Kind::topic) {
+      if (p.version <= f->topic_version) continue;  // in the topic read already
+      f->topic_version = p.version;
+    }
     ++stats_.presence_in;
     if (sink_.presence) sink_.presence(room, ClusterPresence{p.kind, std::move(p.nicks), std::move(p.topic)});
+    release_topic_acks(room, serial);
     if (!(f = find_feed(room, serial))) return;
   }
+  release_topic_acks(room, serial);
 }
 
 void ClusterClient::member_change(const char* kind, const std::string& room, const std::string& nick,
@@ -1054,13 +1070,32 @@ void ClusterClient::set_topic(const std::string& room, const std::string& nick, 
                               std::function<void(bool)> done) {
   if (!ready_) return done(false);
   bool sent = commands_->command({"FCALL", "roomd_topic", "0", room, self_, nick, topic, kept ? "1" : "0"},
-                                 [this, done](const redisReply* r) {
-                                   auto set = redis_replies::read_integer(r);
-                                   if (r && !set) log::warning("cluster: roomd_topic failed: " + set.error);
-                                   if (set) ++stats_.topics;
-                                   done(set && *set.value == 1);
-                                 });
+                                 [this, room, done](const redisReply* r) {
+    auto set = redis_replies::read_integer(r);
+    if (r && !set) log::warning("cluster: roomd_topic failed: " + set.error);
+    if (!set || *set.value < 1) return done(false);
+    ++stats_.topics;
+    // Answered once this node has applied it from the room's channel too, so the setter's
+    // `joined` and `rooms` right after show it (as a say's ok follows its delivery).
+    const auto version = static_cast<std::uint64_t>(*set.value);
+    auto it = feeds_.find(room);
+    if (it == feeds_.end() || (it->second.members_known && it->second.member_version >= version)) return done(true);
+    it->second.topic_acks.emplace_back(version, [done] { done(true); });
+  });
   if (!sent) done(false);
+}
+
+// Topic acks whose change this node has applied.
+void ClusterClient::release_topic_acks(const std::string& room, std::uint64_t serial) {
+  Feed* f = find_feed(room, serial);
+  if (!f || f->topic_acks.empty()) return;
+  std::vector<std::function<void()>> due;
+  std::erase_if(f->topic_acks, [&](auto& ack) {
+    if (!f->members_known || ack.first > f->member_version) return false;
+    due.push_back(std::move(ack.second));
+    return true;
+  });
+  for (auto& answer : due) answer();
 }
 
 void ClusterClient::whisper(ClusterWhisper w, std::function<void(WhisperSent)> done) {

@@ -1131,7 +1131,11 @@ void Router::cluster_presence(const std::string& name, const ClusterPresence& p)
   if (!room || !room->clustered) return;
   // A topic counts whether or not the room has members here (a followed room is heard anyway),
   // and the setter's node takes it from here too: one order for the topic on every node.
-  if (p.kind == ClusterPresence::Kind::topic && !p.nicks.empty()) return apply_cluster_topic(*room, p.topic, p.nicks[0], true);
+  // Announced even when it is the same text again, as on one node.
+  if (p.kind == ClusterPresence::Kind::topic && !p.nicks.empty()) {
+    apply_cluster_topic(*room, p.topic);
+    return announce_topic(*room, p.nicks[0]);
+  }
   if (room->members.empty()) return;
   switch (p.kind) {
     case ClusterPresence::Kind::join:
@@ -1243,12 +1247,15 @@ void Router::on_topic(Session& s, const Request& r) {
   to_others(*room, &s, make_event(wire::presence_topic(room->name, s.nick, room->topic)));
 }
 
-void Router::apply_cluster_topic(Room& room, const std::optional<std::string>& topic, const std::string& by, bool announce) {
+bool Router::apply_cluster_topic(Room& room, const std::optional<std::string>& topic) {
   room.topic_from_cluster = topic.has_value();
   const std::string& now = topic ? *topic : room.default_topic;
-  if (now == room.topic) return;
+  if (now == room.topic) return false;
   room.topic = now;
-  if (!announce) return;
+  return true;
+}
+
+void Router::announce_topic(Room& room, const std::string& by) {
   // The setter, if it is a client here, has its `ok`; the others hear it.
   auto setter = by_nick_.find(fold_case(by));
   const Session* except = setter == by_nick_.end() ? nullptr : setter->second;
@@ -1261,8 +1268,8 @@ void Router::cluster_topic(const std::string& name, const std::optional<ClusterT
   // Read when the room is first watched (its joins are waiting: their `joined` has it, nobody
   // is told) or again after a reconnect or a gap (a change not heard meanwhile is announced).
   const bool heard_before = room->synced && !room->members.empty();
-  apply_cluster_topic(*room, topic ? std::optional(topic->text) : std::nullopt, topic ? topic->by : "server",
-                      heard_before);
+  if (apply_cluster_topic(*room, topic ? std::optional(topic->text) : std::nullopt) && heard_before)
+    announce_topic(*room, topic ? topic->by : "server");
 }
 
 void Router::cluster_whisper(const ClusterWhisper& w) {

@@ -3,8 +3,10 @@ Redis (test_cluster's helper), on free loopback ports. A room's topic set on one
 the members on every node and is in `joined` and `rooms` everywhere, also on a node that
 starts after it was set; a whisper finds its target on whichever node holds the nick. While
 Redis is away, both are refused with `unavailable`."""
+import time
+
 import test_cluster as cluster  # exits 77 (skipped) when redis-server is missing
-from harness import DaemonTest, run
+from harness import WAIT, DaemonTest, run
 from test_cluster_presence import Member, node_config
 
 HALL_TOPIC = """
@@ -61,6 +63,7 @@ class CrossNodeTest(DaemonTest):
         # Set on node A: the others hear it, the setter has its ok (and no presence).
         text = "news of the day  (with spaces) é"
         self.assertEqual(alice.ask({"op": "topic", "room": "lounge", "topic": text})["op"], "ok")
+        self.assertEqual(self.topics(alice)["lounge"], text)  # the ok waits until her node shows it
         bob.wait("presence", event="topic", room="lounge", nick="alice", topic=text)
         # Node C has no member there: `rooms` asks Redis; its first member's `joined` has it.
         carol = self.member(c, "carol")
@@ -72,6 +75,7 @@ class CrossNodeTest(DaemonTest):
 
         # Set on node B: A and C hear it, in the same order everywhere.
         self.assertEqual(bob.ask({"op": "topic", "room": "lounge", "topic": "second"})["op"], "ok")
+        self.assertEqual(bob.ask({"op": "join", "room": "lounge"})["topic"], "second")  # joined again: his node's
         for m in (alice, carol):
             m.wait("presence", event="topic", room="lounge", nick="bob", topic="second")
         for m in (alice, bob, carol):
@@ -96,6 +100,10 @@ class CrossNodeTest(DaemonTest):
         self.assertEqual(dee.ask({"op": "topic", "room": "side", "topic": "brief"})["op"], "ok")
         self.assertEqual(self.topics(alice).get("side"), "brief")
         self.assertEqual(dee.ask({"op": "leave", "room": "side"})["op"], "left")
+        deadline = time.monotonic() + WAIT
+        while "side" in self.topics(alice):  # bounded: until node D's leave is in Redis (sent as it left)
+            self.assertLess(time.monotonic(), deadline, "the room's last leave never reached Redis")
+            time.sleep(0.02)  # a retry interval, not a wait for an event
         self.assertEqual(alice.ask({"op": "join", "room": "side"})["topic"], "")
 
         # Redis away: the topic is not changed anywhere (each node would have its own).

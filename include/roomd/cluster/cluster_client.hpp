@@ -160,6 +160,8 @@ class ClusterClient final : public ClusterBus {
     std::uint64_t member_version = 0;
     std::map<std::uint64_t, redis_replies::Presence> early_presence;  // ahead of member_version + 1
     std::uint64_t topic_version = 0;  // the membership version of the topic last handed on
+    // Topics set by this node's clients, by their version: answered once it is applied here.
+    std::vector<std::pair<std::uint64_t, std::function<void()>>> topic_acks;
   };
   struct PendingSay {
     ClusterSay say;
@@ -182,6 +184,7 @@ class ClusterClient final : public ClusterBus {
   void read_members(const std::string& room, Feed& feed);
   void drain_presence(const std::string& room, Feed& feed);
   void lose_nicks(const std::vector<std::string>& nicks);
+  void release_topic_acks(const std::string& room, std::uint64_t serial);
   // A nick's PX: 3 heartbeats, renewed once a heartbeat.
   std::string nick_lease() const { return std::to_string(settings_.heartbeat_ms * 3); }
   void send_say(std::shared_ptr<PendingSay> pending);

@@ -247,9 +247,11 @@ class Router final : public SessionSink {
   void on_whisper(Session& s, const Request& r);
   void on_who(Session& s, const Request& r);
   void on_topic(Session& s, const Request& r);
-  // A clustered room's topic as the cluster has it (nullopt: none, the configured one shows),
-  // announced to its members here as set by `by` when `announce`.
-  void apply_cluster_topic(Room& room, const std::optional<std::string>& topic, const std::string& by, bool announce);
+  // A clustered room's topic as the cluster has it (nullopt: none, the configured one shows);
+  // true if that changed it here.
+  bool apply_cluster_topic(Room& room, const std::optional<std::string>& topic);
+  // The room's topic as set by `by`, to its members here but the setter.
+  void announce_topic(Room& room, const std::string& by);
   void on_history(Session& s, const Request& r);
   void on_bye(Session& s, const Request& r);
 
