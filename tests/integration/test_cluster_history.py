@@ -10,30 +10,14 @@ import select
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 from harness import WAIT, DaemonTest, run
-from test_cluster import REDIS, Redis, read_messages  # exits 77 (skipped) without redis-server
+from test_cluster import Redis, read_messages  # exits 77 (skipped) without redis-server
 
 WINDOW = 16  # says a writer has in flight
-
-
-class DurableRedis(Redis):
-    """A redis-server whose AOF is written and fsynced before every answer, in its own dir."""
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", self.dir.name, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + WAIT
-        while not self.answers():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"redis-server did not start on {self.port}")
-            time.sleep(0.02)  # polling for the server to listen, bounded by the deadline
 
 
 def node_config(redis_port, node, db):
@@ -380,7 +364,7 @@ class Everywhere(ClusterHistoryTest):
 
 class DurableRedisTest(ClusterHistoryTest):
     def make_redis(self):
-        return DurableRedis()
+        return Redis(persist=True)  # its AOF written and fsynced before every answer
 
     def test_kill_9_of_redis_loses_no_acked_message_and_keeps_the_order(self):
         a, b = self.node("a"), self.node("b")
