@@ -4,17 +4,15 @@ are the same from any node; an `ok` means the message is in the sending node's s
 runs with its AOF written before every answer. Real roomd nodes and a real Redis on loopback:
 a node that was down catches up from the stream, `kill -9` of a node or of Redis loses no
 acknowledged message, and a Redis that comes back empty never gives a stored seq again."""
-import json
 import os
-import select
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 
 from harness import WAIT, DaemonTest, run
+from windowed_writer import WindowedWriter, pump_once
 from test_cluster import Redis, read_messages  # exits 77 (skipped) without redis-server
 
 WINDOW = 16  # says a writer has in flight
@@ -42,20 +40,11 @@ cluster = false
 """
 
 
-class Writer:
-    """One connection saying numbered messages with ids into `log`, WINDOW in flight; reads
-    without blocking, so a node killed under it leaves exactly the acks it had sent."""
+class Writer(WindowedWriter):
+    """Says numbered messages with ids into `log`, WINDOW in flight, once joined."""
 
     def __init__(self, port, nick, count):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        self.nick, self.count = nick, count
-        self.buf = b""
-        self.sent = 0
-        self.acked = {}   # i -> seq
-        self.failed = {}  # i -> error code
-        self.eof = False
-        self.sock.sendall((json.dumps({"op": "nick", "nick": nick}) + "\n" +
-                           json.dumps({"op": "join", "room": "log", "id": "j"}) + "\n").encode())
+        super().__init__(port, nick, "log", count, WINDOW)
         self.joined = None
         self.stopped = False  # sends no more
 
@@ -63,46 +52,15 @@ class Writer:
         # A word of its own (searched for), the common word, and one of seven shared ones.
         return f"durable {self.nick}x{i} word{i % 7} from {self.nick}"
 
-    def answered(self):
-        return len(self.acked) + len(self.failed)
+    def may_send(self):
+        return self.joined is not None and not self.eof and not self.stopped
 
-    def pump_out(self):
-        if self.joined is None or self.eof or self.stopped:
-            return
-        lines = []
-        while self.sent - self.answered() < WINDOW and self.sent < self.count:
-            lines.append(json.dumps({"op": "say", "room": "log", "text": self.text(self.sent), "id": self.sent}))
-            self.sent += 1
-        if lines:
-            try:
-                self.sock.sendall(("\n".join(lines) + "\n").encode())
-            except OSError:
-                self.eof = True
-
-    def pump_in(self):
-        try:
-            chunk = self.sock.recv(1 << 16)
-        except (ConnectionResetError, BrokenPipeError):
-            chunk = b""
-        if not chunk:
-            self.eof = True
-            return
-        self.buf += chunk
-        *lines, self.buf = self.buf.split(b"\n")
-        for raw in lines:
-            m = json.loads(raw)
-            if m.get("op") == "joined":
-                self.joined = m
-            elif m.get("op") == "ok" and isinstance(m.get("id"), int):
-                self.acked[m["id"]] = m["seq"]
-            elif m.get("op") == "error":
-                self.failed[m.get("id")] = m["code"]
+    def on_line(self, m):
+        if m.get("op") == "joined":
+            self.joined = m
 
     def done(self):
         return self.eof or (self.joined is not None and self.answered() == (self.sent if self.stopped else self.count))
-
-    def close(self):
-        self.sock.close()
 
 
 def pump(writers, until, limit=WAIT * 4):
@@ -112,15 +70,9 @@ def pump(writers, until, limit=WAIT * 4):
         if time.monotonic() > deadline:
             raise AssertionError("writers: " + ", ".join(f"{w.nick} sent {w.sent} acked {len(w.acked)} "
                                                           f"failed {len(w.failed)} eof {w.eof}" for w in writers))
-        for w in writers:
-            w.pump_out()
-        live = [w for w in writers if not w.eof]
-        if not live:
+        if all(w.eof for w in writers):
             return
-        ready, _, _ = select.select([w.sock for w in live], [], [], 0.2)
-        for w in live:
-            if w.sock in ready:
-                w.pump_in()
+        pump_once(writers, 0.2)
 
 
 class ClusterHistoryTest(DaemonTest):
