@@ -329,7 +329,8 @@ class Reconnect(DaemonTest):
 
         self.send(p, "".join(l + "\n" for l in lines[0:5]))
         read_until(lambda: len(got) >= 5)
-        out.wait_for(r"^\[lobby\] ann: line 4$")
+        self.send(p, "/ping\n")  # answered after line 4's ok: nothing of theirs is in flight now
+        out.wait_for(r"^\* pong$")
         # The server takes these and publishes them, but roomcat hears nothing back.
         gate.drop_replies.set()
         self.send(p, "".join(l + "\n" for l in lines[5:10]))
