@@ -563,8 +563,10 @@ void Router::on_nick(Session& s, const Request& r) {
     if (claiming_.contains(folded)) return fail(s, r, ErrorCode::nick_taken, "'" + r.nick + "' is taken");
     // Never taken locally while the cluster cannot say whom it belongs to: two nodes would give
     // it to two clients.
-    if (!services_.cluster->available())
+    if (!services_.cluster->available()) {
+      ++stats_.nicks_unavailable;
       return fail(s, r, ErrorCode::unavailable, "the cluster is unreachable: nicks cannot change now; try again shortly");
+    }
   }
   if (r.nick != s.nick && !churn_allowed(s, r)) return;
   if (other_nick) return claim_nick(s, r, folded);
@@ -587,6 +589,7 @@ void Router::claim_nick(Session& s, const Request& r, const std::string& folded)
     if (claim == NickClaim::taken) {
       fail(*session, r, ErrorCode::nick_taken, "'" + r.nick + "' is taken");
     } else if (claim == NickClaim::unavailable) {
+      ++stats_.nicks_unavailable;
       fail(*session, r, ErrorCode::unavailable, "the cluster is unreachable: your nick was not changed; try again shortly");
     } else {
       std::string old = apply_nick(*session, r.nick);

@@ -473,6 +473,7 @@ TEST_CASE("cluster: nicks are the cluster's: claimed before taken, released when
   c.bus.claims.back().done(NickClaim::unavailable);
   CHECK(b.got.back()["code"] == "unavailable");
   CHECK(*c.router.nick_of(idb) == "guest-tag-2");
+  CHECK(c.router.stats().nicks_unavailable == 1);
 
   // A rename releases the old nick in the same claim; a change of case asks nobody.
   c.router.handle(ida, nick("anna", 7));
@@ -488,6 +489,7 @@ TEST_CASE("cluster: nicks are the cluster's: claimed before taken, released when
   c.bus.up = false;
   c.router.handle(idb, nick("zed", 9));
   CHECK(b.got.back()["code"] == "unavailable");
+  CHECK(c.router.stats().nicks_unavailable == 2);
   CHECK(c.bus.claims.size() == claims);
   c.bus.up = true;
 
