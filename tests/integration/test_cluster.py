@@ -1,7 +1,9 @@
 """Rooms across nodes ([cluster], docs/cluster.md): three real roomd nodes and one real Redis,
 started here on free loopback ports. One global order per room; Redis down means `unavailable`,
 never a forked order; service comes back by itself."""
+import http.client
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +42,39 @@ name = "here"
 persist = false
 cluster = false
 {extra}"""
+
+
+HTTP = '[http]\nlisten = "127.0.0.1:0"\n'  # a node's /metrics, on a free port (config extra)
+SERVING = r"http: serving /metrics, /healthz and /readyz on 127\.0\.0\.1:(\d+)"
+
+
+def metrics(daemon):
+    """A node's /metrics (started with HTTP): the body, and its samples by name (and labels)."""
+    port = int(re.search(SERVING, daemon.log.wait_for(SERVING)).group(1))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        if response.status != 200:
+            raise AssertionError(f"/metrics answered {response.status}")
+        body = response.read().decode()
+    finally:
+        conn.close()
+    samples = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return body, samples
+
+
+def promtool_check(test, body):
+    """`promtool check metrics` passes the body (Debian package prometheus; skipped without it:
+    test_http says so when it is missing)."""
+    promtool = shutil.which("promtool")
+    if promtool:
+        r = subprocess.run([promtool, "check", "metrics"], input=body.encode(), capture_output=True, timeout=WAIT)
+        test.assertEqual((r.returncode, r.stdout.decode() + r.stderr.decode()), (0, ""), body)
 
 
 def alive(client):
