@@ -26,6 +26,14 @@
     maxFrame: 65536,     // the welcome's limits.max_frame_bytes: a longer message closes the connection
     lameDuckAt: null,    // the server is draining (system lame_duck): reconnect at this time (Date.now() ms)
     moveTimer: null,     // ... when this page leaves by itself, if the server has not closed it first
+    // Says sent and not answered, msg_id -> { room, text }, in the order sent. A connection
+    // lost before their ok takes them along: they are sent again, with the same msg_id, after
+    // the reconnect's rejoins (and the nick, which the msg_id counts under), and one that had
+    // been published is answered `duplicate` instead of being published twice.
+    unsaid: new Map(),
+    resendAfterNick: false,  // the reconnect asks for the nick first: resend once it is settled
+    msgPrefix: Array.from(crypto.getRandomValues(new Uint32Array(2)), (n) => n.toString(16).padStart(8, '0')).join(''),
+    nextMsg: 1,
   };
 
   // ---- sending
@@ -44,6 +52,20 @@
     state.pending.set(id, { ...context, op: request.op });
     state.ws.send(frame);
     return true;
+  }
+
+  function say(room, text, msgId) {
+    if (state.resendAfterNick && state.ready) {  // typed while older says wait: after them
+      state.unsaid.set(msgId, { room, text });
+      return;
+    }
+    if (send({ op: 'say', room, text, msg_id: msgId }, { room, msgId })) state.unsaid.set(msgId, { room, text });
+  }
+
+  // After a reconnect: the says the lost connection left unanswered, in their order.
+  function resendUnsaid() {
+    state.resendAfterNick = false;
+    for (const [msgId, { room, text }] of [...state.unsaid]) say(room, text, msgId);
   }
 
   // ---- the connection
@@ -93,7 +115,9 @@
         state.timer = setTimeout(connect, delay);
         return;
       }
-      if (wasReady) for (const room of state.rooms.values()) line(room, `connection lost${why}`, 'notice');
+      const unsaid = state.unsaid.size
+        ? ` (${state.unsaid.size} message${state.unsaid.size === 1 ? '' : 's'} unanswered: sent again once back)` : '';
+      if (wasReady) for (const room of state.rooms.values()) line(room, `connection lost${why}${unsaid}`, 'notice');
       scheduleReconnect();
     };
   }
@@ -250,6 +274,7 @@
   function handle(msg) {
     const context = msg.id !== undefined ? state.pending.get(msg.id) : undefined;
     if (context) state.pending.delete(msg.id);
+    if (context && context.msgId) state.unsaid.delete(context.msgId);  // answered (a duplicate ok too)
     switch (msg.op) {
       case 'welcome': return onWelcome(msg);
       case 'ok': return onOk(msg, context || {});
@@ -279,8 +304,11 @@
     if (msg.limits && Number.isInteger(msg.limits.max_frame_bytes)) state.maxFrame = msg.limits.max_frame_bytes;
     setMyNick(msg.nick);
     setStatus('open', 'connected');
-    if (state.wantNick && state.wantNick !== msg.nick)
+    state.resendAfterNick = false;
+    if (state.wantNick && state.wantNick !== msg.nick) {
       send({ op: 'nick', nick: state.wantNick }, { nick: state.wantNick, again: true });
+      state.resendAfterNick = state.unsaid.size > 0;
+    }
     // A reconnect: join every room again from the last message shown, so the server replays
     // what we missed (resumed: true) or says that it cannot (resumed: false).
     for (const room of state.rooms.values()) {
@@ -292,6 +320,7 @@
       }
       send(request, { room: room.name });
     }
+    if (!state.resendAfterNick) resendUnsaid();
   }
 
   function setMyNick(nick) {
@@ -310,6 +339,7 @@
       state.nickRetries = 0;
       setMyNick(msg.nick);
       if (!context.again) notice(`you are now known as ${msg.nick}`);
+      if (context.again && state.resendAfterNick) resendUnsaid();
     } else if (context.op === 'whisper') {
       line(activeRoom(), [['from', `→ *${context.to}*`], ['text', context.text]], 'whisper sent', { to: context.to });
     }
@@ -429,6 +459,9 @@
       // Keep the nick we have; after a reconnect, do not ask for the refused one again.
       state.wantNick = state.nick;
       notice(`nick ${context.nick}: ${text}`, 'error');
+      // Sent again under another nick, a message that had been published shows twice (under
+      // both nicks) rather than not at all (docs/protocol.md, Resending a say).
+      if (context.again && state.resendAfterNick) resendUnsaid();
       return;
     }
     if (context.op === 'join' && !state.rooms.has(context.room)) state.keys.delete(context.room);
@@ -523,7 +556,7 @@
       }
     }
     if (!state.active) return notice('join a room first', 'error');
-    send({ op: 'say', room: state.active, text }, { room: state.active });
+    say(state.active, text, `${state.msgPrefix}-${state.nextMsg++}`);
   }
 
   function onSubmit(formId, inputId, action) {

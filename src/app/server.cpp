@@ -767,6 +767,7 @@ ordered_json Server::stats_json() const {
     j["cluster_skipped"] = c.skipped;
     j["cluster_nick_claims"] = c.nick_claims;
     j["cluster_nicks_taken"] = c.nicks_taken;
+    j["cluster_nicks_refused"] = r.nicks_unavailable;
     j["cluster_nicks_lost"] = c.nicks_lost;
     j["cluster_presence_in"] = c.presence_in;
     j["cluster_member_reads"] = c.member_reads;

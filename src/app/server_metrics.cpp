@@ -29,7 +29,7 @@ HttpResponse text(int status, std::string body) {
 }
 
 // Only with [cluster] (docs/cluster.md, Figures): a single node shows none of these.
-void cluster_metrics(PrometheusWriter& w, const ClusterClient& cluster) {
+void cluster_metrics(PrometheusWriter& w, const ClusterClient& cluster, const RouterStats& router) {
   const auto& c = cluster.stats();
   auto d = [](auto v) { return static_cast<double>(v); };
   w.gauge("roomd_cluster_available", "1 while Redis is reachable and says into clustered rooms are taken, else 0.",
@@ -48,6 +48,32 @@ void cluster_metrics(PrometheusWriter& w, const ClusterClient& cluster) {
   w.counter("roomd_cluster_gap_fills_total", "Stream reads (XRANGE) for messages the subscription missed.",
             d(c.gap_fills));
   w.counter("roomd_cluster_skipped_total", "Seqs skipped because Redis' stream no longer had them.", d(c.skipped));
+  // Members, presence and nicks across nodes; persisted rooms' durability.
+  w.counter("roomd_cluster_nick_claims_total", "Nicks asked of the cluster for this node's clients.", d(c.nick_claims));
+  w.counter("roomd_cluster_nicks_taken_total", "Nick claims refused because another node's client holds the nick.",
+            d(c.nicks_taken));
+  w.counter("roomd_cluster_nicks_refused_total", "Nick changes refused with unavailable: Redis was unreachable.",
+            d(router.nicks_unavailable));
+  w.counter("roomd_cluster_nicks_lost_total",
+            "Nicks held here that another node's client took after their lease lapsed (their clients became guests).",
+            d(c.nicks_lost));
+  w.counter("roomd_cluster_presence_in_total", "Other nodes' member changes applied here.", d(c.presence_in));
+  w.counter("roomd_cluster_member_reads_total", "Rooms' members read whole from Redis (a watch, a reconnect, a gap).",
+            d(c.member_reads));
+  w.counter("roomd_cluster_sweeps_total", "Nodes whose lease ran out that this node removed.", d(c.sweeps));
+  w.counter("roomd_cluster_swept_members_total", "Room members of those nodes removed (each sent as a leave).",
+            d(c.swept_members));
+  w.counter("roomd_cluster_reregistered_total",
+            "Times this node found itself swept by the others and registered its members and nicks again.",
+            d(c.reregistered));
+  w.counter("roomd_cluster_conflicts_total",
+            "Seqs a persisted room's new epoch gave again that this node's store holds from the old one.",
+            d(c.conflicts));
+  w.counter("roomd_cluster_topics_total", "Topics set by this node's clients, stored in Redis.", d(c.topics));
+  w.counter("roomd_cluster_whispers_out_total", "Whispers handed to another node through Redis.", d(c.whispers_out));
+  w.counter("roomd_cluster_whispers_in_total", "Whispers from another node to this node's clients.", d(c.whispers_in));
+  w.gauge("roomd_cluster_redis_durable",
+          "1 if Redis said appendonly yes and appendfsync always at the last connect, else 0.", c.redis_durable ? 1 : 0);
 }
 }  // namespace
 
@@ -183,7 +209,7 @@ std::string Server::metrics_text() const {
   w.gauge("roomd_process_open_fds", "Open file descriptors (entries of /proc/self/fd).", d(process.open_fds));
   w.counter("roomd_process_cpu_seconds_total", "User and system CPU time of the daemon process.", process.cpu_seconds);
   w.counter("roomd_http_requests_total", "Requests this HTTP endpoint answered.", d(http_ ? http_->requests() : 0));
-  if (cluster_) cluster_metrics(w, *cluster_);
+  if (cluster_) cluster_metrics(w, *cluster_, router_->stats());
   return w.take();
 }
 

@@ -92,7 +92,7 @@ struct Router::Room {
   std::vector<std::function<void()>> waiting_joins;  // joined replies waiting for the sync
   // Acks of this node's says, by seq: each goes out once its message was delivered here.
   std::deque<std::pair<std::uint64_t, std::function<void()>>> waiting_acks;
-  // Its members on the other nodes while it is watched, by nick, as the cluster told
+  // Its members on the other nodes while it is watched (a followed room: always), by nick, as the cluster told
   // (cluster_members, cluster_presence): member lists and counts are every node's.
   std::set<std::string, std::less<>> remote;
   bool remote_known = false;  // read from the cluster since the room was last watched
@@ -568,8 +568,10 @@ void Router::on_nick(Session& s, const Request& r) {
     if (claiming_.contains(folded)) return fail(s, r, ErrorCode::nick_taken, "'" + r.nick + "' is taken");
     // Never taken locally while the cluster cannot say whom it belongs to: two nodes would give
     // it to two clients.
-    if (!services_.cluster->available())
+    if (!services_.cluster->available()) {
+      ++stats_.nicks_unavailable;
       return fail(s, r, ErrorCode::unavailable, "the cluster is unreachable: nicks cannot change now; try again shortly");
+    }
   }
   if (r.nick != s.nick && !churn_allowed(s, r)) return;
   if (other_nick) return claim_nick(s, r, folded);
@@ -592,6 +594,7 @@ void Router::claim_nick(Session& s, const Request& r, const std::string& folded)
     if (claim == NickClaim::taken) {
       fail(*session, r, ErrorCode::nick_taken, "'" + r.nick + "' is taken");
     } else if (claim == NickClaim::unavailable) {
+      ++stats_.nicks_unavailable;
       fail(*session, r, ErrorCode::unavailable, "the cluster is unreachable: your nick was not changed; try again shortly");
     } else {
       std::string old = apply_nick(*session, r.nick);
@@ -1112,10 +1115,12 @@ void Router::cluster_lost() {
 
 void Router::cluster_members(const std::string& name, std::vector<std::string> others) {
   Room* room = find_room(name);
-  if (!room || !room->clustered || room->members.empty()) return;
+  if (!room || !room->clustered || (room->members.empty() && !room->followed)) return;
   std::set<std::string, std::less<>> now(std::make_move_iterator(others.begin()), std::make_move_iterator(others.end()));
   std::vector<std::string> left, joined;
-  if (room->remote_known) {
+  // A followed room is kept current with nobody here too (its first member's joined lists
+  // the others), and with nobody to tell, nothing is announced.
+  if (room->remote_known && !room->members.empty()) {
     // Read again (a reconnect, a gap): the changes this node did not hear are announced now.
     std::set_difference(room->remote.begin(), room->remote.end(), now.begin(), now.end(), std::back_inserter(left));
     std::set_difference(now.begin(), now.end(), room->remote.begin(), room->remote.end(), std::back_inserter(joined));
@@ -1136,22 +1141,24 @@ void Router::cluster_presence(const std::string& name, const ClusterPresence& p)
     apply_cluster_topic(*room, p.topic);
     return announce_topic(*room, p.nicks[0]);
   }
-  if (room->members.empty()) return;
+  if (room->members.empty() && !room->followed) return;
+  // A followed room is kept current with nobody here too: there is then no one to tell.
+  const bool told = !room->members.empty();
   switch (p.kind) {
     case ClusterPresence::Kind::join:
       for (const auto& nick : p.nicks)
-        if (room->remote.insert(nick).second) announce_join(*room, nick, nullptr);
+        if (room->remote.insert(nick).second && told) announce_join(*room, nick, nullptr);
       break;
     case ClusterPresence::Kind::leave:
       for (const auto& nick : p.nicks)
-        if (room->remote.erase(nick)) announce_leave(*room, nick, nullptr);
+        if (room->remote.erase(nick) && told) announce_leave(*room, nick, nullptr);
       break;
     case ClusterPresence::Kind::topic: break;  // above
     case ClusterPresence::Kind::nick:
       if (p.nicks.size() != 2) break;
       room->remote.erase(p.nicks[0]);
       room->remote.insert(p.nicks[1]);
-      announce_nick(*room, p.nicks[1], p.nicks[0], nullptr);
+      if (told) announce_nick(*room, p.nicks[1], p.nicks[0], nullptr);
       break;
   }
 }

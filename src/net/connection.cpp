@@ -109,10 +109,17 @@ bool Connection::may_serve() const {
   return state_ == State::open && session_ != 0 && holds_ == 0 && limits().flow.may_serve(queued_bytes_);
 }
 
-void Connection::on_bytes(std::string_view bytes) {
+// Activity, for the idle timeout, is a whole line (SPEC: "any line from the client counts as
+// alive"), or a whole WebSocket frame: a peer trickling a byte now and then without ever
+// ending its line is idle.
+void Connection::note_alive() {
   last_activity_ms_ = now_ms();
   pinged_ = false;
+}
+
+void Connection::on_bytes(std::string_view bytes) {
   if (ws_) return on_websocket(bytes);
+  if (bytes.find('\n') != std::string_view::npos) note_alive();
   if (state_ != State::open || session_ == 0) return;  // closing: input is discarded
   framer_.set_max_frame_bytes(limits().max_frame_bytes);
   framer_.feed(
@@ -124,7 +131,6 @@ void Connection::on_bytes(std::string_view bytes) {
 // ---- TLS (tls.hpp) ----------------------------------------------------------------------
 
 void Connection::on_cipher(std::string_view bytes) {
-  last_activity_ms_ = now_ms();
   if (tls_->failed()) return;  // said once; what comes after is discarded
   std::string plain;
   TlsChannel::Status status = tls_->feed(bytes, plain);
@@ -198,7 +204,11 @@ void Connection::tls_failed() {
 void Connection::on_websocket(std::string_view bytes) {
   if (state_ != State::open) return;  // closing: input is discarded
   const bool was_handshake = ws_->status() == WebSocketChannel::Status::handshake;
+  const std::uint64_t frames_before = ws_->messages_received();
   const auto status = ws_->feed(bytes, ws_messages_, limits().max_frame_bytes);
+  if (ws_->messages_received() != frames_before || (was_handshake && status == WebSocketChannel::Status::open)) {
+    note_alive();
+  }
   // Messages that came before a close (the peer's, or one for an error) are served first, and
   // their replies go out before the channel's close frame, which must be the last frame.
   serve_messages();

@@ -163,6 +163,7 @@ struct WebSocketCallbacks {
   }
   static void on_message(wslay_event_context_ptr ctx, const wslay_event_on_msg_recv_arg* arg, void* user) {
     auto* self = static_cast<WebSocketChannel*>(user);
+    ++self->messages_received_;
     switch (arg->opcode) {
       case WSLAY_TEXT_FRAME:
         self->messages_->emplace_back(reinterpret_cast<const char*>(arg->msg), arg->msg_length);

@@ -47,6 +47,11 @@ constexpr std::uint64_t kBackoffMinMs = 200;
 constexpr std::uint64_t kBackoffMaxMs = 5000;
 constexpr std::size_t kMaxQueuedOffline = 1000;  // lines typed while disconnected, at most
 constexpr std::string_view kOwnIdPrefix = "roomcat-";  // ids of the requests roomcat makes itself
+// A re-join round with says to send again: a `nick_taken` is asked again every kNickRetryMs
+// for up to kNickRetryForMs, since a say's msg_id counts only under the nick that said it and
+// a killed cluster node holds its clients' nicks until the others sweep it (2 heartbeats).
+constexpr std::uint64_t kNickRetryMs = 250;
+constexpr std::uint64_t kNickRetryForMs = 5000;
 
 // One server to connect to, from the command line.
 struct Target {
@@ -92,7 +97,12 @@ class Client {
         reconnect_(reconnect),
         nick_(std::move(nick)),
         rooms_(std::move(rooms)),
-        rng_(std::random_device{}()) {}
+        rng_(std::random_device{}()) {
+    // Unique per process: 64 random bits, then a counter (docs/protocol.md, Resending a say).
+    char prefix[24];
+    std::snprintf(prefix, sizeof prefix, "rc%016llx-", static_cast<unsigned long long>(rng_()));
+    msg_id_prefix_ = prefix;
+  }
 
   // tls:// targets: the client context (anchors, optional client certificate).
   void use_tls(std::shared_ptr<roomd::TlsContext> context) { tls_context_ = std::move(context); }
@@ -155,6 +165,7 @@ class Client {
   bool on_rejoin_reply(const std::string& id, const ordered_json& frame, const std::string& op);
   void finish_rejoin();
   void forget_room(const std::string& room);
+  void retry_nick();
   Room* find_room(const std::string& room);
   bool offline() const { return reconnecting_ || rejoining_ || moving_; }
   // Lines from stdin go out now: connected, the rooms re-joined, and (text mode, which paces
@@ -205,6 +216,12 @@ class Client {
   // one go, with its bucket full at only `burst`. With w in flight and our own burst b,
   // what it reads at once is at most w + b <= its burst (and our rate is below its rate).
   std::set<std::uint64_t> paced_in_flight_;
+  // Says sent on this connection and not answered yet, in the order they went out, with their
+  // msg_id: after a loss they go out again first, once the rooms are re-joined.
+  std::deque<roomd::Request> sent_says_;
+  std::set<std::uint64_t> resend_ids_;  // says sent again (or waiting to be), until answered
+  std::string msg_id_prefix_;
+  std::uint64_t next_msg_id_ = 1;
   std::size_t paced_window_ = 0;
   bool welcomed_ = false;  // this connection's welcome has come
   std::optional<uv::Timer> pace_timer_;
@@ -233,6 +250,8 @@ class Client {
   std::vector<Rejoin> rejoin_;
   std::string rejoin_nick_note_;  // why the nick could not be taken back
   std::size_t rejoin_pending_ = 0;
+  std::optional<uv::Timer> nick_timer_;    // the round asks for the nick again (kNickRetryMs)
+  std::uint64_t nick_retry_until_ = 0;     // loop time: after it a nick_taken is final
   std::string rejoin_out_;  // text mode: what the round printed, shown after its one line
   std::uint64_t next_own_id_ = 1;
   std::deque<std::string> raw_queue_;  // --json: lines waiting for the connection
@@ -255,6 +274,7 @@ int Client::run(std::vector<Target> targets) {
     send_queued();
   });
   retry_timer_.emplace(loop_, [this] { start_connect(); });
+  nick_timer_.emplace(loop_, [this] { retry_nick(); });
   move_timer_.emplace(loop_, [this] {
     if (!online_) return;  // gone meanwhile: connection_lost took over
     moving_ = true;        // new lines wait for the next server
@@ -568,6 +588,7 @@ void Client::flush_raw() {
 void Client::queue_request(roomd::Request req) {
   std::uint64_t id = next_id_++;
   req.id = id;
+  if (req.op == roomd::Op::say) req.msg_id = msg_id_prefix_ + std::to_string(next_msg_id_++);
   unanswered_.insert(id);
   queued_.push_back(std::move(req));
   send_queued();
@@ -588,6 +609,7 @@ void Client::send_queued() {
     }
     if (limited && next.id && next.id->is_number_unsigned()) paced_in_flight_.insert(next.id->get<std::uint64_t>());
     send_json(roomd::request_json(next));
+    if (next.op == roomd::Op::say) sent_says_.push_back(next);
     queued_.pop_front();
   }
 }
@@ -661,7 +683,10 @@ void Client::on_server_line(std::string_view line) {
   if (json_) return print(std::string(line) + "\n");
   if (op == "welcome") return;
   if (auto it = frame.find("id"); it != frame.end() && it->is_number_unsigned()) {
-    unanswered_.erase(it->get<std::uint64_t>());
+    const std::uint64_t id = it->get<std::uint64_t>();
+    unanswered_.erase(id);
+    resend_ids_.erase(id);
+    std::erase_if(sent_says_, [&](const roomd::Request& r) { return r.id && *r.id == id; });
     if (moving_ && in_flight() == 0) move_timer_->start(0, 0);  // moves outside this read
     if (op == "ok" && frame.contains("seq")) return maybe_finish();  // our own message is shown already
   }
@@ -709,9 +734,18 @@ void Client::connection_lost(const std::string& why) {
   }
   rejoin_.clear();
   rejoin_pending_ = 0;
+  nick_timer_->stop();
   paced_in_flight_.clear();
-  // Requests that went out and were not answered went with the connection. A say among them
-  // may or may not have reached the room: if it did, the replay shows it.
+  // Says that went out and were not answered go out again after the re-join, before anything
+  // typed since, in their order and with their msg_id: one that reached the room is answered
+  // `duplicate` and not published again (and the replay shows it, once).
+  const std::size_t resent = sent_says_.size();
+  for (; !sent_says_.empty(); sent_says_.pop_back()) {
+    if (sent_says_.back().id && sent_says_.back().id->is_number_unsigned())
+      resend_ids_.insert(sent_says_.back().id->get<std::uint64_t>());
+    queued_.push_front(std::move(sent_says_.back()));
+  }
+  // Other requests that went out and were not answered went with the connection.
   std::set<std::uint64_t> waiting;
   for (const auto& r : queued_)
     if (r.id && r.id->is_number_unsigned()) waiting.insert(r.id->get<std::uint64_t>());
@@ -724,16 +758,20 @@ void Client::connection_lost(const std::string& why) {
       ++unanswered;
     }
   }
-  const std::string requests = std::to_string(unanswered) + (unanswered == 1 ? " request" : " requests") +
-                               " unanswered, maybe not delivered";
+  std::string requests;
+  if (resent > 0)
+    requests = std::to_string(resent) + (resent == 1 ? " say" : " says") + " unanswered, to be sent again";
+  if (unanswered > 0)
+    requests += (requests.empty() ? "" : "; ") + std::to_string(unanswered) +
+                (unanswered == 1 ? " request" : " requests") + " unanswered, maybe not delivered";
   if (announced && why != "shutdown") {
-    if (unanswered > 0) notice("the draining server closed the connection (" + requests + "); moving");
+    if (!requests.empty()) notice("the draining server closed the connection (" + requests + "); moving");
     const std::uint64_t now = uv_now(loop_);
     return schedule_retry(*announced > now ? *announced - now : 0);
   }
   std::string text = "connection lost (" + (why == "shutdown" ? std::string("server shut down") : why) +
                      "); reconnecting";
-  if (unanswered > 0) text += " (" + requests + ")";
+  if (!requests.empty()) text += " (" + requests + ")";
   notice(text);
   schedule_retry();
 }
@@ -789,6 +827,7 @@ void Client::move_when_idle() {
 // Its replies carry roomcat's own ids; the round ends when each has come back.
 void Client::begin_rejoin() {
   rejoining_ = true;
+  nick_retry_until_ = uv_now(loop_) + kNickRetryForMs;
   rejoin_.clear();
   rejoin_nick_note_.clear();
   rejoin_out_.clear();
@@ -814,8 +853,15 @@ void Client::begin_rejoin() {
 bool Client::on_rejoin_reply(const std::string& id, const ordered_json& frame, const std::string& op) {
   auto it = std::find_if(rejoin_.begin(), rejoin_.end(), [&](const Rejoin& r) { return r.id == id; });
   if (it == rejoin_.end() || op == "message") return false;
-  --rejoin_pending_;
   const bool failed = op == "error";
+  if (it->room.empty() && failed && frame.value("code", "") == "nick_taken" && !resend_ids_.empty() &&
+      uv_now(loop_) < nick_retry_until_) {
+    // Says wait to be sent again, and their msg_ids count under this nick only: the holder may
+    // be our own old connection (a killed node keeps its nicks until the others sweep it).
+    nick_timer_->start(kNickRetryMs, 0);
+    return true;
+  }
+  --rejoin_pending_;
   const std::string why = failed ? frame.value("code", "") + ": " + frame.value("message", "") : "";
   if (it->room.empty()) {  // the nick
     if (failed) {
@@ -866,6 +912,15 @@ bool Client::on_rejoin_reply(const std::string& id, const ordered_json& frame, c
     it->note = it->room + ": messages may have been missed";
   track(frame, op);
   return true;
+}
+
+// The re-join round's nick, asked again (a nick_taken with says to send again).
+void Client::retry_nick() {
+  if (finished_ || !rejoining_ || !online_) return;
+  auto it = std::find_if(rejoin_.begin(), rejoin_.end(), [](const Rejoin& r) { return r.room.empty(); });
+  if (it == rejoin_.end()) return;
+  it->id = std::string(kOwnIdPrefix) + std::to_string(next_own_id_++);
+  send_json({{"op", "nick"}, {"id", it->id}, {"nick", own_nick_}});
 }
 
 void Client::finish_rejoin() {
@@ -980,6 +1035,7 @@ void Client::close_all() {
   sigint_.reset();
   pace_timer_.reset();
   retry_timer_.reset();
+  nick_timer_.reset();
   move_timer_.reset();
   stdin_tty_.reset();
   stdin_pipe_.reset();

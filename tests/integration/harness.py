@@ -298,7 +298,12 @@ class Client:
 class Gate:
     """A TCP forwarder in front of a daemon: cut() ends every forwarded connection (the daemon
     sees its client go, the client sees the server go) and holds new ones, unforwarded, until
-    release(). For reconnect tests (roomcat --reconnect, the web client)."""
+    release(). For reconnect tests (roomcat --reconnect, the web client).
+
+    drop_replies / drop_requests (Events): while set, what the daemon sends (what the client
+    sends) is thrown away instead of forwarded, as a connection that dies with data in flight
+    loses it; `requests` and `dropped_requests` count the lines forwarded and thrown away,
+    `dropped_request_bytes` the bytes (a WebSocket's frames are not lines)."""
 
     def __init__(self, port):
         self.upstream = ("127.0.0.1", port)
@@ -309,6 +314,12 @@ class Gate:
         self.lock = threading.Lock()
         self.live = []  # sockets of the forwarded connections now
         self.all = []
+        self.drop_replies = threading.Event()
+        self.drop_requests = threading.Event()
+        self.counted = threading.Condition(self.lock)
+        self.requests = 0
+        self.dropped_requests = 0
+        self.dropped_request_bytes = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -327,14 +338,23 @@ class Gate:
         with self.lock:
             self.all.append(up)
             self.live += [client, up]
-        threading.Thread(target=self._pump, args=(up, client), daemon=True).start()
-        self._pump(client, up)
+        threading.Thread(target=self._pump, args=(up, client, self.drop_replies, False), daemon=True).start()
+        self._pump(client, up, self.drop_requests, True)
 
-    @staticmethod
-    def _pump(src, dst):
+    def _pump(self, src, dst, drop, requests):
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                dropped = drop.is_set()
+                if not dropped:
+                    dst.sendall(data)
+                if requests:
+                    with self.counted:
+                        if dropped:
+                            self.dropped_requests += data.count(b"\n")
+                            self.dropped_request_bytes += len(data)
+                        else:
+                            self.requests += data.count(b"\n")
+                        self.counted.notify_all()
         except OSError:
             pass
         for s in (src, dst):
@@ -342,6 +362,13 @@ class Gate:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def wait_count(self, predicate, timeout=WAIT):
+        """Waits until predicate(gate) holds, for the request counters."""
+        with self.counted:
+            if not self.counted.wait_for(lambda: predicate(self), timeout):
+                raise AssertionError(f"gate: requests {self.requests}, dropped {self.dropped_requests} "
+                                     f"({self.dropped_request_bytes} bytes)")
 
     def cut(self):
         self.open.clear()

@@ -11,7 +11,7 @@ import time
 
 import harness
 from harness import DaemonTest
-from redis_server import REDIS, RedisServer
+from redis_server import REDIS, Redis
 
 BENCH = os.path.join(os.path.dirname(harness.ROOMD), "roomd-bench")
 CONFIG = os.path.join(os.path.dirname(__file__), "../../bench/bench.toml")
@@ -267,7 +267,7 @@ class BenchCluster(DaemonTest):
         super().setUp()
         if REDIS is None:
             self.skipTest("redis-server is not installed (apt-get install redis-server)")
-        self.redis = RedisServer()
+        self.redis = Redis()
         self.addCleanup(self.redis.close)  # after tearDown has stopped the nodes
         with open(CONFIG) as f:
             text = f.read()

@@ -340,6 +340,49 @@ class BrowserTest(DaemonTest):
         b("line", page="ann", room="lobby", kind="notice", text="connection lost")
         self.assert_no_page_errors("ann")
 
+    def test_page_sends_unanswered_messages_again_once_each(self):
+        # Says the cut connection left unanswered go out again after the rejoin with their
+        # msg_id: the ones roomd had published are answered duplicate, the ones it never read
+        # are published now; everyone sees each once.
+        d = self.start_web()
+        proxy = harness.Gate(d.ws_port)
+        self.addCleanup(proxy.close)
+        b = self.browser
+        self.page(d, "ann", port=proxy.port)
+        carol = self.tcp(d, "carol", ["lobby"])
+        got = []
+
+        def read_until(text):
+            while not got or got[-1][1] != text:
+                m = carol.recv()
+                if m["op"] == "message":  # one published twice would be here
+                    got.append((m["from"], m["text"]))
+        b("type", page="ann", lines=["a1"])
+        read_until("a1")
+        self.shown("ann", "lobby", 1)
+        proxy.drop_replies.set()  # published, but the page hears nothing back
+        b("type", page="ann", lines=["a2", "a3"])
+        read_until("a3")
+        proxy.drop_requests.set()  # never reach roomd
+        b("type", page="ann", lines=["a4", "a5"])
+        proxy.wait_count(lambda g: g.dropped_request_bytes >= 2 * 50)  # two say frames (50 bytes at least)
+        proxy.cut()
+        # 4, or 5 when a1's ok was still on its way when the replies were dropped
+        b("line", page="ann", room="lobby", kind="notice", text="messages unanswered: sent again once back")
+        proxy.drop_replies.clear()
+        proxy.drop_requests.clear()
+        proxy.release()
+        b("line", page="ann", room="lobby", kind="resume", data={"resumed": "true"})
+        read_until("a5")
+        carol.send({"op": "say", "room": "lobby", "text": "end", "id": "end"})
+        read_until("end")  # every message published before it has been read
+        want = [("ann", f"a{i}") for i in range(1, 6)]
+        self.assertEqual(got, want + [("carol", "end")])
+        shown = self.shown("ann", "lobby", 6)
+        self.assertEqual([(f, t) for _, f, t in shown], want + [("carol", "end")])
+        self.assertEqual([s for s, _, _ in shown], list(range(1, 7)))
+        self.assert_no_page_errors("ann")
+
     def test_page_leaves_a_draining_server_and_resumes(self):
         # Lame duck (SIGUSR2): the page is told its time, leaves then for its own URL, and
         # resumes on whatever answers there (here the next roomd on the freed ports).

@@ -1,13 +1,13 @@
 """Rooms across nodes ([cluster], docs/cluster.md): three real roomd nodes and one real Redis,
 started here on free loopback ports. One global order per room; Redis down means `unavailable`,
 never a forked order; service comes back by itself."""
+import http.client
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -15,88 +15,13 @@ import harness
 from harness import WAIT, Client, DaemonTest, LineLog, run
 from test_textmode import Netcat
 
-REDIS = shutil.which("redis-server")
+from redis_server import REDIS, Redis  # one helper for every suite (the others import it from here too)
 if REDIS is None:
     print("SKIP: redis-server is not installed (apt-get install redis-server); the cluster tests need one")
     sys.exit(77)  # meson: skipped
 
 # Messages each sender says in the ordering test (the issue's figure is 1000).
 N = int(os.environ.get("ROOMD_CLUSTER_N", "1000"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Redis:
-    """A redis-server of our own on loopback, stopped by its PID. Without persistence, or with
-    `persist`: an append-only file synced at every write, in its own temporary directory, so a
-    restart (even after SIGKILL) finds everything it acknowledged."""
-
-    def __init__(self, port=None, persist=False):
-        self.port = port or free_port()
-        self.persist = persist
-        self.dir = tempfile.TemporaryDirectory(prefix="roomd-redis-")
-        self.proc = None
-        self.start()
-
-    def start(self):
-        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
-        self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *durability,
-             "--dir", self.dir.name, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + WAIT
-        while not self.answers():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"redis-server did not start on {self.port}")
-            time.sleep(0.02)
-
-    def answers(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait()
-
-    def command(self, *args):
-        """One command over a socket of our own; returns the raw reply."""
-        payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=WAIT) as s:
-            s.sendall(payload.encode())
-            data = b""
-            deadline = time.monotonic() + WAIT
-            while time.monotonic() < deadline:
-                chunk = s.recv(65536)
-                data += chunk
-                if not chunk or data.startswith((b"+", b"-", b":")) and data.endswith(b"\r\n"):
-                    break
-                if data.startswith(b"$"):
-                    size = int(data[1:data.index(b"\r\n")])
-                    if len(data) >= data.index(b"\r\n") + 2 + size + 2:
-                        break
-            return data.decode()
-
-    def kill_client(self, name):
-        """CLIENT KILL of the connection named `name` (roomd names its own)."""
-        for line in self.command("CLIENT", "LIST").splitlines():
-            fields = dict(f.split("=", 1) for f in line.split(" ") if "=" in f)
-            if fields.get("name") == name:
-                return self.command("CLIENT", "KILL", "ID", fields["id"])
-        raise AssertionError(f"no client named {name}")
-
-    def close(self):
-        self.kill()
-        self.dir.cleanup()
 
 
 def node_config(redis_port, node, extra=""):
@@ -117,6 +42,39 @@ name = "here"
 persist = false
 cluster = false
 {extra}"""
+
+
+HTTP = '[http]\nlisten = "127.0.0.1:0"\n'  # a node's /metrics, on a free port (config extra)
+SERVING = r"http: serving /metrics, /healthz and /readyz on 127\.0\.0\.1:(\d+)"
+
+
+def metrics(daemon):
+    """A node's /metrics (started with HTTP): the body, and its samples by name (and labels)."""
+    port = int(re.search(SERVING, daemon.log.wait_for(SERVING)).group(1))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        if response.status != 200:
+            raise AssertionError(f"/metrics answered {response.status}")
+        body = response.read().decode()
+    finally:
+        conn.close()
+    samples = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return body, samples
+
+
+def promtool_check(test, body):
+    """`promtool check metrics` passes the body (Debian package prometheus; skipped without it:
+    test_http says so when it is missing)."""
+    promtool = shutil.which("promtool")
+    if promtool:
+        r = subprocess.run([promtool, "check", "metrics"], input=body.encode(), capture_output=True, timeout=WAIT)
+        test.assertEqual((r.returncode, r.stdout.decode() + r.stderr.decode()), (0, ""), body)
 
 
 def alive(client):

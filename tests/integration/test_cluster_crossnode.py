@@ -29,7 +29,7 @@ class CrossNodeTest(DaemonTest):
             self.redis.close()
 
     def node(self, name):
-        d = self.start(node_config(self.redis.port, name, 500, HALL_TOPIC))
+        d = self.start(node_config(self.redis.port, name, 500, cluster.HTTP + HALL_TOPIC))
         d.log.wait_for("cluster: connected to Redis")
         return d
 
@@ -106,6 +106,11 @@ class CrossNodeTest(DaemonTest):
             time.sleep(0.02)  # a retry interval, not a wait for an event
         self.assertEqual(alice.ask({"op": "join", "room": "side"})["topic"], "")
 
+        # Counted where they were set, on /metrics.
+        self.assertEqual(cluster.metrics(a)[1]["roomd_cluster_topics_total"], 1)
+        self.assertEqual(cluster.metrics(b)[1]["roomd_cluster_topics_total"], 1)
+        self.assertEqual(cluster.metrics(d)[1]["roomd_cluster_topics_total"], 1)
+
         # Redis away: the topic is not changed anywhere (each node would have its own).
         self.assertEqual(alice.ask({"op": "join", "room": "lounge"})["topic"], "second")
         self.redis_away(a, b, d)
@@ -147,6 +152,11 @@ class CrossNodeTest(DaemonTest):
         self.assertEqual(alice.ask({"op": "whisper", "to": "carla", "text": "again"})["op"], "ok")
         self.assertEqual(carol.wait("whisper")["text"], "again")
         self.assertEqual([f for f in carol.drain() if f.get("op") == "whisper"], [])
+
+        # Counted on /metrics: out where they were sent, in where they were delivered.
+        self.assertEqual(cluster.metrics(a)[1]["roomd_cluster_whispers_out_total"], 3)  # carol, dave, carla
+        self.assertEqual(cluster.metrics(b)[1]["roomd_cluster_whispers_in_total"], 1)
+        self.assertEqual(cluster.metrics(c)[1]["roomd_cluster_whispers_in_total"], 2)
 
         # Redis away: whispers to other nodes are unavailable; to a client of this node they go.
         local = self.member(a, "lee")

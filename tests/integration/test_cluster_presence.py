@@ -99,13 +99,20 @@ class PresenceTest(DaemonTest):
         finally:
             self.redis.close()
 
-    def node(self, name, heartbeat_ms=500):
+    def node(self, name, heartbeat_ms=500, extra=""):
         # Half a second: a node is taken for dead only after about that long without a beat,
         # which a loaded CI machine (sanitizers, two cores) is not expected to reach; shorter would make
         # its members leave and join again, and the exact presence checked here would not hold.
-        d = self.start(node_config(self.redis.port, name, heartbeat_ms))
+        d = self.start(node_config(self.redis.port, name, heartbeat_ms, cluster.HTTP + extra))
         d.log.wait_for("cluster: connected to Redis")
         return d
+
+    def figure_reaches(self, daemon, name, value):
+        """Until the node's /metrics figure `name` is at least `value` (bounded)."""
+        deadline = time.monotonic() + WAIT
+        while cluster.metrics(daemon)[1][name] < value:
+            self.assertLess(time.monotonic(), deadline, f"{name} stayed below {value}")
+            time.sleep(0.02)  # a poll interval, not a wait for an event
 
     def member(self, daemon, nick=None, join=()):
         m = Member(self.connect(daemon))
@@ -138,6 +145,14 @@ class PresenceTest(DaemonTest):
                 self.assertEqual(winner.ask({"op": "nick", "nick": f"moved{i}"})["op"], "ok")
                 self.assertEqual(other.ask({"op": "nick", "nick": nick})["op"], "ok")
         self.assertEqual(sum(wins.values()), ROUNDS)
+        # Each round two claims, one refused as taken; every tenth round two more, both granted.
+        figures = [cluster.metrics(d) for d in (a, b)]
+        for body, _ in figures:
+            cluster.promtool_check(self, body)
+        total = {k: sum(f[1][k] for f in figures) for k in
+                 ("roomd_cluster_nick_claims_total", "roomd_cluster_nicks_taken_total", "roomd_cluster_nicks_refused_total")}
+        self.assertEqual(total, {"roomd_cluster_nick_claims_total": 2 * ROUNDS + 2 * (ROUNDS // 10),
+                                 "roomd_cluster_nicks_taken_total": ROUNDS, "roomd_cluster_nicks_refused_total": 0})
         print(f"nick race: {wins}")
         # Two clients of one node at once: one gets it, the other is told at once.
         u, v = self.member(a), self.member(a)
@@ -225,6 +240,66 @@ class PresenceTest(DaemonTest):
                        and f.get("event") != "summary"]
             self.assertEqual(singles, [])
 
+    def test_persisted_room_members_known_to_a_nodes_first_member(self):
+        # A persisted clustered room is followed by every node from its start (to store its
+        # history), not watched: its other nodes' members must be known here all along, so the
+        # first member here is told of those who came before.
+        extra = '[history]\npath = "{tmp}/history.db"\n[[rooms]]\nname = "log"\n'
+        a, b = self.node("node-a", extra=extra), self.node("node-b", extra=extra)
+        # Node B has read log's members (nobody yet) before ann joins, so it hears of her only
+        # as presence, which it has no member to tell of.
+        self.figure_reaches(b, "roomd_cluster_member_reads_total", 1)
+        ann = self.member(a, "ann", ["log"])
+        self.figure_reaches(b, "roomd_cluster_presence_in_total", 1)
+        bob = Member(self.connect(b))
+        bob.ask({"op": "nick", "nick": "bob"})
+        joined = bob.ask({"op": "join", "room": "log"})
+        self.assertEqual((joined["members"], joined["count"]), (["ann", "bob"], 2), joined)
+        ann.wait("presence", event="join", room="log", nick="bob")
+        self.assertEqual(bob.ask({"op": "who", "room": "log"})["members"], ["ann", "bob"])
+        for m in (ann, bob):
+            rooms = {r["name"]: r["members"] for r in m.ask({"op": "rooms"})["rooms"]}
+            self.assertEqual(rooms["log"], 2, rooms)
+        # A node started after both joined reads them at its start (a join waits for the
+        # catch-up, and the members are read before it): its first member has both.
+        c = self.node("node-c", extra=extra)
+        carol = Member(self.connect(c))
+        carol.ask({"op": "nick", "nick": "carol"})
+        joined = carol.ask({"op": "join", "room": "log"})
+        self.assertEqual(joined["members"], ["ann", "bob", "carol"], joined)
+        # ann leaving reaches the members on both other nodes.
+        self.assertEqual(ann.ask({"op": "leave", "room": "log"})["op"], "left")
+        for m in (bob, carol):
+            m.wait("presence", event="leave", room="log", nick="ann")
+        self.assertEqual(carol.ask({"op": "who", "room": "log"})["members"], ["bob", "carol"])
+        body, samples = cluster.metrics(b)
+        cluster.promtool_check(self, body)
+        self.assertGreaterEqual(samples["roomd_cluster_presence_in_total"], 3)  # ann, carol, ann's leave
+        self.assertEqual(samples["roomd_cluster_redis_durable"], 0)  # a Redis without its AOF: warned of
+
+    def test_a_stalled_node_swept_registers_again(self):
+        # Heartbeats of 2 s: a command is given up after 6 s, far beyond the stall, so the
+        # stalled node finds itself swept at its next beat rather than through a reconnect.
+        a, b = self.node("node-a", 2000), self.node("node-b", 2000)
+        alice = self.member(a, "alice", ["hall"])
+        self.member(b, "bob", ["hall"])
+        alice.wait("presence", event="join", room="hall", nick="bob")
+        mark = a.log.mark()
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            a.log.wait_for("cluster: node node-b:.* stopped beating", mark)
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        # The truth, late: bob left with his node's lease, and is back once it registers again.
+        alice.wait("presence", event="leave", room="hall", nick="bob")
+        alice.wait("presence", event="join", room="hall", nick="bob")
+        b.log.wait_for("cluster: this node's lease had run out")
+        self.assertEqual(alice.ask({"op": "who", "room": "hall"})["members"], ["alice", "bob"])
+        fa, fb = cluster.metrics(a)[1], cluster.metrics(b)[1]
+        self.assertEqual((fa["roomd_cluster_sweeps_total"], fa["roomd_cluster_swept_members_total"]), (1, 1), fa)
+        self.assertEqual((fb["roomd_cluster_reregistered_total"], fb["roomd_cluster_sweeps_total"]), (1, 0), fb)
+        self.assertEqual(fa["roomd_cluster_reregistered_total"], 0)
+
     def test_killed_node_members_leave_within_two_heartbeats_and_resume_elsewhere(self):
         heartbeat_ms = 1000
         a = self.node("node-a", heartbeat_ms)
@@ -270,6 +345,9 @@ class PresenceTest(DaemonTest):
         for m in (alice, bob):
             leaves = [f for f in m.drain() if f.get("op") == "presence" and f.get("event") == "leave"]
             self.assertEqual(leaves, [])
+        figures = [cluster.metrics(d)[1] for d in (a, b)]
+        self.assertEqual(sum(f["roomd_cluster_sweeps_total"] for f in figures), 1, figures)
+        self.assertEqual(sum(f["roomd_cluster_swept_members_total"] for f in figures), 1, figures)
         swept = [d for d in (a, b) if "cluster: node node-c:" in d.log.text()]
         self.assertEqual(len(swept), 1, "one node swept node-c")
         self.assertIn("its 1 members left their rooms", swept[0].log.text())
@@ -295,6 +373,7 @@ class PresenceTest(DaemonTest):
         a.log.wait_for("cluster: Redis at .*reconnecting", mark_a)
         # Nicks do not change while the cluster cannot say whose they are.
         self.assertEqual(alice.ask({"op": "nick", "nick": "alicia"})["code"], "unavailable")
+        self.assertEqual(cluster.metrics(a)[1]["roomd_cluster_nicks_refused_total"], 1)
         self.redis.start()  # same port, nothing kept: the nodes register everything again
         a.log.wait_for("cluster: connected to Redis", mark_a)
         b.log.wait_for("cluster: connected to Redis", mark_b)

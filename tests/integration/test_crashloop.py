@@ -15,19 +15,17 @@ History and durability) is checked after every restart:
 Rounds: ROOMD_CRASHLOOP_ROUNDS (default 6, CI); the documented run is 20. The seed of the
 kill moments is printed, and ROOMD_CRASHLOOP_SEED repeats a run's choices.
 """
-import json
 import os
 import random
-import select
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 
 import harness
 from harness import DaemonTest
+from windowed_writer import WindowedWriter, pump_once
 
 ROUNDS = int(os.environ.get("ROOMD_CRASHLOOP_ROUNDS", "6"))
 SEED = int(os.environ.get("ROOMD_CRASHLOOP_SEED", str(random.SystemRandom().randrange(1 << 30))))
@@ -57,68 +55,34 @@ persist = true
 """ % REPLAY_MAX
 
 
-class Writer:
-    """One connection saying numbered messages with ids, WINDOW at a time, read without blocking."""
+class Writer(WindowedWriter):
+    """Says numbered messages with ids, WINDOW at a time, once joined; notes every message of
+    its room it sees (any writer's)."""
 
     def __init__(self, port, nick, room, round_no):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=harness.WAIT)
-        self.nick, self.room, self.round = nick, room, round_no
-        self.buf = b""
-        self.sent = 0
-        self.acked = {}       # id -> seq
-        self.texts = {}       # id -> text
+        super().__init__(port, nick, room, MAX_SAYS, WINDOW)
+        self.round = round_no
         self.delivered = {}   # seq -> text of this room's messages seen (any writer's)
-        self.eof = False
         self.expect = ["welcome", "ok", "joined"]
-        self.sock.sendall((json.dumps({"op": "nick", "nick": nick}) + "\n" +
-                           json.dumps({"op": "join", "room": room}) + "\n").encode())
         self.ready = False
 
     def text(self, i):
         # A unique word per message (searched for), the common word, and some filler.
         return f"{WORD} tok{self.round}x{self.nick}x{i} said by {self.nick} in round {self.round}"
 
-    def pump_out(self):
-        if not self.ready or self.eof:
-            return
-        lines = []
-        while self.sent - len(self.acked) < WINDOW and self.sent < MAX_SAYS:
-            i = self.sent
-            self.texts[i] = self.text(i)
-            lines.append(json.dumps({"op": "say", "room": self.room, "text": self.texts[i], "id": i}))
-            self.sent += 1
-        if lines:
-            try:
-                self.sock.sendall(("\n".join(lines) + "\n").encode())
-            except OSError:
-                self.eof = True
+    def may_send(self):
+        return self.ready and not self.eof
 
-    def pump_in(self):
-        try:
-            chunk = self.sock.recv(1 << 16)
-        except (ConnectionResetError, BrokenPipeError):
-            chunk = b""
-        if not chunk:
-            self.eof = True
-            return
-        self.buf += chunk
-        *lines, self.buf = self.buf.split(b"\n")
-        for raw in lines:
-            m = json.loads(raw)
-            op = m.get("op")
-            if self.expect:
-                assert op == self.expect[0], f"{self.nick}: expected {self.expect[0]}, got {m}"
-                self.expect.pop(0)
-                self.ready = not self.expect
-            elif op == "ok":
-                self.acked[m["id"]] = m["seq"]
-            elif op == "message" and m["room"] == self.room:
-                self.delivered[m["seq"]] = m.get("text")
-            elif op == "error":
-                raise AssertionError(f"{self.nick}: {m}")
-
-    def close(self):
-        self.sock.close()
+    def on_line(self, m):
+        op = m.get("op")
+        if self.expect:
+            assert op == self.expect[0], f"{self.nick}: expected {self.expect[0]}, got {m}"
+            self.expect.pop(0)
+            self.ready = not self.expect
+        elif op == "message" and m["room"] == self.room:
+            self.delivered[m["seq"]] = m.get("text")
+        elif op == "error":
+            raise AssertionError(f"{self.nick}: {m}")
 
 
 class CrashLoop(DaemonTest):
@@ -228,14 +192,8 @@ class CrashLoop(DaemonTest):
                 if not killed and time.monotonic() >= kill_at:
                     d.proc.send_signal(signal.SIGKILL)  # the writers read what was sent until EOF
                     killed = True
-                for w in writers:
-                    w.pump_out()
-                live = [w for w in writers if not w.eof]
                 timeout = max(0.0, kill_at - time.monotonic()) if not killed else 0.5
-                ready, _, _ = select.select([w.sock for w in live], [], [], min(timeout, 0.5))
-                for w in live:
-                    if w.sock in ready:
-                        w.pump_in()
+                pump_once(writers, min(timeout, 0.5))
             d.proc.wait(timeout=harness.WAIT)
             d.check_sanitizers()  # whatever the killed process said before it died
             d.kill()

@@ -2,6 +2,7 @@
 import fcntl
 import re
 import select
+import socket
 import signal
 import termios
 import threading
@@ -170,6 +171,36 @@ class Idle(DaemonTest):
         self.assertEqual(silent.wait_closed(), [])
         lively.send({"op": "ping", "id": 2})
         lively.wait_for("pong", id=2)  # still open
+        d.log.wait_for(r"idle for")
+
+    def test_a_line_never_ended_is_not_activity(self):
+        """Only a whole line counts as alive (SPEC): a slowloris trickling a byte of an
+        unfinished line now and then is closed at the idle timeout like a silent client."""
+        d = self.start("[limits]\nidle_timeout_s = 2\n")
+        trickler = self.connect(d)
+        lively = self.connect(d)
+        trickler.sock.settimeout(0.25)
+        deadline = time.monotonic() + harness.WAIT + 4
+        partial = b'{"op":"echo","text":"' + b"x" * 200
+        closed = False
+        sent = 0
+        while time.monotonic() < deadline and not closed:
+            try:
+                trickler.sock.send(partial[sent % len(partial):][:1])
+                sent += 1
+                lively.send({"op": "ping", "id": sent})  # whole lines: alive
+                while True:  # the ping, then EOF when the server closes it
+                    if not trickler.sock.recv(4096):
+                        closed = True
+                        break
+            except socket.timeout:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+        self.assertTrue(closed, "a client trickling bytes of an unfinished line was kept open")
+        self.assertGreater(sent, 4)  # it kept trickling past half the timeout
+        lively.send({"op": "ping", "id": "still"})
+        lively.wait_for("pong", id="still")
         d.log.wait_for(r"idle for")
 
 

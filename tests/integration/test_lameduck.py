@@ -1,7 +1,9 @@
 """Lame duck (SIGUSR2) for rolling restarts (docs/operations.md, "Lame duck"): the node stops
 accepting, tells every client when it will be closed, closes them one at a time after the
 grace period, and exits 0 once they are gone. In a cluster, roomcat --reconnect clients given
-the list of nodes move to the others and resume with nothing lost.
+the list of nodes move to the others and resume with nothing lost; and when a node is killed
+under them, the says it left unanswered are sent again through another node, each published
+exactly once (their msg_id).
 
 Real daemons over real sockets; no test asserts a speed: a close may come late on a loaded
 machine, never early, so times are only checked from below."""
@@ -15,7 +17,7 @@ import subprocess
 import threading
 import time
 
-from harness import WAIT, Client, Closed, DaemonTest, LineLog, run
+from harness import WAIT, Client, Closed, DaemonTest, Gate, LineLog, run
 from wsclient import WsClient
 
 ROOMCAT = os.path.join(os.path.dirname(os.environ.get("ROOMD_BIN", os.path.join(os.path.dirname(__file__),
@@ -185,7 +187,8 @@ class LameDuckTest(DaemonTest):
 
 
 class LameDuckClusterTest(DaemonTest):
-    """Three nodes and one Redis (test_cluster's helpers); node 1 drains into nodes 2 and 3."""
+    """Three nodes and one Redis (test_cluster's helpers); node 1 drains into nodes 2 and 3, or
+    is killed under a roomcat that moves to node 2."""
 
     def setUp(self):
         super().setUp()
@@ -296,6 +299,72 @@ class LameDuckClusterTest(DaemonTest):
                     seen.add(seq)
                     unique.append((seq, text))
             self.assertEqual(unique, sorted(sent.items()), name)
+
+    def test_roomcat_sends_unanswered_says_again_through_another_node_once_each(self):
+        n1, n2 = self.node("node-1"), self.node("node-2")
+        gate = Gate(n1.port)  # in front of node 1: what is lost in flight when it dies
+        self.addCleanup(gate.close)
+        reader = self.connect(n2, nick="reader", join=["hall"])
+        p = subprocess.Popen([ROOMCAT, f"127.0.0.1:{gate.port}", f"127.0.0.1:{n2.port}", "--reconnect",
+                              "--nick", "ann", "--join", "hall"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = LineLog(p.stdout), LineLog(p.stderr)
+
+        def cleanup():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            out.thread.join(WAIT)
+            err.thread.join(WAIT)
+            for f in (p.stdin, p.stdout, p.stderr):
+                f.close()
+        self.addCleanup(cleanup)
+
+        def type_lines(texts):
+            p.stdin.write("".join(t + "\n" for t in texts).encode())
+            p.stdin.flush()
+        got = []
+
+        def read_until(text):
+            while not got or got[-1][1] != text:
+                m = reader.recv()
+                if m["op"] == "message":  # one published twice would be here
+                    got.append((m["from"], m["text"]))
+
+        out.wait_for(r"you joined hall")
+        lines = [f"line {i}" for i in range(20)]
+        type_lines(lines[0:5])
+        read_until("line 4")
+        type_lines(["/ping"])  # answered after line 4's ok: nothing of theirs is in flight now
+        out.wait_for(r"^\* pong$")
+        # Node 1 publishes these (node 2's reader gets them) but its answers never arrive.
+        gate.drop_replies.set()
+        type_lines(lines[5:10])
+        read_until("line 9")
+        # These reach node 1's socket, frozen, and die with it unread.
+        before = gate.requests
+        n1.signal(signal.SIGSTOP)
+        type_lines(lines[10:15])
+        gate.wait_count(lambda g: g.requests >= before + 5)
+        n1.signal(signal.SIGKILL)
+        n1.kill()
+        lost = out.wait_for(r"connection lost")
+        self.assertTrue(lost.endswith("reconnecting (10 says unanswered, to be sent again)"), lost)
+        # Node 1's nick ann is node 1's until node 2 sweeps it: roomcat asks again meanwhile,
+        # since the msg_ids count under ann only.
+        back = out.wait_for(r"reconnected")
+        self.assertEqual(back, f"* reconnected to 127.0.0.1:{n2.port} as ann; hall: resumed, "
+                               "5 missed messages replayed")
+        type_lines(lines[15:20])
+        read_until("line 19")
+        p.stdin.close()
+        self.assertEqual(p.wait(WAIT), 0, err.text())
+        reader.send({"op": "say", "room": "hall", "text": "the end", "id": "end"})
+        read_until("the end")  # every message published before it has been read
+        self.assertEqual(got, [("ann", t) for t in lines] + [("reader", "the end")])
+        out.thread.join(WAIT)
+        shown = [l for l in out.lines if l.startswith("[hall] ann: ")]
+        self.assertEqual(shown, [f"[hall] ann: {t}" for t in lines])
 
 
 if __name__ == "__main__":

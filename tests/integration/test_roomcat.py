@@ -306,6 +306,60 @@ class Reconnect(DaemonTest):
         p.stdin.close()
         self.assertEqual(p.wait(timeout=harness.WAIT), 0, err.text())
 
+    def test_unanswered_says_are_sent_again_and_published_once(self):
+        """Says lost with the connection go out again after the re-join with their msg_id: those
+        the server had published are answered `duplicate` (not published again, not shown
+        twice), those it never read are published now. Every line once, in order."""
+        d = self.start("[limits]\nrate = 10000\nburst = 10000\n[[rooms]]\nname = \"lobby\"\npersist = false\n")
+        gate = harness.Gate(d.port)
+        self.addCleanup(gate.close)
+        reader = self.connect(d, nick="reader", join=["lobby"])
+        p, out, err = self.spawn(f"127.0.0.1:{gate.port}", "--nick", "ann", "--join", "lobby")
+        out.wait_for(r"you joined lobby")
+        lines = [f"line {i}" for i in range(20)]
+        got, leaves = [], []
+
+        def read_until(done):
+            while not done():
+                m = reader.recv()
+                if m["op"] == "message":  # one published twice would be here
+                    got.append((m["from"], m["text"]))
+                elif m["op"] == "presence" and m["event"] == "leave":
+                    leaves.append(m["nick"])
+
+        self.send(p, "".join(l + "\n" for l in lines[0:5]))
+        read_until(lambda: len(got) >= 5)
+        self.send(p, "/ping\n")  # answered after line 4's ok: nothing of theirs is in flight now
+        out.wait_for(r"^\* pong$")
+        # The server takes these and publishes them, but roomcat hears nothing back.
+        gate.drop_replies.set()
+        self.send(p, "".join(l + "\n" for l in lines[5:10]))
+        read_until(lambda: len(got) >= 10)
+        # These never reach the server.
+        gate.drop_requests.set()
+        self.send(p, "".join(l + "\n" for l in lines[10:15]))
+        gate.wait_count(lambda g: g.dropped_requests >= 5)
+        gate.cut()
+        lost = out.wait_for(r"connection lost")
+        self.assertEqual(lost, "* connection lost (connection closed by server); reconnecting "
+                               "(10 says unanswered, to be sent again)")
+        self.send(p, "".join(l + "\n" for l in lines[15:20]))  # typed while away: they wait
+        gate.drop_replies.clear()
+        gate.drop_requests.clear()
+        mark = out.mark()
+        gate.release()
+        line = out.wait_for(r"reconnected", start=mark)
+        self.assertEqual(line, "* reconnected as ann; lobby: resumed, 5 missed messages replayed")
+        read_until(lambda: len(got) >= 20)
+        p.stdin.close()
+        self.assertEqual(p.wait(timeout=harness.WAIT), 0, err.text())
+        read_until(lambda: len(leaves) >= 2)  # the cut's, then the bye's
+        self.assertEqual(got, [("ann", l) for l in lines])
+        self.assertEqual(leaves, ["ann", "ann"])
+        shown = [l for l in out.lines if l.startswith("[lobby] ann: ")]
+        self.assertEqual(shown, [f"[lobby] ann: {l}" for l in lines])
+        self.assertEqual(err.text(), "")
+
     def test_end_of_input_while_disconnected_exits_1(self):
         d = self.start()
         p, out, err = self.spawn(f"127.0.0.1:{d.port}", "--nick", "kim", "--join", "lobby")

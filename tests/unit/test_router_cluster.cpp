@@ -487,6 +487,7 @@ TEST_CASE("cluster: nicks are the cluster's: claimed before taken, released when
   c.bus.claims.back().done(NickClaim::unavailable);
   CHECK(b.got.back()["code"] == "unavailable");
   CHECK(*c.router.nick_of(idb) == "guest-tag-2");
+  CHECK(c.router.stats().nicks_unavailable == 1);
 
   // A rename releases the old nick in the same claim; a change of case asks nobody.
   c.router.handle(ida, nick("anna", 7));
@@ -502,6 +503,7 @@ TEST_CASE("cluster: nicks are the cluster's: claimed before taken, released when
   c.bus.up = false;
   c.router.handle(idb, nick("zed", 9));
   CHECK(b.got.back()["code"] == "unavailable");
+  CHECK(c.router.stats().nicks_unavailable == 2);
   CHECK(c.bus.claims.size() == claims);
   c.bus.up = true;
 
@@ -621,6 +623,35 @@ TEST_CASE("followed room: heard from the store's end, members or not; every mess
   CHECK(f.bus.unwatched.empty());
   f.deliver_other(12, "nobody here");
   CHECK(f.store.appended.size() == 2);
+}
+
+TEST_CASE("followed room: the other nodes' members are kept with nobody here; the first member's joined has them") {
+  Followed f;
+  // Read at the node's start and changed since, while no member here heard of it: kept, told
+  // to no one.
+  f.router.cluster_members("log", {"bob", "zed"});
+  f.router.cluster_presence("log", {ClusterPresence::Kind::join, {"carl"}, ""});
+  f.router.cluster_presence("log", {ClusterPresence::Kind::leave, {"zed"}, ""});
+  f.router.cluster_presence("log", {ClusterPresence::Kind::nick, {"bob", "rob"}, ""});
+  f.router.cluster_synced("log", RoomState{10, "e1", {}});
+  CHECK(*f.router.who("log") == std::vector<std::string>{"carl", "rob"});
+  Box a;
+  SessionId ida = f.router.connect(a);
+  a.got.clear();
+  f.router.handle(ida, req(Op::join, "log", 1));
+  REQUIRE(a.got.size() == 1);
+  CHECK(a.got[0]["op"] == "joined");
+  CHECK(names(a.got[0]["members"]) == std::vector<std::string>{"carl", "guest-tag-1", "rob"});
+  CHECK(a.got[0]["count"] == 3);
+  CHECK(f.bus.watched.empty());  // followed: nothing to read again
+  a.got.clear();
+  f.router.cluster_presence("log", {ClusterPresence::Kind::leave, {"carl"}, ""});
+  REQUIRE(a.got.size() == 1);
+  CHECK(a.got[0] == ordered_json{{"op", "presence"}, {"room", "log"}, {"event", "leave"}, {"nick", "carl"}});
+  // The last member here leaving does not forget them: the room is still followed.
+  f.router.handle(ida, req(Op::leave, "log"));
+  f.router.cluster_presence("log", {ClusterPresence::Kind::join, {"dora"}, ""});
+  CHECK(*f.router.who("log") == std::vector<std::string>{"dora", "rob"});
 }
 
 TEST_CASE("followed room: a join during the catch-up waits for it and hears none of it as new") {

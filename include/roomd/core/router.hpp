@@ -90,6 +90,7 @@ struct RouterStats {
   std::uint64_t resumes = 0;             // joins with since that replayed what was missed ...
   std::uint64_t resumes_refused = 0;     // ... and those answered resumed: false
   std::uint64_t says_duplicate = 0;      // says whose msg_id was seen before: not published again
+  std::uint64_t nicks_unavailable = 0;   // nick changes refused while the cluster was unreachable
 };
 
 // A room that is not clustered remembers the msg_ids of its says for kSaidWindowMs

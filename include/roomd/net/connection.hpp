@@ -175,6 +175,7 @@ class Connection final : public Outbox {
   std::uint64_t now_ms() const { return uv_now(context_.loop); }
   bool may_serve() const;
   void on_bytes(std::string_view bytes);
+  void note_alive();  // a whole line or WebSocket message came: not idle
   void serve(std::string_view frame);  // parse and hand to the session sink
   void serve_overlong();
   void on_eof();

@@ -78,6 +78,9 @@ class WebSocketChannel {
   const std::string& why() const { return why_; }
   // Whether the handshake was a refused upgrade (for the counters).
   bool refused() const { return refused_; }
+  // Whole messages received since the upgrade, pings and pongs included (the idle timeout's
+  // activity).
+  std::uint64_t messages_received() const { return messages_received_; }
 
  private:
   friend struct WebSocketCallbacks;
@@ -112,6 +115,7 @@ class WebSocketChannel {
   std::string_view input_;  // what wslay's read callback takes from
   std::deque<std::string>* messages_ = nullptr;
   int fragments_ = 0;  // data frames of the message being read
+  std::uint64_t messages_received_ = 0;
 };
 
 }  // namespace roomd
