@@ -840,6 +840,7 @@ TEST_CASE("pipelined says: a say's own errors, and any other request, keep their
   p.router.handle(p.ida, say("lobby", std::string(1, 'x'), 4));
   p.bus.up = false;
   p.router.handle(p.ida, say("hall", "refused", 5));
+  p.router.reject(p.ida, RequestError{ErrorCode::bad_request, "not JSON", 6});  // a frame that did not parse
   CHECK(p.bus.says.size() == 3);  // the third never went to the bus
   CHECK(answers(p.a).empty());
   CHECK(p.a.held == 0);
@@ -848,7 +849,7 @@ TEST_CASE("pipelined says: a say's own errors, and any other request, keep their
   CHECK(answers(p.a).empty());  // the lobby's ok is ready, the hall's not
   p.bus.says[1].second(ClusterSaid{true, 2, "e1"});
   p.deliver(1, 2);
-  CHECK(answers(p.a) == std::vector<std::string>{"3 ok", "4 ok", "5 unavailable"});
+  CHECK(answers(p.a) == std::vector<std::string>{"3 ok", "4 ok", "5 unavailable", "6 bad_request"});
   // A say into a room that is not clustered, a leave, a ping: each waits for the says
   // before it and is served in order.
   p.bus.up = true;
