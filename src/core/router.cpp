@@ -30,6 +30,19 @@ struct Router::Session {
   std::string source;             // whose budget its key guesses use
   std::uint64_t says = 0;         // into clustered rooms: each say's id for the cluster
   bool nick_claimed = false;      // its nick is held in the cluster (a guest nick never is)
+  // Pipelined says (docs/cluster.md): while says into clustered rooms are in flight, its
+  // replies queue here in the order of its requests and go out from the front as they are
+  // known. A reply known at once (an error, a refused say) takes its place behind them.
+  struct Answer {
+    bool ready = false;
+    EventPtr event;  // ready and null: nothing to send (a say without an id)
+  };
+  std::deque<Answer> answers{};
+  std::uint64_t answers_base = 0;  // the number of answers.front(); Slots name theirs by it
+  bool window_held = false;        // kSaysInFlight unanswered: its requests wait
+  // A request that is not such a say, come while says were in flight: served once they are
+  // all answered, the session held meanwhile (as any request that waits).
+  std::optional<Request> waiting{};
 };
 
 // A room's members by nick, in byte order: the order of `joined`, `who` and their pages.
@@ -189,6 +202,87 @@ class Router::Hold {
 
 Router::Hold Router::hold_request(Session& s) { return Hold(sessions_.at(s.id)); }
 
+// A pipelined say's place among its session's replies. Answered exactly once: by answer(),
+// or, if the last copy of the callback it rides in goes unrun (a room removed, the cluster
+// client gone), with `unavailable`, so the replies behind it are never stuck. It watches its
+// session without keeping it: a client gone meanwhile (a disconnect with says in flight) is
+// simply not answered, and the router is not touched then.
+class Router::Slot {
+ public:
+  Slot(Router& router, const std::shared_ptr<Session>& session, std::uint64_t number, std::optional<nlohmann::json> id)
+      : state_(std::make_shared<State>(router, session, number, std::move(id))) {}
+  // nullopt: nothing to send, only the place is done.
+  void answer(std::optional<ordered_json> body) { state_->answer(std::move(body)); }
+
+ private:
+  struct State {
+    State(Router& r, const std::shared_ptr<Session>& s, std::uint64_t n, std::optional<nlohmann::json> i)
+        : router(&r), session(s), number(n), id(std::move(i)) {}
+    ~State() {
+      if (!answered)
+        answer(wire::error_body(ErrorCode::unavailable, "the cluster did not answer: the message may not have been sent",
+                                id));
+    }
+    State(const State&) = delete;
+    State& operator=(const State&) = delete;
+    void answer(std::optional<ordered_json> body) {
+      if (std::exchange(answered, true)) return;
+      // A live session means a live router: the router owns its sessions (and drops them first).
+      if (auto s = session.lock()) router->fill_answer(*s, number, body ? make_event(std::move(*body)) : nullptr);
+    }
+    Router* router;
+    std::weak_ptr<Session> session;
+    std::uint64_t number;
+    std::optional<nlohmann::json> id;
+    bool answered = false;
+  };
+  std::shared_ptr<State> state_;
+};
+
+Router::Slot Router::open_slot(Session& s, const std::optional<nlohmann::json>& id) {
+  s.answers.push_back({});
+  Slot slot(*this, sessions_.at(s.id), s.answers_base + s.answers.size() - 1, id);
+  if (s.answers.size() >= kSaysInFlight && !std::exchange(s.window_held, true)) s.out->hold();
+  return slot;
+}
+
+bool Router::pipelined(const Session& s, const Request& r) const {
+  if (r.op != Op::say) return false;
+  const Room* room = r.current_room ? (s.rooms.empty() ? nullptr : s.rooms.back().room) : find_room(r.room);
+  return room && room->clustered;
+}
+
+void Router::fill_answer(Session& s, std::uint64_t number, EventPtr event) {
+  auto& answer = s.answers.at(number - s.answers_base);
+  answer.ready = true;
+  answer.event = std::move(event);
+  flush_answers(s);
+}
+
+void Router::flush_answers(Session& s) {
+  while (!s.answers.empty() && s.answers.front().ready) {
+    if (auto event = std::move(s.answers.front().event)) s.out->send(event);
+    s.answers.pop_front();
+    ++s.answers_base;
+  }
+  if (s.window_held && s.answers.size() < kSaysInFlight) {
+    s.window_held = false;
+    s.out->release();
+  }
+  if (!s.answers.empty() || !s.waiting) return;
+  // Served outside whatever answered the last say (a room's acks may be running, and the
+  // request may be a leave that ends the room), still held until then.
+  auto resume = [this, id = s.id, r = std::move(*s.waiting)] {
+    Session* session = find_session(id);
+    if (!session) return;
+    session->out->release();
+    if (!paced(*session, r)) serve(*session, r);
+  };
+  s.waiting.reset();
+  if (services_.after) services_.after(0, std::move(resume));
+  else resume();  // no delay queue (some tests): at once
+}
+
 void Router::restore(const std::string& name, const RoomState& state) {
   Room* room = find_room(name);
   if (!room) return;
@@ -225,7 +319,10 @@ std::string Router::new_epoch() {
   return text;
 }
 
-Router::~Router() = default;
+Router::~Router() {
+  // Sessions first: a Hold or Slot dropped with the rooms' callbacks then finds none to answer.
+  sessions_.clear();
+}
 
 // ---- sessions -------------------------------------------------------------------------
 
@@ -450,7 +547,11 @@ Router::Room* Router::resolve_room(Session& s, const Request& r, bool need_exist
 
 // ---- replies --------------------------------------------------------------------------
 
-void Router::reply(Session& s, ordered_json body) { s.out->send(make_event(std::move(body))); }
+void Router::reply(Session& s, ordered_json body) {
+  // Behind the says in flight, if any: replies keep the order of requests.
+  if (s.answers.empty()) return s.out->send(make_event(std::move(body)));
+  s.answers.push_back({true, make_event(std::move(body))});
+}
 
 void Router::fail(Session& s, const Request& r, ErrorCode code, std::string message) {
   reply(s, wire::error_body(code, message, r.id));
@@ -476,6 +577,12 @@ void Router::handle(SessionId id, const Request& r) {
   Session* s = find_session(id);
   if (!s) return;
   ++stats_.requests;
+  if (!s->answers.empty() && !pipelined(*s, r)) {
+    // Not a say into a clustered room: it waits for the says before it (flush_answers).
+    s->waiting = r;
+    s->out->hold();
+    return;
+  }
   if (!paced(*s, r)) serve(*s, r);
 }
 
@@ -920,36 +1027,32 @@ void Router::answer_duplicate(Session& s, const Request& r, const Said& first) {
 }
 
 // A clustered room's say: the cluster gives it its seq and sends it back to every node, this one
-// included, which delivers it then. The session is held until its ok (or error) is out, so its
-// replies keep the order of its requests; the ok follows its own message here.
+// included, which delivers it then; the ok follows its own message here. Says are pipelined
+// (docs/cluster.md): the next request of the session is served at once if it is another such
+// say (up to kSaysInFlight unanswered), and its replies go out in the order of its requests
+// (open_slot, flush_answers); any other request waits until the says before it are answered.
 void Router::say_clustered(Session& s, const Request& r, Room& room) {
   if (!services_.cluster->available())
     return fail(s, r, ErrorCode::unavailable, "the cluster is unreachable: the message was not sent; try again shortly");
   auto parts = wire::message_line_parts(room.name, clock_.wall_ms(), s.nick, r.text, r.data);
   ClusterSay say{room.name, std::to_string(s.id) + ":" + std::to_string(++s.says), std::move(parts.head),
                  std::move(parts.tail), r.msg_id ? fold_case(s.nick) + ":" + *r.msg_id : std::string()};
-  services_.cluster->say(std::move(say), [this, hold = hold_request(s), id = r.id, name = room.name,
+  services_.cluster->say(std::move(say), [this, slot = open_slot(s, r.id), id = r.id, name = room.name,
                                           serial = room.serial](ClusterSaid said) mutable {
-    if (!said.ok) {
-      if (Session* session = hold.session())
-        reply(*session, wire::error_body(ErrorCode::unavailable,
-                                         "the cluster is unreachable: the message may not have been sent", id));
-      hold.release();
-      return;
-    }
+    if (!said.ok)
+      return slot.answer(wire::error_body(ErrorCode::unavailable,
+                                          "the cluster is unreachable: the message may not have been sent", id));
     ++(said.duplicate ? stats_.says_duplicate : stats_.messages_in);
     // The ok; or, for a followed room's message this node could not store, why not.
-    auto ack = [this, hold, id, seq = said.seq,
-                duplicate = said.duplicate](std::optional<ErrorCode> failed = std::nullopt) mutable {
-      if (Session* session = hold.session(); session && id)
-        reply(*session, !failed ? wire::ok_seq(id, seq, duplicate)
-                                : wire::error_body(*failed,
-                                                   *failed == ErrorCode::unavailable
-                                                       ? "the cluster lost the message before this node stored it: it may "
-                                                         "or may not have been kept"
-                                                       : "the message was sent but could not be stored",
-                                                   id));
-      hold.release();
+    auto ack = [slot, id, seq = said.seq, duplicate = said.duplicate](std::optional<ErrorCode> failed = std::nullopt) mutable {
+      if (!id) return slot.answer(std::nullopt);
+      slot.answer(!failed ? wire::ok_seq(id, seq, duplicate)
+                          : wire::error_body(*failed,
+                                             *failed == ErrorCode::unavailable
+                                                 ? "the cluster lost the message before this node stored it: it may "
+                                                   "or may not have been kept"
+                                                 : "the message was sent but could not be stored",
+                                             id));
     };
     Room* room = find_room(name);
     if (room && room->serial == serial && room->followed && id) return await_stored(*room, said, std::move(ack));

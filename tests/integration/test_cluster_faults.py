@@ -15,6 +15,7 @@ SIGSTOP, killed and restarted with its append-only file. For each fault:
 
 A Redis restart without persistence (the room starts again under a new epoch) is in
 test_cluster.py, as is a frozen Redis with one node."""
+import json
 import re
 import signal
 import time
@@ -333,6 +334,140 @@ class FaultTest(DaemonTest):
         # Redis keeps the id for the window (10 minutes), scoped by room and nick.
         ttl = int(self.redis.command("PTTL", "roomd:{hall}:said:c:alice:c7f3-1").strip()[1:])
         self.assertTrue(0 < ttl <= 600000, ttl)
+
+
+class PipelineTest(DaemonTest):
+    """Pipelined says (docs/cluster.md): a client sends its says into clustered rooms without
+    waiting for their oks; they go to Redis back to back, and the answers come in the order of
+    its requests, across rooms, each exactly once, even when Redis dies with some in flight."""
+
+    ROOMS = ("hall", "porch")  # both clustered: hall configured, porch dynamic
+
+    def setUp(self):
+        super().setUp()
+        self.redis = base.Redis(persist=True)  # what it acknowledged survives a kill -9
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.redis.close()
+
+    def nodes(self):
+        self.a = self.start(base.node_config(self.redis.port, "node-a"))
+        self.b = self.start(base.node_config(self.redis.port, "node-b"))
+        for d in (self.a, self.b):
+            d.log.wait_for("cluster: connected to Redis")
+        self.pub = self.connect(self.a, nick="piper", join=self.ROOMS)
+        self.listener = self.connect(self.b, nick="ear", join=self.ROOMS)
+        self.heard = []  # the listener's messages, in the order it read them
+
+    def send(self, first, count):
+        """Says first..first+count-1, all at once, alternating rooms, each with an id and a msg_id."""
+        lines = "".join(json.dumps({"op": "say", "room": self.ROOMS[i % 2], "text": f"m{i}", "id": i,
+                                    "msg_id": f"m{i}"}) + "\n" for i in range(first, first + count))
+        self.pub.send(lines)
+
+    def answers(self, count, limit=WAIT):
+        """The publisher's next `count` answers (ok or error), in the order they came."""
+        got = []
+        deadline = time.monotonic() + limit
+        while len(got) < count:
+            left = deadline - time.monotonic()
+            self.assertGreater(left, 0, f"{len(got)} of {count} answers within {limit}s; last {got[-3:]}")
+            msg = self.pub.recv(timeout=left)
+            if msg.get("op") in ("ok", "error"):
+                got.append(msg)
+        return got
+
+    def hear(self, texts):
+        """Reads the listener's messages until every text in `texts` is heard."""
+        want = set(texts)
+        deadline = time.monotonic() + WAIT
+        while not want <= {m["text"] for m in self.heard}:
+            left = deadline - time.monotonic()
+            self.assertGreater(left, 0, f"the listener lacks {sorted(want - {m['text'] for m in self.heard})[:5]}")
+            msg = self.listener.recv(timeout=left)
+            if msg.get("op") == "message":
+                self.heard.append(msg)
+
+    def check_rooms(self, oks):
+        """Each room's messages: consecutive seqs from 1, none twice, each ok's seq its message's."""
+        for room in self.ROOMS:
+            mine = [m for m in self.heard if m["room"] == room]
+            self.assertEqual([m["seq"] for m in mine], list(range(1, len(mine) + 1)), room)
+            texts = [m["text"] for m in mine]
+            self.assertEqual(len(texts), len(set(texts)), f"{room}: a message twice")
+        where = {m["text"]: (m["room"], m["seq"]) for m in self.heard}
+        for i, ok in oks.items():
+            self.assertEqual(where[f"m{i}"], (self.ROOMS[i % 2], ok["seq"]), ok)
+
+    def test_pipelined_says_are_answered_in_request_order(self):
+        self.nodes()
+        self.send(0, 200)
+        got = self.answers(200)
+        self.assertEqual([m["id"] for m in got], list(range(200)))
+        self.assertEqual({m["op"] for m in got}, {"ok"}, [m for m in got if m["op"] != "ok"][:3])
+        # Request order is seq order in each room: Redis took them in the order they came.
+        for r in (0, 1):
+            self.assertEqual([m["seq"] for m in got if m["id"] % 2 == r], list(range(1, 101)))
+        self.hear(f"m{i}" for i in range(200))
+        self.check_rooms({m["id"]: m for m in got})
+        # A request that is not a say waits for the says before it: its reply comes after theirs.
+        self.send(200, 20)
+        self.pub.send({"op": "who", "room": "porch", "id": "w"})
+        self.send(220, 2)
+        got = []
+        deadline = time.monotonic() + WAIT
+        while len(got) < 23:
+            msg = self.pub.recv(timeout=max(0.01, deadline - time.monotonic()))
+            if msg.get("op") in ("ok", "who"):
+                got.append(msg["id"])
+        self.assertEqual(got, [*range(200, 220), "w", 220, 221])
+
+    def test_redis_killed_mid_pipeline_answers_each_say_once_in_order(self):
+        self.nodes()
+        self.send(0, 100)
+        first = self.answers(10)  # the pipeline is running ...
+        self.redis.proc.send_signal(signal.SIGSTOP)  # ... and Redis stops answering mid-way
+        self.send(100, 100)
+        self.redis.kill()
+        got = first + self.answers(190, limit=2 * WAIT)
+        self.assertEqual([m["id"] for m in got], list(range(200)), "each say answered once, in order")
+        refused = []
+        for m in got:
+            if m["op"] == "error":
+                self.assertEqual(m["code"], "unavailable", m)
+                refused.append(m["id"])
+        # Some were in flight when it died (sent, their reply lost): "may not have been sent".
+        in_flight = [m["id"] for m in got if m["op"] == "error" and "may not" in m["message"]]
+        self.assertTrue(in_flight, "Redis died with nothing in flight")
+        oks = {m["id"]: m for m in got if m["op"] == "ok"}
+        # Redis back with its file: the refused says, sent again with their msg_id, are there
+        # once, whether or not Redis had taken them before it died.
+        mark = self.a.log.mark()
+        self.redis.start()
+        self.a.log.wait_for("cluster: connected to Redis", start=mark)
+        pending = refused
+        deadline = time.monotonic() + WAIT
+        while pending:
+            self.assertLess(time.monotonic(), deadline, f"still refused: {pending[:5]}")
+            lines = "".join(json.dumps({"op": "say", "room": self.ROOMS[i % 2], "text": f"m{i}", "id": i,
+                                        "msg_id": f"m{i}"}) + "\n" for i in pending)
+            self.pub.send(lines)
+            again = self.answers(len(pending))
+            self.assertEqual([m["id"] for m in again], pending)
+            for m in again:
+                if m["op"] == "ok":
+                    oks[m["id"]] = m
+                else:
+                    self.assertEqual(m["code"], "unavailable", m)
+            pending = [m["id"] for m in again if m["op"] != "ok"]
+        self.assertEqual(sorted(oks), list(range(200)))
+        self.hear(f"m{i}" for i in range(200))
+        self.check_rooms(oks)
+        print(f"\n{self._testMethodName}: {len(refused)} of 200 refused when Redis died ({len(in_flight)} in "
+              f"flight), {sum(1 for i in refused if oks[i].get('duplicate'))} of them were there already", flush=True)
 
 
 if __name__ == "__main__":
