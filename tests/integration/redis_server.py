@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import WAIT
+from harness import WAIT, DaemonTest
 
 REDIS = shutil.which("redis-server")
 
@@ -98,3 +98,21 @@ class Redis:
     def close(self):
         self.kill()
         self.dir.cleanup()
+
+
+class RedisDaemonTest(DaemonTest):
+    """A DaemonTest with a Redis of its own, `self.redis` (made by `make_redis`), stopped after
+    the test's daemons."""
+
+    def make_redis(self):
+        return Redis()
+
+    def setUp(self):
+        super().setUp()
+        self.redis = self.make_redis()
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.redis.close()

@@ -12,10 +12,10 @@ import threading
 import time
 
 import harness
-from harness import WAIT, Client, DaemonTest, LineLog, run
+from harness import WAIT, DaemonTest, LineLog, run
 from test_textmode import Netcat
 
-from redis_server import REDIS, Redis  # one helper for every suite (the others import it from here too)
+from redis_server import REDIS, Redis, RedisDaemonTest  # one helper for every suite (the others import it from here too)
 if REDIS is None:
     print("SKIP: redis-server is not installed (apt-get install redis-server); the cluster tests need one")
     sys.exit(77)  # meson: skipped
@@ -100,17 +100,7 @@ def read_messages(client, room, count, timeout, others=None):
     return got
 
 
-class ClusterTest(DaemonTest):
-    def setUp(self):
-        super().setUp()
-        self.redis = Redis()
-
-    def tearDown(self):
-        try:
-            super().tearDown()
-        finally:
-            self.redis.close()
-
+class ClusterTest(RedisDaemonTest):
     def node(self, name):
         d = self.start(node_config(self.redis.port, name))
         d.log.wait_for("cluster: connected to Redis")

@@ -6,8 +6,8 @@ Redis is away, both are refused with `unavailable`."""
 import time
 
 import test_cluster as cluster  # exits 77 (skipped) when redis-server is missing
-from harness import WAIT, DaemonTest, run
-from test_cluster_presence import Member, node_config
+from harness import WAIT, run
+from test_cluster_presence import Member, MembersTest, node_config
 
 HALL_TOPIC = """
 [[rooms]]
@@ -17,30 +17,11 @@ topic = "welcome"
 """
 
 
-class CrossNodeTest(DaemonTest):
-    def setUp(self):
-        super().setUp()
-        self.redis = cluster.Redis()
-
-    def tearDown(self):
-        try:
-            super().tearDown()
-        finally:
-            self.redis.close()
-
+class CrossNodeTest(MembersTest):
     def node(self, name):
         d = self.start(node_config(self.redis.port, name, 500, cluster.HTTP + HALL_TOPIC))
         d.log.wait_for("cluster: connected to Redis")
         return d
-
-    def member(self, daemon, nick=None, join=()):
-        m = Member(self.connect(daemon))
-        if nick:
-            reply = m.ask({"op": "nick", "nick": nick})
-            self.assertEqual(reply["op"], "ok", reply)
-        for room in join:
-            self.assertEqual(m.ask({"op": "join", "room": room})["op"], "joined")
-        return m
 
     def topics(self, m):
         return {r["name"]: r["topic"] for r in m.ask({"op": "rooms"})["rooms"]}

@@ -21,7 +21,7 @@ import signal
 import time
 
 import test_cluster as base  # its Redis and node config (its tests are not run from here)
-from harness import WAIT, DaemonTest, run
+from harness import WAIT, run
 
 
 def logged(daemon, pattern, start):
@@ -67,20 +67,13 @@ class Member:
             self.take(self.c.recv(timeout=left))
 
 
-class FaultTest(DaemonTest):
+class FaultTest(base.RedisDaemonTest):
     def setUp(self):
         super().setUp()
-        self.redis = base.Redis()
         self.said = {}        # text -> the reply that settled it (ok), or the last refusal
         self.marks = {}       # node -> its log's length when the fault began
         self.members = []     # everyone whose messages are checked at the end
         self.refused_first = {}  # text -> its refusal, for the summary
-
-    def tearDown(self):
-        try:
-            super().tearDown()
-        finally:
-            self.redis.close()
 
     # -- the cast ---------------------------------------------------------------------------
 
@@ -336,22 +329,15 @@ class FaultTest(DaemonTest):
         self.assertTrue(0 < ttl <= 600000, ttl)
 
 
-class PipelineTest(DaemonTest):
+class PipelineTest(base.RedisDaemonTest):
     """Pipelined says (docs/cluster.md): a client sends its says into clustered rooms without
     waiting for their oks; they go to Redis back to back, and the answers come in the order of
     its requests, across rooms, each exactly once, even when Redis dies with some in flight."""
 
     ROOMS = ("hall", "porch")  # both clustered: hall configured, porch dynamic
 
-    def setUp(self):
-        super().setUp()
-        self.redis = base.Redis(persist=True)  # what it acknowledged survives a kill -9
-
-    def tearDown(self):
-        try:
-            super().tearDown()
-        finally:
-            self.redis.close()
+    def make_redis(self):
+        return base.Redis(persist=True)  # what it acknowledged survives a kill -9
 
     def nodes(self):
         self.a = self.start(base.node_config(self.redis.port, "node-a"))

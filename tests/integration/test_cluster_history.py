@@ -11,10 +11,10 @@ import sys
 import tempfile
 import time
 
-from harness import WAIT, DaemonTest, run
+from harness import WAIT, run
 from windowed_writer import WindowedWriter, pump_once
 from test_cluster import HTTP as metrics_http  # exits 77 (skipped) without redis-server
-from test_cluster import Redis, metrics, promtool_check, read_messages
+from test_cluster import Redis, RedisDaemonTest, metrics, promtool_check, read_messages
 
 WINDOW = 16  # says a writer has in flight
 
@@ -76,21 +76,11 @@ def pump(writers, until, limit=WAIT * 4):
         pump_once(writers, 0.2)
 
 
-class ClusterHistoryTest(DaemonTest):
+class ClusterHistoryTest(RedisDaemonTest):
     def setUp(self):
-        super().setUp()
         self.dir = tempfile.mkdtemp(prefix="roomd-clhistory-")
-        self.redis = self.make_redis()
-
-    def make_redis(self):
-        return Redis()
-
-    def tearDown(self):
-        try:
-            super().tearDown()
-        finally:
-            self.redis.close()
-            shutil.rmtree(self.dir, ignore_errors=True)
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)  # after Redis and the nodes
+        super().setUp()
 
     def node(self, name, wait_connected=True, extra=""):
         """A node whose store is `name`.db in the test's directory, kept across its restarts."""
