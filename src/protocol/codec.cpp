@@ -378,9 +378,11 @@ bool flag(const ordered_json& b, const char* key) {
   const ordered_json& f = field(b, key);
   return f.is_boolean() && f.get<bool>();
 }
+// A count is an unsigned integer, as roomd writes it: a float (1e300 does not fit, and its
+// conversion would be undefined) or a negative one reads as 0.
 std::uint64_t count_of(const ordered_json& b, const char* key) {
   const ordered_json& f = field(b, key);
-  return f.is_number() ? f.get<std::uint64_t>() : 0;
+  return f.is_number_unsigned() ? f.get<std::uint64_t>() : 0;
 }
 
 std::string join_nicks(const ordered_json& list) {
