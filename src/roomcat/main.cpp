@@ -698,9 +698,15 @@ void Client::on_server_line(std::string_view line) {
 
 void Client::on_welcome(const ordered_json& frame) {
   // Pace ourselves a little under the advertised limit: a refused line would be lost.
-  if (auto limits = frame.find("limits"); limits != frame.end() && limits->contains("rate")) {
-    rate_ = (*limits)["rate"].get<double>() * 0.95;
-    double advertised_burst = std::max(2.0, (*limits)["burst"].get<double>());
+  // The server's figures are read as numbers within sane bounds: a frame of another shape
+  // must not stop roomcat (a number of another type throws, a huge one does not fit a size_t).
+  auto number = [](const ordered_json& limits, const char* key, double fallback) {
+    auto it = limits.find(key);
+    return it != limits.end() && it->is_number() ? std::clamp(it->get<double>(), 0.0, 1e9) : fallback;  // roomd's own bounds
+  };
+  if (auto limits = frame.find("limits"); limits != frame.end() && limits->is_object() && limits->contains("rate")) {
+    rate_ = std::max(0.001, number(*limits, "rate", 50.0)) * 0.95;
+    double advertised_burst = std::max(2.0, number(*limits, "burst", 100.0));
     paced_window_ = static_cast<std::size_t>(advertised_burst / 2);
     double burst = std::max(1.0, advertised_burst - static_cast<double>(paced_window_));
     bucket_ = std::make_unique<roomd::TokenBucket>(rate_, burst, uv_now(loop_));
