@@ -121,6 +121,19 @@ class ClusterHistoryTest(RedisDaemonTest):
             before = h["messages"][0]["seq"]
         raise AssertionError("history paging did not end")
 
+    def say_once_reconnected(self, client, text):
+        """Says `text` into `log` until its `ok`, bounded: while the node reconnects to Redis the
+        say may be refused `unavailable`, and nothing else is allowed."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            r = client.call({"op": "say", "room": "log", "text": text, "id": "once"})
+            while r.get("id") != "once":
+                r = client.recv()
+            self.assertTrue(r["op"] == "ok" or r["code"] == "unavailable", r)  # only the reconnect may refuse
+            if r["op"] == "ok":
+                return r
+            self.assertLess(time.monotonic(), deadline, r)
+
     def wait_stored(self, client, seq, room="log"):
         """Until the node's store holds `seq` (its commit runs on the node's own time)."""
         deadline = time.monotonic() + WAIT
@@ -286,15 +299,7 @@ class Everywhere(ClusterHistoryTest):
             d.log.wait_for("cluster: connected to Redis", start=mark)
             d.log.wait_for("'log' began again in Redis .* this node holds it up to seq 20", start=mark)
         ca = self.connect(a, join=["log"])
-        ok = None
-        deadline = time.monotonic() + WAIT
-        while ok is None:  # a say may still meet the reconnect: tried again, bounded
-            r = ca.call({"op": "say", "room": "log", "text": "after the loss", "id": "x"})
-            while r.get("id") != "x":
-                r = ca.recv()
-            self.assertTrue(r["op"] == "ok" or r["code"] == "unavailable", r)  # only the reconnect may refuse
-            ok = r if r["op"] == "ok" else None
-            self.assertLess(time.monotonic(), deadline, r)
+        ok = self.say_once_reconnected(ca, "after the loss")
         self.assertEqual(ok["seq"], 21, "the seq goes on after the stored ones, never back to 1")
         self.assertEqual(read_messages(cb, "log", 1, WAIT)[0]["seq"], 21)
         resume = self.connect(b).call({"op": "join", "room": "log", "since": 20, "epoch": old_epoch}, "joined")
@@ -371,15 +376,7 @@ class DurableRedisTest(ClusterHistoryTest):
         top = max(acked)
         # The order goes on in the same epoch: seq after the last stored one.
         sayer = self.connect(a, join=["log"])
-        after = None
-        deadline = time.monotonic() + WAIT
-        while after is None:  # the reconnect may still be under way: tried again, bounded
-            r = sayer.call({"op": "say", "room": "log", "text": "after the kill", "id": "k"})
-            while r.get("id") != "k":
-                r = sayer.recv()
-            self.assertTrue(r["op"] == "ok" or r["code"] == "unavailable", r)  # only the reconnect may refuse
-            after = r if r["op"] == "ok" else None
-            self.assertLess(time.monotonic(), deadline, r)
+        after = self.say_once_reconnected(sayer, "after the kill")
         self.assertGreater(after["seq"], top)
         last = after["seq"]
         readers = [self.connect(d) for d in (a, b)]
