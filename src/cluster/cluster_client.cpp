@@ -13,6 +13,10 @@ namespace roomd {
 
 namespace {
 constexpr std::size_t kFillBatch = 1000;       // stream entries per XRANGE of a gap fill
+// Says of one room per roomd_say_batch: half a client's window (kSaysInFlight), so a busy
+// publisher keeps two batches in flight, and one call holds Redis (which runs nothing else
+// meanwhile) for a bounded time.
+constexpr std::size_t kSayBatch = 64;
 
 using redis_replies::is_error;
 using redis_replies::text_of;
@@ -67,6 +71,44 @@ local function say(keys, args)
   redis.call('PUBLISH', args[1], seq .. ' ' .. epoch .. ' ' .. line)
   redis.call('SET', keys[5], seq .. ' ' .. epoch, 'PX', args[6])
   return {seq, epoch}
+end
+
+-- The says of one room queued on a node in one loop turn, in one call (docs/cluster.md,
+-- "Batched says"): the incarnation once, then per say what roomd_say does, and ONE publish for
+-- them all: "b EPOCH\n" and per message "SEQ LEN LINE" (LEN: the line's bytes), or a lone
+-- message as roomd_say publishes it (a node of the previous version reads those).
+-- KEYS: seq, epoch, stream, base, then a said key per say. ARGV: channel, maxlen, candidate
+-- epoch, said ttl ms, floor, then head and tail per say. Returns {epoch, {seq, flag, ...}}: a
+-- pair per say, flag 1 for a say id seen before (seq: its first seq).
+local function say_batch(keys, args)
+  local epoch = incarnation(keys, args[3], tonumber(args[5]) or 0)
+  local answers, entries = {}, {}
+  local last_seq, last_line
+  for i = 1, #keys - 4 do
+    local said_key = keys[4 + i]
+    local said = redis.call('GET', said_key)
+    local first, first_epoch
+    if said then first, first_epoch = string.match(said, '^(%d+) (%S+)$') end
+    if first and first_epoch == epoch then
+      answers[#answers + 1] = tonumber(first)
+      answers[#answers + 1] = 1
+    else
+      local seq = redis.call('INCR', keys[1])
+      local line = args[4 + 2 * i] .. seq .. args[5 + 2 * i]
+      redis.call('XADD', keys[3], 'MAXLEN', '~', args[2], seq .. '-0', 'm', line)
+      redis.call('SET', said_key, seq .. ' ' .. epoch, 'PX', args[4])
+      entries[#entries + 1] = seq .. ' ' .. #line .. ' ' .. line
+      last_seq, last_line = seq, line
+      answers[#answers + 1] = seq
+      answers[#answers + 1] = 0
+    end
+  end
+  if #entries == 1 then
+    redis.call('PUBLISH', args[1], last_seq .. ' ' .. epoch .. ' ' .. last_line)
+  elseif #entries > 1 then
+    redis.call('PUBLISH', args[1], 'b ' .. epoch .. '\n' .. table.concat(entries))
+  end
+  return {epoch, answers}
 end
 
 -- KEYS: seq, epoch, stream, base. ARGV: candidate epoch, how many recent messages, floor.
@@ -371,6 +413,7 @@ local function rooms(keys, args)
 end
 
 redis.register_function('roomd_say', say)
+redis.register_function('roomd_say_batch', say_batch)
 redis.register_function('roomd_state', state)
 redis.register_function('roomd_member', member)
 redis.register_function('roomd_enter', enter)
@@ -394,7 +437,8 @@ ClusterClient::ClusterClient(uv_loop_t* loop, ClusterSettings settings, ClusterS
       sink_(std::move(sink)),
       random_(std::random_device{}() ^ (std::uint64_t{std::random_device{}()} << 32) ^ uv_hrtime()),
       reconnect_(loop, [this] { connect(); }),
-      heartbeat_(loop, [this] { heartbeat(); }) {
+      heartbeat_(loop, [this] { heartbeat(); }),
+      flush_says_(loop, [this] { flush_says(); }) {
   char text[17];
   std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(random_()));
   incarnation_ = text;
@@ -509,8 +553,9 @@ void ClusterClient::maybe_ready() {
   auto again = std::exchange(retry_, {});
   for (auto& pending : again) {
     ++stats_.says_retried;
-    send_say(std::move(pending));
+    queue_say(std::move(pending));
   }
+  flush_says();
   // This node in the registry first, then its members and nicks as they are now: Redis may
   // have lost them (a restart), or the others swept them while this node could not beat.
   beat(true);
@@ -585,43 +630,81 @@ void ClusterClient::say(ClusterSay say, std::function<void(ClusterSaid)> done) {
     return done({});
   }
   auto pending = std::make_shared<PendingSay>(PendingSay{std::move(say), random_epoch(), std::move(done), 0});
-  send_say(std::move(pending));
+  queue_say(std::move(pending));
 }
 
-void ClusterClient::send_say(std::shared_ptr<PendingSay> p) {
-  const ClusterSay& s = p->say;
-  auto lost = [this](const std::shared_ptr<PendingSay>& pending) {
-    // The reply went with the link: the message may or may not be ordered. It goes again with
-    // its id after the reconnect, for as long as a say may wait.
-    const std::uint64_t now = uv_now(loop_);
-    if (pending->deadline_ms == 0) pending->deadline_ms = now + std::max<std::uint32_t>(2000, 3 * settings_.heartbeat_ms);
-    if (now < pending->deadline_ms) return retry_.push_back(pending);
-    ++stats_.says_refused;
-    pending->done({});
-  };
+void ClusterClient::queue_say(std::shared_ptr<PendingSay> pending) {
+  const std::string room = pending->say.room;
+  auto& queued = queued_says_[room];
+  queued.push_back(std::move(pending));
+  if (queued.size() >= kSayBatch) {
+    auto says = std::move(queued);
+    queued_says_.erase(room);
+    return send_batch(room, std::move(says));
+  }
+  if (!std::exchange(flush_scheduled_, true)) flush_says_.start(0, 0);
+}
+
+void ClusterClient::flush_says() {
+  flush_scheduled_ = false;
+  auto queued = std::exchange(queued_says_, {});
+  for (auto& [room, says] : queued) send_batch(room, std::move(says));
+}
+
+void ClusterClient::say_lost(const std::shared_ptr<PendingSay>& pending) {
+  // The reply went with the link: the message may or may not be ordered. It goes again with
+  // its id after the reconnect, for as long as a say may wait.
+  const std::uint64_t now = uv_now(loop_);
+  if (pending->deadline_ms == 0) pending->deadline_ms = now + std::max<std::uint32_t>(2000, 3 * settings_.heartbeat_ms);
+  if (now < pending->deadline_ms) return retry_.push_back(pending);
+  ++stats_.says_refused;
+  pending->done({});
+}
+
+void ClusterClient::send_batch(const std::string& room, std::vector<std::shared_ptr<PendingSay>> says) {
+  if (says.empty()) return;
   // A followed room's floor: what this node holds of it, which Redis never gives again.
-  auto feed = feeds_.find(s.room);
+  auto feed = feeds_.find(room);
   const std::uint64_t floor = feed != feeds_.end() && feed->second.durable ? feed->second.next_seq - 1 : 0;
-  // The client's msg_id when it gave one (a resend through any node is then a repeat), else
-  // the node's own id for the say; prefixed so neither can be taken for the other.
-  std::string said_key = s.client_id.empty() ? "said:n:" + settings_.node_id + ":" + incarnation_ + ":" + s.said_id
-                                             : "said:c:" + s.client_id;
-  bool sent = commands_->command(
-      {"FCALL", "roomd_say", "5", key(s.room, "seq"), key(s.room, "epoch"), key(s.room, "log"), key(s.room, "base"),
-       key(s.room, said_key.c_str()), channel(s.room), std::to_string(settings_.max_messages_per_room), s.head, s.tail,
-       p->candidate_epoch, std::to_string(kSaidWindowMs), std::to_string(floor)},
-      [this, p, lost](const redisReply* r) {
-        if (!r) return lost(p);
-        auto said = redis_replies::read_say(r);
-        if (!said) {
-          log::warning("cluster: roomd_say in '" + p->say.room + "' failed: " + said.error);
-          ++stats_.says_refused;
-          return p->done({});
-        }
-        ++stats_.says;
-        p->done({true, said.value->seq, std::move(said.value->epoch), said.value->duplicate});
-      });
-  if (!sent) lost(p);
+  std::vector<std::string> call{"FCALL",         "roomd_say_batch",   std::to_string(4 + says.size()),
+                                key(room, "seq"), key(room, "epoch"), key(room, "log"),
+                                key(room, "base")};
+  call.reserve(call.size() + 5 + 3 * says.size());
+  for (const auto& p : says) {
+    // The client's msg_id when it gave one (a resend through any node is then a repeat), else
+    // the node's own id for the say; prefixed so neither can be taken for the other.
+    const ClusterSay& s = p->say;
+    call.push_back(key(room, (s.client_id.empty() ? "said:n:" + settings_.node_id + ":" + incarnation_ + ":" + s.said_id
+                                                  : "said:c:" + s.client_id)
+                                 .c_str()));
+  }
+  call.insert(call.end(), {channel(room), std::to_string(settings_.max_messages_per_room), says.front()->candidate_epoch,
+                           std::to_string(kSaidWindowMs), std::to_string(floor)});
+  for (const auto& p : says) {
+    call.push_back(p->say.head);
+    call.push_back(p->say.tail);
+  }
+  auto batch = std::make_shared<std::vector<std::shared_ptr<PendingSay>>>(std::move(says));
+  bool sent = commands_->command(call, [this, room, batch](const redisReply* r) {
+    if (!r) {
+      for (const auto& p : *batch) say_lost(p);
+      return;
+    }
+    auto said = redis_replies::read_say_batch(r, batch->size());
+    if (!said) {
+      log::warning("cluster: roomd_say_batch in '" + room + "' failed: " + said.error);
+      stats_.says_refused += batch->size();
+      for (const auto& p : *batch) p->done({});
+      return;
+    }
+    stats_.says += batch->size();
+    for (std::size_t i = 0; i < batch->size(); ++i) {
+      auto& result = (*said.value)[i];
+      (*batch)[i]->done({true, result.seq, std::move(result.epoch), result.duplicate});
+    }
+  });
+  if (!sent)
+    for (const auto& p : *batch) say_lost(p);
 }
 
 // ---- rooms ---------------------------------------------------------------------------------
@@ -664,6 +747,11 @@ void ClusterClient::on_push(const redisReply& reply) {
   auto push = redis_replies::read_push(&reply);
   if (!push) return;
   if (push->kind == redis_replies::Push::Kind::message) return on_message(push->room, std::move(push->message));
+  if (push->kind == redis_replies::Push::Kind::batch) {
+    // In seq order, each as if it came alone (a gap, another epoch, one had already).
+    for (auto& message : push->batch) on_message(push->room, std::move(message));
+    return;
+  }
   if (push->kind == redis_replies::Push::Kind::presence) return on_presence(push->room, std::move(push->presence));
   if (push->kind == redis_replies::Push::Kind::whisper) {
     ++stats_.whispers_in;

@@ -51,6 +51,25 @@ Read<SayResult> read_say(const redisReply* r) {
   return {std::move(said), {}};
 }
 
+Read<std::vector<SayResult>> read_say_batch(const redisReply* r, std::size_t count) {
+  if (!is_array(r, 2) || !is_string(r->element[0]) || !is_array(r->element[1], 2 * count) || count == 0)
+    return refused<std::vector<SayResult>>(r);
+  const std::string epoch = text_of(r->element[0]);
+  if (!valid_epoch(epoch)) return refused<std::vector<SayResult>>(r);
+  const redisReply* pairs = r->element[1];
+  std::vector<SayResult> said;
+  said.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    const redisReply* seq = pairs->element[2 * i];
+    const redisReply* flag = pairs->element[2 * i + 1];
+    if (seq->type != REDIS_REPLY_INTEGER || seq->integer <= 0 || flag->type != REDIS_REPLY_INTEGER ||
+        (flag->integer != 0 && flag->integer != 1))
+      return refused<std::vector<SayResult>>(r);
+    said.push_back({static_cast<std::uint64_t>(seq->integer), epoch, flag->integer == 1});
+  }
+  return {std::move(said), {}};
+}
+
 Read<RoomState> read_state(const redisReply* r) {
   if (!(is_array(r, 3) || is_array(r, 4)) || r->element[0]->type != REDIS_REPLY_INTEGER || !is_string(r->element[1]) ||
       r->element[2]->type != REDIS_REPLY_ARRAY || (r->elements == 4 && r->element[3]->type != REDIS_REPLY_INTEGER))
@@ -74,12 +93,12 @@ std::optional<Push> read_push(const redisReply* r) {
     if (kind != "message" || !is_string(r->element[2])) return std::nullopt;
     auto whisper = read_whisper(std::string_view(r->element[2]->str, r->element[2]->len));
     if (!whisper) return std::nullopt;
-    Push push{Push::Kind::whisper, {}, {}, {}, std::move(*whisper)};
+    Push push{Push::Kind::whisper, {}, {}, {}, std::move(*whisper), {}};
     return push;
   }
   // "roomd:{ROOM}" -> ROOM
   if (!name.starts_with("roomd:{") || !name.ends_with("}")) return std::nullopt;
-  Push push{Push::Kind::subscribed, name.substr(7, name.size() - 8), {}, {}, {}};
+  Push push{Push::Kind::subscribed, name.substr(7, name.size() - 8), {}, {}, {}, {}};
   if (kind == "subscribe") return push;
   if (kind != "message" || !is_string(r->element[2])) return std::nullopt;
   const std::string_view payload(r->element[2]->str, r->element[2]->len);
@@ -88,6 +107,13 @@ std::optional<Push> read_push(const redisReply* r) {
     if (!presence) return std::nullopt;
     push.kind = Push::Kind::presence;
     push.presence = std::move(*presence);
+    return push;
+  }
+  if (payload.starts_with("b ")) {
+    auto batch = read_batch(payload);
+    if (!batch) return std::nullopt;
+    push.kind = Push::Kind::batch;
+    push.batch = std::move(*batch);
     return push;
   }
   auto message = read_message(payload);
@@ -171,6 +197,35 @@ std::optional<Message> read_message(std::string_view payload) {
   std::string_view line = payload.substr(second + 1);
   if (!seq || !valid_epoch(epoch) || !plausible_line(line)) return std::nullopt;
   return Message{*seq, std::string(epoch), std::string(line)};
+}
+
+std::optional<std::vector<Message>> read_batch(std::string_view payload) {
+  if (!payload.starts_with("b ")) return std::nullopt;
+  const auto newline = payload.find('\n');
+  if (newline == std::string_view::npos) return std::nullopt;
+  const std::string_view epoch = payload.substr(2, newline - 2);
+  if (!valid_epoch(epoch)) return std::nullopt;
+  std::string_view rest = payload.substr(newline + 1);
+  std::vector<Message> batch;
+  while (!rest.empty()) {
+    const auto first = rest.find(' ');
+    const auto second = first == std::string_view::npos ? first : rest.find(' ', first + 1);
+    if (second == std::string_view::npos) return std::nullopt;
+    auto seq = parse_seq(rest.substr(0, first));
+    const std::string_view length_text = rest.substr(first + 1, second - first - 1);
+    std::size_t length = 0;
+    auto [end, ec] = std::from_chars(length_text.data(), length_text.data() + length_text.size(), length);
+    if (!seq || length_text.empty() || ec != std::errc() || end != length_text.data() + length_text.size())
+      return std::nullopt;
+    rest = rest.substr(second + 1);
+    if (length > rest.size()) return std::nullopt;
+    const std::string_view line = rest.substr(0, length);
+    if (!plausible_line(line) || (!batch.empty() && *seq <= batch.back().seq)) return std::nullopt;
+    batch.push_back({*seq, std::string(epoch), std::string(line)});
+    rest = rest.substr(length);
+  }
+  if (batch.empty()) return std::nullopt;
+  return batch;
 }
 
 Read<StreamRange> read_range(const redisReply* r) {

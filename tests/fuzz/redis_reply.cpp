@@ -1,7 +1,8 @@
 // Redis' replies as the cluster client reads them (cluster/redis_replies): RESP bytes fed to
 // hiredis' own reader in fuzzer-chosen splits, and every complete reply given to every
-// reading (a say's result, a state, a subscriber push, an XRANGE answer, a members read, a
-// who page, room counts, a beat, a nick list, an integer, a CONFIG GET of Redis' persistence).
+// reading (a say's result, a batch of says' results, a state, a subscriber push (a batch of
+// messages too), an XRANGE answer, a members read, a who page, room counts, a beat, a nick
+// list, an integer, a CONFIG GET of Redis' persistence).
 // Input: [split count][split sizes...][RESP bytes...]
 //
 // Checked: no crash, undefined behaviour or leak; what is accepted holds to the documented
@@ -92,6 +93,31 @@ std::string interpret(const redisReply* r) {
     out += "say no " + field(say.error);
   }
 
+  // A batch's answer, for as many says as its pairs (one when it has none to count).
+  const std::size_t says = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                                   r->element[1]->type == REDIS_REPLY_ARRAY && r->element[1]->elements >= 2
+                               ? r->element[1]->elements / 2
+                               : 1;
+  auto batch = rr::read_say_batch(r, says);
+  if (batch) {
+    FUZZ_CHECK(batch.value->size() == says, "say batch");
+    std::string resp = "*2\r\n" + bulk(batch.value->front().epoch) + "*" + std::to_string(2 * says) + "\r\n";
+    out += "batch ok";
+    for (const auto& said : *batch.value) {
+      check_seq(said.seq, "say batch");
+      FUZZ_CHECK(rr::valid_epoch(said.epoch) && said.epoch == batch.value->front().epoch, said.epoch);
+      resp += ":" + std::to_string(said.seq) + "\r\n:" + (said.duplicate ? "1" : "0") + "\r\n";
+      out += " " + std::to_string(said.seq) + (said.duplicate ? "d" : "");
+    }
+    // As the function answers it, it reads the same.
+    auto again = rr::read_say_batch(parse_one(resp).get(), says);
+    FUZZ_CHECK(again && *again.value == *batch.value, resp);
+    out += " " + field(batch.value->front().epoch);
+  } else {
+    check_refusal(batch.error);
+    out += "batch no " + field(batch.error);
+  }
+
   auto state = rr::read_state(r);
   if (state) {
     FUZZ_CHECK(state.value->last_seq <= rr::kMaxSeq, "state");
@@ -132,6 +158,24 @@ std::string interpret(const redisReply* r) {
       auto again = rr::read_push(parse_one("*3\r\n" + bulk("message") + bulk(channel) + bulk(payload)).get());
       FUZZ_CHECK(again && *again == *push, payload);
       out += "message " + field(push->room) + std::to_string(m.seq) + " " + field(m.epoch) + field(m.line);
+    } else if (push->kind == rr::Push::Kind::batch) {
+      FUZZ_CHECK(!push->batch.empty(), "batch");
+      const std::string& epoch = push->batch.front().epoch;
+      FUZZ_CHECK(rr::valid_epoch(epoch), epoch);
+      std::string payload = "b " + epoch + "\n";
+      out += "batch " + field(push->room) + field(epoch);
+      std::uint64_t last = 0;
+      for (const rr::Message& m : push->batch) {
+        check_seq(m.seq, "batch");
+        FUZZ_CHECK(m.seq > last && m.epoch == epoch, "batch order");
+        FUZZ_CHECK(rr::plausible_line(m.line), m.line);
+        last = m.seq;
+        payload += std::to_string(m.seq) + " " + std::to_string(m.line.size()) + " " + m.line;
+        out += std::to_string(m.seq) + " " + field(m.line);
+      }
+      // As the function publishes it, it reads the same.
+      auto again = rr::read_push(parse_one("*3\r\n" + bulk("message") + bulk(channel) + bulk(payload)).get());
+      FUZZ_CHECK(again && *again == *push, payload);
     } else if (push->kind == rr::Push::Kind::presence) {
       const rr::Presence& p = push->presence;
       check_seq(p.version, "presence");

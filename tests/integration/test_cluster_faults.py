@@ -388,6 +388,35 @@ class PipelineTest(base.RedisDaemonTest):
         for i, ok in oks.items():
             self.assertEqual(where[f"m{i}"], (self.ROOMS[i % 2], ok["seq"]), ok)
 
+    def fcalls(self):
+        """How many FCALLs Redis has run (every function: says, beats, members...)."""
+        info = self.redis.command("INFO", "commandstats")
+        found = re.search(r"cmdstat_fcall:calls=(\d+)", info)
+        return int(found.group(1)) if found else 0
+
+    def test_says_of_one_turn_go_as_one_call(self):
+        # Batched says (docs/cluster.md): pipelined says into one room go to Redis as one call
+        # per loop turn (at most 64 says each), not one a say; a msg_id repeated within a
+        # batch is answered as a duplicate of the first, and the listener hears each once.
+        self.nodes()
+        before = self.fcalls()
+        lines = "".join(json.dumps({"op": "say", "room": "hall", "text": f"m{i}", "id": i, "msg_id": f"m{i}"}) + "\n"
+                        for i in range(0, 200, 2))
+        lines += json.dumps({"op": "say", "room": "hall", "text": "m4 again", "id": "again", "msg_id": "m4"}) + "\n"
+        self.pub.send(lines)
+        got = self.answers(101)
+        self.assertEqual([m["id"] for m in got], list(range(0, 200, 2)) + ["again"])
+        self.assertEqual({m["op"] for m in got}, {"ok"}, [m for m in got if m["op"] != "ok"][:3])
+        self.assertEqual([m["seq"] for m in got[:100]], list(range(1, 101)))
+        self.assertEqual((got[100]["seq"], got[100].get("duplicate")), (got[2]["seq"], True), got[100])
+        calls = self.fcalls() - before
+        # Without batching: 101 calls for the says alone. With it: two or more batches (64 at
+        # most each), plus the nodes' beats (four a second each) and member reads.
+        self.assertLess(calls, 60, f"{calls} FCALLs for 101 says")
+        self.hear(f"m{i}" for i in range(0, 200, 2))
+        self.assertEqual([m["seq"] for m in self.heard], list(range(1, 101)))
+        self.assertNotIn("m4 again", [m["text"] for m in self.heard])
+
     def test_pipelined_says_are_answered_in_request_order(self):
         self.nodes()
         self.send(0, 200)

@@ -5,9 +5,11 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "roomd/cluster/redis_replies.hpp"
 
@@ -194,6 +196,77 @@ TEST_CASE("redis replies: a message's payload \"SEQ EPOCH LINE\"") {
   CHECK_FALSE(read_message("3 ep {\"a\":1}"));       // no newline
   CHECK_FALSE(read_message("3 ep [1]\n"));           // not an object
   CHECK_FALSE(read_message("3 ep {}\n\n"));
+}
+
+TEST_CASE("redis replies: roomd_say_batch's [epoch, [seq, flag, ...]]") {
+  auto ok = read_say_batch(reply("*2\r\n" + bulk("ep") + "*6\r\n:7\r\n:0\r\n:3\r\n:1\r\n:8\r\n:0\r\n").get(), 3);
+  REQUIRE(ok);
+  CHECK(*ok.value == std::vector<SayResult>{{7, "ep", false}, {3, "ep", true}, {8, "ep", false}});
+
+  auto err = read_say_batch(reply("-ERR Function not found\r\n").get(), 1);
+  CHECK_FALSE(err);
+  CHECK(err.error == "ERR Function not found");
+  CHECK(read_say_batch(nullptr, 1).error == "no reply");
+
+  for (const std::string& odd : {
+           "*2\r\n" + bulk("ep") + "*4\r\n:7\r\n:0\r\n:8\r\n:0\r\n",  // two answers for three says
+           "*2\r\n" + bulk("ep") + "*7\r\n:7\r\n:0\r\n:8\r\n:0\r\n:9\r\n:0\r\n:1\r\n",  // one too many
+           "*2\r\n" + bulk("ep") + "*6\r\n:7\r\n:0\r\n:0\r\n:0\r\n:8\r\n:0\r\n",  // seq 0
+           "*2\r\n" + bulk("ep") + "*6\r\n:7\r\n:0\r\n:-3\r\n:0\r\n:8\r\n:0\r\n",  // negative
+           "*2\r\n" + bulk("ep") + "*6\r\n:7\r\n:0\r\n:3\r\n:2\r\n:8\r\n:0\r\n",  // a flag not 0 or 1
+           "*2\r\n" + bulk("ep") + "*6\r\n:7\r\n:0\r\n" + bulk("3") + ":0\r\n:8\r\n:0\r\n",  // a seq as a string
+           "*2\r\n" + bulk("two words") + "*6\r\n:7\r\n:0\r\n:3\r\n:1\r\n:8\r\n:0\r\n",
+           std::string("*2\r\n$0\r\n\r\n*6\r\n:7\r\n:0\r\n:3\r\n:1\r\n:8\r\n:0\r\n"),  // empty epoch
+           std::string("*2\r\n:5\r\n*6\r\n:7\r\n:0\r\n:3\r\n:1\r\n:8\r\n:0\r\n"),      // an integer epoch
+           "*3\r\n" + bulk("ep") + "*6\r\n:7\r\n:0\r\n:3\r\n:1\r\n:8\r\n:0\r\n:1\r\n",
+           "*2\r\n:7\r\n" + bulk("ep"),  // roomd_say's shape
+           std::string("*0\r\n"), std::string("$-1\r\n"), std::string("+OK\r\n")}) {
+    CAPTURE(odd);
+    auto r = read_say_batch(reply(odd).get(), 3);
+    CHECK_FALSE(r);
+    CHECK(r.error == "odd reply");
+  }
+  CHECK_FALSE(read_say_batch(reply("*2\r\n" + bulk("ep") + "*0\r\n").get(), 0));  // no say: never sent
+}
+
+TEST_CASE("redis replies: a batch's payload \"b EPOCH\\n\" and \"SEQ LEN LINE\" entries") {
+  const std::string other = "{\"op\":\"message\",\"text\":\"a 3 b\\n\"}\n";
+  auto entry = [](std::uint64_t seq, const std::string& line) {
+    return std::to_string(seq) + " " + std::to_string(line.size()) + " " + line;
+  };
+  auto batch = read_batch("b ep\n" + entry(4, kLine) + entry(5, other) + entry(9, kLine));
+  REQUIRE(batch);
+  CHECK(*batch == std::vector<Message>{{4, "ep", kLine}, {5, "ep", other}, {9, "ep", kLine}});
+  CHECK(read_batch("b ep\n" + entry(1, kLine)) == std::vector<Message>{{1, "ep", kLine}});
+
+  auto push = read_push(reply("*3\r\n" + bulk("message") + bulk("roomd:{hall}") + bulk("b ep\n" + entry(4, kLine) +
+                                                                                        entry(5, other))).get());
+  REQUIRE(push);
+  CHECK(push->kind == Push::Kind::batch);
+  CHECK(push->room == "hall");
+  CHECK(push->batch == std::vector<Message>{{4, "ep", kLine}, {5, "ep", other}});
+
+  for (const std::string& odd : {
+           std::string("b ep\n"),                                  // no message
+           "b ep" + entry(4, kLine),                               // no newline after the epoch
+           "b \n" + entry(4, kLine),                               // no epoch
+           "b e p\n" + entry(4, kLine),                            // two words
+           "b ep\n" + entry(5, kLine) + entry(4, kLine),           // seqs going back
+           "b ep\n" + entry(5, kLine) + entry(5, kLine),           // a seq twice
+           "b ep\n" + entry(0, kLine),                             // seq 0
+           "b ep\n4 999 " + kLine,                                 // longer than what is there
+           "b ep\n4 3 " + kLine,                                   // shorter: the rest is no entry
+           "b ep\n4  " + kLine,                                    // no length
+           "b ep\n4 -1 " + kLine,
+           "b ep\n4 x " + kLine,
+           std::string("b ep\n4 2 {}"),                            // no newline: not a line
+           "b ep\n" + entry(4, "[1]\n"),                           // not an object
+           "b ep\n" + entry(4, kLine) + "5",                       // a torn entry after
+           "c ep\n" + entry(4, kLine)}) {
+    CAPTURE(odd);
+    CHECK_FALSE(read_batch(odd));
+    CHECK_FALSE(read_push(reply("*3\r\n" + bulk("message") + bulk("roomd:{hall}") + bulk(odd)).get()));
+  }
 }
 
 TEST_CASE("redis replies: XRANGE entries for a gap fill") {

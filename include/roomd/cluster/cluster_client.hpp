@@ -187,7 +187,12 @@ class ClusterClient final : public ClusterBus {
   void release_topic_acks(const std::string& room, std::uint64_t serial);
   // A nick's PX: 3 heartbeats, renewed once a heartbeat.
   std::string nick_lease() const { return std::to_string(settings_.heartbeat_ms * 3); }
-  void send_say(std::shared_ptr<PendingSay> pending);
+  // Says are queued per room and go as one roomd_say_batch per room at the next loop turn
+  // (or at once when kSayBatch are queued): one call and one publish for them all.
+  void queue_say(std::shared_ptr<PendingSay> pending);
+  void flush_says();
+  void send_batch(const std::string& room, std::vector<std::shared_ptr<PendingSay>> says);
+  void say_lost(const std::shared_ptr<PendingSay>& pending);
   void on_push(const redisReply& reply);
   void on_message(const std::string& room, redis_replies::Message message);
   void sync(const std::string& room, Feed& feed);
@@ -223,6 +228,9 @@ class ClusterClient final : public ClusterBus {
   std::unordered_map<std::string, Feed> feeds_;  // watched rooms
   std::uint64_t feed_serial_ = 0;
   std::vector<std::shared_ptr<PendingSay>> retry_;  // says whose reply a lost link took
+  std::unordered_map<std::string, std::vector<std::shared_ptr<PendingSay>>> queued_says_;  // by room, this turn
+  uv::Timer flush_says_;  // fires at the next loop turn while says are queued
+  bool flush_scheduled_ = false;
   // What this node has registered, or will at the next connect: its members per clustered room
   // (nicks as shown) and the nicks (folded) its clients hold or are claiming.
   std::unordered_map<std::string, std::set<std::string>> members_;

@@ -44,7 +44,7 @@ struct SayResult {
   bool operator==(const SayResult&) const = default;
 };
 
-// A message as the function publishes it: "SEQ EPOCH LINE".
+// A message as the functions publish it: "SEQ EPOCH LINE" alone, or one of a batch (below).
 struct Message {
   std::uint64_t seq = 0;
   std::string epoch;
@@ -68,12 +68,13 @@ struct Presence {
 // A push on the subscriber link the client acts on: for a room's channel "roomd:{ROOM}", or a
 // whisper on a node's own channel "roomd:node:NODE" ("FROM TS TO TEXT", TO folded).
 struct Push {
-  enum class Kind { message, presence, subscribed, whisper };
+  enum class Kind { message, presence, subscribed, whisper, batch };
   Kind kind = Kind::message;
   std::string room;
   Message message;    // for a message
   Presence presence;  // for a presence
   ClusterWhisper whisper;  // for a whisper
+  std::vector<Message> batch;  // for a batch: its messages in seq order, one epoch
   bool operator==(const Push&) const = default;
 };
 
@@ -143,6 +144,10 @@ bool valid_node(std::string_view node);
 // FCALL roomd_say: [seq, epoch], or [seq, epoch, 1] for a say id seen before (the library of
 // an older node answers those with [seq, epoch] too: both are read).
 Read<SayResult> read_say(const redisReply* r);
+// FCALL roomd_say_batch for `count` says: [epoch, [seq, flag, seq, flag, ...]], a pair per say
+// in the order sent (flag 1: a say id seen before, seq its first seq; else 0), every seq of
+// that epoch.
+Read<std::vector<SayResult>> read_say_batch(const redisReply* r, std::size_t count);
 // FCALL roomd_state: [seq, epoch, [line...], base] (the lines oldest first, as they are: the
 // router keeps those that continue up to the seq; base, 0..seq, where the room's incarnation
 // began; a reply without it, from an older library, has base 0).
@@ -152,6 +157,9 @@ Read<RoomState> read_state(const redisReply* r);
 std::optional<Push> read_push(const redisReply* r);
 // A message's payload "SEQ EPOCH LINE".
 std::optional<Message> read_message(std::string_view payload);
+// A batch's payload "b EPOCH\n" and one entry or more "SEQ LEN LINE", LINE exactly LEN bytes
+// (so a line needs no escaping), the seqs increasing.
+std::optional<std::vector<Message>> read_batch(std::string_view payload);
 // A presence payload "p VERSION NODE KIND NICK...": join and leave with one nick or more,
 // nick with exactly two; every nick valid; topic with one nick and the text after it.
 std::optional<Presence> read_presence(std::string_view payload);
