@@ -762,6 +762,8 @@ ordered_json Server::stats_json() const {
     j["cluster_says"] = c.says;
     j["cluster_says_refused"] = c.says_refused;
     j["cluster_says_retried"] = c.says_retried;
+    j["cluster_say_batches"] = c.say_batches;
+    j["cluster_says_queued"] = c.says_queued;
     j["cluster_delivered"] = c.delivered;
     j["cluster_gap_fills"] = c.gap_fills;
     j["cluster_skipped"] = c.skipped;

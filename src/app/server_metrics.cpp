@@ -43,6 +43,10 @@ void cluster_metrics(PrometheusWriter& w, const ClusterClient& cluster, const Ro
             d(c.says_refused));
   w.counter("roomd_cluster_says_retried_total", "Says sent to Redis again with their id after a lost reply.",
             d(c.says_retried));
+  w.counter("roomd_cluster_say_batches_total",
+            "roomd_say_batch calls to Redis (cluster_says over this: the mean batch of says).", d(c.say_batches));
+  w.gauge("roomd_cluster_says_queued", "Says waiting for their room's batch in flight to Redis to be answered.",
+          d(c.says_queued));
   w.counter("roomd_cluster_delivered_total", "Messages of clustered rooms handed to this node's router, in seq order.",
             d(c.delivered));
   w.counter("roomd_cluster_gap_fills_total", "Stream reads (XRANGE) for messages the subscription missed.",

@@ -13,10 +13,11 @@ namespace roomd {
 
 namespace {
 constexpr std::size_t kFillBatch = 1000;       // stream entries per XRANGE of a gap fill
-// Says of one room per roomd_say_batch: half a client's window (kSaysInFlight), so a busy
-// publisher keeps two batches in flight, and one call holds Redis (which runs nothing else
-// meanwhile) for a bounded time.
-constexpr std::size_t kSayBatch = 64;
+// Says of one room per roomd_say_batch: one call holds Redis, which runs nothing else
+// meanwhile, for a bounded time.
+constexpr std::size_t kSayBatch = 256;
+// Batches of one room in flight from this node; the says that come meanwhile wait for one.
+constexpr unsigned kBatchesInFlight = 1;
 
 using redis_replies::is_error;
 using redis_replies::text_of;
@@ -31,6 +32,12 @@ using redis_replies::text_of;
 const char* ClusterClient::function_library() {
   return R"LUA(#!lua name=roomd
 
+-- A seq as digits: Lua's own number-to-text (%.14g) writes 1e+14 and above in exponent form.
+-- Seqs are exact up to 2^53 (Lua numbers are doubles).
+local function seq_text(seq)
+  return string.format('%d', seq)
+end
+
 -- The room's incarnation: its epoch. A room with no seq key (never used, or Redis lost it)
 -- starts again: the caller's candidate epoch, an empty stream, and seq from the caller's floor
 -- (the highest seq a node's store holds of a persisted room; 0 otherwise), so a seq a node
@@ -44,9 +51,9 @@ local function incarnation(keys, candidate, floor)
   if not seq or floor > seq then
     if not seq then redis.call('DEL', keys[3]) end
     epoch = candidate
-    redis.call('SET', keys[1], floor)
+    redis.call('SET', keys[1], seq_text(floor))
     redis.call('SET', keys[2], epoch)
-    redis.call('SET', keys[4], floor)
+    redis.call('SET', keys[4], seq_text(floor))
   elseif not epoch then
     epoch = candidate
     redis.call('SET', keys[2], epoch)
@@ -66,45 +73,60 @@ local function say(keys, args)
     if first and first_epoch == epoch then return {tonumber(first), epoch, 1} end
   end
   local seq = redis.call('INCR', keys[1])
-  local line = args[3] .. seq .. args[4]
-  redis.call('XADD', keys[3], 'MAXLEN', '~', args[2], seq .. '-0', 'm', line)
-  redis.call('PUBLISH', args[1], seq .. ' ' .. epoch .. ' ' .. line)
-  redis.call('SET', keys[5], seq .. ' ' .. epoch, 'PX', args[6])
+  local id = seq_text(seq)
+  local line = args[3] .. id .. args[4]
+  redis.call('XADD', keys[3], 'MAXLEN', '~', args[2], id .. '-0', 'm', line)
+  redis.call('PUBLISH', args[1], id .. ' ' .. epoch .. ' ' .. line)
+  redis.call('SET', keys[5], id .. ' ' .. epoch, 'PX', args[6])
   return {seq, epoch}
 end
 
--- The says of one room queued on a node in one loop turn, in one call (docs/cluster.md,
--- "Batched says"): the incarnation once, then per say what roomd_say does, and ONE publish for
--- them all: "b EPOCH\n" and per message "SEQ LEN LINE" (LEN: the line's bytes), or a lone
--- message as roomd_say publishes it (a node of the previous version reads those).
+-- A node's queued says of one room in one call (docs/cluster.md, "Batched says"): the
+-- incarnation once, the say ids in one MGET and the seqs in one INCRBY, then per new message
+-- its stream entry and its say id, and ONE publish for them all: "b EPOCH\n" and per message
+-- "SEQ LEN LINE" (LEN: the line's bytes), or a lone message as roomd_say publishes it.
 -- KEYS: seq, epoch, stream, base, then a said key per say. ARGV: channel, maxlen, candidate
 -- epoch, said ttl ms, floor, then head and tail per say. Returns {epoch, {seq, flag, ...}}: a
--- pair per say, flag 1 for a say id seen before (seq: its first seq).
+-- pair per say, flag 1 for a say id seen before (seq: its first seq), in this batch too.
 local function say_batch(keys, args)
   local epoch = incarnation(keys, args[3], tonumber(args[5]) or 0)
-  local answers, entries = {}, {}
-  local last_seq, last_line
-  for i = 1, #keys - 4 do
-    local said_key = keys[4 + i]
-    local said = redis.call('GET', said_key)
-    local first, first_epoch
-    if said then first, first_epoch = string.match(said, '^(%d+) (%S+)$') end
-    if first and first_epoch == epoch then
-      answers[#answers + 1] = tonumber(first)
+  local n = #keys - 4
+  local said = redis.call('MGET', unpack(keys, 5, 4 + n))
+  local first, new, fresh = {}, 0, {}
+  for i = 1, n do
+    if said[i] then
+      local seq, seq_epoch = string.match(said[i], '^(%d+) (%S+)$')
+      if seq and seq_epoch == epoch then first[i] = seq end
+    end
+    if not first[i] and not fresh[keys[4 + i]] then
+      fresh[keys[4 + i]] = true
+      new = new + 1
+    end
+  end
+  local seq = 0
+  if new > 0 then seq = redis.call('INCRBY', keys[1], new) - new end
+  local answers, entries, given = {}, {}, {}
+  local last_id, last_line
+  for i = 1, n do
+    local repeated = first[i] or given[keys[4 + i]]
+    if repeated then
+      answers[#answers + 1] = tonumber(repeated)
       answers[#answers + 1] = 1
     else
-      local seq = redis.call('INCR', keys[1])
-      local line = args[4 + 2 * i] .. seq .. args[5 + 2 * i]
-      redis.call('XADD', keys[3], 'MAXLEN', '~', args[2], seq .. '-0', 'm', line)
-      redis.call('SET', said_key, seq .. ' ' .. epoch, 'PX', args[4])
-      entries[#entries + 1] = seq .. ' ' .. #line .. ' ' .. line
-      last_seq, last_line = seq, line
+      seq = seq + 1
+      local id = seq_text(seq)
+      local line = args[4 + 2 * i] .. id .. args[5 + 2 * i]
+      redis.call('XADD', keys[3], 'MAXLEN', '~', args[2], id .. '-0', 'm', line)
+      redis.call('SET', keys[4 + i], id .. ' ' .. epoch, 'PX', args[4])
+      given[keys[4 + i]] = id
+      entries[#entries + 1] = id .. ' ' .. #line .. ' ' .. line
+      last_id, last_line = id, line
       answers[#answers + 1] = seq
       answers[#answers + 1] = 0
     end
   end
   if #entries == 1 then
-    redis.call('PUBLISH', args[1], last_seq .. ' ' .. epoch .. ' ' .. last_line)
+    redis.call('PUBLISH', args[1], last_id .. ' ' .. epoch .. ' ' .. last_line)
   elseif #entries > 1 then
     redis.call('PUBLISH', args[1], 'b ' .. epoch .. '\n' .. table.concat(entries))
   end
@@ -634,21 +656,45 @@ void ClusterClient::say(ClusterSay say, std::function<void(ClusterSaid)> done) {
 }
 
 void ClusterClient::queue_say(std::shared_ptr<PendingSay> pending) {
-  const std::string room = pending->say.room;
-  auto& queued = queued_says_[room];
-  queued.push_back(std::move(pending));
-  if (queued.size() >= kSayBatch) {
-    auto says = std::move(queued);
-    queued_says_.erase(room);
-    return send_batch(room, std::move(says));
-  }
-  if (!std::exchange(flush_scheduled_, true)) flush_says_.start(0, 0);
+  RoomSays& room = says_[pending->say.room];
+  room.queued.push_back(std::move(pending));
+  ++stats_.says_queued;
+  // A room with a batch in flight waits for its answer: what comes meanwhile goes as the next
+  // batch, so batches grow with the load (NATS' flush of a client's pending bytes).
+  if (room.batches_in_flight < kBatchesInFlight && !std::exchange(flush_scheduled_, true)) flush_says_.start(0, 0);
 }
 
 void ClusterClient::flush_says() {
   flush_scheduled_ = false;
-  auto queued = std::exchange(queued_says_, {});
-  for (auto& [room, says] : queued) send_batch(room, std::move(says));
+  std::vector<std::string> rooms;
+  for (const auto& [room, says] : says_)
+    if (!says.queued.empty()) rooms.push_back(room);
+  for (const auto& room : rooms) send_queued(room);
+}
+
+void ClusterClient::send_queued(const std::string& room) {
+  // Found again after every send: a refused say's answer may queue another (and rehash says_).
+  for (auto it = says_.find(room); it != says_.end(); it = says_.find(room)) {
+    RoomSays& says = it->second;
+    if (says.queued.empty() || says.batches_in_flight >= kBatchesInFlight) {
+      if (says.queued.empty() && says.batches_in_flight == 0) says_.erase(it);
+      return;
+    }
+    const auto n = static_cast<std::ptrdiff_t>(std::min(says.queued.size(), kSayBatch));
+    std::vector<std::shared_ptr<PendingSay>> batch(std::make_move_iterator(says.queued.begin()),
+                                                   std::make_move_iterator(says.queued.begin() + n));
+    says.queued.erase(says.queued.begin(), says.queued.begin() + n);
+    stats_.says_queued -= static_cast<std::uint64_t>(n);
+    ++says.batches_in_flight;
+    if (!send_batch(room, std::move(batch))) batch_answered(room, false);
+  }
+}
+
+void ClusterClient::batch_answered(const std::string& room, bool send_next) {
+  auto it = says_.find(room);
+  if (it == says_.end()) return;
+  --it->second.batches_in_flight;
+  if (send_next) send_queued(room);
 }
 
 void ClusterClient::say_lost(const std::shared_ptr<PendingSay>& pending) {
@@ -661,8 +707,7 @@ void ClusterClient::say_lost(const std::shared_ptr<PendingSay>& pending) {
   pending->done({});
 }
 
-void ClusterClient::send_batch(const std::string& room, std::vector<std::shared_ptr<PendingSay>> says) {
-  if (says.empty()) return;
+bool ClusterClient::send_batch(const std::string& room, std::vector<std::shared_ptr<PendingSay>> says) {
   // A followed room's floor: what this node holds of it, which Redis never gives again.
   auto feed = feeds_.find(room);
   const std::uint64_t floor = feed != feeds_.end() && feed->second.durable ? feed->second.next_seq - 1 : 0;
@@ -684,27 +729,35 @@ void ClusterClient::send_batch(const std::string& room, std::vector<std::shared_
     call.push_back(p->say.head);
     call.push_back(p->say.tail);
   }
+  ++stats_.say_batches;
   auto batch = std::make_shared<std::vector<std::shared_ptr<PendingSay>>>(std::move(says));
   bool sent = commands_->command(call, [this, room, batch](const redisReply* r) {
-    if (!r) {
-      for (const auto& p : *batch) say_lost(p);
-      return;
-    }
-    auto said = redis_replies::read_say_batch(r, batch->size());
-    if (!said) {
-      log::warning("cluster: roomd_say_batch in '" + room + "' failed: " + said.error);
-      stats_.says_refused += batch->size();
-      for (const auto& p : *batch) p->done({});
-      return;
-    }
-    stats_.says += batch->size();
-    for (std::size_t i = 0; i < batch->size(); ++i) {
-      auto& result = (*said.value)[i];
-      (*batch)[i]->done({true, result.seq, std::move(result.epoch), result.duplicate});
-    }
+    answer_batch(room, *batch, r);
+    batch_answered(room, true);
   });
   if (!sent)
     for (const auto& p : *batch) say_lost(p);
+  return sent;
+}
+
+void ClusterClient::answer_batch(const std::string& room, const std::vector<std::shared_ptr<PendingSay>>& batch,
+                                 const redisReply* r) {
+  if (!r) {
+    for (const auto& p : batch) say_lost(p);
+    return;
+  }
+  auto said = redis_replies::read_say_batch(r, batch.size());
+  if (!said) {
+    log::warning("cluster: roomd_say_batch in '" + room + "' failed: " + said.error);
+    stats_.says_refused += batch.size();
+    for (const auto& p : batch) p->done({});
+    return;
+  }
+  stats_.says += batch.size();
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto& result = (*said.value)[i];
+    batch[i]->done({true, result.seq, std::move(result.epoch), result.duplicate});
+  }
 }
 
 // ---- rooms ---------------------------------------------------------------------------------

@@ -395,9 +395,9 @@ class PipelineTest(base.RedisDaemonTest):
         return int(found.group(1)) if found else 0
 
     def test_says_of_one_turn_go_as_one_call(self):
-        # Batched says (docs/cluster.md): pipelined says into one room go to Redis as one call
-        # per loop turn (at most 64 says each), not one a say; a msg_id repeated within a
-        # batch is answered as a duplicate of the first, and the listener hears each once.
+        # Batched says (docs/cluster.md): pipelined says into one room go to Redis as a few
+        # calls, not one a say; a msg_id repeated within a batch is answered as a duplicate of
+        # the first, and the listener hears each once.
         self.nodes()
         before = self.fcalls()
         lines = "".join(json.dumps({"op": "say", "room": "hall", "text": f"m{i}", "id": i, "msg_id": f"m{i}"}) + "\n"
@@ -410,12 +410,46 @@ class PipelineTest(base.RedisDaemonTest):
         self.assertEqual([m["seq"] for m in got[:100]], list(range(1, 101)))
         self.assertEqual((got[100]["seq"], got[100].get("duplicate")), (got[2]["seq"], True), got[100])
         calls = self.fcalls() - before
-        # Without batching: 101 calls for the says alone. With it: two or more batches (64 at
-        # most each), plus the nodes' beats (four a second each) and member reads.
+        # Without batching: 101 calls for the says alone. With it: a few batches, plus the
+        # nodes' beats (four a second each) and member reads.
         self.assertLess(calls, 60, f"{calls} FCALLs for 101 says")
         self.hear(f"m{i}" for i in range(0, 200, 2))
         self.assertEqual([m["seq"] for m in self.heard], list(range(1, 101)))
         self.assertNotIn("m4 again", [m["text"] for m in self.heard])
+
+    def wait_metric(self, name, value):
+        """Waits (bounded) until node a's /metrics shows `name` at `value` or above."""
+        deadline = time.monotonic() + WAIT
+        while base.metrics(self.a)[1][name] < value:
+            self.assertLess(time.monotonic(), deadline, f"{name} did not reach {value}")
+            time.sleep(0.02)
+
+    def test_says_wait_for_their_rooms_batch_in_flight(self):
+        # While a room's batch is in flight, the says that come wait for its answer and then go
+        # together, however many loop turns read them: batches grow with the load.
+        self.a = self.start(base.node_config(self.redis.port, "node-a", base.HTTP))
+        self.a.log.wait_for("cluster: connected to Redis")
+        self.pub = self.connect(self.a, nick="piper", join=("hall",))
+        self.listener = self.connect(self.a, nick="ear", join=("hall",))
+        self.heard = []
+        before = base.metrics(self.a)[1]["roomd_cluster_say_batches_total"]
+        # Redis holds every write for up to 1.5 s (less than the link's 2 s deadline) ...
+        self.assertIn("+OK", self.redis.command("CLIENT", "PAUSE", "1500", "WRITE"))
+        try:
+            self.pub.send(json.dumps({"op": "say", "room": "hall", "text": "m0", "id": 0}) + "\n")
+            self.wait_metric("roomd_cluster_say_batches_total", before + 1)  # m0's, held by Redis
+            # ... while m1..m100 come, one line a write.
+            for i in range(1, 101):
+                self.pub.send(json.dumps({"op": "say", "room": "hall", "text": f"m{i}", "id": i}) + "\n")
+            self.wait_metric("roomd_cluster_says_queued", 100)
+        finally:
+            self.redis.command("CLIENT", "UNPAUSE")
+        got = self.answers(101)
+        self.assertEqual([(m["op"], m["id"], m["seq"]) for m in got], [("ok", i, i + 1) for i in range(101)])
+        self.assertEqual(base.metrics(self.a)[1]["roomd_cluster_say_batches_total"] - before, 2)
+        self.assertEqual(base.metrics(self.a)[1]["roomd_cluster_says_queued"], 0)
+        self.hear(f"m{i}" for i in range(101))
+        self.assertEqual([m["seq"] for m in self.heard if m["room"] == "hall"], list(range(1, 102)))
 
     def test_pipelined_says_are_answered_in_request_order(self):
         self.nodes()

@@ -77,6 +77,8 @@ struct ClusterStats {
   std::uint64_t says = 0;          // ordered by Redis
   std::uint64_t says_refused = 0;  // unavailable
   std::uint64_t says_retried = 0;  // sent again after a lost reply
+  std::uint64_t say_batches = 0;   // roomd_say_batch calls (says / say_batches: the mean batch)
+  std::uint64_t says_queued = 0;   // now: says waiting for their room's batch in flight
   std::uint64_t delivered = 0;     // messages handed to the router
   std::uint64_t gap_fills = 0;     // XRANGE reads for messages the subscription missed
   std::uint64_t skipped = 0;       // seqs the stream no longer had
@@ -187,11 +189,19 @@ class ClusterClient final : public ClusterBus {
   void release_topic_acks(const std::string& room, std::uint64_t serial);
   // A nick's PX: 3 heartbeats, renewed once a heartbeat.
   std::string nick_lease() const { return std::to_string(settings_.heartbeat_ms * 3); }
-  // Says are queued per room and go as one roomd_say_batch per room at the next loop turn
-  // (or at once when kSayBatch are queued): one call and one publish for them all.
+  // Says are queued per room and go as one roomd_say_batch (one call and one publish for them
+  // all) at the next loop turn, or when the room's batch in flight is answered.
+  struct RoomSays {
+    std::vector<std::shared_ptr<PendingSay>> queued;
+    unsigned batches_in_flight = 0;
+  };
   void queue_say(std::shared_ptr<PendingSay> pending);
   void flush_says();
-  void send_batch(const std::string& room, std::vector<std::shared_ptr<PendingSay>> says);
+  void send_queued(const std::string& room);
+  bool send_batch(const std::string& room, std::vector<std::shared_ptr<PendingSay>> says);  // false: not sent
+  void answer_batch(const std::string& room, const std::vector<std::shared_ptr<PendingSay>>& batch,
+                    const redisReply* reply);
+  void batch_answered(const std::string& room, bool send_next);
   void say_lost(const std::shared_ptr<PendingSay>& pending);
   void on_push(const redisReply& reply);
   void on_message(const std::string& room, redis_replies::Message message);
@@ -228,7 +238,7 @@ class ClusterClient final : public ClusterBus {
   std::unordered_map<std::string, Feed> feeds_;  // watched rooms
   std::uint64_t feed_serial_ = 0;
   std::vector<std::shared_ptr<PendingSay>> retry_;  // says whose reply a lost link took
-  std::unordered_map<std::string, std::vector<std::shared_ptr<PendingSay>>> queued_says_;  // by room, this turn
+  std::unordered_map<std::string, RoomSays> says_;  // by room: queued and in flight
   uv::Timer flush_says_;  // fires at the next loop turn while says are queued
   bool flush_scheduled_ = false;
   // What this node has registered, or will at the next connect: its members per clustered room
