@@ -82,48 +82,91 @@ local function say(keys, args)
 end
 
 -- A node's queued says of one room in one call (docs/cluster.md, "Batched says"): the
--- incarnation once, the say ids in one MGET and the seqs in one INCRBY, then per new message
--- its stream entry and its say id, and ONE publish for them all: "b EPOCH\n" and per message
+-- incarnation once, the say ids read in one MGET and one HMGET, the seqs in one INCRBY, then
+-- per new message its stream entry, and ONE publish for them all: "b EPOCH\n" and per message
 -- "SEQ LEN LINE" (LEN: the line's bytes), or a lone message as roomd_say publishes it.
--- KEYS: seq, epoch, stream, base, then a said key per say. ARGV: channel, maxlen, candidate
--- epoch, said ttl ms, floor, then head and tail per say. Returns {epoch, {seq, flag, ...}}: a
--- pair per say, flag 1 for a say id seen before (seq: its first seq), in this batch too.
+-- A say's id is kept where its KEY says: a client's msg_id as a string key of its own (a
+-- resend may come through any node, for ARGV[4] ms); a node's own id as a FIELD of that node's
+-- hash for the time its says may be retried (ARGV[6] ms after its last write), one HSET a batch.
+-- KEYS: seq, epoch, stream, base, then per say its id's key. ARGV: channel, maxlen, candidate
+-- epoch, client id ttl ms, floor, node hash ttl ms, then per say head, tail and its field in
+-- the node's hash ('' for a client's id). Returns {epoch, {seq, flag, ...}}: a pair per say,
+-- flag 1 for an id seen before (seq: its first seq), in this batch too.
 local function say_batch(keys, args)
   local epoch = incarnation(keys, args[3], tonumber(args[5]) or 0)
   local n = #keys - 4
-  local said = redis.call('MGET', unpack(keys, 5, 4 + n))
+  local said, strings, string_say, hashes = {}, {}, {}, {}
+  for i = 1, n do
+    if args[6 + 3 * i] == '' then
+      strings[#strings + 1] = keys[4 + i]
+      string_say[#strings] = i
+    else
+      local says = hashes[keys[4 + i]]
+      if not says then
+        says = {}
+        hashes[keys[4 + i]] = says
+      end
+      says[#says + 1] = i
+    end
+  end
+  if #strings > 0 then
+    local got = redis.call('MGET', unpack(strings))
+    for j = 1, #strings do said[string_say[j]] = got[j] end
+  end
+  for hash, says in pairs(hashes) do
+    local fields = {}
+    for j = 1, #says do fields[j] = args[6 + 3 * says[j]] end
+    local got = redis.call('HMGET', hash, unpack(fields))
+    for j = 1, #says do said[says[j]] = got[j] end
+  end
   local first, new, fresh = {}, 0, {}
   for i = 1, n do
     if said[i] then
       local seq, seq_epoch = string.match(said[i], '^(%d+) (%S+)$')
       if seq and seq_epoch == epoch then first[i] = seq end
     end
-    if not first[i] and not fresh[keys[4 + i]] then
-      fresh[keys[4 + i]] = true
+    local id = keys[4 + i] .. '\0' .. args[6 + 3 * i]
+    if not first[i] and not fresh[id] then
+      fresh[id] = true
       new = new + 1
     end
   end
   local seq = 0
   if new > 0 then seq = redis.call('INCRBY', keys[1], new) - new end
-  local answers, entries, given = {}, {}, {}
+  local answers, entries, given, hash_writes = {}, {}, {}, {}
   local last_id, last_line
   for i = 1, n do
-    local repeated = first[i] or given[keys[4 + i]]
+    local id = keys[4 + i] .. '\0' .. args[6 + 3 * i]
+    local repeated = first[i] or given[id]
     if repeated then
       answers[#answers + 1] = tonumber(repeated)
       answers[#answers + 1] = 1
     else
       seq = seq + 1
-      local id = seq_text(seq)
-      local line = args[4 + 2 * i] .. id .. args[5 + 2 * i]
-      redis.call('XADD', keys[3], 'MAXLEN', '~', args[2], id .. '-0', 'm', line)
-      redis.call('SET', keys[4 + i], id .. ' ' .. epoch, 'PX', args[4])
-      given[keys[4 + i]] = id
-      entries[#entries + 1] = id .. ' ' .. #line .. ' ' .. line
-      last_id, last_line = id, line
+      local text = seq_text(seq)
+      local line = args[4 + 3 * i] .. text .. args[5 + 3 * i]
+      redis.call('XADD', keys[3], 'MAXLEN', '~', args[2], text .. '-0', 'm', line)
+      if args[6 + 3 * i] == '' then
+        redis.call('SET', keys[4 + i], text .. ' ' .. epoch, 'PX', args[4])
+      else
+        local writes = hash_writes[keys[4 + i]]
+        if not writes then
+          writes = {}
+          hash_writes[keys[4 + i]] = writes
+        end
+        writes[#writes + 1] = args[6 + 3 * i]
+        writes[#writes + 1] = text .. ' ' .. epoch
+      end
+      given[id] = text
+      entries[#entries + 1] = text .. ' ' .. #line .. ' ' .. line
+      last_id, last_line = text, line
       answers[#answers + 1] = seq
       answers[#answers + 1] = 0
     end
+  end
+  for hash, writes in pairs(hash_writes) do
+    redis.call('HSET', hash, unpack(writes))
+    redis.call('PEXPIRE', hash, args[6])
   end
   if #entries == 1 then
     redis.call('PUBLISH', args[1], last_id .. ' ' .. epoch .. ' ' .. last_line)
@@ -492,9 +535,7 @@ void ClusterClient::start(const std::string& default_node_id) {
   if (std::exchange(started_, true)) return;
   if (settings_.node_id.empty()) settings_.node_id = default_node_id;
   self_ = settings_.node_id + ":" + incarnation_;
-  // Redis must answer a command within three heartbeats (never less than 2 s, so a loop busy
-  // for a moment is not taken for a frozen Redis).
-  const std::uint32_t deadline = std::max<std::uint32_t>(2000, 3 * settings_.heartbeat_ms);
+  const std::uint32_t deadline = say_wait_ms();
   RedisLinkSettings link{.address = settings_.redis, .connect_timeout_ms = deadline, .command_timeout_ms = deadline};
   commands_ = std::make_unique<RedisLink>(
       loop_, link, [] {}, [this](RedisCloseReason r, const std::string& d) { link_failed("command", r, d); });
@@ -651,7 +692,10 @@ void ClusterClient::say(ClusterSay say, std::function<void(ClusterSaid)> done) {
     ++stats_.says_refused;
     return done({});
   }
-  auto pending = std::make_shared<PendingSay>(PendingSay{std::move(say), random_epoch(), std::move(done), 0});
+  // A node's own say id is kept in Redis for a few say_wait_ms, in a hash per time bucket of
+  // that width (one write a batch): long enough for every retry of a lost reply.
+  const std::uint64_t bucket = uv_now(loop_) / say_wait_ms();
+  auto pending = std::make_shared<PendingSay>(PendingSay{std::move(say), random_epoch(), std::move(done), 0, bucket});
   queue_say(std::move(pending));
 }
 
@@ -701,7 +745,7 @@ void ClusterClient::say_lost(const std::shared_ptr<PendingSay>& pending) {
   // The reply went with the link: the message may or may not be ordered. It goes again with
   // its id after the reconnect, for as long as a say may wait.
   const std::uint64_t now = uv_now(loop_);
-  if (pending->deadline_ms == 0) pending->deadline_ms = now + std::max<std::uint32_t>(2000, 3 * settings_.heartbeat_ms);
+  if (pending->deadline_ms == 0) pending->deadline_ms = now + say_wait_ms();
   if (now < pending->deadline_ms) return retry_.push_back(pending);
   ++stats_.says_refused;
   pending->done({});
@@ -714,20 +758,20 @@ bool ClusterClient::send_batch(const std::string& room, std::vector<std::shared_
   std::vector<std::string> call{"FCALL",         "roomd_say_batch",   std::to_string(4 + says.size()),
                                 key(room, "seq"), key(room, "epoch"), key(room, "log"),
                                 key(room, "base")};
-  call.reserve(call.size() + 5 + 3 * says.size());
+  call.reserve(call.size() + 6 + 4 * says.size());
   for (const auto& p : says) {
     // The client's msg_id when it gave one (a resend through any node is then a repeat), else
-    // the node's own id for the say; prefixed so neither can be taken for the other.
+    // the node's own id for the say, a field of the node's hash for its time bucket.
     const ClusterSay& s = p->say;
-    call.push_back(key(room, (s.client_id.empty() ? "said:n:" + settings_.node_id + ":" + incarnation_ + ":" + s.said_id
-                                                  : "said:c:" + s.client_id)
-                                 .c_str()));
+    call.push_back(s.client_id.empty() ? key(room, ("said:n:" + self_ + ":" + std::to_string(p->said_bucket)).c_str())
+                                       : key(room, ("said:c:" + s.client_id).c_str()));
   }
   call.insert(call.end(), {channel(room), std::to_string(settings_.max_messages_per_room), says.front()->candidate_epoch,
-                           std::to_string(kSaidWindowMs), std::to_string(floor)});
+                           std::to_string(kSaidWindowMs), std::to_string(floor), std::to_string(4 * say_wait_ms())});
   for (const auto& p : says) {
     call.push_back(p->say.head);
     call.push_back(p->say.tail);
+    call.push_back(p->say.client_id.empty() ? p->say.said_id : std::string());
   }
   ++stats_.say_batches;
   auto batch = std::make_shared<std::vector<std::shared_ptr<PendingSay>>>(std::move(says));

@@ -21,7 +21,7 @@ import signal
 import time
 
 import test_cluster as base  # its Redis and node config (its tests are not run from here)
-from harness import WAIT, run
+from harness import WAIT, Gate, run
 
 
 def logged(daemon, pattern, start):
@@ -450,6 +450,33 @@ class PipelineTest(base.RedisDaemonTest):
         self.assertEqual(base.metrics(self.a)[1]["roomd_cluster_says_queued"], 0)
         self.hear(f"m{i}" for i in range(101))
         self.assertEqual([m["seq"] for m in self.heard if m["room"] == "hall"], list(range(1, 102)))
+
+    def test_a_say_retried_by_its_node_is_ordered_once(self):
+        # A say without msg_id whose answer from Redis is lost: its node sends it again with
+        # its own id (a field of the node's hash in Redis) and Redis answers it as the message
+        # it already ordered: one seq, one message.
+        gate = Gate(self.redis.port)  # node a reaches Redis through it; node b directly
+        self.addCleanup(gate.close)
+        self.a = self.start(base.node_config(gate.port, "node-a", base.HTTP))
+        self.b = self.start(base.node_config(self.redis.port, "node-b"))
+        for d in (self.a, self.b):
+            d.log.wait_for("cluster: connected to Redis")
+        self.pub = self.connect(self.a, nick="piper", join=("hall",))
+        self.listener = self.connect(self.b, nick="ear", join=("hall",))
+        self.heard = []
+        gate.drop_replies.set()  # what Redis answers node a is lost from now on
+        self.pub.send(json.dumps({"op": "say", "room": "hall", "text": "m0", "id": 0}) + "\n")
+        self.hear(["m0"])  # Redis ordered it: node b delivered it
+        gate.cut()
+        gate.drop_replies.clear()
+        gate.release()
+        got = self.answers(1)
+        self.assertEqual((got[0]["op"], got[0].get("seq")), ("ok", 1), got)
+        self.assertGreaterEqual(base.metrics(self.a)[1]["roomd_cluster_says_retried_total"], 1)
+        self.pub.send(json.dumps({"op": "say", "room": "hall", "text": "m1", "id": 1}) + "\n")
+        self.assertEqual(self.answers(1)[0].get("seq"), 2)
+        self.hear(["m1"])
+        self.assertEqual([(m["text"], m["seq"]) for m in self.heard], [("m0", 1), ("m1", 2)])
 
     def test_pipelined_says_are_answered_in_request_order(self):
         self.nodes()

@@ -20,6 +20,7 @@
 
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -170,7 +171,11 @@ class ClusterClient final : public ClusterBus {
     std::string candidate_epoch;
     std::function<void(ClusterSaid)> done;
     std::uint64_t deadline_ms;  // after a lost reply: retried until then, then refused
+    std::uint64_t said_bucket;  // the time bucket of the node's hash its own say id goes in
   };
+  // How long Redis may take to answer a command, and a say with a lost reply may be retried:
+  // three heartbeats, never less than 2 s (a loop busy for a moment is no frozen Redis).
+  std::uint32_t say_wait_ms() const { return std::max<std::uint32_t>(2000, 3 * settings_.heartbeat_ms); }
 
   void connect();
   void on_link_up(bool command_link);
