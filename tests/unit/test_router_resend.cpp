@@ -199,6 +199,7 @@ struct RecordingBus : ClusterBus {
     done(NickClaim::ok);
   }
   void release_nick(const std::string&) override {}
+  void register_guest(const std::string&) override {}
   void member_joined(const std::string&, const std::string&) override {}
   void member_left(const std::string&, const std::string&) override {}
   void member_renamed(const std::string&, const std::string&, const std::string&) override {}
