@@ -1071,12 +1071,10 @@ void ClusterClient::register_guest(const std::string& nick) {
   // the same tag (one in 1.7 million): the guest stays unfindable from other nodes, as before.
   nicks_.insert(nick);
   if (!ready_) return;
-  ++stats_.nick_claims;
   commands_->command({"FCALL", "roomd_claim", "0", self_, nick_lease(), nick, ""}, [this, nick](const redisReply* r) {
     auto claimed = redis_replies::read_integer(r);
     if (!claimed || *claimed.value != 0) return;
     nicks_.erase(nick);
-    ++stats_.nicks_taken;
     log::warning("cluster: guest nick '" + nick + "' is held by another node (the same guest tag); " +
                  "whispers from other nodes will not find it");
   });
