@@ -11,6 +11,7 @@
 
 #include "roomd/base/log.hpp"
 #include "roomd/base/names.hpp"
+#include "roomd/core/router.hpp"
 #include "roomd/protocol/request.hpp"
 
 namespace roomd {
@@ -237,6 +238,8 @@ void read_limits(const toml::table& t, LimitsConfig& l, std::vector<ConfigError>
   r.integer("query_burst", l.query_burst, 1, 1000000000);
   r.number("churn_rate", l.churn_rate, 0, 1e9);
   r.integer("churn_burst", l.churn_burst, 1, 1000000000);
+  // Each holds its message (up to max_frame_bytes) in Redis' input and the answers' queue.
+  r.integer("says_in_flight", l.says_in_flight, 1, static_cast<std::int64_t>(kMaxSaysInFlight));
   r.number("address_history_rate", l.address_history_rate, 0, 1e9);
   r.integer("address_history_burst", l.address_history_burst, 1, 1000000000);
   r.integer("member_page", l.member_page, 1, kMaxWhoPage);

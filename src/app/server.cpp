@@ -53,6 +53,7 @@ RouterSettings router_settings(const Config& c) {
   s.query_burst = c.limits.query_burst;
   s.churn_rate = c.limits.churn_rate;
   s.churn_burst = c.limits.churn_burst;
+  s.says_in_flight = c.limits.says_in_flight;
   s.address_history = {c.limits.address_history_rate, c.limits.address_history_burst};
   return s;
 }
@@ -740,6 +741,8 @@ ordered_json Server::stats_json() const {
   j["resumes"] = r.resumes;
   j["resumes_refused"] = r.resumes_refused;
   j["says_duplicate"] = r.says_duplicate;
+  j["whispers_duplicate"] = r.whispers_duplicate;
+  j["says_in_flight"] = router_->says_in_flight();
   j["rejected"] = stats_.rejected;
   j["rejected_fd_limit"] = stats_.fd_refused;
   j["connect_rate_limited"] = stats_.connect_rate_refused;

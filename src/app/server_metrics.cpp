@@ -194,6 +194,11 @@ std::string Server::metrics_text() const {
   w.counter("roomd_resumes_refused_total", "Joins with since answered resumed: false.", d(r.resumes_refused));
   w.counter("roomd_says_duplicate_total",
             "Says answered as resends of an earlier say with the same msg_id (nothing published).", d(r.says_duplicate));
+  w.counter("roomd_whispers_duplicate_total",
+            "Whispers answered as resends of an earlier whisper with the same msg_id (not delivered again).",
+            d(r.whispers_duplicate));
+  w.gauge("roomd_says_in_flight", "Says into clustered rooms sent to Redis and not answered yet, all clients together.",
+          d(router_->says_in_flight()));
   w.counter("roomd_key_checks_total", "Argon2id room-key checks run.", d(router_->key_checker().checks_run()));
   w.counter("roomd_key_answers_reused_total", "Room-key checks answered from memory, without a check.",
             d(router_->key_checker().answers_reused()));

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "roomd/base/log.hpp"
+#include "roomd/base/names.hpp"
 #include "roomd/cluster/redis_replies.hpp"
 
 namespace roomd {
@@ -204,6 +205,7 @@ end
 --                                   room's last member, as a dynamic room is)
 --   roomd:topics            set     rooms with a kept topic
 --   roomd:node:NODE         channel the node's whispers
+--   roomd:whispered:ID      string  a whisper's id handed on (FROM:TO:MSG_ID), PX its window
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -324,13 +326,17 @@ local function topic(keys, args)
   return announce(room, args[2], 'topic ' .. args[3] .. ' ' .. args[4])
 end
 
--- ARGV: nick (folded), payload. The node holding the nick gets the payload on its channel.
--- 1: handed to it; 0: nobody holds the nick; -1: its node does not listen now (reconnecting,
--- or dead and not swept yet).
+-- ARGV: nick (folded), payload, the whisper's id ('' for none: "FROM:TO:MSG_ID", nicks
+-- folded), how long ids are remembered (ms). The node holding the nick gets the payload on its
+-- channel. 1: handed to it; 0: nobody holds the nick; -1: its node does not listen now
+-- (reconnecting, or dead and not swept yet); 2: that id was handed on before, nothing done.
 local function whisper(keys, args)
+  local id = args[3] or ''
+  if id ~= '' and redis.call('EXISTS', 'roomd:whispered:' .. id) == 1 then return 2 end
   local node = redis.call('GET', 'roomd:nick:' .. args[1])
   if not node then return 0 end
   if redis.call('PUBLISH', 'roomd:node:' .. node, args[2]) == 0 then return -1 end
+  if id ~= '' then redis.call('SET', 'roomd:whispered:' .. id, '1', 'PX', args[4]) end
   return 1
 end
 
@@ -1244,6 +1250,21 @@ void ClusterClient::claim_nick(const std::string& nick, const std::string& repla
   }
 }
 
+void ClusterClient::register_guest(const std::string& nick) {
+  // Held from now whatever Redis answers: while it is away, the registration at the reconnect
+  // takes it. No other node makes nicks with this node's guest prefix, so 0 means a node of
+  // the same tag (one in 1.7 million): the guest stays unfindable from other nodes, as before.
+  nicks_.insert(nick);
+  if (!ready_) return;
+  commands_->command({"FCALL", "roomd_claim", "0", self_, nick_lease(), nick, ""}, [this, nick](const redisReply* r) {
+    auto claimed = redis_replies::read_integer(r);
+    if (!claimed || *claimed.value != 0) return;
+    nicks_.erase(nick);
+    log::warning("cluster: guest nick '" + nick + "' is held by another node (the same guest tag); " +
+                 "whispers from other nodes will not find it");
+  });
+}
+
 void ClusterClient::release_nick(const std::string& nick) {
   nicks_.erase(nick);
   if (ready_) commands_->command({"FCALL", "roomd_release", "0", self_, nick}, {});
@@ -1285,13 +1306,21 @@ void ClusterClient::release_topic_acks(const std::string& room, std::uint64_t se
 
 void ClusterClient::whisper(ClusterWhisper w, std::function<void(WhisperSent)> done) {
   if (!ready_) return done(WhisperSent::unavailable);
-  // "FROM TS TO TEXT": the text last, as it is.
-  std::string payload = w.from + " " + std::to_string(w.ts) + " " + w.to + " " + w.text;
-  bool sent = commands_->command({"FCALL", "roomd_whisper", "0", w.to, std::move(payload)}, [this, done](const redisReply* r) {
+  // "FROM TS TO TEXT", or "FROM TS TO:HEX TEXT" with a msg_id (hex: it may hold spaces): the
+  // text last, as it is.
+  std::string id;
+  if (!w.msg_id.empty()) id = fold_case(w.from) + ":" + w.to + ":" + w.msg_id;
+  std::string payload = w.from + " " + std::to_string(w.ts) + " " + w.to;
+  if (!w.msg_id.empty()) payload += ":" + redis_replies::hex(w.msg_id);
+  payload += " " + w.text;
+  bool sent = commands_->command({"FCALL", "roomd_whisper", "0", w.to, std::move(payload), std::move(id),
+                                  std::to_string(kSaidWindowMs)},
+                                 [this, done](const redisReply* r) {
     auto handed = redis_replies::read_integer(r);
     if (r && !handed) log::warning("cluster: roomd_whisper failed: " + handed.error);
     if (!handed || *handed.value < 0) return done(WhisperSent::unavailable);
     if (*handed.value == 0) return done(WhisperSent::no_such_nick);
+    if (*handed.value == 2) return done(WhisperSent::duplicate);
     ++stats_.whispers_out;
     done(WhisperSent::ok);
   });

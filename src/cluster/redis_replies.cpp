@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "roomd/base/names.hpp"
+#include "roomd/protocol/request.hpp"
 
 namespace roomd::redis_replies {
 
@@ -166,6 +167,34 @@ std::optional<Presence> read_presence(std::string_view payload) {
   return p;
 }
 
+std::string hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+std::optional<std::string> unhex(std::string_view text) {
+  if (text.size() % 2 != 0) return std::nullopt;
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(text.size() / 2);
+  for (std::size_t i = 0; i < text.size(); i += 2) {
+    const int high = digit(text[i]), low = digit(text[i + 1]);
+    if (high < 0 || low < 0) return std::nullopt;
+    out += static_cast<char>(high * 16 + low);
+  }
+  return out;
+}
+
 std::optional<ClusterWhisper> read_whisper(std::string_view payload) {
   ClusterWhisper w;
   std::string_view rest = payload;
@@ -179,7 +208,15 @@ std::optional<ClusterWhisper> read_whisper(std::string_view payload) {
   auto from = word();
   auto ts = word();
   auto to = word();
-  if (!from || !ts || !to || !valid_nick(*from) || !valid_nick(*to) || fold_case(*to) != *to) return std::nullopt;
+  if (!from || !ts || !to) return std::nullopt;
+  // "TO:HEX": the msg_id, hex (a node of the previous version takes it for a bad nick: dropped)
+  if (const auto colon = to->find(':'); colon != std::string_view::npos) {
+    auto id = unhex(to->substr(colon + 1));
+    if (!id || !valid_msg_id(*id)) return std::nullopt;
+    w.msg_id = std::move(*id);
+    to = to->substr(0, colon);
+  }
+  if (!valid_nick(*from) || !valid_nick(*to) || fold_case(*to) != *to) return std::nullopt;
   auto [end, ec] = std::from_chars(ts->data(), ts->data() + ts->size(), w.ts);
   if (ec != std::errc() || end != ts->data() + ts->size()) return std::nullopt;
   w.from = std::string(*from);

@@ -29,7 +29,7 @@ struct Router::Session {
   std::vector<Membership> rooms;  // join order: the last one is the "current" room
   std::string source;             // whose budget its key guesses use
   std::uint64_t says = 0;         // into clustered rooms: each say's id for the cluster
-  bool nick_claimed = false;      // its nick is held in the cluster (a guest nick never is)
+  bool nick_claimed = false;      // its nick is held in the cluster (its guest nick too)
   // Pipelined says (docs/cluster.md): while says into clustered rooms are in flight, its
   // replies queue here in the order of its requests and go out from the front as they are
   // known. A reply known at once (an error, a refused say) takes its place behind them.
@@ -39,7 +39,8 @@ struct Router::Session {
   };
   std::deque<Answer> answers{};
   std::uint64_t answers_base = 0;  // the number of answers.front(); Slots name theirs by it
-  bool window_held = false;        // kSaysInFlight unanswered: its requests wait
+  std::size_t in_flight = 0;       // of its answers, says not answered yet (Router::says_in_flight_)
+  bool window_held = false;        // settings.says_in_flight unanswered: its requests wait
   // A request that is not such a say, come while says were in flight: served once they are
   // all answered, the session held meanwhile (as any request that waits).
   std::optional<Request> waiting{};
@@ -69,6 +70,13 @@ struct Router::Commit {
 struct Router::Said {
   std::uint64_t seq;
   std::shared_ptr<Commit> commit;  // a persisted room's; null: memory only
+};
+
+// Client msg_ids of the last kSaidWindowMs, at most a bound of them, by key, and the same keys
+// oldest first with when they came, to forget them in order.
+struct Router::RecentIds {
+  std::unordered_map<std::string, Said> ids;
+  std::deque<std::pair<std::uint64_t, const std::string*>> order;
 };
 
 struct Router::Room {
@@ -124,11 +132,9 @@ struct Router::Room {
     std::function<void(std::optional<ErrorCode>)> answer;  // nullopt: stored
   };
   std::deque<StoredAck> stored_acks;  // by seq
-  // Not clustered: the says with a client's msg_id of the last kSaidWindowMs, at most
-  // kRecentSaysPerRoom, by "NICK MSG_ID" (the nick folded), and the same keys oldest first
-  // with when they were said, to forget them in order.
-  std::unordered_map<std::string, Said> said;
-  std::deque<std::pair<std::uint64_t, const std::string*>> said_order;
+  // Not clustered: the says with a client's msg_id, at most kRecentSaysPerRoom, by
+  // "NICK MSG_ID" (the nick folded).
+  RecentIds said;
 };
 
 namespace {
@@ -157,6 +163,7 @@ Router::Router(RouterSettings settings, const std::vector<RoomConfig>& rooms, Ro
       guesses_(settings_.key_guesses),
       address_history_(settings_.address_history),
       epoch_seed_((std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}() ^ services_.clock.wall_ms()) {
+  whispered_ = std::make_unique<RecentIds>();
   for (const auto& rc : rooms) create_room(rc.name, &rc);
 }
 
@@ -242,7 +249,9 @@ class Router::Slot {
 Router::Slot Router::open_slot(Session& s, const std::optional<nlohmann::json>& id) {
   s.answers.push_back({});
   Slot slot(*this, sessions_.at(s.id), s.answers_base + s.answers.size() - 1, id);
-  if (s.answers.size() >= kSaysInFlight && !std::exchange(s.window_held, true)) s.out->hold();
+  ++s.in_flight;
+  ++says_in_flight_;
+  if (s.answers.size() >= settings_.says_in_flight && !std::exchange(s.window_held, true)) s.out->hold();
   return slot;
 }
 
@@ -255,6 +264,8 @@ bool Router::pipelined(const Session& s, const Request& r) const {
 void Router::fill_answer(Session& s, std::uint64_t number, EventPtr event) {
   auto& answer = s.answers.at(number - s.answers_base);
   answer.ready = true;
+  --s.in_flight;
+  --says_in_flight_;
   answer.event = std::move(event);
   flush_answers(s);
 }
@@ -265,7 +276,7 @@ void Router::flush_answers(Session& s) {
     s.answers.pop_front();
     ++s.answers_base;
   }
-  if (s.window_held && s.answers.size() < kSaysInFlight) {
+  if (s.window_held && s.answers.size() < settings_.says_in_flight) {
     s.window_held = false;
     s.out->release();
   }
@@ -348,6 +359,7 @@ SessionId Router::connect(Outbox& outbox, bool admin, std::string source) {
                             settings_.query_burst, settings_.max_frame_bytes, settings_.churn_rate,
                             settings_.churn_burst};
   s.out->send(make_event(wire::welcome(settings_.version, s.nick, settings_.motd, limits)));
+  register_guest(s);  // after the welcome, which never waits for the cluster
   return s.id;
 }
 
@@ -363,7 +375,16 @@ void Router::disconnect(SessionId id) {
   }
   by_nick_.erase(fold_case(s.nick));
   if (s.nick_claimed) services_.cluster->release_nick(fold_case(s.nick));
+  says_in_flight_ -= s.in_flight;  // their answers find the session gone
   sessions_.erase(it);
+}
+
+// In a cluster a guest nick is registered like a claimed nick, so that other nodes' whispers
+// find it (docs/cluster.md): nobody else can hold it, so nothing waits for the answer.
+void Router::register_guest(Session& s) {
+  if (!services_.cluster) return;
+  services_.cluster->register_guest(fold_case(s.nick));
+  s.nick_claimed = true;
 }
 
 Router::Session* Router::find_session(SessionId id) {
@@ -737,6 +758,7 @@ void Router::cluster_nick_lost(const std::string& folded) {
   Session& s = *it->second;
   s.nick_claimed = false;
   std::string old = apply_nick(s, next_guest_nick());
+  register_guest(s);
   s.out->send(make_event(wire::system_renamed(s.nick, old, "another node's client has your nick now")));
   announce_rename(s, old);
 }
@@ -955,7 +977,7 @@ void Router::on_say(Session& s, const Request& r) {
   std::string said_key;
   if (r.msg_id) {
     said_key = fold_case(s.nick) + ' ' + *r.msg_id;
-    if (const Said* first = recent_say(*room, said_key)) return answer_duplicate(s, r, *first);
+    if (const Said* first = recent_say(room->said, said_key)) return answer_duplicate(s, r, *first);
   }
   const bool durable = persisted(*room);
   // A duplicate of a persisted say is answered once its commit is known: it needs the outcome.
@@ -984,29 +1006,30 @@ void Router::on_say(Session& s, const Request& r) {
     seq = publish(*room, &s, s.nick, r);
     if (r.id) reply(s, wire::ok_seq(r.id, seq));
   }
-  if (r.msg_id) remember_say(*room, std::move(said_key), seq, std::move(commit));
+  if (r.msg_id) remember_say(room->said, std::move(said_key), seq, std::move(commit), kRecentSaysPerRoom);
 }
 
 // Forgets, oldest first, what the window has passed (remember_say keeps the count): O(1) per
 // say, since each key is forgotten once, and nothing per member.
-const Router::Said* Router::recent_say(Room& room, const std::string& key) {
+const Router::Said* Router::recent_say(RecentIds& recent, const std::string& key) {
   const std::uint64_t now = clock_.mono_ms();
-  while (!room.said_order.empty() && room.said_order.front().first + kSaidWindowMs <= now) {
-    room.said.erase(room.said.find(*room.said_order.front().second));
-    room.said_order.pop_front();
+  while (!recent.order.empty() && recent.order.front().first + kSaidWindowMs <= now) {
+    recent.ids.erase(recent.ids.find(*recent.order.front().second));
+    recent.order.pop_front();
   }
-  auto it = room.said.find(key);
-  return it == room.said.end() ? nullptr : &it->second;
+  auto it = recent.ids.find(key);
+  return it == recent.ids.end() ? nullptr : &it->second;
 }
 
-void Router::remember_say(Room& room, std::string key, std::uint64_t seq, std::shared_ptr<Commit> commit) {
-  auto [it, fresh] = room.said.try_emplace(std::move(key), Said{seq, std::move(commit)});
+void Router::remember_say(RecentIds& recent, std::string key, std::uint64_t seq, std::shared_ptr<Commit> commit,
+                          std::size_t bound) {
+  auto [it, fresh] = recent.ids.try_emplace(std::move(key), Said{seq, std::move(commit)});
   if (!fresh) return;  // recent_say found none: cannot happen
   // The map's nodes do not move, so the order can point at their keys.
-  room.said_order.emplace_back(clock_.mono_ms(), &it->first);
-  if (room.said_order.size() > kRecentSaysPerRoom) {
-    room.said.erase(room.said.find(*room.said_order.front().second));
-    room.said_order.pop_front();
+  recent.order.emplace_back(clock_.mono_ms(), &it->first);
+  if (recent.order.size() > bound) {
+    recent.ids.erase(recent.ids.find(*recent.order.front().second));
+    recent.order.pop_front();
   }
 }
 
@@ -1029,7 +1052,7 @@ void Router::answer_duplicate(Session& s, const Request& r, const Said& first) {
 // A clustered room's say: the cluster gives it its seq and sends it back to every node, this one
 // included, which delivers it then; the ok follows its own message here. Says are pipelined
 // (docs/cluster.md): the next request of the session is served at once if it is another such
-// say (up to kSaysInFlight unanswered), and its replies go out in the order of its requests
+// say (up to settings.says_in_flight unanswered), and its replies go out in the order of its requests
 // (open_slot, flush_answers); any other request waits until the says before it are answered.
 void Router::say_clustered(Session& s, const Request& r, Room& room) {
   if (!services_.cluster->available())
@@ -1269,9 +1292,18 @@ void Router::cluster_presence(const std::string& name, const ClusterPresence& p)
 void Router::on_whisper(Session& s, const Request& r) {
   const std::string folded = fold_case(r.to);
   auto it = by_nick_.find(folded);
-  // A nick no client here has may be another node's: the cluster knows who holds it. Guest
-  // nicks are never claimed, so another node's guests cannot be found (docs/cluster.md).
-  const bool elsewhere = it == by_nick_.end() && services_.cluster && valid_nick(r.to) && !folded.starts_with("guest-");
+  // A nick no client here has may be another node's: the cluster knows who holds it (guests
+  // too: registered as they come). This node's own guest prefix is nobody's elsewhere.
+  const bool elsewhere = it == by_nick_.end() && services_.cluster && valid_nick(r.to) &&
+                         !folded.starts_with(fold_case(services_.cluster->guest_prefix()));
+  // A resend of a whisper delivered here (this node's client its target), from here or
+  // handed on by another node: answered as the first was, not delivered again. One handed on
+  // to another node, Redis knows (the cluster's answer below).
+  std::string whisper_key;
+  if (r.msg_id && valid_nick(r.to)) {
+    whisper_key = fold_case(s.nick) + ' ' + folded + ' ' + *r.msg_id;
+    if (recent_say(*whispered_, whisper_key)) return answer_whisper_duplicate(s, r);
+  }
   if (!valid_nick(r.to) || (it == by_nick_.end() && !elsewhere))
     return fail(s, r, ErrorCode::no_such_nick, "nobody is called '" + r.to + "'");
   if (elsewhere && !services_.cluster->available())
@@ -1282,10 +1314,12 @@ void Router::on_whisper(Session& s, const Request& r) {
   }
   if (elsewhere) {
     // The reply waits for the cluster's answer (and so do this client's later requests).
-    ClusterWhisper w{folded, s.nick, r.text.value_or(""), clock_.wall_ms()};
+    ClusterWhisper w{folded, s.nick, r.text.value_or(""), clock_.wall_ms(), r.msg_id.value_or("")};
     services_.cluster->whisper(std::move(w), [this, hold = hold_request(s), r](WhisperSent sent) mutable {
+      if (sent == WhisperSent::duplicate) ++stats_.whispers_duplicate;
       if (Session* session = hold.session()) {
         if (sent == WhisperSent::ok) reply(*session, wire::ok(r.id));
+        else if (sent == WhisperSent::duplicate) reply(*session, wire::ok_duplicate(r.id));
         else if (sent == WhisperSent::no_such_nick) fail(*session, r, ErrorCode::no_such_nick, "nobody is called '" + r.to + "'");
         else fail(*session, r, ErrorCode::unavailable, "the whisper may not have reached '" + r.to + "': try again shortly");
       }
@@ -1296,7 +1330,13 @@ void Router::on_whisper(Session& s, const Request& r) {
   Session& target = *it->second;
   target.out->send_broadcast(
       make_event(wire::whisper(s.nick, target.nick, r.text.value_or(""), clock_.wall_ms())), "");
+  if (r.msg_id) remember_say(*whispered_, std::move(whisper_key), 0, nullptr, kRecentWhispers);
   reply(s, wire::ok(r.id));
+}
+
+void Router::answer_whisper_duplicate(Session& s, const Request& r) {
+  ++stats_.whispers_duplicate;
+  reply(s, wire::ok_duplicate(r.id));
 }
 
 void Router::on_who(Session& s, const Request& r) {
@@ -1385,6 +1425,12 @@ void Router::cluster_topic(const std::string& name, const std::optional<ClusterT
 void Router::cluster_whisper(const ClusterWhisper& w) {
   auto it = by_nick_.find(w.to);
   if (it == by_nick_.end()) return;  // gone since its node claimed the nick: the sender had its ok
+  if (!w.msg_id.empty()) {
+    // Sent again through this node or another (its first answer lost): delivered once.
+    std::string key = fold_case(w.from) + ' ' + w.to + ' ' + w.msg_id;
+    if (recent_say(*whispered_, key)) return;
+    remember_say(*whispered_, std::move(key), 0, nullptr, kRecentWhispers);
+  }
   Session& target = *it->second;
   target.out->send_broadcast(make_event(wire::whisper(w.from, target.nick, w.text, w.ts)), "");
 }

@@ -225,7 +225,12 @@ ParseResult parse_valid_utf8_dom(std::string_view frame) {
     }
     case Op::whisper: {
       std::string text;
-      if (f.string("to", req.to) && f.string("text", text)) req.text = std::move(text);
+      if (!f.string("to", req.to) || !f.string("text", text) || !f.optional_string("msg_id", req.msg_id)) break;
+      req.text = std::move(text);
+      // A deviation from SPEC.md, as the say's (docs/protocol.md, Resending a say).
+      if (req.msg_id && !valid_msg_id(*req.msg_id))
+        return RequestError{ErrorCode::bad_request,
+                            "field 'msg_id' must be a string of 1 to " + std::to_string(kMaxMsgIdBytes) + " bytes", id};
       break;
     }
     case Op::topic: f.string("room", req.room) && f.string("topic", req.topic); break;
@@ -532,6 +537,7 @@ ordered_json request_json(const Request& r) {
     case Op::whisper:
       j["to"] = r.to;
       j["text"] = r.text.value_or("");
+      if (r.msg_id) j["msg_id"] = *r.msg_id;
       break;
     case Op::topic:
       j["room"] = r.room;

@@ -124,6 +124,13 @@ ordered_json ok_seq(const Id& id, std::uint64_t seq, bool duplicate) {
   return b;
 }
 
+// A resend of a whisper with the same msg_id: not delivered again.
+ordered_json ok_duplicate(const Id& id) {
+  auto b = reply(id, "ok");
+  b["duplicate"] = true;
+  return b;
+}
+
 ordered_json pong(const Id& id) { return reply(id, "pong"); }
 
 ordered_json echo(const Id& id, std::string_view text) {

@@ -123,10 +123,8 @@ class CrossNodeTest(MembersTest):
         dave.send("/msg alice from text mode\n")
         self.assertEqual(alice.wait("whisper", **{"from": "dave"})["text"], "from text mode")
 
-        # Held by nobody: no_such_nick, from any node; another node's guests cannot be found.
+        # Held by nobody: no_such_nick, from any node.
         self.assertEqual(alice.ask({"op": "whisper", "to": "nobody", "text": "x"})["code"], "no_such_nick")
-        guest = Member(self.connect(c)).client.welcome["nick"]
-        self.assertEqual(alice.ask({"op": "whisper", "to": guest, "text": "x"})["code"], "no_such_nick")
         # A nick let go is nobody's again: the rename freed it in the step that took the new one.
         self.assertEqual(carol.ask({"op": "nick", "nick": "carla"})["op"], "ok")
         self.assertEqual(alice.ask({"op": "whisper", "to": "carol", "text": "x"})["code"], "no_such_nick")
@@ -145,6 +143,86 @@ class CrossNodeTest(MembersTest):
         self.assertEqual(alice.ask({"op": "whisper", "to": "carla", "text": "x"})["code"], "unavailable")
         self.assertEqual(alice.ask({"op": "whisper", "to": "lee", "text": "near"})["op"], "ok")
         self.assertEqual(local.wait("whisper")["text"], "near")
+
+    def test_whisper_finds_another_nodes_guest(self):
+        a, c = self.node("node-a"), self.node("node-c")
+        alice = self.member(a, "alice")
+        guest = Member(self.connect(c))
+        name = guest.client.welcome["nick"]
+        self.assertRegex(name, r"^guest-[a-z0-9]{4}-1$")
+        # Registered after the welcome (which does not wait for it), on node C's link to Redis:
+        # `rooms` asks Redis on that link, so its answer comes after the registration's.
+        guest.ask({"op": "rooms"})
+        reply = alice.ask({"op": "whisper", "to": name.upper(), "text": "hello guest"})
+        self.assertEqual(reply["op"], "ok", reply)
+        w = guest.wait("whisper")
+        self.assertEqual((w["from"], w["to"], w["text"]), ("alice", name, "hello guest"))
+        self.assertEqual(guest.ask({"op": "whisper", "to": "alice", "text": "hi"})["op"], "ok")
+        self.assertEqual(alice.wait("whisper", **{"from": name})["text"], "hi")
+
+        # Renamed: the guest nick is freed in the step that took the new one.
+        self.assertEqual(guest.ask({"op": "nick", "nick": "gus"})["op"], "ok")
+        self.assertEqual(alice.ask({"op": "whisper", "to": name, "text": "x"})["code"], "no_such_nick")
+        self.assertEqual(alice.ask({"op": "whisper", "to": "gus", "text": "renamed"})["op"], "ok")
+        self.assertEqual(guest.wait("whisper")["text"], "renamed")
+
+        # A guest who left is nobody: no_such_nick from another node, not a silent ok (its
+        # release goes to Redis as it leaves, so the answer changes within the wait).
+        other = Member(self.connect(c))
+        gone = other.client.welcome["nick"]
+        other.ask({"op": "rooms"})
+        self.assertEqual(alice.ask({"op": "whisper", "to": gone, "text": "there?"})["op"], "ok")
+        self.assertEqual(other.wait("whisper")["text"], "there?")
+        other.client.close()
+        deadline = time.monotonic() + WAIT
+        while alice.ask({"op": "whisper", "to": gone, "text": "x"}).get("code") != "no_such_nick":
+            self.assertLess(time.monotonic(), deadline, "a guest who left still got whispers")
+            time.sleep(0.02)  # a retry interval, not a wait for an event
+        # A guest nick of node C's own prefix that nobody there has: answered by node C itself.
+        prefix = name.rsplit("-", 1)[0]
+        self.assertEqual(guest.ask({"op": "whisper", "to": prefix + "-99", "text": "x"})["code"], "no_such_nick")
+
+    def test_whisper_msg_id_delivers_once_through_any_node(self):
+        a, c = self.node("node-a"), self.node("node-c")
+        alice = self.member(a, "alice")
+        carol = self.member(c, "carol")
+        lee = self.member(a, "lee")
+
+        def whispers(m):
+            return [f["text"] for f in m.drain() if f.get("op") == "whisper"]
+
+        # Across nodes: Redis remembers the id; the resend is answered duplicate, not handed on.
+        w = {"op": "whisper", "to": "carol", "text": "once", "msg_id": "w 1"}
+        first = alice.ask(w)
+        self.assertEqual((first["op"], first.get("duplicate")), ("ok", None), first)
+        carol.wait("whisper", text="once")
+        again = alice.ask(dict(w, to="CAROL", text="twice?"))
+        self.assertEqual((again["op"], again.get("duplicate")), ("ok", True), again)
+        self.assertEqual(alice.ask(dict(w, msg_id="w 2", text="another"))["op"], "ok")
+        carol.wait("whisper", text="another")
+        self.assertEqual(whispers(carol), [])  # and not "twice?"
+        # On one node: the node remembers it.
+        self.assertEqual(alice.ask({"op": "whisper", "to": "lee", "text": "near", "msg_id": "w 1"})["op"], "ok")
+        near = alice.ask({"op": "whisper", "to": "lee", "text": "near", "msg_id": "w 1"})
+        self.assertEqual(near.get("duplicate"), True, near)
+        self.assertEqual(whispers(lee), ["near"])
+
+        # The resend through the target's own node (the sender reconnected there): that node
+        # delivered the first, so it is a duplicate there too.
+        alice.client.close()
+        deadline = time.monotonic() + WAIT
+        while True:  # alice's nick is free once node A's release reached Redis (sent as she left)
+            back = Member(self.connect(c))
+            if back.ask({"op": "nick", "nick": "alice"})["op"] == "ok":
+                break
+            back.client.close()
+            self.assertLess(time.monotonic(), deadline, "alice's nick was never released")
+            time.sleep(0.02)  # a retry interval, not a wait for an event
+        resent = back.ask(w)
+        self.assertEqual((resent["op"], resent.get("duplicate")), ("ok", True), resent)
+        self.assertEqual(whispers(carol), [])
+        self.assertEqual(cluster.metrics(c)[1]["roomd_whispers_duplicate_total"], 1)
+        self.assertEqual(cluster.metrics(a)[1]["roomd_whispers_duplicate_total"], 2)
 
 
 if __name__ == "__main__":

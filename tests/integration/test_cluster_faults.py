@@ -545,6 +545,30 @@ class PipelineTest(base.RedisDaemonTest):
         print(f"\n{self._testMethodName}: {len(refused)} of 200 refused when Redis died ({len(in_flight)} in "
               f"flight), {sum(1 for i in refused if oks[i].get('duplicate'))} of them were there already", flush=True)
 
+    def test_says_in_flight_is_the_configured_window_and_a_gauge(self):
+        config = base.node_config(self.redis.port, "node-a", base.HTTP)
+        self.a = self.start(config.replace("[limits]\n", "[limits]\nsays_in_flight = 4\n", 1))
+        self.a.log.wait_for("cluster: connected to Redis")
+        self.pub = self.connect(self.a, nick="piper", join=self.ROOMS)
+        self.assertEqual(base.metrics(self.a)[1]["roomd_says_in_flight"], 0)
+        # Redis frozen: the says sent stay in flight; at 4 the client is not read any more.
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            self.send(0, 10)
+            deadline = time.monotonic() + WAIT
+            while (held := base.metrics(self.a)[1]["roomd_says_in_flight"]) == 0:
+                self.assertLess(time.monotonic(), deadline, "no say ever went to Redis")
+                time.sleep(0.02)  # a retry interval, not a wait for an event
+            self.assertEqual(held, 4)  # the window, not the 128 of old
+        finally:
+            self.redis.proc.send_signal(signal.SIGCONT)
+        got = self.answers(10, limit=2 * WAIT)
+        self.assertEqual([m["id"] for m in got], list(range(10)), "each say answered once, in order")
+        # ok, or (a machine slow enough for the node to give up on the frozen link) unavailable
+        self.assertTrue({m["op"] for m in got} <= {"ok", "error"}, got)
+        self.assertTrue(all(m.get("code", "unavailable") == "unavailable" for m in got), got)
+        self.assertEqual(base.metrics(self.a)[1]["roomd_says_in_flight"], 0)
+
 
 if __name__ == "__main__":
     run()

@@ -284,6 +284,23 @@ TEST_CASE("say: msg_id is a string of 1 to 64 bytes; anything else is a bad_requ
   CHECK(std::get<Request>(parse_json_request(request_json(r).dump())).msg_id == "k-1");
 }
 
+TEST_CASE("whisper: msg_id as the say's (a string of 1 to 64 bytes), written back the same") {
+  auto with = [](std::string msg_id_json) {
+    return parse_json_request(R"({"op":"whisper","to":"bob","text":"x","id":1,"msg_id":)" + msg_id_json + "}");
+  };
+  CHECK(std::get<Request>(with(R"("w 1")")).msg_id == "w 1");
+  CHECK_FALSE(std::get<Request>(with("null")).msg_id);
+  for (const std::string& bad : {std::string(R"("")"), '"' + std::string(65, 'z') + '"', std::string("7")}) {
+    CAPTURE(bad);
+    auto r = with(bad);
+    REQUIRE(std::holds_alternative<RequestError>(r));
+    CHECK(std::get<RequestError>(r).code == ErrorCode::bad_request);
+    CHECK(std::get<RequestError>(r).message.find("msg_id") != std::string::npos);
+  }
+  Request r = std::get<Request>(with(R"("k-1")"));
+  CHECK(std::get<Request>(parse_json_request(request_json(r).dump())).msg_id == "k-1");
+}
+
 TEST_CASE("plain say: random mutations never make the two paths disagree") {
   const std::string seeds[] = {R"({"op":"say","room":"lobby","text":"hello","id":12})",
                                R"({"text":"t=1;xx","room":"r","op":"say"})"};

@@ -31,6 +31,7 @@ TEST_CASE("config: defaults and the embedded default") {
   CHECK(r.config.limits.address_history_burst == 200);
   CHECK(r.config.limits.churn_rate == doctest::Approx(2));
   CHECK(r.config.limits.churn_burst == 30);
+  CHECK(r.config.limits.says_in_flight == 128);
   CHECK(r.config.server.connect_rate == doctest::Approx(20));
   CHECK(r.config.server.connect_burst == 256);
   CHECK(r.config.rooms.empty());
@@ -125,6 +126,9 @@ TEST_CASE("config: each bad case names the key and its line") {
   CHECK(only_error("[limits]\naddress_history_burst = 0\n").starts_with("limits.address_history_burst@2: must be between 1"));
   CHECK(only_error("[limits]\nchurn_rate = -1\n").starts_with("limits.churn_rate@2: must be between 0"));
   CHECK(only_error("[limits]\nchurn_burst = 0\n").starts_with("limits.churn_burst@2: must be between 1"));
+  CHECK(only_error("[limits]\nsays_in_flight = 0\n") == "limits.says_in_flight@2: must be between 1 and 4096");
+  CHECK(only_error("[limits]\nsays_in_flight = 100000\n") == "limits.says_in_flight@2: must be between 1 and 4096");
+  CHECK(roomd::parse_config("[limits]\nsays_in_flight = 16\n", "t.toml").config.limits.says_in_flight == 16);
   CHECK(only_error("[server]\nconnect_rate = -1\n").starts_with("server.connect_rate@2: must be between 0"));
   CHECK(only_error("[server]\nconnect_burst = 0\n").starts_with("server.connect_burst@2: must be between 1"));
   CHECK(only_error("[history]\nreplay = 501\n").starts_with("history.replay@2: must be between"));

@@ -350,8 +350,15 @@ TEST_CASE("redis replies: a whisper \"FROM TS TO TEXT\" on a node's own channel"
   auto push = read_push(reply(array({bulk("message"), bulk("roomd:node:n3:ab"), bulk("Ann 1700 carol hi  there ")})).get());
   REQUIRE(push);
   CHECK(push->kind == Push::Kind::whisper);
-  CHECK(push->whisper == ClusterWhisper{"carol", "Ann", "hi  there ", 1700});
-  CHECK(read_whisper("ann 5 bob ") == ClusterWhisper{"bob", "ann", "", 5});
+  CHECK(push->whisper == ClusterWhisper{"carol", "Ann", "hi  there ", 1700, ""});
+  CHECK(read_whisper("ann 5 bob ") == ClusterWhisper{"bob", "ann", "", 5, ""});
+  // With a msg_id, hex after the target (it may hold spaces).
+  CHECK(hex("a b\xff") == "612062ff");
+  CHECK(read_whisper("ann 5 bob:612062ff hi") == ClusterWhisper{"bob", "ann", "hi", 5, "a b\xff"});
+  for (const char* odd : {"ann 5 bob: hi", "ann 5 bob:6 hi", "ann 5 bob:6g hi", "ann 5 bob:6A hi", "ann 5 :61 hi"}) {
+    CAPTURE(odd);
+    CHECK_FALSE(read_whisper(odd));
+  }
   for (const char* odd : {"", "ann", "ann 5 bob", "ann x bob hi", "ann -5 bob hi", "ann 5 Bob hi", "9ann 5 bob hi",
                           "ann 5 9bob hi", " ann 5 bob hi", "ann  5 bob hi"}) {
     CAPTURE(odd);

@@ -40,6 +40,8 @@ struct FakeBus : ClusterBus {
     claims.push_back({nick, replaced, std::move(done)});
   }
   void release_nick(const std::string& nick) override { released.push_back(nick); }
+  std::vector<std::string> guests;  // registered guest nicks
+  void register_guest(const std::string& nick) override { guests.push_back(nick); }
   void member_joined(const std::string& room, const std::string& nick) override { changes.push_back("join " + room + " " + nick); }
   void member_left(const std::string& room, const std::string& nick) override { changes.push_back("leave " + room + " " + nick); }
   void member_renamed(const std::string& room, const std::string& old, const std::string& nick) override {
@@ -470,7 +472,8 @@ TEST_CASE("cluster: nicks are the cluster's: claimed before taken, released when
   c.router.handle(ida, nick("Ann", 1));
   REQUIRE(c.bus.claims.size() == 1);
   CHECK(c.bus.claims[0].nick == "ann");      // folded
-  CHECK(c.bus.claims[0].replaced.empty());   // a guest nick is never claimed
+  CHECK(c.bus.guests == std::vector<std::string>{"guest-tag-1", "guest-tag-2", "guest-tag-3"});
+  CHECK(c.bus.claims[0].replaced == "guest-tag-1");  // the guest nick, registered at connect
   CHECK(a.got.empty());
   CHECK(a.held == 1);
   c.bus.claims[0].done(NickClaim::ok);
@@ -521,22 +524,28 @@ TEST_CASE("cluster: nicks are the cluster's: claimed before taken, released when
   CHECK(a.got.back()["event"] == "renamed");
   CHECK(a.got.back()["old"] == "Anna");
   CHECK(a.got.back()["nick"] == "guest-tag-4");
+  CHECK(c.bus.guests.back() == "guest-tag-4");  // the new guest nick is registered too
   CHECK(b.got.at(0)["event"] == "nick");
   c.router.cluster_nick_lost("nobody");
 
-  // A claimed nick is released when its client goes; a guest's is not.
+  // A claimed nick is released when its client goes, and so is a guest's.
   c.router.handle(idb, nick("bea", 10));
+  CHECK(c.bus.claims.back().replaced == "guest-tag-2");
   c.bus.claims.back().done(NickClaim::ok);
   c.router.disconnect(idb);
   CHECK(c.bus.released == std::vector<std::string>{"bea"});
   CHECK(c.bus.changes.back() == "leave hall bea");
   c.router.disconnect(ida);
-  CHECK(c.bus.released.size() == 1);
+  CHECK(c.bus.released == std::vector<std::string>{"bea", "guest-tag-4"});
   // Gone while its claim was asked: the nick it got is nobody's.
   c.router.handle(idd, nick("dee", 11));
   c.router.disconnect(idd);
   c.bus.claims.back().done(NickClaim::ok);
   CHECK(c.bus.released.back() == "dee");
+  // A guest that never renamed: its registered guest nick is released as it goes.
+  Box e;
+  c.router.disconnect(c.router.connect(e));
+  CHECK(c.bus.released.back() == "guest-tag-5");
 }
 
 // ---- followed rooms: clustered and persisted -----------------------------------------------
@@ -826,7 +835,7 @@ struct Pipeline : Cluster {
     s.burst = 1000;
     return s;
   }
-  Pipeline() : Cluster({room("hall"), room("lobby"), room("local", false)}, settings()) {
+  explicit Pipeline(RouterSettings s = settings()) : Cluster({room("hall"), room("lobby"), room("local", false)}, s) {
     ida = router.connect(a);
     router.handle(ida, req(Op::join, "hall"));
     router.cluster_synced("hall", RoomState{0, "e1", {}});
@@ -940,6 +949,36 @@ TEST_CASE("pipelined says: at most kSaysInFlight unanswered; the window opens as
   REQUIRE(got.size() == kSaysInFlight);
   for (std::size_t i = 0; i < kSaysInFlight; ++i) CHECK(got[i] == std::to_string(i) + " ok");
   CHECK(p.a.held == 0);
+}
+
+TEST_CASE("pipelined says: the window is the settings' (says_in_flight), counted over clients") {
+  RouterSettings s = Pipeline::settings();
+  s.says_in_flight = 3;
+  Pipeline p(s);
+  Box b;
+  SessionId idb = p.router.connect(b);
+  p.router.handle(idb, req(Op::join, "hall"));
+  for (int i = 0; i < 3; ++i) p.router.handle(p.ida, say("hall", "m", i));
+  CHECK(p.a.held == 1);  // at 3, not 128
+  CHECK(p.router.says_in_flight() == 3);
+  p.router.handle(idb, say("hall", "b1", "b1"));
+  p.router.handle(idb, say("hall", "b2", "b2"));
+  CHECK(b.held == 0);
+  CHECK(p.router.says_in_flight() == 5);  // all clients together
+  p.bus.says[0].second(ClusterSaid{true, 1, "e1"});  // ordered: its place is answered once delivered
+  CHECK(p.router.says_in_flight() == 5);
+  p.deliver(0, 1);
+  CHECK(p.router.says_in_flight() == 4);
+  CHECK(p.a.held == 0);
+  p.router.disconnect(idb);  // gone with two in flight: no longer counted, their answers touch nothing
+  CHECK(p.router.says_in_flight() == 2);
+  p.bus.says[3].second(ClusterSaid{true, 2, "e1"});
+  p.bus.says[4].second(ClusterSaid{false, 0, ""});
+  CHECK(p.router.says_in_flight() == 2);
+  p.bus.says[1].second(ClusterSaid{false, 0, ""});
+  p.bus.says[2].second(ClusterSaid{false, 0, ""});
+  CHECK(p.router.says_in_flight() == 0);
+  CHECK(answers(p.a).size() == 3);
 }
 
 TEST_CASE("pipelined says: a lost bus answers every say in flight once, in order") {
@@ -1170,7 +1209,7 @@ TEST_CASE("cluster: a whisper to another node's client goes through the cluster"
   // Nobody here: the cluster finds the node holding the nick (folded), the ok waits for it.
   c.router.handle(ida, whisper("Carol", "psst", 2));
   REQUIRE(c.bus.whispers.size() == 1);
-  CHECK(c.bus.whispers[0].first == ClusterWhisper{"carol", "ann", "psst", 7});
+  CHECK(c.bus.whispers[0].first == ClusterWhisper{"carol", "ann", "psst", 7, ""});
   CHECK(a.got.empty());
   CHECK(a.held == 1);
   c.bus.whispers[0].second(WhisperSent::ok);
@@ -1182,20 +1221,79 @@ TEST_CASE("cluster: a whisper to another node's client goes through the cluster"
   c.router.handle(ida, whisper("erin", "x", 4));
   c.bus.whispers.at(2).second(WhisperSent::unavailable);
   CHECK(a.got.at(2)["code"] == "unavailable");
-  // Guests are never claimed (no node can be found for them); an unreachable cluster cannot say.
-  c.router.handle(ida, whisper("guest-zz-1", "x", 5));
+  // This node's own guest prefix is nobody's elsewhere: a guest of it who left needs no cluster.
+  c.router.handle(ida, whisper("GUEST-tag-9", "x", 5));
   CHECK(a.got.at(3)["code"] == "no_such_nick");
+  CHECK(c.bus.whispers.size() == 3);
   c.bus.up = false;
   c.router.handle(ida, whisper("carol", "x", 6));
   CHECK(a.got.at(4)["code"] == "unavailable");
   CHECK(c.bus.whispers.size() == 3);
+  c.bus.up = true;
+  // Another node's guest is found through the cluster, as any registered nick.
+  c.router.handle(ida, whisper("guest-zz-1", "x", 7));
+  REQUIRE(c.bus.whispers.size() == 4);
+  CHECK(c.bus.whispers[3].first.to == "guest-zz-1");
+  c.bus.whispers[3].second(WhisperSent::ok);
+  CHECK(a.got.at(5) == ordered_json{{"op", "ok"}, {"id", 7}});
   CHECK(b.got.empty());
 
   // From another node: to the client holding the nick here, shown as it is spelled here.
-  c.router.cluster_whisper(ClusterWhisper{"bob", "Carol", "hi there", 42});
+  c.router.cluster_whisper(ClusterWhisper{"bob", "Carol", "hi there", 42, ""});
   REQUIRE(b.got.size() == 1);
   CHECK(b.got[0] == ordered_json{{"op", "whisper"}, {"from", "Carol"}, {"to", "bob"}, {"text", "hi there"}, {"ts", 42}});
-  c.router.cluster_whisper(ClusterWhisper{"nobody", "Carol", "lost", 43});  // gone meanwhile: dropped
+  c.router.cluster_whisper(ClusterWhisper{"nobody", "Carol", "lost", 43, ""});  // gone meanwhile: dropped
   CHECK(b.got.size() == 1);
-  CHECK(a.got.size() == 5);
+  CHECK(a.got.size() == 6);
+}
+
+TEST_CASE("cluster: a whisper's msg_id: a resend is answered duplicate and delivered once") {
+  Cluster c;
+  Box a, b;
+  SessionId ida = c.router.connect(a), idb = c.router.connect(b);
+  c.router.handle(ida, nick("ann"));
+  c.bus.claims.at(0).done(NickClaim::ok);
+  c.router.handle(idb, nick("bob"));
+  c.bus.claims.at(1).done(NickClaim::ok);
+  a.got.clear();
+  b.got.clear();
+  auto with_id = [](std::string to, std::string msg_id, int id) {
+    Request r = whisper(std::move(to), "hi", id);
+    r.msg_id = std::move(msg_id);
+    return r;
+  };
+
+  // To a client here: remembered here.
+  c.router.handle(ida, with_id("bob", "m1", 1));
+  c.router.handle(ida, with_id("BOB", "m1", 2));
+  CHECK(a.got.at(1) == ordered_json{{"op", "ok"}, {"id", 2}, {"duplicate", true}});
+  c.router.handle(ida, with_id("bob", "m2", 3));  // another id: a whisper of its own
+  CHECK(b.got.size() == 2);
+  CHECK(c.router.stats().whispers_duplicate == 1);
+
+  // To another node's client: the id goes with it, and the cluster says it was handed on before.
+  c.router.handle(ida, with_id("carol", "m1", 4));
+  REQUIRE(c.bus.whispers.size() == 1);
+  CHECK(c.bus.whispers[0].first.msg_id == "m1");
+  c.bus.whispers[0].second(WhisperSent::duplicate);
+  CHECK(a.got.back() == ordered_json{{"op", "ok"}, {"id", 4}, {"duplicate", true}});
+  CHECK(c.router.stats().whispers_duplicate == 2);
+
+  // From another node, sent again through another (its first answer lost): delivered once,
+  // and a resend straight to this node after it is a duplicate too.
+  b.got.clear();
+  c.router.cluster_whisper(ClusterWhisper{"bob", "Carol", "x", 9, "c1"});
+  c.router.cluster_whisper(ClusterWhisper{"bob", "carol", "x", 9, "c1"});
+  CHECK(b.got.size() == 1);
+  Box d;
+  SessionId idd = c.router.connect(d);
+  c.router.handle(idd, nick("carol"));
+  c.bus.claims.back().done(NickClaim::ok);
+  c.router.handle(idd, with_id("bob", "c1", 5));
+  CHECK(d.got.back() == ordered_json{{"op", "ok"}, {"id", 5}, {"duplicate", true}});
+  CHECK(b.got.size() == 1);
+  // Without an id, nothing is remembered.
+  c.router.cluster_whisper(ClusterWhisper{"bob", "carol", "x", 9, ""});
+  c.router.cluster_whisper(ClusterWhisper{"bob", "carol", "x", 9, ""});
+  CHECK(b.got.size() == 3);
 }

@@ -149,6 +149,47 @@ TEST_CASE("resend: a msg_id is remembered for the window, and at most the newest
   CHECK(a.got.back()["duplicate"] == true);
 }
 
+TEST_CASE("resend: a whisper's msg_id on one node: per sender and target, for the window and the newest kRecentWhispers") {
+  Node n;
+  Box a, b, c;
+  SessionId ida = n.member(a, "alice"), idc = n.member(c, "carl");
+  n.member(b, "bob");
+  auto whisper = [](std::string to, std::optional<nlohmann::json> id, std::string msg_id) {
+    Request r;
+    r.op = Op::whisper;
+    r.to = std::move(to);
+    r.text = "psst";
+    r.id = std::move(id);
+    r.msg_id = std::move(msg_id);
+    return r;
+  };
+  auto whispers = [](const Box& box) {
+    std::size_t count = 0;
+    for (const auto& m : box.got) count += m["op"] == "whisper";
+    return count;
+  };
+  n.router.handle(ida, whisper("bob", 1, "w"));
+  n.router.handle(ida, whisper("Bob", 2, "w"));  // the same target, any case: a resend
+  CHECK(a.got.back() == ordered_json{{"op", "ok"}, {"id", 2}, {"duplicate", true}});
+  CHECK(whispers(b) == 1);
+  n.router.handle(idc, whisper("bob", 3, "w"));  // another sender's id of the same name
+  n.router.handle(ida, whisper("carl", 4, "w"));  // another target
+  CHECK(whispers(b) == 2);
+  CHECK(whispers(c) == 1);
+  CHECK(n.router.stats().whispers_duplicate == 1);
+  n.now += kSaidWindowMs;  // the window has passed: a whisper of its own
+  n.router.handle(ida, whisper("bob", 5, "w"));
+  CHECK(a.got.back() == ordered_json{{"op", "ok"}, {"id", 5}});
+  CHECK(whispers(b) == 3);
+  // The count: the oldest goes once kRecentWhispers newer ones came.
+  for (std::size_t i = 0; i < kRecentWhispers; ++i) n.router.handle(ida, whisper("carl", std::nullopt, "k" + std::to_string(i)));
+  n.router.handle(ida, whisper("carl", 6, "k1"));
+  CHECK(a.got.back()["duplicate"] == true);
+  n.router.handle(ida, whisper("bob", 7, "w"));  // pushed out by the count
+  CHECK(a.got.back() == ordered_json{{"op", "ok"}, {"id", 7}});
+  CHECK(whispers(b) == 4);
+}
+
 TEST_CASE("resend: in a persisted room a duplicate's ok waits for the first one's commit, and shares its outcome") {
   Node n({room("log", true), room("lost", true)}, true);
   Box a;
@@ -199,6 +240,7 @@ struct RecordingBus : ClusterBus {
     done(NickClaim::ok);
   }
   void release_nick(const std::string&) override {}
+  void register_guest(const std::string&) override {}
   void member_joined(const std::string&, const std::string&) override {}
   void member_left(const std::string&, const std::string&) override {}
   void member_renamed(const std::string&, const std::string&, const std::string&) override {}

@@ -59,6 +59,7 @@ struct LimitsConfig {
   std::uint32_t query_burst = 50;          // ... after this many at once; over it a request waits its turn
   double churn_rate = 2;                   // nick changes and leaves per second per connection (0: off) ...
   std::uint32_t churn_burst = 30;          // ... after this many at once; over it one is refused (rate_limited)
+  std::uint32_t says_in_flight = 128;      // says into clustered rooms unanswered at once per connection
   double address_history_rate = 100;        // history pages and searches per second per client address, all its connections (0: off) ...
   std::uint32_t address_history_burst = 200; // ... after this many at once; over it one waits for the address's next slot
   std::uint32_t member_page = 100;           // members listed in `joined`; `who`'s default page

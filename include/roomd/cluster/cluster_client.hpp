@@ -117,6 +117,7 @@ class ClusterClient final : public ClusterBus {
   std::string guest_prefix() const override { return guest_prefix_; }
   void claim_nick(const std::string& nick, const std::string& replaced, std::function<void(NickClaim)> done) override;
   void release_nick(const std::string& nick) override;
+  void register_guest(const std::string& nick) override;
   void member_joined(const std::string& room, const std::string& nick) override;
   void member_left(const std::string& room, const std::string& nick) override;
   void member_renamed(const std::string& room, const std::string& old, const std::string& nick) override;

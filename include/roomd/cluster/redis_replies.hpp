@@ -163,8 +163,12 @@ std::optional<std::vector<Message>> read_batch(std::string_view payload);
 // A presence payload "p VERSION NODE KIND NICK...": join and leave with one nick or more,
 // nick with exactly two; every nick valid; topic with one nick and the text after it.
 std::optional<Presence> read_presence(std::string_view payload);
-// A whisper payload "FROM TS TO TEXT": both nicks valid, TO folded, TS a number.
+// A whisper payload "FROM TS TO TEXT" or, with a msg_id, "FROM TS TO:HEX TEXT": both nicks
+// valid, TO folded, TS a number, HEX the msg_id in lower-case hex.
 std::optional<ClusterWhisper> read_whisper(std::string_view payload);
+// Bytes as lower-case hex, and back (nullopt: not such hex).
+std::string hex(std::string_view bytes);
+std::optional<std::string> unhex(std::string_view text);
 // XRANGE: [[id, [field, line]]...]; entries of another shape are skipped.
 Read<StreamRange> read_range(const redisReply* r);
 // CONFIG GET appendonly appendfsync: [name, value, ...] in any order; both must be there.

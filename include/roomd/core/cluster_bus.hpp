@@ -75,13 +75,17 @@ struct ClusterWhisper {
   std::string from;  // the sender's nick, as shown
   std::string text;
   std::uint64_t ts = 0;
+  // The sender's msg_id, empty for none: a resend of it (sender, target and id) is answered
+  // duplicate and not handed on again, through any node (docs/protocol.md).
+  std::string msg_id;
   bool operator==(const ClusterWhisper&) const = default;
 };
 
 enum class WhisperSent {
   ok,            // handed to the node holding the nick (its client gets it unless it left meanwhile)
   no_such_nick,  // no node holds the nick
-  unavailable    // the cluster could not be asked, or the holder's node does not listen now
+  unavailable,   // the cluster could not be asked, or the holder's node does not listen now
+  duplicate      // its msg_id was handed on before (within kSaidWindowMs): not handed on again
 };
 
 // A page of a room's members on all nodes, by nick (byte order), as `who` pages it.
@@ -114,9 +118,13 @@ class ClusterBus {
   virtual void watch(const std::string& room) = 0;
   virtual void unwatch(const std::string& room) = 0;
 
-  // Guest nicks are the node's own, never claimed: they start with this, which no other node
-  // uses ("guest-" and a tag per process), and clients may not take nicks starting "guest-".
+  // Guest nicks are the node's own: they start with this, which no other node uses ("guest-"
+  // and a tag per process), and clients may not take nicks starting "guest-".
   virtual std::string guest_prefix() const { return "guest-"; }
+  // A client of this node got the guest nick `nick` (folded): registered like a claimed nick
+  // (so another node's whisper finds it), without an answer to wait for: nobody else can hold
+  // it. Released like a claimed nick. Held from now, so a registration after a reconnect has it.
+  virtual void register_guest(const std::string& nick) = 0;
   // Claims `nick` (folded) for a client of this node, releasing `replaced` (folded; empty for
   // none) once it is held. `done` runs on the loop.
   virtual void claim_nick(const std::string& nick, const std::string& replaced, std::function<void(NickClaim)> done) = 0;

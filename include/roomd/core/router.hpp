@@ -52,6 +52,16 @@ struct RouterServices {
   ClusterBus* cluster = nullptr;
 };
 
+// Says of one client into clustered rooms that may be in flight at once by default (docs/cluster.md,
+// "Pipelined says"; [limits] says_in_flight): sent to the cluster back to back, answered in
+// the order of its requests. At this many unanswered, the client's next request waits (its
+// socket is not read). Above the default says burst (100), so a client within the default
+// rate limit never meets it; enough for a busy publisher's says to reach the member nodes in
+// batches (32 measured about half the deliveries/s of 128, 256 no more than 128); bounded, as
+// each holds its message. The config allows 1 to kMaxSaysInFlight.
+inline constexpr std::size_t kSaysInFlight = 128;
+inline constexpr std::size_t kMaxSaysInFlight = 4096;
+
 struct RouterSettings {
   std::string version;
   std::string motd;
@@ -75,7 +85,10 @@ struct RouterSettings {
   // over it they are refused with rate_limited. 0: no budget.
   double churn_rate = 2;
   std::uint32_t churn_burst = 30;
-  AddressPacer::Settings address_history;  // history pages and searches per client address
+  AddressPacer::Settings address_history;
+  // Says of one client into clustered rooms that may be in flight at once (docs/cluster.md,
+  // "Pipelined says"), [limits] says_in_flight.
+  std::size_t says_in_flight = kSaysInFlight;  // history pages and searches per client address
 };
 
 struct RouterStats {
@@ -90,6 +103,7 @@ struct RouterStats {
   std::uint64_t resumes = 0;             // joins with since that replayed what was missed ...
   std::uint64_t resumes_refused = 0;     // ... and those answered resumed: false
   std::uint64_t says_duplicate = 0;      // says whose msg_id was seen before: not published again
+  std::uint64_t whispers_duplicate = 0;  // whispers whose msg_id was seen before: not delivered again
   std::uint64_t nicks_unavailable = 0;   // nick changes refused while the cluster was unreachable
 };
 
@@ -97,14 +111,10 @@ struct RouterStats {
 // (cluster_bus.hpp), at most this many of them (the newest); a resend within both is a
 // duplicate. Clustered rooms' are remembered by Redis, for the same window.
 inline constexpr std::size_t kRecentSaysPerRoom = 10000;
+// Whispers with a msg_id delivered to this node's clients are remembered the same way, at
+// most this many (the newest) for the whole node: about 20 MB with 64-byte ids.
+inline constexpr std::size_t kRecentWhispers = 100000;
 
-// Says of one client into clustered rooms that may be in flight at once (docs/cluster.md,
-// "Pipelined says"): sent to the cluster back to back, answered in the order of its requests.
-// At this many unanswered, the client's next request waits (its socket is not read). Above
-// the default says burst (100), so a client within the default rate limit never meets it;
-// enough for a busy publisher's says to reach the member nodes in batches (32 measured about
-// half the deliveries/s of 128, docs/cluster.md); bounded, as each holds its message.
-inline constexpr std::size_t kSaysInFlight = 128;
 
 struct RoomInfo {
   std::string name;
@@ -175,6 +185,8 @@ class Router final : public SessionSink {
   void cluster_whisper(const ClusterWhisper& whisper);
   std::size_t session_count() const { return sessions_.size(); }
   const RouterStats& stats() const { return stats_; }
+  // Says into clustered rooms sent and not answered yet, all sessions together.
+  std::size_t says_in_flight() const { return says_in_flight_; }
   const KeyChecker& key_checker() const { return keys_; }
   const GuessThrottle& guess_throttle() const { return guesses_; }
 
@@ -184,6 +196,7 @@ class Router final : public SessionSink {
   struct NickOrder;
   struct Commit;
   struct Said;
+  struct RecentIds;
 
   Session* find_session(SessionId id);
   bool paced(Session& s, const Request& r);
@@ -229,8 +242,11 @@ class Router final : public SessionSink {
   void say_clustered(Session& s, const Request& r, Room& room);
   // Says with a client's msg_id in a room that is not clustered (Redis remembers the others'):
   // the first say of that nick and id within the window, or nothing.
-  const Said* recent_say(Room& room, const std::string& key);
-  void remember_say(Room& room, std::string key, std::uint64_t seq, std::shared_ptr<Commit> commit);
+  // Whispers' msg_ids use the same memory (whispered_), per sender, target and id.
+  const Said* recent_say(RecentIds& recent, const std::string& key);
+  void remember_say(RecentIds& recent, std::string key, std::uint64_t seq, std::shared_ptr<Commit> commit,
+                    std::size_t bound);
+  void answer_whisper_duplicate(Session& s, const Request& r);
   void answer_duplicate(Session& s, const Request& r, const Said& first);
   // Runs the acks waiting for a seq up to `upto`, and with `joins_too` the joins waiting for
   // the room's sync (answered from what the router knows now).
@@ -282,6 +298,7 @@ class Router final : public SessionSink {
   void reply(Session& s, ordered_json body);
   void fail(Session& s, const Request& r, ErrorCode code, std::string message);
   std::string next_guest_nick();
+  void register_guest(Session& s);
 
   RouterSettings settings_;
   Clock clock_;
@@ -292,6 +309,9 @@ class Router final : public SessionSink {
   std::unordered_map<SessionId, std::shared_ptr<Session>> sessions_;  // shared: Holds watch them
   std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> session
   std::unordered_set<std::string> claiming_;           // folded nicks asked of the cluster now
+  // The msg_ids of whispers delivered to this node's clients (from here or handed on by
+  // another node), "FROM TO MSG_ID" (nicks folded): a resend is not delivered again.
+  std::unique_ptr<RecentIds> whispered_;
   std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;
   std::size_t dynamic_rooms_ = 0;  // rooms_ that are not configured (server.max_rooms)
   std::uint64_t room_serial_ = 0;
@@ -300,6 +320,7 @@ class Router final : public SessionSink {
   std::uint64_t guest_counter_ = 0;
   std::uint64_t server_says_ = 0;  // the console's says into clustered rooms
   RouterStats stats_;
+  std::size_t says_in_flight_ = 0;
 };
 
 }  // namespace roomd

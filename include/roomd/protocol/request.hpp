@@ -83,7 +83,7 @@ constexpr std::string_view to_string(ErrorCode code) {
 // A `who` page holds at most this many members (a bigger `limit` is cut to it).
 inline constexpr std::uint32_t kMaxWhoPage = 1000;
 
-// A say's `msg_id` (the client's idempotency id) is a string of 1 to this many bytes.
+// A say's or whisper's `msg_id` (the client's idempotency id) is a string of 1 to this many bytes.
 inline constexpr std::size_t kMaxMsgIdBytes = 64;
 constexpr bool valid_msg_id(std::string_view id) { return !id.empty() && id.size() <= kMaxMsgIdBytes; }
 
@@ -99,6 +99,7 @@ struct Request {
   nlohmann::json data;  // null: absent
   // say: the client's id for this message; a resend with the same id (same nick, same room,
   // within the window) is answered with the first one's seq and not published again.
+  // whisper: the same, per sender and target: a resend is answered duplicate, not delivered.
   std::optional<std::string> msg_id;
   std::string to;
   std::string topic;

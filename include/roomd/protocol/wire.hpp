@@ -60,6 +60,7 @@ ordered_json reply(const Id& id, std::string_view op);
 ordered_json ok(const Id& id);                                    // {"op":"ok","id"?}
 ordered_json ok_nick(const Id& id, std::string_view nick);        // {"op":"ok","id"?,"nick"}
 ordered_json ok_seq(const Id& id, std::uint64_t seq, bool duplicate = false);  // {"op":"ok","id"?,"seq","duplicate"?:true}
+ordered_json ok_duplicate(const Id& id);                          // {"op":"ok","id"?,"duplicate":true}
 ordered_json pong(const Id& id);                                  // {"op":"pong","id"?}
 ordered_json echo(const Id& id, std::string_view text);           // {"op":"echo","id"?,"text"}
 ordered_json help(const Id& id);                                  // {"op":"help","id"?}
