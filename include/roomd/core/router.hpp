@@ -85,10 +85,10 @@ struct RouterSettings {
   // over it they are refused with rate_limited. 0: no budget.
   double churn_rate = 2;
   std::uint32_t churn_burst = 30;
-  AddressPacer::Settings address_history;
+  AddressPacer::Settings address_history;  // history pages and searches per client address
   // Says of one client into clustered rooms that may be in flight at once (docs/cluster.md,
   // "Pipelined says"), [limits] says_in_flight.
-  std::size_t says_in_flight = kSaysInFlight;  // history pages and searches per client address
+  std::size_t says_in_flight = kSaysInFlight;
 };
 
 struct RouterStats {
