@@ -313,6 +313,15 @@ Request nick(std::string n, std::optional<nlohmann::json> id = std::nullopt) {
   return r;
 }
 
+// A client whose nick the cluster granted; what it was sent until then is dropped.
+SessionId named(Cluster& c, Box& box, std::string nick_name) {
+  SessionId id = c.router.connect(box);
+  c.router.handle(id, nick(std::move(nick_name)));
+  c.bus.claims.back().done(NickClaim::ok);
+  box.got.clear();
+  return id;
+}
+
 Request who(std::string room_name, std::optional<std::string> after = std::nullopt, std::optional<std::uint32_t> limit = std::nullopt) {
   Request r = req(Op::who, std::move(room_name));
   r.after = std::move(after);
@@ -1080,13 +1089,7 @@ TEST_CASE("cluster: a topic is the cluster's: stored there, applied on every nod
   hall.topic = "welcome";
   Cluster c({hall});
   Box a, b;
-  SessionId ida = c.router.connect(a), idb = c.router.connect(b);
-  c.router.handle(ida, nick("ann"));
-  c.bus.claims.at(0).done(NickClaim::ok);
-  c.router.handle(idb, nick("bob"));
-  c.bus.claims.at(1).done(NickClaim::ok);
-  a.got.clear();
-  b.got.clear();
+  SessionId ida = named(c, a, "ann"), idb = named(c, b, "bob");
 
   // The first member waits for the room's state: the topic read with the members is in its
   // `joined`, and nobody is told of it.
@@ -1190,13 +1193,8 @@ TEST_CASE("cluster: a dynamic room's topic is not kept; a node-local room's stay
 TEST_CASE("cluster: a whisper to another node's client goes through the cluster") {
   Cluster c;
   Box a, b;
-  SessionId ida = c.router.connect(a), idb = c.router.connect(b);
-  c.router.handle(ida, nick("ann"));
-  c.bus.claims.at(0).done(NickClaim::ok);
-  c.router.handle(idb, nick("bob"));
-  c.bus.claims.at(1).done(NickClaim::ok);
-  a.got.clear();
-  b.got.clear();
+  SessionId ida = named(c, a, "ann");
+  named(c, b, "bob");
 
   // A client here: as on one node, no cluster.
   c.router.handle(ida, whisper("BOB", "local", 1));
@@ -1250,13 +1248,8 @@ TEST_CASE("cluster: a whisper to another node's client goes through the cluster"
 TEST_CASE("cluster: a whisper's msg_id: a resend is answered duplicate and delivered once") {
   Cluster c;
   Box a, b;
-  SessionId ida = c.router.connect(a), idb = c.router.connect(b);
-  c.router.handle(ida, nick("ann"));
-  c.bus.claims.at(0).done(NickClaim::ok);
-  c.router.handle(idb, nick("bob"));
-  c.bus.claims.at(1).done(NickClaim::ok);
-  a.got.clear();
-  b.got.clear();
+  SessionId ida = named(c, a, "ann");
+  named(c, b, "bob");
   auto with_id = [](std::string to, std::string msg_id, int id) {
     Request r = whisper(std::move(to), "hi", id);
     r.msg_id = std::move(msg_id);
