@@ -92,7 +92,7 @@ Request req(Op op, std::string room_name, std::optional<nlohmann::json> id = std
   Request r;
   r.op = op;
   r.room = std::move(room_name);
-  r.id = std::move(id);
+  if (id) r.id = std::move(*id);  // (moving an empty optional<json>: a false maybe-uninitialized under TSan)
   return r;
 }
 
@@ -309,7 +309,7 @@ Request nick(std::string n, std::optional<nlohmann::json> id = std::nullopt) {
   Request r;
   r.op = Op::nick;
   r.nick = std::move(n);
-  r.id = std::move(id);
+  if (id) r.id = std::move(*id);
   return r;
 }
 
@@ -1075,7 +1075,7 @@ Request whisper(std::string to, std::string text, std::optional<nlohmann::json> 
   r.op = Op::whisper;
   r.to = std::move(to);
   r.text = std::move(text);
-  r.id = std::move(id);
+  if (id) r.id = std::move(*id);
   return r;
 }
 
